@@ -1,0 +1,83 @@
+using System.Diagnostics;
+using MimFlow.Cli.Commands;
+using MimFlow.Datasets.Checks;
+using MimFlow.Datasets.Synthetic;
+using MimFlow.Torch.Backend;
+using MimFlow.Torch.Diagnostics;
+using Spectre.Console;
+
+namespace MimFlow.Cli.Demo;
+
+/// <summary>One line of the demo's summary: what a stage did, how long it took, where its output is.</summary>
+public sealed record StageReport(string Stage, string Did, TimeSpan Elapsed, string Output);
+
+/// <summary>
+/// Runs every stage that exists so far on generated data, small enough for 2 CPU cores: the torch backend check,
+/// the two synthetic datasets, and a full decode of what was written.
+/// </summary>
+internal sealed class DemoRun(CliContext context, string outputDirectory, ulong seed, TorchBackendOptions backendOptions)
+{
+    public const int ImageNetImages = 60;
+    public const int ImageNetClasses = 6;
+    public const int Ade20kImages = 20;
+
+    public async Task<IReadOnlyList<StageReport>> RunAsync(CancellationToken cancellationToken)
+    {
+        string root = Path.GetFullPath(outputDirectory);
+        Directory.CreateDirectory(root);
+        var reports = new List<StageReport>();
+
+        reports.Add(Timed("backend", () =>
+        {
+            var backend = TorchBackend.EnsureLoaded(backendOptions);
+            var test = BackendSelfTest.Run(backend.DefaultDevice, (long)seed);
+            if (!test.Passed) throw new InvalidDataException($"the backend self-test failed on {test.Device}: {test}");
+            return ($"matmul + backward checked on {test.Device}; libstdc++ fix {(backend.Fix.Applied ? "applied" : "not needed")}", backend.LibTorchSharpPath);
+        }));
+
+        string imagenet = Path.Combine(root, "imagenet");
+        var imagenetResult = await DatasetsCommand.Synthesize(context.Console, new SynthesisOptions
+        {
+            Kind = SyntheticKind.ImageNet, OutputDirectory = imagenet, Images = ImageNetImages, Classes = ImageNetClasses,
+            Seed = seed, MinSide = 160, MaxSide = 320, Force = true,
+        }, cancellationToken);
+        reports.Add(new StageReport("synth imagenet",
+            $"{imagenetResult.TrainImages} train + {imagenetResult.ValidationImages} val JPEGs, {imagenetResult.Classes.Count} classes, {imagenetResult.Bytes / 1e6:F1} MB",
+            imagenetResult.Elapsed, imagenet));
+
+        string ade20k = Path.Combine(root, "ade20k");
+        var adeResult = await DatasetsCommand.Synthesize(context.Console, new SynthesisOptions
+        {
+            Kind = SyntheticKind.Ade20k, OutputDirectory = ade20k, Images = Ade20kImages, Seed = seed, MinSide = 192, MaxSide = 384, Force = true,
+        }, cancellationToken);
+        reports.Add(new StageReport("synth ade20k",
+            $"{adeResult.TrainImages} train + {adeResult.ValidationImages} val scenes with label maps, {adeResult.Bytes / 1e6:F1} MB",
+            adeResult.Elapsed, ade20k));
+
+        reports.Add(Timed("decode check", () =>
+        {
+            var check = DecodeCheck.Run(root, cancellationToken: cancellationToken);
+            if (check.Failures.Count > 0)
+                throw new InvalidDataException($"{check.Failures.Count} file(s) failed to decode, first: {check.Failures[0].Path}: {check.Failures[0].Reason}");
+            return ($"{check.Images} images and {check.LabelMaps} label maps decoded; labels within 0..{check.MaxLabel}", root);
+        }));
+        return reports;
+    }
+
+    private static StageReport Timed(string stage, Func<(string Did, string Output)> run)
+    {
+        var watch = Stopwatch.StartNew();
+        var (did, output) = run();
+        return new StageReport(stage, did, watch.Elapsed, output);
+    }
+
+    public static void Render(IAnsiConsole console, IReadOnlyList<StageReport> reports, TimeSpan total)
+    {
+        var table = new Table().Title("mimflow demo: stage summary")
+            .AddColumn("stage").AddColumn("what it did").AddColumn(new TableColumn("time").RightAligned()).AddColumn("output");
+        foreach (var report in reports)
+            table.AddRow(Markup.Escape(report.Stage), Markup.Escape(report.Did), $"{report.Elapsed.TotalSeconds:F1} s", Markup.Escape(report.Output));
+        console.Write(table);
+        console.MarkupLineInterpolated($"demo finished in {total.TotalSeconds:F1} s");
+    }
+}

@@ -1,0 +1,83 @@
+using System.CommandLine;
+using MimFlow.Cli.Commands;
+using MimFlow.Datasets.Synthetic;
+using MimFlow.Torch.Backend;
+
+namespace MimFlow.Cli;
+
+/// <summary>The <c>mimflow</c> command tree and its error policy: a bad argument or a failed command prints one
+/// line naming what went wrong and exits non-zero (2 for usage, 1 for failures).</summary>
+public static class MimFlowCli
+{
+    public const int UsageError = 2;
+    public const int Failure = 1;
+
+    /// <summary>Global: the CUDA libtorch folder (same as MIMFLOW_LIBTORCH).</summary>
+    public static Option<string?> LibTorchOption { get; } = new("--libtorch")
+    {
+        Description = "Folder of a CUDA libtorch (libc10, libtorch_cpu, libc10_cuda, libtorch_cuda, libtorch); same as MIMFLOW_LIBTORCH",
+        Recursive = true,
+    };
+
+    public static Command Build(CliContext context)
+    {
+        // A plain command named "mimflow" (not RootCommand, which takes the host's file name) keeps usage lines right
+        // whether the program runs as MimFlow.Cli.dll, through dotnet run, or inside the tests.
+        var root = new Command("mimflow", "MimFlow: masked image modeling (BEiT family) pipelines: data, pre-tokenization, pretraining, fine-tuning.");
+        root.Options.Add(new System.CommandLine.Help.HelpOption());
+        root.Options.Add(new VersionOption());
+        root.Options.Add(LibTorchOption);
+        root.Subcommands.Add(DoctorCommand.Create(context));
+        root.Subcommands.Add(DatasetsCommand.Create(context));
+        root.Subcommands.Add(DemoCommand.Create(context));
+        return root;
+    }
+
+    public static async Task<int> RunAsync(string[] args, CliContext context, CancellationToken cancellationToken = default)
+    {
+        var root = Build(context);
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0)
+        {
+            string command = string.Join(' ', CommandPath(parsed.CommandResult).Prepend("mimflow"));
+            // Unrecognised tokens first: they say what the user typed wrong; the rest follow on the same line.
+            var messages = parsed.Errors.OrderBy(e => e.Message.Contains("Unrecognized", StringComparison.Ordinal) ? 0 : 1)
+                .Select(e => string.Join(' ', e.Message.Split(['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries).Select(p => p.Trim())))
+                .Distinct();
+            context.Error.WriteLine($"mimflow: {string.Join(" ", messages)} (see '{command} --help')");
+            return UsageError;
+        }
+        try
+        {
+            var configuration = new InvocationConfiguration
+            {
+                Output = context.Console.Profile.Out.Writer,
+                Error = context.Error,
+                EnableDefaultExceptionHandler = false,
+            };
+            return await parsed.InvokeAsync(configuration, cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            context.Error.WriteLine("mimflow: cancelled");
+            return 130;
+        }
+        catch (Exception e) when (e is TorchBackendException or ArgumentException or OutputFolderNotEmptyException
+                                       or IOException or UnauthorizedAccessException or InvalidDataException)
+        {
+            context.Error.WriteLine($"mimflow: error: {e.Message}");
+            return Failure;
+        }
+    }
+
+    public static TorchBackendOptions BackendOptions(ParseResult parsed) =>
+        TorchBackendOptions.FromEnvironment(parsed.GetValue(LibTorchOption));
+
+    private static IEnumerable<string> CommandPath(System.CommandLine.Parsing.CommandResult result)
+    {
+        var names = new Stack<string>();
+        for (var current = result; current?.Parent is System.CommandLine.Parsing.CommandResult parent; current = parent)
+            names.Push(current.Command.Name);
+        return names;
+    }
+}

@@ -1,0 +1,4 @@
+using MimFlow.Cli;
+using Spectre.Console;
+
+return await MimFlowCli.RunAsync(args, new CliContext(AnsiConsole.Console, Console.Error));
