@@ -170,7 +170,8 @@ public static class TorchBackend
                     return trimmed.Split('=', 2)[1].Trim().Trim('\'', '"') + " (PyTorch install)";
             }
         }
-        return $"{torch.__version__} (TorchSharp-cpu package)";
+        string built = Version.TryParse(torch.__version__, out var version) ? version.ToString(3) : torch.__version__;
+        return $"{built} (TorchSharp-cpu package)";
     }
 
     private static string TorchSharpVersion() =>
