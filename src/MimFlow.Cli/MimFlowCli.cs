@@ -29,6 +29,9 @@ public static class MimFlowCli
         root.Options.Add(LibTorchOption);
         root.Subcommands.Add(DoctorCommand.Create(context));
         root.Subcommands.Add(DatasetsCommand.Create(context));
+        root.Subcommands.Add(ScanCommand.Create(context));
+        root.Subcommands.Add(MasksCommand.Create(context));
+        root.Subcommands.Add(BenchCommand.Create(context));
         root.Subcommands.Add(DemoCommand.Create(context));
         return root;
     }

@@ -1,0 +1,115 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using MimFlow.Core.Diagnostics;
+using MimFlow.Core.IO;
+using MimFlow.Data.Pipeline;
+using Spectre.Console;
+
+namespace MimFlow.Cli.Commands;
+
+/// <summary><c>mimflow bench …</c>: throughput with the peer measured in the same run.</summary>
+internal static partial class BenchCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var bench = new Command("bench", "Throughput benchmarks, each next to its peer measured in the same run");
+        bench.Subcommands.Add(CreateData(context));
+        return bench;
+    }
+
+    private static Command CreateData(CliContext context)
+    {
+        var data = new DataOptions();
+        var workers = new Option<string>("--workers") { Description = "Worker counts to measure, e.g. 1,2", DefaultValueFactory = _ => $"1,{Environment.ProcessorCount}" };
+        var images = new Option<int>("--images") { Description = "Images per measurement", DefaultValueFactory = _ => 1000 };
+        var batch = new Option<int>("--batch") { Description = "Batch size", DefaultValueFactory = _ => 64 };
+        var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file" };
+        var peer = new Option<string?>("--peer") { Description = "torchvision+PIL peer script (../shared/peers/peer_data.py), run on the same folder first" };
+        var python = new Option<string>("--python") { Description = "Python with torch, torchvision and PIL for the peer", DefaultValueFactory = _ => "/usr/bin/python3" };
+        var command = new Command("data", "Decode + augment + collate of the pretraining recipe (images/s, per core), optionally against torchvision+PIL on the same files");
+        data.AddTo(command);
+        foreach (var option in new Option[] { workers, images, batch, json, peer, python }) command.Options.Add(option);
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            int[] counts = parsed.GetRequiredValue(workers).Split(',', StringSplitOptions.RemoveEmptyEntries)
+                .Select(w => int.TryParse(w, out int n) && n > 0 ? n : throw new ArgumentException($"--workers takes positive counts like 1,2 (got '{w}')."))
+                .ToArray();
+            int n = parsed.GetValue(images);
+            var peerRates = new Dictionary<int, double>();
+            if (parsed.GetValue(peer) is { } script)
+                peerRates = await RunPeer(context.Console, parsed.GetRequiredValue(python), script, parsed.GetRequiredValue(data.Data), n, counts, cancellationToken);
+
+            var index = data.Open(parsed);
+            if (index.Count < n) n = index.Count;
+            var results = new List<LoaderBenchmarkResult>();
+            foreach (int count in counts)
+            {
+                context.Console.MarkupLineInterpolated($"mimflow: {count} worker(s), {n} images …");
+                results.Add(await LoaderBenchmark.RunAsync(index, count, n, parsed.GetValue(batch), cancellationToken));
+            }
+
+            var table = new Table().Title("bench data: BEiT pretraining augmentation, float32 batches")
+                .AddColumns("workers", "mimflow img/s", "per core", "peer img/s", "peer per worker", "ratio per core");
+            var rows = results.Select(r =>
+            {
+                double? peerRate = peerRates.TryGetValue(r.Workers, out double p) ? p : null;
+                double? ratio = peerRate is > 0 ? r.ImagesPerSecondPerCore / (peerRate.Value / r.Workers) : null;
+                table.AddRow(r.Workers.ToString(), $"{r.ImagesPerSecond:F1}", $"{r.ImagesPerSecondPerCore:F1}",
+                    peerRate?.ToString("F1", CultureInfo.InvariantCulture) ?? "-", peerRate is { } q ? (q / r.Workers).ToString("F1", CultureInfo.InvariantCulture) : "-",
+                    ratio?.ToString("F2", CultureInfo.InvariantCulture) ?? "-");
+                return new
+                {
+                    workers = r.Workers, images = r.Images, seconds = r.Seconds,
+                    images_per_second = r.ImagesPerSecond, images_per_second_per_core = r.ImagesPerSecondPerCore,
+                    peer_images_per_second = peerRate, ratio_per_core = ratio,
+                };
+            }).ToList();
+            context.Console.Write(table);
+
+            if (parsed.GetValue(json) is { } jsonPath)
+            {
+                var best = results.MaxBy(r => r.Workers)!;
+                var host = HostFacts.Read();
+                var document = new
+                {
+                    benchmark = "data",
+                    recipe = "pretrain: ColorJitter 0.4, flip 0.5, RandomResizedCrop 224 bicubic, ImageNet normalisation, float32 NCHW",
+                    data = index.Root, layout = index.Layout, batch = parsed.GetValue(batch),
+                    images_per_second = best.ImagesPerSecond, images_per_second_per_core = best.ImagesPerSecondPerCore,
+                    runs = rows,
+                    machine = new { host.OperatingSystem, host.LogicalCores, dotnet = host.DotnetVersion, libvips = $"{NetVips.NetVips.Version(0)}.{NetVips.NetVips.Version(1)}.{NetVips.NetVips.Version(2)}" },
+                };
+                AtomicFile.WriteAllText(jsonPath, JsonSerializer.Serialize(document, new JsonSerializerOptions { WriteIndented = true }));
+                context.Console.MarkupLineInterpolated($"results in {jsonPath}");
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    private static async Task<Dictionary<int, double>> RunPeer(IAnsiConsole console, string python, string script, string folder, int images, int[] workers, CancellationToken cancellationToken)
+    {
+        if (!File.Exists(script)) throw new FileNotFoundException($"{script}: peer script not found");
+        var start = new ProcessStartInfo(python) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string arg in new[] { script, folder, images.ToString(CultureInfo.InvariantCulture), string.Join(',', workers) }) start.ArgumentList.Add(arg);
+        console.MarkupLineInterpolated($"peer: {python} {script} {folder} {images} {string.Join(',', workers)} …");
+        using var process = Process.Start(start) ?? throw new IOException($"could not start {python}");
+        var stdout = process.StandardOutput.ReadToEndAsync(cancellationToken);
+        var stderr = process.StandardError.ReadToEndAsync(cancellationToken);
+        await process.WaitForExitAsync(cancellationToken);
+        string output = await stdout;
+        if (process.ExitCode != 0)
+            throw new IOException($"the peer {script} failed (exit {process.ExitCode}): {(await stderr).Trim().Split('\n').LastOrDefault()}");
+        var rates = new Dictionary<int, double>();
+        foreach (Match match in PeerLine().Matches(output))
+            rates[int.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture)] = double.Parse(match.Groups[2].Value, CultureInfo.InvariantCulture);
+        foreach (string line in output.Split('\n', StringSplitOptions.RemoveEmptyEntries)) console.WriteLine($"  peer: {line}");
+        return rates;
+    }
+
+    [GeneratedRegex(@"workers\s+(\d+):\s+([\d.]+) img/s")]
+    private static partial Regex PeerLine();
+}

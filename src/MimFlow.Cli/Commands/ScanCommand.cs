@@ -1,0 +1,57 @@
+using System.CommandLine;
+using MimFlow.Data.Pipeline;
+using MimFlow.Data.Scan;
+using MimFlow.Data.Sources;
+using Spectre.Console;
+
+namespace MimFlow.Cli.Commands;
+
+/// <summary><c>mimflow scan</c>: read + decode + augment a whole dataset, quarantining bad inputs.</summary>
+internal static class ScanCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var data = new DataOptions();
+        var output = new Option<string>("--out") { Description = "Folder for scan.json, quarantine.jsonl and classes.json", Required = true };
+        var workers = new Option<int>("--workers") { Description = "Decode workers", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var maxPixels = new Option<long>("--max-pixels") { Description = "Refuse images above this many pixels (decompression bombs)", DefaultValueFactory = _ => 100_000_000 };
+        var command = new Command("scan", "Read, decode and augment every input of a dataset without training; bad inputs are quarantined with a reason");
+        data.AddTo(command);
+        command.Options.Add(output);
+        command.Options.Add(workers);
+        command.Options.Add(maxPixels);
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            var index = data.Open(parsed);
+            var options = new LoaderOptions
+            {
+                DecodeWorkers = parsed.GetValue(workers),
+                Limits = new Data.Decoding.DecodeLimits(MaxPixels: parsed.GetValue(maxPixels)),
+            };
+            var report = await Run(context.Console, index, parsed.GetRequiredValue(output), data.SplitOf(parsed), options, cancellationToken);
+            Render(context.Console, report);
+            return 0;
+        });
+        return command;
+    }
+
+    public static Task<ScanReport> Run(IAnsiConsole console, SampleIndex index, string output, DatasetSplit split, LoaderOptions options, CancellationToken cancellationToken) =>
+        console.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+            .StartAsync(async progress =>
+            {
+                var task = progress.AddTask("scan", maxValue: Math.Max(1, index.Count));
+                var report = await DatasetScan.RunAsync(index, output, split, options,
+                    new Progress<ScanProgress>(p =>
+                    {
+                        task.Value = Math.Max(task.Value, p.Done);
+                        task.Description = $"scan {p.ImagesPerSecond:F0} img/s";
+                    }), cancellationToken);
+                task.Value = task.MaxValue;
+                return report;
+            });
+
+    public static void Render(IAnsiConsole console, ScanReport report) =>
+        console.MarkupLineInterpolated(
+            $"scanned {report.Listed} inputs of {report.Root} ({report.Layout}, {report.Split}): [green]{report.Ok} ok[/], [yellow]{report.Quarantined} quarantined[/] in {report.Seconds:F1} s ({report.ImagesPerSecond:F0} img/s){(report.Quarantined > 0 ? $"; reasons in {report.QuarantineFile}" : "")}");
+}

@@ -1,0 +1,25 @@
+using NetVips;
+
+namespace MimFlow.Data.Decoding;
+
+/// <summary>ADE20K label maps: one 8-bit band, the image's size, labels 0..150.</summary>
+public static class AnnotationCheck
+{
+    public static void Validate(byte[] encoded, ImageHeader imageHeader, int maxLabel = Datasets.Layouts.Ade20kLayout.ClassCount)
+    {
+        try
+        {
+            using var labels = Image.NewFromBuffer(encoded, access: Enums.Access.Sequential, failOn: Enums.FailOn.Error);
+            if (labels.Bands != 1 || labels.Format != Enums.BandFormat.Uchar)
+                throw new BadImageException($"annotation has {labels.Bands} band(s) of {labels.Format}; expected one 8-bit band");
+            if (labels.Width != imageHeader.Width || labels.Height != imageHeader.Height)
+                throw new BadImageException($"annotation is {labels.Width}×{labels.Height} but the image is {imageHeader.Width}×{imageHeader.Height}");
+            int max = (int)labels.Max();
+            if (max > maxLabel) throw new BadImageException($"annotation holds label {max} (largest class is {maxLabel})");
+        }
+        catch (VipsException e)
+        {
+            throw new BadImageException($"annotation does not decode: {ImageHeader.VipsReason(e)}", e);
+        }
+    }
+}

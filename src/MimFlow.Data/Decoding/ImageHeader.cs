@@ -1,0 +1,72 @@
+using NetVips;
+
+namespace MimFlow.Data.Decoding;
+
+/// <summary>What the header of an encoded image says, read without decoding pixels.</summary>
+/// <param name="Loader">libvips loader name, e.g. <c>jpegload_buffer</c>.</param>
+/// <param name="StoredWidth">Width as stored (before EXIF orientation).</param>
+/// <param name="StoredHeight">Height as stored.</param>
+/// <param name="Orientation">EXIF orientation 1..8 (1 = as stored).</param>
+public sealed record ImageHeader(string Loader, int StoredWidth, int StoredHeight, int Orientation, int Bands, string Interpretation, string Format)
+{
+    public bool IsJpeg => Loader.StartsWith("jpegload", StringComparison.Ordinal);
+
+    /// <summary>Orientations 5–8 swap width and height.</summary>
+    public bool SwapsAxes => Orientation is >= 5 and <= 8;
+
+    /// <summary>Width as displayed (after applying the orientation); crop boxes live in these coordinates.</summary>
+    public int Width => SwapsAxes ? StoredHeight : StoredWidth;
+
+    public int Height => SwapsAxes ? StoredWidth : StoredHeight;
+
+    /// <summary>Reads the header, refusing empty, unknown, truncated-looking and oversized inputs with a reason.</summary>
+    public static ImageHeader Read(byte[] encoded, DecodeLimits limits)
+    {
+        if (encoded.Length == 0) throw new BadImageException("empty file (0 bytes)");
+        Image image;
+        try
+        {
+            image = Image.NewFromBuffer(encoded, access: Enums.Access.Sequential, failOn: Enums.FailOn.Error);
+        }
+        catch (VipsException e)
+        {
+            throw new BadImageException($"not a readable image: {VipsReason(e)}", e);
+        }
+        using (image)
+        {
+            var header = new ImageHeader(
+                (string)image.Get("vips-loader"),
+                image.Width,
+                image.Height,
+                image.Contains("orientation") ? Math.Clamp((int)image.Get("orientation"), 1, 8) : 1,
+                image.Bands,
+                image.Interpretation.ToString(),
+                image.Format.ToString());
+            long pixels = (long)header.StoredWidth * header.StoredHeight;
+            if (pixels > limits.MaxPixels)
+                throw new BadImageException($"decompression bomb refused: {header.StoredWidth}×{header.StoredHeight} = {pixels:N0} pixels exceeds the limit of {limits.MaxPixels:N0}");
+            if (header.IsJpeg && !HasEndOfImage(encoded))
+                throw new BadImageException("truncated JPEG (no end-of-image marker)");
+            return header;
+        }
+    }
+
+    /// <summary>
+    /// A complete JPEG ends with the EOI marker FF D9 (some writers append padding or trailers after it). Inside
+    /// entropy-coded data FF is always followed by 00 or a restart marker, so FF D9 near the end can only be EOI.
+    /// Checking it catches truncation even when a crop never decodes the missing rows.
+    /// </summary>
+    private static bool HasEndOfImage(byte[] encoded)
+    {
+        int start = Math.Max(0, encoded.Length - 8192);
+        for (int i = encoded.Length - 2; i >= start; i--)
+            if (encoded[i] == 0xFF && encoded[i + 1] == 0xD9) return true;
+        return false;
+    }
+
+    internal static string VipsReason(VipsException e)
+    {
+        string text = string.Join(' ', e.Message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        return text.Length > 300 ? text[..300] + "…" : text;
+    }
+}

@@ -1,0 +1,69 @@
+using System.Buffers;
+using MimFlow.Data.Augment;
+using MimFlow.Data.Sources;
+
+namespace MimFlow.Data.Pipeline;
+
+/// <summary>
+/// A collated batch: per view one contiguous NCHW buffer (uint8 or float32, rented from a pool), labels, masks
+/// (N × patches, 1 = masked), and for each row the sample and the augmentation drawn. Dispose returns the buffers.
+/// </summary>
+public sealed class Batch : IDisposable
+{
+    private readonly PixelFormat format;
+    private bool disposed;
+
+    internal Batch(int capacity, IReadOnlyList<ViewSpec> views, PixelFormat format, int maskCells)
+    {
+        this.format = format;
+        Capacity = capacity;
+        ViewSizes = views.Select(v => v.Size).ToArray();
+        Bytes = format == PixelFormat.UInt8 ? views.Select(v => ArrayPool<byte>.Shared.Rent(capacity * Augmenter.ViewBytes(v.Size))).ToArray() : [];
+        Floats = format == PixelFormat.Float32 ? views.Select(v => ArrayPool<float>.Shared.Rent(capacity * Augmenter.ViewBytes(v.Size))).ToArray() : [];
+        Labels = new int[capacity];
+        MaskCells = maskCells;
+        Masks = maskCells > 0 ? new byte[capacity * maskCells] : [];
+        Samples = new Sample[capacity];
+        Params = new AugmentParams[capacity];
+    }
+
+    public int Capacity { get; }
+    public int Count { get; internal set; }
+    public PixelFormat Format => format;
+    public IReadOnlyList<int> ViewSizes { get; }
+    public int MaskCells { get; }
+    public int[] Labels { get; }
+    public byte[] Masks { get; }
+    public Sample[] Samples { get; }
+    public AugmentParams[] Params { get; }
+
+    /// <summary>Position of this batch in the epoch.</summary>
+    public int Number { get; internal set; }
+
+    internal byte[][] Bytes { get; }
+    internal float[][] Floats { get; }
+
+    /// <summary>View <paramref name="view"/> as [Count, 3, S, S] uint8 (only with <see cref="PixelFormat.UInt8"/>).</summary>
+    public ReadOnlySpan<byte> ViewBytes(int view)
+    {
+        if (format != PixelFormat.UInt8) throw new InvalidOperationException("this batch holds float32 pixels");
+        return Bytes[view].AsSpan(0, Count * Augmenter.ViewBytes(ViewSizes[view]));
+    }
+
+    /// <summary>View <paramref name="view"/> as [Count, 3, S, S] float32 (only with <see cref="PixelFormat.Float32"/>).</summary>
+    public ReadOnlySpan<float> ViewFloats(int view)
+    {
+        if (format != PixelFormat.Float32) throw new InvalidOperationException("this batch holds uint8 pixels");
+        return Floats[view].AsSpan(0, Count * Augmenter.ViewBytes(ViewSizes[view]));
+    }
+
+    public ReadOnlySpan<byte> Mask(int row) => Masks.AsSpan(row * MaskCells, MaskCells);
+
+    public void Dispose()
+    {
+        if (disposed) return;
+        disposed = true;
+        foreach (var buffer in Bytes) ArrayPool<byte>.Shared.Return(buffer);
+        foreach (var buffer in Floats) ArrayPool<float>.Shared.Return(buffer);
+    }
+}

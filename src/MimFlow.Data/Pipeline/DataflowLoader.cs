@@ -1,0 +1,251 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
+using System.Threading.Tasks.Dataflow;
+using MimFlow.Core.Randomness;
+using MimFlow.Data.Augment;
+using MimFlow.Data.Decoding;
+using MimFlow.Data.Masking;
+using MimFlow.Data.Quarantine;
+using MimFlow.Data.Sources;
+
+namespace MimFlow.Data.Pipeline;
+
+/// <summary>
+/// The CPU data graph: epoch order → read bytes (async, bounded, retried) → decode + augment (NetVips, one worker
+/// per core) → collate into pooled batch buffers → bounded prefetch queue → the consumer's <c>await foreach</c>.
+/// Every block is bounded (<see cref="LoaderOptions.MaxSamplesInFlight"/>), order is preserved so batches are the
+/// same on every run, and bad inputs go to the quarantine log instead of the batch.
+/// </summary>
+public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, LoaderOptions options, QuarantineLog? quarantine = null)
+{
+    private static readonly float[] ImageNetMean = [0.485f, 0.456f, 0.406f];
+    private static readonly float[] ImageNetStd = [0.229f, 0.224f, 0.225f];
+
+    /// <summary>Samples rendered so far (bad ones excluded).</summary>
+    public int RenderedCount => rendered;
+
+    /// <summary>Where refused inputs go: the given log, or one kept in memory.</summary>
+    public QuarantineLog Quarantine { get; } = quarantine ?? new QuarantineLog(null);
+
+    private int rendered;
+
+    /// <summary>The sample order of the epoch: a seeded permutation, or listing order.</summary>
+    public int[] EpochOrder()
+    {
+        int[] order = Enumerable.Range(0, index.Count).ToArray();
+        if (options.Shuffle)
+        {
+            var random = StableRandom.For(options.Seed, "epoch-order", (ulong)options.Epoch);
+            for (int i = order.Length - 1; i > 0; i--)
+            {
+                int j = random.NextInt(0, i);
+                (order[i], order[j]) = (order[j], order[i]);
+            }
+        }
+        return options.Limit is int limit && limit < order.Length ? order[..limit] : order;
+    }
+
+    /// <summary>The augmentation of sample <paramref name="sampleIndex"/> in this epoch, drawn from its header.</summary>
+    public AugmentParams DrawParams(ImageHeader header, int sampleIndex)
+    {
+        var random = StableRandom.For(options.Seed, "augment", (ulong)options.Epoch, (ulong)sampleIndex);
+        return recipe.Draw(header, ref random);
+    }
+
+    public PatchMask? DrawMask(int sampleIndex)
+    {
+        if (options.Masks is null) return null;
+        var random = StableRandom.For(options.Seed, "mask", (ulong)options.Epoch, (ulong)sampleIndex);
+        return options.Masks.Next(ref random);
+    }
+
+    public async IAsyncEnumerable<Batch> ReadEpochAsync([EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        options.Validate();
+        LibvipsSettings.ForGraphParallelism();
+        var reader = new SampleReader(options.ReadRetries, options.Limits);
+        var views = recipe.Views;
+        int maskCells = options.Masks switch
+        {
+            null => 0,
+            BlockwiseMaskGenerator b => b.Height * b.Width,
+            RandomMaskGenerator r => r.Height * r.Width,
+            IbotMaskGenerator i => i.Height * i.Width,
+            _ => DrawMask(0)!.Count,
+        };
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var token = linked.Token;
+
+        var read = new TransformBlock<int, Encoded>(
+            async i =>
+            {
+                var sample = index[i];
+                try
+                {
+                    byte[] bytes = await reader.ReadAsync(index.FullPath(sample), token);
+                    byte[]? annotation = sample.AnnotationRelativePath is { } a
+                        ? await ReadAnnotationAsync(reader, Path.Combine(index.Root, a), token) : null;
+                    return new Encoded(sample, bytes, annotation, null);
+                }
+                catch (BadImageException e)
+                {
+                    return new Encoded(sample, null, null, new QuarantineEntry(sample.RelativePath, e.Reason, "read"));
+                }
+            },
+            new ExecutionDataflowBlockOptions
+            {
+                MaxDegreeOfParallelism = options.ReadConcurrency, BoundedCapacity = 2 * options.ReadConcurrency,
+                EnsureOrdered = true, CancellationToken = token,
+            });
+
+        var decode = new TransformBlock<Encoded, RenderedSample>(
+            encoded => Render(encoded, views),
+            new ExecutionDataflowBlockOptions
+            {
+                MaxDegreeOfParallelism = options.DecodeWorkers, BoundedCapacity = 2 * options.DecodeWorkers,
+                EnsureOrdered = true, CancellationToken = token, SingleProducerConstrained = true,
+            });
+
+        var ready = new BufferBlock<Batch>(new DataflowBlockOptions { BoundedCapacity = options.PrefetchBatches, CancellationToken = token });
+        Batch? filling = null;
+        int batchNumber = 0;
+        var collate = new ActionBlock<RenderedSample>(
+            async item =>
+            {
+                if (item.Failure is not null)
+                {
+                    Quarantine.Add(item.Failure);
+                    return;
+                }
+                filling ??= new Batch(options.BatchSize, views, options.Format, maskCells) { Number = batchNumber++ };
+                Collate(filling, item, views);
+                if (filling.Count == options.BatchSize)
+                {
+                    var full = filling;
+                    filling = null;
+                    if (!await ready.SendAsync(full, token)) full.Dispose();
+                }
+            },
+            new ExecutionDataflowBlockOptions { MaxDegreeOfParallelism = 1, BoundedCapacity = options.BatchSize, CancellationToken = token });
+
+        var link = new DataflowLinkOptions { PropagateCompletion = true };
+        read.LinkTo(decode, link);
+        decode.LinkTo(collate, link);
+        var finished = collate.Completion.ContinueWith(async completed =>
+        {
+            if (completed.IsCompletedSuccessfully && filling is { Count: > 0 } last)
+            {
+                filling = null;
+                if (!options.KeepPartialBatch || !await ready.SendAsync(last, token)) last.Dispose();
+            }
+            if (completed.Exception is { } error) ((IDataflowBlock)ready).Fault(error.GetBaseException());
+            else ready.Complete();
+        }, TaskScheduler.Default).Unwrap();
+
+        var feed = Task.Run(async () =>
+        {
+            try
+            {
+                foreach (int i in EpochOrder())
+                    if (!await read.SendAsync(i, token)) break;
+            }
+            finally
+            {
+                read.Complete();
+            }
+        }, token);
+
+        try
+        {
+            while (await ready.OutputAvailableAsync(token))
+            {
+                while (ready.TryReceive(out var batch)) yield return batch;
+            }
+            await ready.Completion;
+            await feed;
+            await finished;
+        }
+        finally
+        {
+            // Leaving early (break, exception, cancellation) stops every block; buffers still queued go back to the pool.
+            linked.Cancel();
+            while (ready.TryReceive(out var unread)) unread.Dispose();
+        }
+    }
+
+    private static async Task<byte[]> ReadAnnotationAsync(SampleReader reader, string path, CancellationToken token)
+    {
+        try
+        {
+            return await reader.ReadAsync(path, token);
+        }
+        catch (BadImageException e)
+        {
+            throw new BadImageException($"annotation {Path.GetFileName(path)}: {e.Reason}", e);
+        }
+    }
+
+    private RenderedSample Render(Encoded encoded, IReadOnlyList<ViewSpec> views)
+    {
+        if (encoded.Failure is not null) return new RenderedSample(encoded.Sample, null, null, null, encoded.Failure);
+        byte[][] buffers = views.Select(v => ArrayPool<byte>.Shared.Rent(Augmenter.ViewBytes(v.Size))).ToArray();
+        try
+        {
+            var header = ImageHeader.Read(encoded.Bytes!, options.Limits);
+            if (encoded.Annotation is { } annotation) AnnotationCheck.Validate(annotation, header);
+            var parameters = DrawParams(header, encoded.Sample.Index);
+            Augmenter.Render(encoded.Bytes!, header, parameters,
+                buffers.Select((b, v) => new Memory<byte>(b, 0, Augmenter.ViewBytes(views[v].Size))).ToArray());
+            Interlocked.Increment(ref rendered);
+            return new RenderedSample(encoded.Sample, buffers, parameters, DrawMask(encoded.Sample.Index), null);
+        }
+        catch (BadImageException e)
+        {
+            foreach (var buffer in buffers) ArrayPool<byte>.Shared.Return(buffer);
+            return new RenderedSample(encoded.Sample, null, null, null, new QuarantineEntry(encoded.Sample.RelativePath, e.Reason, "decode"));
+        }
+    }
+
+    private static void Collate(Batch batch, RenderedSample item, IReadOnlyList<ViewSpec> views)
+    {
+        int row = batch.Count;
+        for (int v = 0; v < views.Count; v++)
+        {
+            int length = Augmenter.ViewBytes(views[v].Size);
+            var source = item.Views![v].AsSpan(0, length);
+            if (batch.Format == PixelFormat.UInt8)
+            {
+                source.CopyTo(batch.Bytes[v].AsSpan(row * length, length));
+            }
+            else
+            {
+                var target = batch.Floats[v].AsSpan(row * length, length);
+                int plane = length / 3;
+                for (int c = 0; c < 3; c++)
+                {
+                    var lut = v == 0 ? NormalisedLut(c) : UnitLut;
+                    var channelSource = source.Slice(c * plane, plane);
+                    var channelTarget = target.Slice(c * plane, plane);
+                    for (int i = 0; i < plane; i++) channelTarget[i] = lut[channelSource[i]];
+                }
+            }
+            ArrayPool<byte>.Shared.Return(item.Views[v]);
+        }
+        batch.Labels[row] = item.Sample.Label;
+        batch.Samples[row] = item.Sample;
+        batch.Params[row] = item.Params!;
+        item.Mask?.CopyTo(batch.Masks.AsSpan(row * batch.MaskCells, batch.MaskCells));
+        batch.Count = row + 1;
+    }
+
+    private static readonly float[][] NormalisedLuts = Enumerable.Range(0, 3)
+        .Select(c => Enumerable.Range(0, 256).Select(v => (v / 255f - ImageNetMean[c]) / ImageNetStd[c]).ToArray()).ToArray();
+
+    private static readonly float[] UnitLut = Enumerable.Range(0, 256).Select(v => v / 255f).ToArray();
+
+    private static float[] NormalisedLut(int channel) => NormalisedLuts[channel];
+
+    private sealed record Encoded(Sample Sample, byte[]? Bytes, byte[]? Annotation, QuarantineEntry? Failure);
+
+    private sealed record RenderedSample(Sample Sample, byte[][]? Views, AugmentParams? Params, PatchMask? Mask, QuarantineEntry? Failure);
+}

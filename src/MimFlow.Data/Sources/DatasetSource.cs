@@ -1,0 +1,128 @@
+using MimFlow.Core.IO;
+using MimFlow.Datasets.Layouts;
+
+namespace MimFlow.Data.Sources;
+
+public enum DatasetLayout { ImageNet, Ade20k, Folder }
+
+public enum DatasetSplit { Train, Validation }
+
+/// <summary>
+/// Lists a dataset in its layout, deterministically: folders and files in code-point order, one folder's names in
+/// memory at a time. ImageNet: class folders of <c>train/</c> or <c>val/</c> (class index = sorted wnid order), or a
+/// flat <c>val/</c> with a ground-truth file; ADE20K: images paired with annotations by name; folder: every image
+/// anywhere below the root, unlabelled.
+/// </summary>
+public static class DatasetSource
+{
+    private static readonly HashSet<string> ImageExtensions = new(StringComparer.OrdinalIgnoreCase) { ".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif" };
+
+    public static bool IsImageFile(string fileName) =>
+        ImageExtensions.Contains(Path.GetExtension(fileName)) && !AtomicFile.IsTemporaryName(fileName);
+
+    /// <param name="groundTruth">ImageNet flat validation folder: a file of lines "<c>file name</c> <c>label</c>" where
+    /// the label is a class index or a wnid (comma or white space separated).</param>
+    public static SampleIndex Open(string root, DatasetLayout layout, DatasetSplit split = DatasetSplit.Train, string? groundTruth = null)
+    {
+        root = Path.GetFullPath(root);
+        if (!Directory.Exists(root)) throw new DirectoryNotFoundException($"{root}: dataset folder not found");
+        return layout switch
+        {
+            DatasetLayout.ImageNet => OpenImageNet(root, split, groundTruth),
+            DatasetLayout.Ade20k => OpenAde20k(root, split),
+            _ => OpenFolder(root),
+        };
+    }
+
+    private static SampleIndex OpenImageNet(string root, DatasetSplit split, string? groundTruth)
+    {
+        string splitFolder = ImageNetLayout.SplitFolder(root, split == DatasetSplit.Train);
+        if (!Directory.Exists(splitFolder))
+            throw new DirectoryNotFoundException($"{splitFolder}: the ImageNet layout needs {ImageNetLayout.TrainFolder}/ and {ImageNetLayout.ValidationFolder}/ below {root}");
+        string splitName = Path.GetFileName(splitFolder);
+        // Class names come from the training folders, so train and val agree on indices even if val misses a class.
+        string classSource = Directory.Exists(ImageNetLayout.SplitFolder(root, true)) ? ImageNetLayout.SplitFolder(root, true) : splitFolder;
+        var classes = SortedNames(Directory.EnumerateDirectories(classSource)).ToList();
+        var builder = new SampleIndex.Builder(root, "imagenet", classes, null);
+
+        var flatFiles = SortedNames(Directory.EnumerateFiles(splitFolder)).Where(IsImageFile).ToList();
+        if (flatFiles.Count > 0)
+        {
+            if (groundTruth is null)
+                throw new InvalidDataException($"{splitFolder} holds images directly (flat layout): give the ground-truth file mapping file names to labels");
+            var labels = ReadGroundTruth(groundTruth, classes);
+            foreach (string file in flatFiles)
+            {
+                if (!labels.TryGetValue(file, out int label) && !labels.TryGetValue(Path.GetFileNameWithoutExtension(file), out label))
+                    throw new InvalidDataException($"{groundTruth}: no label for {file}");
+                builder.Add($"{splitName}/{file}", label);
+            }
+            return builder.Build();
+        }
+
+        var classIndex = classes.Select((name, i) => (name, i)).ToDictionary(p => p.name, p => p.i, StringComparer.Ordinal);
+        foreach (string wnid in SortedNames(Directory.EnumerateDirectories(splitFolder)))
+        {
+            if (!classIndex.TryGetValue(wnid, out int label))
+                throw new InvalidDataException($"{Path.Combine(splitFolder, wnid)}: class folder not present in the training split");
+            foreach (string relative in SortedFilesBelow(Path.Combine(splitFolder, wnid), $"{splitName}/{wnid}"))
+                builder.Add(relative, label);
+        }
+        return builder.Build();
+    }
+
+    private static Dictionary<string, int> ReadGroundTruth(string file, IReadOnlyList<string> classes)
+    {
+        var byWnid = classes.Select((name, i) => (name, i)).ToDictionary(p => p.name, p => p.i, StringComparer.Ordinal);
+        var labels = new Dictionary<string, int>(StringComparer.Ordinal);
+        int lineNumber = 0;
+        foreach (string line in File.ReadLines(file))
+        {
+            lineNumber++;
+            string[] parts = line.Split([',', ' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
+            if (parts.Length == 0) continue;
+            if (parts.Length < 2) throw new InvalidDataException($"{file}:{lineNumber}: expected '<file name> <label>'");
+            if (int.TryParse(parts[1], out int index) && index >= 0 && (classes.Count == 0 || index < classes.Count)) labels[parts[0]] = index;
+            else if (byWnid.TryGetValue(parts[1], out index)) labels[parts[0]] = index;
+            else if (lineNumber > 1) throw new InvalidDataException($"{file}:{lineNumber}: '{parts[1]}' is neither a class index nor a known wnid");
+        }
+        return labels;
+    }
+
+    private static SampleIndex OpenAde20k(string root, DatasetSplit split)
+    {
+        bool training = split == DatasetSplit.Train;
+        string images = Ade20kLayout.ImagesFolder(root, training);
+        if (!Directory.Exists(images))
+            throw new DirectoryNotFoundException($"{images}: the ADE20K layout needs {Ade20kLayout.RootFolder}/images/ and annotations/ below {root}");
+        string imagesRelative = Path.GetRelativePath(root, images).Replace(Path.DirectorySeparatorChar, '/');
+        string annotationsRelative = Path.GetRelativePath(root, Ade20kLayout.AnnotationsFolder(root, training)).Replace(Path.DirectorySeparatorChar, '/');
+        var builder = new SampleIndex.Builder(root, "ade20k", Ade20kLayout.ClassNames, relative =>
+            annotationsRelative + "/" + Path.ChangeExtension(relative[(imagesRelative.Length + 1)..], Ade20kLayout.AnnotationExtension));
+        foreach (string relative in SortedFilesBelow(images, imagesRelative))
+            builder.Add(relative, -1);
+        return builder.Build();
+    }
+
+    private static SampleIndex OpenFolder(string root)
+    {
+        var builder = new SampleIndex.Builder(root, "folder", [], null);
+        foreach (string relative in SortedFilesBelow(root, ""))
+            builder.Add(relative, -1);
+        return builder.Build();
+    }
+
+    /// <summary>Image files below <paramref name="folder"/>, depth first, each folder's entries in code-point order.</summary>
+    private static IEnumerable<string> SortedFilesBelow(string folder, string relativePrefix)
+    {
+        string prefix = relativePrefix.Length == 0 ? "" : relativePrefix + "/";
+        foreach (string file in SortedNames(Directory.EnumerateFiles(folder)).Where(IsImageFile))
+            yield return prefix + file;
+        foreach (string sub in SortedNames(Directory.EnumerateDirectories(folder)))
+            foreach (string nested in SortedFilesBelow(Path.Combine(folder, sub), prefix + sub))
+                yield return nested;
+    }
+
+    private static IEnumerable<string> SortedNames(IEnumerable<string> paths) =>
+        paths.Select(p => Path.GetFileName(p)!).Order(CodePointComparer.Instance);
+}
