@@ -1,5 +1,10 @@
 using System.Diagnostics;
 using MimFlow.Cli.Commands;
+using MimFlow.Data.Augment;
+using MimFlow.Data.Masking;
+using MimFlow.Data.Pipeline;
+using MimFlow.Data.Previews;
+using MimFlow.Data.Sources;
 using MimFlow.Datasets.Checks;
 using MimFlow.Datasets.Synthetic;
 using MimFlow.Torch.Backend;
@@ -13,7 +18,8 @@ public sealed record StageReport(string Stage, string Did, TimeSpan Elapsed, str
 
 /// <summary>
 /// Runs every stage that exists so far on generated data, small enough for 2 CPU cores: the torch backend check,
-/// the two synthetic datasets, and a full decode of what was written.
+/// the two synthetic datasets, a full decode of what was written, a scan (read + decode + augment with quarantine)
+/// of each, and one masked pretraining batch drawn to a PNG.
 /// </summary>
 internal sealed class DemoRun(CliContext context, string outputDirectory, ulong seed, TorchBackendOptions backendOptions)
 {
@@ -61,6 +67,36 @@ internal sealed class DemoRun(CliContext context, string outputDirectory, ulong 
                 throw new InvalidDataException($"{check.Failures.Count} file(s) failed to decode, first: {check.Failures[0].Path}: {check.Failures[0].Reason}");
             return ($"{check.Images} images and {check.LabelMaps} label maps decoded; labels within 0..{check.MaxLabel}", root);
         }));
+
+        foreach (var (name, folder, layout) in new[] { ("imagenet", imagenet, DatasetLayout.ImageNet), ("ade20k", ade20k, DatasetLayout.Ade20k) })
+        {
+            var index = DatasetSource.Open(folder, layout);
+            string scanFolder = Path.Combine(root, "scan", name);
+            var scan = await ScanCommand.Run(context.Console, index, scanFolder, DatasetSplit.Train, new LoaderOptions { Seed = seed }, cancellationToken);
+            if (scan.Quarantined > 0)
+                throw new InvalidDataException($"the generated {name} set had {scan.Quarantined} quarantined file(s): see {scan.QuarantineFile}");
+            reports.Add(new StageReport($"scan {name}", $"{scan.Ok} ok, {scan.Quarantined} quarantined, {scan.ImagesPerSecond:F0} img/s", TimeSpan.FromSeconds(scan.Seconds), scanFolder));
+        }
+
+        var watch = Stopwatch.StartNew();
+        string preview = Path.Combine(root, "masked-batch.png");
+        var trainIndex = DatasetSource.Open(imagenet, DatasetLayout.ImageNet);
+        var loader = new DataflowLoader(trainIndex, new PretrainRecipe(),
+            new LoaderOptions { BatchSize = 16, Seed = seed, Format = PixelFormat.UInt8, Masks = new BlockwiseMaskGenerator(14, 14, 75) });
+        await foreach (var batch in loader.ReadEpochAsync(cancellationToken))
+        {
+            using (batch)
+            {
+                int bytes = Augmenter.ViewBytes(224);
+                var rows = Enumerable.Range(0, batch.Count)
+                    .Select(r => (batch.ViewBytes(0).Slice(r * bytes, bytes).ToArray(), 224, (byte[]?)batch.Mask(r).ToArray()))
+                    .ToList();
+                MaskPreview.WriteMaskedImages(rows, preview);
+                double masked = Enumerable.Range(0, batch.Count).Average(r => batch.Mask(r).ToArray().Count(b => b == 1));
+                reports.Add(new StageReport("masked batch", $"{batch.Count} views 224×224 + 112×112 (dVAE), blockwise masks: {masked:F1} of 196 patches masked on average", watch.Elapsed, preview));
+            }
+            break;
+        }
         return reports;
     }
 

@@ -26,16 +26,18 @@ public static class MaskPreview
     }
 
     /// <summary>Planar RGB images with their masked patches dimmed and tinted, as a model's input would lack them.</summary>
-    public static void WriteMaskedImages(IReadOnlyList<(byte[] Planar, int Size, PatchMask? Mask)> images, string path, int columns = 8)
+    /// <param name="images">Each image with its mask over a square patch grid (row-major, 1 = masked), or null.</param>
+    public static void WriteMaskedImages(IReadOnlyList<(byte[] Planar, int Size, byte[]? Mask)> images, string path, int columns = 8)
     {
         var tiles = images.Select(item =>
         {
             int size = item.Size, plane = size * size;
+            int grid = item.Mask is null ? 1 : (int)Math.Round(Math.Sqrt(item.Mask.Length));
             byte[] rgb = new byte[plane * 3];
             for (int i = 0; i < plane; i++)
             {
                 int y = i / size, x = i % size;
-                bool masked = item.Mask is { } m && m[y * m.Height / size, x * m.Width / size];
+                bool masked = item.Mask is { } m && m[y * grid / size * grid + x * grid / size] != 0;
                 for (int c = 0; c < 3; c++)
                 {
                     byte value = item.Planar[c * plane + i];
