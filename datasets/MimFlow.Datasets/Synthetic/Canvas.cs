@@ -18,6 +18,14 @@ internal sealed class Canvas
         Labels = withLabels ? new byte[width * height] : null;
     }
 
+    /// <summary>A blank canvas with sides drawn uniformly in the options' range (the first draws of an image's stream).</summary>
+    public static Canvas WithRandomSize(SynthesisOptions options, ref StableRandom random, bool withLabels)
+    {
+        int width = random.NextInt(options.MinSide, options.MaxSide);
+        int height = random.NextInt(options.MinSide, options.MaxSide);
+        return new Canvas(width, height, withLabels);
+    }
+
     public int Width { get; }
     public int Height { get; }
     public byte[]? Labels { get; }

@@ -45,10 +45,9 @@ internal sealed class SyntheticAde20k(SynthesisOptions options) : ISyntheticSet
     public IEnumerable<(string RelativePath, byte[] Content)> Render(SynthesisItem item)
     {
         var random = StableRandom.For(options.Seed, "ade20k-image", (ulong)item.Index);
-        int width = random.NextInt(options.MinSide, options.MaxSide);
-        int height = random.NextInt(options.MinSide, options.MaxSide);
+        var canvas = Canvas.WithRandomSize(options, ref random, withLabels: true);
+        int width = canvas.Width, height = canvas.Height;
         double side = Math.Min(width, height);
-        var canvas = new Canvas(width, height, withLabels: true);
         double brightness = random.Uniform(0.75, 1.2);
 
         int upper = Pick(ref random, UpperStuff), ground = Pick(ref random, GroundStuff);

@@ -47,10 +47,9 @@ internal sealed class SyntheticImageNet(SynthesisOptions options) : ISyntheticSe
     public IEnumerable<(string RelativePath, byte[] Content)> Render(SynthesisItem item)
     {
         var random = StableRandom.For(options.Seed, "imagenet-image", (ulong)item.Index);
-        int width = random.NextInt(options.MinSide, options.MaxSide);
-        int height = random.NextInt(options.MinSide, options.MaxSide);
+        var canvas = Canvas.WithRandomSize(options, ref random, withLabels: false);
+        int width = canvas.Width, height = canvas.Height;
         double side = Math.Min(width, height);
-        var canvas = new Canvas(width, height, withLabels: false);
 
         var background = new Material(
             Rgb.FromHsv(random.NextDouble(), random.Uniform(0.1, 0.35), random.Uniform(0.35, 0.85)),
