@@ -87,7 +87,7 @@ internal sealed class DemoRun(CliContext context, string outputDirectory, ulong 
         {
             using (batch)
             {
-                int bytes = Augmenter.ViewBytes(224);
+                int bytes = batch.Views[0].Bytes;
                 var rows = Enumerable.Range(0, batch.Count)
                     .Select(r => (batch.ViewBytes(0).Slice(r * bytes, bytes).ToArray(), 224, (byte[]?)batch.Mask(r).ToArray()))
                     .ToList();

@@ -3,32 +3,41 @@ using System.Text.Json.Serialization;
 namespace MimFlow.Data.Augment;
 
 /// <summary>A crop in display coordinates (after EXIF orientation) of the full-resolution image, in pixels.</summary>
-public sealed record CropBox(double X, double Y, double Width, double Height);
-
-public enum JitterOperation { Brightness, Contrast, Saturation }
-
-/// <summary>ColorJitter's draw: one factor per operation and the (random) order they are applied in.</summary>
-public sealed record ColorJitterParams(double Brightness, double Contrast, double Saturation, IReadOnlyList<JitterOperation> Order);
+public sealed record CropBox(double X, double Y, double Width, double Height)
+{
+    public double Right => X + Width;
+    public double Bottom => Y + Height;
+}
 
 public enum ResampleKernel { Bicubic, Lanczos3, Bilinear, Nearest }
 
-/// <summary>One output view cut from the crop: its square size and resampling kernel.</summary>
-public sealed record ViewSpec(int Size, ResampleKernel Kernel);
+/// <summary>The size of one output view of a recipe (every sample of the recipe has the same views).</summary>
+public sealed record ViewShape(int Width, int Height)
+{
+    public int Bytes => 3 * Width * Height;
+}
+
+/// <summary>
+/// One output view: the crop of the original, resampled to <see cref="Width"/> × <see cref="Height"/> with
+/// <see cref="Kernel"/>, mirrored if <see cref="Flip"/>, then the pixel operations in order, then placed at the
+/// top-left of a canvas of the recipe's view shape (padding with <see cref="PadValue"/> where it is larger, as
+/// segmentation pads crops of small images).
+/// </summary>
+public sealed record ViewParams(CropBox Crop, int Width, int Height, ResampleKernel Kernel, bool Flip, IReadOnlyList<PixelOp> Ops, byte PadValue = 0);
+
+/// <summary>timm's random erasing of one view: a box filled with per-pixel N(0, 1) noise in normalised space.</summary>
+/// <param name="NoiseSeed">Seeds the noise, so the erased values replay too.</param>
+public sealed record EraseBox(int View, int X, int Y, int Width, int Height, ulong NoiseSeed);
 
 /// <summary>
 /// Every random decision of one augmented sample. Stored next to codes and features (pre-tokenization), it replays
-/// on the original bytes to the identical pixels: <c>Augmenter.Render(bytes, params)</c>.
+/// on the original bytes to the identical pixels: <c>Augmenter.Render(bytes, header, params, …)</c>.
 /// </summary>
-/// <param name="Crop">The crop box in display coordinates of the original image.</param>
-/// <param name="Flip">Horizontal flip of every view.</param>
-/// <param name="Jitter">Colour jitter applied to the first view (null: none).</param>
-/// <param name="Views">The views cut from the crop: BEiT: 224 bicubic, plus 112 lanczos for the dVAE.</param>
-public sealed record AugmentParams(
-    CropBox Crop,
-    bool Flip,
-    ColorJitterParams? Jitter,
-    IReadOnlyList<ViewSpec> Views)
+public sealed record AugmentParams(IReadOnlyList<ViewParams> Views, IReadOnlyList<EraseBox> Erase)
 {
-    [JsonIgnore]
-    public int LargestView => Views.Max(v => v.Size);
+    /// <summary>Views without erasing.</summary>
+    public static AugmentParams Of(params ViewParams[] views) => new(views, []);
 }
+
+/// <summary>The colour-jitter operations, for <see cref="ColorJitter"/>'s random order.</summary>
+public enum JitterOperation { Brightness, Contrast, Saturation, Hue }

@@ -1,33 +1,39 @@
-using MimFlow.Data.Decoding;
 using System.Buffers;
+using MimFlow.Core.Randomness;
+using MimFlow.Data.Decoding;
 using NetVips;
 
 namespace MimFlow.Data.Augment;
 
 /// <summary>
-/// Renders an <see cref="AugmentParams"/> on encoded bytes: decode the crop once into memory (shrink-on-load),
-/// resample it to each view (antialiased, PIL's method), jitter the 8-bit pixels, and write them flipped-or-not
-/// as planar (C, H, W) bytes into the caller's buffers. The same bytes and params always give the same output.
+/// Renders an <see cref="AugmentParams"/> on encoded bytes: decode once the region that covers every view's crop
+/// (with JPEG shrink-on-load at the largest factor all views allow), then per view resample the crop (PIL's
+/// antialiased method), mirror it if flipped, apply its pixel operations, and write it planar (C, H, W) into the
+/// caller's buffer at the recipe's view shape (padding where the view is smaller). The same bytes and params
+/// always give the same output.
 /// </summary>
 public static class Augmenter
 {
-    /// <summary>Bytes one view of <paramref name="size"/> takes in planar RGB.</summary>
-    public static int ViewBytes(int size) => 3 * size * size;
-
-    /// <param name="destinations">One span per view of <see cref="ViewBytes"/> bytes, planar RGB.</param>
-    public static unsafe void Render(byte[] encoded, ImageHeader header, AugmentParams parameters, IReadOnlyList<Memory<byte>> destinations)
+    /// <param name="destinations">One buffer per view of <see cref="ViewShape.Bytes"/> bytes, planar RGB.</param>
+    public static unsafe void Render(byte[] encoded, ImageHeader header, AugmentParams parameters, IReadOnlyList<ViewShape> shapes, IReadOnlyList<Memory<byte>> destinations)
     {
-        if (destinations.Count != parameters.Views.Count)
-            throw new ArgumentException($"{parameters.Views.Count} views need as many destinations (got {destinations.Count}).");
+        if (destinations.Count != parameters.Views.Count || shapes.Count != parameters.Views.Count)
+            throw new ArgumentException($"{parameters.Views.Count} views need as many shapes and destinations (got {shapes.Count} and {destinations.Count}).");
+        var views = parameters.Views;
+        var union = new CropBox(views.Min(v => v.Crop.X), views.Min(v => v.Crop.Y), 0, 0);
+        union = union with { Width = views.Max(v => v.Crop.Right) - union.X, Height = views.Max(v => v.Crop.Bottom) - union.Y };
+        int shrink = views.Min(v => RegionDecoder.ShrinkFactor(header, v.Crop, v.Width, v.Height));
+
         IntPtr pixels = IntPtr.Zero;
         int width, height;
+        RegionPlacement placement;
         try
         {
-            // One libvips pipeline per sample: decode the crop (shrunk on load where possible) into memory.
-            using var crop = RegionDecoder.LoadCrop(encoded, header, parameters.Crop, parameters.LargestView);
-            width = crop.Width;
-            height = crop.Height;
-            pixels = crop.WriteToMemory(out ulong length);
+            // One libvips pipeline per sample: decode the region into memory; the rest runs in managed code.
+            using var region = RegionDecoder.LoadRegion(encoded, header, union, shrink, out placement);
+            width = region.Width;
+            height = region.Height;
+            pixels = region.WriteToMemory(out ulong length);
             if ((long)length != 3L * width * height) throw new BadImageException($"decoder returned {length} bytes for {width}×{height} RGB");
         }
         catch (VipsException e)
@@ -38,22 +44,24 @@ public static class Augmenter
         try
         {
             var source = new ReadOnlySpan<byte>((void*)pixels, 3 * width * height);
-            for (int v = 0; v < parameters.Views.Count; v++)
+            for (int v = 0; v < views.Count; v++)
             {
-                var view = parameters.Views[v];
-                if (destinations[v].Length != ViewBytes(view.Size))
-                    throw new ArgumentException($"view {v} needs {ViewBytes(view.Size)} bytes (got {destinations[v].Length}).");
-                byte[] interleaved = ArrayPool<byte>.Shared.Rent(ViewBytes(view.Size));
+                var view = views[v];
+                var shape = shapes[v];
+                if (view.Width > shape.Width || view.Height > shape.Height || destinations[v].Length != shape.Bytes)
+                    throw new ArgumentException($"view {v} ({view.Width}×{view.Height}) does not fit its {shape.Width}×{shape.Height} buffer of {destinations[v].Length} bytes.");
+                byte[] buffer = ArrayPool<byte>.Shared.Rent(3 * view.Width * view.Height);
                 try
                 {
-                    var rgb = interleaved.AsSpan(0, ViewBytes(view.Size));
-                    Resampler.ResizeRgb(source, width, height, 3 * width, rgb, view.Size, view.Size, view.Kernel);
-                    if (parameters.Jitter is { } jitter) ColorJitter.Apply(rgb, jitter);
-                    ToPlanar(rgb, view.Size, parameters.Flip, destinations[v].Span);
+                    var image = new RgbImage(buffer, view.Width, view.Height);
+                    Resampler.ResizeRgb(source, width, height, 3 * width, placement.Map(view.Crop), image.Pixels, view.Width, view.Height, view.Kernel);
+                    if (view.Flip) MirrorRows(image);
+                    foreach (var op in view.Ops) op.Apply(image);
+                    WritePlanar(image, shape, view.PadValue, destinations[v].Span);
                 }
                 finally
                 {
-                    ArrayPool<byte>.Shared.Return(interleaved);
+                    ArrayPool<byte>.Shared.Return(buffer);
                 }
             }
         }
@@ -63,20 +71,42 @@ public static class Augmenter
         }
     }
 
-    private static void ToPlanar(ReadOnlySpan<byte> interleaved, int size, bool flip, Span<byte> planar)
+    /// <summary>timm's "pixel" erasing in normalised space: each value of the box becomes N(0, 1) noise.</summary>
+    public static void Erase(Span<float> planar, ViewShape shape, EraseBox box)
     {
-        int plane = size * size;
-        for (int y = 0; y < size; y++)
+        var random = new StableRandom(box.NoiseSeed);
+        int plane = shape.Width * shape.Height;
+        for (int c = 0; c < 3; c++)
+            for (int y = box.Y; y < box.Y + box.Height; y++)
+                for (int x = box.X; x < box.X + box.Width; x++)
+                    planar[c * plane + y * shape.Width + x] = (float)random.NextGaussian();
+    }
+
+    private static void MirrorRows(RgbImage image)
+    {
+        var pixels = image.Pixels;
+        for (int y = 0; y < image.Height; y++)
         {
-            var row = interleaved.Slice(y * size * 3, size * 3);
-            int rowStart = y * size;
-            for (int x = 0; x < size; x++)
+            var row = pixels.Slice(3 * y * image.Width, 3 * image.Width);
+            for (int left = 0, right = image.Width - 1; left < right; left++, right--)
+                for (int c = 0; c < 3; c++) (row[3 * left + c], row[3 * right + c]) = (row[3 * right + c], row[3 * left + c]);
+        }
+    }
+
+    private static void WritePlanar(RgbImage image, ViewShape shape, byte pad, Span<byte> planar)
+    {
+        int plane = shape.Width * shape.Height;
+        if (image.Width != shape.Width || image.Height != shape.Height) planar.Fill(pad);
+        ReadOnlySpan<byte> pixels = image.Pixels;
+        for (int y = 0; y < image.Height; y++)
+        {
+            var row = pixels.Slice(3 * y * image.Width, 3 * image.Width);
+            int rowStart = y * shape.Width;
+            for (int x = 0; x < image.Width; x++)
             {
-                int source = (flip ? size - 1 - x : x) * 3;
-                int target = rowStart + x;
-                planar[target] = row[source];
-                planar[plane + target] = row[source + 1];
-                planar[2 * plane + target] = row[source + 2];
+                planar[rowStart + x] = row[3 * x];
+                planar[plane + rowStart + x] = row[3 * x + 1];
+                planar[2 * plane + rowStart + x] = row[3 * x + 2];
             }
         }
     }

@@ -8,8 +8,8 @@ public interface IAugmentRecipe
 {
     string Name { get; }
 
-    /// <summary>The views every sample of this recipe has, in order.</summary>
-    IReadOnlyList<ViewSpec> Views { get; }
+    /// <summary>The output views every sample of this recipe has, in order.</summary>
+    IReadOnlyList<ViewShape> Views { get; }
 
     AugmentParams Draw(ImageHeader header, ref StableRandom random);
 }
@@ -28,16 +28,19 @@ public sealed record PretrainRecipe(int Size = 224, int? SecondViewSize = 112) :
 
     public string Name => SecondViewSize is null ? "pretrain" : "pretrain-two-view";
 
-    public IReadOnlyList<ViewSpec> Views => SecondViewSize is int second
-        ? [new ViewSpec(Size, ResampleKernel.Bicubic), new ViewSpec(second, ResampleKernel.Lanczos3)]
-        : [new ViewSpec(Size, ResampleKernel.Bicubic)];
+    public IReadOnlyList<ViewShape> Views => SecondViewSize is int second
+        ? [new ViewShape(Size, Size), new ViewShape(second, second)]
+        : [new ViewShape(Size, Size)];
 
     public AugmentParams Draw(ImageHeader header, ref StableRandom random)
     {
         var jitter = Jitter.Draw(ref random);
         bool flip = random.NextBool(FlipProbability);
         var crop = Crop.Draw(header.Width, header.Height, ref random);
-        return new AugmentParams(crop, flip, jitter, Views);
+        var first = new ViewParams(crop, Size, Size, ResampleKernel.Bicubic, flip, jitter);
+        return SecondViewSize is int second
+            ? AugmentParams.Of(first, new ViewParams(crop, second, second, ResampleKernel.Lanczos3, flip, jitter))
+            : AugmentParams.Of(first);
     }
 }
 
@@ -47,7 +50,7 @@ public sealed record EvalRecipe(int ResizeTo = 256, int CropSize = 224) : IAugme
 {
     public string Name => "eval";
 
-    public IReadOnlyList<ViewSpec> Views => [new ViewSpec(CropSize, ResampleKernel.Bicubic)];
+    public IReadOnlyList<ViewShape> Views => [new ViewShape(CropSize, CropSize)];
 
     public AugmentParams Draw(ImageHeader header, ref StableRandom random)
     {
@@ -55,6 +58,71 @@ public sealed record EvalRecipe(int ResizeTo = 256, int CropSize = 224) : IAugme
         double side = CropSize / scale;
         double width = Math.Min(side, header.Width), height = Math.Min(side, header.Height);
         var crop = new CropBox((header.Width - width) / 2, (header.Height - height) / 2, width, height);
-        return new AugmentParams(crop, false, null, Views);
+        return AugmentParams.Of(new ViewParams(crop, CropSize, CropSize, ResampleKernel.Bicubic, false, []));
+    }
+}
+
+/// <summary>
+/// iBOT / DINO multi-crop: <see cref="GlobalCrops"/> crops of <see cref="GlobalSize"/> (scale
+/// <see cref="GlobalMinScale"/>–1) and <see cref="LocalCrops"/> of <see cref="LocalSize"/> (scale 0.05–
+/// <see cref="GlobalMinScale"/>), all bicubic; each: flip 0.5, ColorJitter(0.4, 0.4, 0.2, 0.1) with probability
+/// 0.8, grayscale 0.2, then Gaussian blur (radius 0.1–2) with probability 1.0 (first global), 0.1 (second global,
+/// followed by solarize 0.2) or 0.5 (locals).
+/// </summary>
+public sealed record MultiCropRecipe(int GlobalCrops = 2, int GlobalSize = 224, int LocalCrops = 10, int LocalSize = 96, double GlobalMinScale = 0.32, double LocalMinScale = 0.05)
+    : IAugmentRecipe
+{
+    private static readonly ColorJitter Jitter = new(0.4, 0.4, 0.2, 0.1);
+
+    public string Name => "multi-crop";
+
+    public IReadOnlyList<ViewShape> Views =>
+        Enumerable.Repeat(new ViewShape(GlobalSize, GlobalSize), GlobalCrops).Concat(Enumerable.Repeat(new ViewShape(LocalSize, LocalSize), LocalCrops)).ToList();
+
+    public AugmentParams Draw(ImageHeader header, ref StableRandom random)
+    {
+        var views = new List<ViewParams>(GlobalCrops + LocalCrops);
+        var globalCrop = new RandomResizedCrop(GlobalMinScale, 1.0);
+        var localCrop = new RandomResizedCrop(LocalMinScale, GlobalMinScale);
+        for (int i = 0; i < GlobalCrops + LocalCrops; i++)
+        {
+            bool global = i < GlobalCrops;
+            var crop = (global ? globalCrop : localCrop).Draw(header.Width, header.Height, ref random);
+            bool flip = random.NextBool(0.5);
+            var ops = new List<PixelOp>();
+            if (random.NextBool(0.8)) ops.AddRange(Jitter.Draw(ref random));
+            if (random.NextBool(0.2)) ops.Add(new Grayscale());
+            double blurProbability = !global ? 0.5 : i == 0 ? 1.0 : 0.1;
+            if (random.NextBool(blurProbability)) ops.Add(new GaussianBlur(random.Uniform(0.1, 2.0)));
+            if (global && i == 1 && random.NextBool(0.2)) ops.Add(new Solarize());
+            int size = global ? GlobalSize : LocalSize;
+            views.Add(new ViewParams(crop, size, size, ResampleKernel.Bicubic, flip, ops));
+        }
+        return new AugmentParams(views, []);
+    }
+}
+
+/// <summary>
+/// Fine-tuning (BEiT's classification recipe through timm): RandomResizedCrop 224 bicubic, flip 0.5,
+/// RandAugment rand-m9-mstd0.5-inc1, ImageNet normalisation, random erasing 0.25 (pixel mode). Mixup and CutMix
+/// act on batches and belong to the training stage.
+/// </summary>
+public sealed record FinetuneRecipe(int Size = 224) : IAugmentRecipe
+{
+    public RandomResizedCrop Crop { get; init; } = new();
+    public RandAugment Augment { get; init; } = new();
+    public RandomErasing Erasing { get; init; } = new();
+
+    public string Name => "finetune";
+
+    public IReadOnlyList<ViewShape> Views => [new ViewShape(Size, Size)];
+
+    public AugmentParams Draw(ImageHeader header, ref StableRandom random)
+    {
+        var crop = Crop.Draw(header.Width, header.Height, ref random);
+        bool flip = random.NextBool(0.5);
+        var ops = Augment.Draw(Size, Size, ref random);
+        var erase = Erasing.Draw(0, Size, Size, ref random);
+        return new AugmentParams([new ViewParams(crop, Size, Size, ResampleKernel.Bicubic, flip, ops)], erase is null ? [] : [erase]);
     }
 }

@@ -48,10 +48,11 @@ public static class Resampler
         return Math.Sin(x) / x;
     }
 
-    /// <summary>PIL's <c>precompute_coeffs</c>: the input window and normalised weights of each output pixel.</summary>
-    private static Taps Compute(int inSize, int outSize, ResampleKernel kernel)
+    /// <summary>PIL's <c>precompute_coeffs</c>: the input window and normalised weights of each output pixel, for
+    /// the source interval [<paramref name="in0"/>, <paramref name="in1"/>) of an axis of <paramref name="inSize"/> pixels.</summary>
+    private static Taps Compute(int inSize, double in0, double in1, int outSize, ResampleKernel kernel)
     {
-        double scale = (double)inSize / outSize;
+        double scale = (in1 - in0) / outSize;
         double filterScale = Math.Max(scale, 1.0);
         double support = Support(kernel) * filterScale;
         int width = (int)Math.Ceiling(support) * 2 + 1;
@@ -61,7 +62,7 @@ public static class Resampler
         var w = new double[width];
         for (int i = 0; i < outSize; i++)
         {
-            double center = (i + 0.5) * scale;
+            double center = in0 + (i + 0.5) * scale;
             int min = Math.Max((int)(center - support + 0.5), 0);
             int max = Math.Min((int)(center + support + 0.5), inSize);
             int n = Math.Min(max - min, width);
@@ -91,10 +92,16 @@ public static class Resampler
     /// <summary>Resizes interleaved RGB <paramref name="source"/> (rows of <paramref name="sourceStride"/> bytes) into
     /// <paramref name="target"/> (<paramref name="targetWidth"/> × <paramref name="targetHeight"/> × 3).</summary>
     public static void ResizeRgb(ReadOnlySpan<byte> source, int sourceWidth, int sourceHeight, int sourceStride,
+        Span<byte> target, int targetWidth, int targetHeight, ResampleKernel kernel) =>
+        ResizeRgb(source, sourceWidth, sourceHeight, sourceStride, new CropBox(0, 0, sourceWidth, sourceHeight), target, targetWidth, targetHeight, kernel);
+
+    /// <summary>Resizes the (possibly fractional) <paramref name="box"/> of <paramref name="source"/>, as PIL's
+    /// <c>resize(size, box=…)</c>.</summary>
+    public static void ResizeRgb(ReadOnlySpan<byte> source, int sourceWidth, int sourceHeight, int sourceStride, CropBox box,
         Span<byte> target, int targetWidth, int targetHeight, ResampleKernel kernel)
     {
-        var horizontal = Compute(sourceWidth, targetWidth, kernel);
-        var vertical = Compute(sourceHeight, targetHeight, kernel);
+        var horizontal = Compute(sourceWidth, box.X, box.Right, targetWidth, kernel);
+        var vertical = Compute(sourceHeight, box.Y, box.Bottom, targetHeight, kernel);
         int rowFloats = targetWidth * 3;
         float[] rows = System.Buffers.ArrayPool<float>.Shared.Rent(sourceHeight * rowFloats);
         try

@@ -11,20 +11,22 @@ namespace MimFlow.Data.Decoding;
 /// </summary>
 public static class RegionDecoder
 {
-    /// <summary>The largest JPEG shrink factor that keeps both crop sides at or above <paramref name="largestOutput"/>.</summary>
-    public static int ShrinkFactor(ImageHeader header, CropBox crop, int largestOutput)
+    /// <summary>The largest JPEG shrink factor that keeps the crop at or above <paramref name="width"/> × <paramref name="height"/>.</summary>
+    public static int ShrinkFactor(ImageHeader header, CropBox crop, int width, int height)
     {
         if (!header.IsJpeg) return 1;
-        double shortSide = Math.Min(crop.Width, crop.Height);
         foreach (int factor in (int[])[8, 4, 2])
-            if (shortSide / factor >= largestOutput) return factor;
+            if (crop.Width / factor >= width && crop.Height / factor >= height) return factor;
         return 1;
     }
 
-    /// <summary>The crop as an sRGB 8-bit 3-band image (not yet resized). The caller disposes it.</summary>
-    public static Image LoadCrop(byte[] encoded, ImageHeader header, CropBox crop, int largestOutput)
+    /// <summary>
+    /// The region <paramref name="crop"/> as an sRGB 8-bit 3-band image (not yet resized), decoded at
+    /// <paramref name="shrink"/>; <paramref name="placement"/> maps display coordinates of the original into it:
+    /// x' = x·ScaleX − Left. The caller disposes the image.
+    /// </summary>
+    public static Image LoadRegion(byte[] encoded, ImageHeader header, CropBox crop, int shrink, out RegionPlacement placement)
     {
-        int shrink = ShrinkFactor(header, crop, largestOutput);
         // Rotated images need random access for autorot; the common case streams.
         var access = header.Orientation == 1 ? Enums.Access.Sequential : Enums.Access.Random;
         var disposables = new List<Image>();
@@ -42,6 +44,7 @@ public static class RegionDecoder
             int right = Math.Clamp((int)Math.Round((crop.X + crop.Width) * sx), left + 1, image.Width);
             int bottom = Math.Clamp((int)Math.Round((crop.Y + crop.Height) * sy), top + 1, image.Height);
             disposables.Add(image = image.Crop(left, top, right - left, bottom - top));
+            placement = new RegionPlacement(left, top, sx, sy);
             var srgb = ToSrgb8(image, disposables);
             // NetVips may hand back the same object for a no-op (a crop of the whole image): keep it alive once.
             disposables.RemoveAll(d => ReferenceEquals(d, srgb));
@@ -69,11 +72,10 @@ public static class RegionDecoder
         return image;
     }
 
-    public static Enums.Kernel VipsKernel(ResampleKernel kernel) => kernel switch
-    {
-        ResampleKernel.Bicubic => Enums.Kernel.Cubic,
-        ResampleKernel.Lanczos3 => Enums.Kernel.Lanczos3,
-        ResampleKernel.Bilinear => Enums.Kernel.Linear,
-        _ => Enums.Kernel.Nearest,
-    };
+}
+
+/// <summary>Where a decoded region sits: display coordinates x of the original map to x·ScaleX − Left in it.</summary>
+public sealed record RegionPlacement(int Left, int Top, double ScaleX, double ScaleY)
+{
+    public CropBox Map(CropBox box) => new(box.X * ScaleX - Left, box.Y * ScaleY - Top, box.Width * ScaleX, box.Height * ScaleY);
 }

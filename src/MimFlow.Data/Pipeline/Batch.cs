@@ -13,13 +13,13 @@ public sealed class Batch : IDisposable
     private readonly PixelFormat format;
     private bool disposed;
 
-    internal Batch(int capacity, IReadOnlyList<ViewSpec> views, PixelFormat format, int maskCells)
+    internal Batch(int capacity, IReadOnlyList<ViewShape> views, PixelFormat format, int maskCells)
     {
         this.format = format;
         Capacity = capacity;
-        ViewSizes = views.Select(v => v.Size).ToArray();
-        Bytes = format == PixelFormat.UInt8 ? views.Select(v => ArrayPool<byte>.Shared.Rent(capacity * Augmenter.ViewBytes(v.Size))).ToArray() : [];
-        Floats = format == PixelFormat.Float32 ? views.Select(v => ArrayPool<float>.Shared.Rent(capacity * Augmenter.ViewBytes(v.Size))).ToArray() : [];
+        Views = views;
+        Bytes = format == PixelFormat.UInt8 ? views.Select(v => ArrayPool<byte>.Shared.Rent(capacity * v.Bytes)).ToArray() : [];
+        Floats = format == PixelFormat.Float32 ? views.Select(v => ArrayPool<float>.Shared.Rent(capacity * v.Bytes)).ToArray() : [];
         Labels = new int[capacity];
         MaskCells = maskCells;
         Masks = maskCells > 0 ? new byte[capacity * maskCells] : [];
@@ -30,7 +30,8 @@ public sealed class Batch : IDisposable
     public int Capacity { get; }
     public int Count { get; internal set; }
     public PixelFormat Format => format;
-    public IReadOnlyList<int> ViewSizes { get; }
+    /// <summary>The shape of each view: view v is [Count, 3, Height, Width].</summary>
+    public IReadOnlyList<ViewShape> Views { get; }
     public int MaskCells { get; }
     public int[] Labels { get; }
     public byte[] Masks { get; }
@@ -43,18 +44,18 @@ public sealed class Batch : IDisposable
     internal byte[][] Bytes { get; }
     internal float[][] Floats { get; }
 
-    /// <summary>View <paramref name="view"/> as [Count, 3, S, S] uint8 (only with <see cref="PixelFormat.UInt8"/>).</summary>
+    /// <summary>View <paramref name="view"/> as [Count, 3, H, W] uint8 (only with <see cref="PixelFormat.UInt8"/>).</summary>
     public ReadOnlySpan<byte> ViewBytes(int view)
     {
         if (format != PixelFormat.UInt8) throw new InvalidOperationException("this batch holds float32 pixels");
-        return Bytes[view].AsSpan(0, Count * Augmenter.ViewBytes(ViewSizes[view]));
+        return Bytes[view].AsSpan(0, Count * Views[view].Bytes);
     }
 
-    /// <summary>View <paramref name="view"/> as [Count, 3, S, S] float32 (only with <see cref="PixelFormat.Float32"/>).</summary>
+    /// <summary>View <paramref name="view"/> as [Count, 3, H, W] float32 (only with <see cref="PixelFormat.Float32"/>).</summary>
     public ReadOnlySpan<float> ViewFloats(int view)
     {
         if (format != PixelFormat.Float32) throw new InvalidOperationException("this batch holds uint8 pixels");
-        return Floats[view].AsSpan(0, Count * Augmenter.ViewBytes(ViewSizes[view]));
+        return Floats[view].AsSpan(0, Count * Views[view].Bytes);
     }
 
     public ReadOnlySpan<byte> Mask(int row) => Masks.AsSpan(row * MaskCells, MaskCells);

@@ -185,17 +185,17 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
         }
     }
 
-    private RenderedSample Render(Encoded encoded, IReadOnlyList<ViewSpec> views)
+    private RenderedSample Render(Encoded encoded, IReadOnlyList<ViewShape> views)
     {
         if (encoded.Failure is not null) return new RenderedSample(encoded.Sample, null, null, null, encoded.Failure);
-        byte[][] buffers = views.Select(v => ArrayPool<byte>.Shared.Rent(Augmenter.ViewBytes(v.Size))).ToArray();
+        byte[][] buffers = views.Select(v => ArrayPool<byte>.Shared.Rent(v.Bytes)).ToArray();
         try
         {
             var header = ImageHeader.Read(encoded.Bytes!, options.Limits);
             if (encoded.Annotation is { } annotation) AnnotationCheck.Validate(annotation, header);
             var parameters = DrawParams(header, encoded.Sample.Index);
-            Augmenter.Render(encoded.Bytes!, header, parameters,
-                buffers.Select((b, v) => new Memory<byte>(b, 0, Augmenter.ViewBytes(views[v].Size))).ToArray());
+            Augmenter.Render(encoded.Bytes!, header, parameters, views,
+                buffers.Select((b, v) => new Memory<byte>(b, 0, views[v].Bytes)).ToArray());
             Interlocked.Increment(ref rendered);
             return new RenderedSample(encoded.Sample, buffers, parameters, DrawMask(encoded.Sample.Index), null);
         }
@@ -206,12 +206,12 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
         }
     }
 
-    private static void Collate(Batch batch, RenderedSample item, IReadOnlyList<ViewSpec> views)
+    private static void Collate(Batch batch, RenderedSample item, IReadOnlyList<ViewShape> views)
     {
         int row = batch.Count;
         for (int v = 0; v < views.Count; v++)
         {
-            int length = Augmenter.ViewBytes(views[v].Size);
+            int length = views[v].Bytes;
             var source = item.Views![v].AsSpan(0, length);
             if (batch.Format == PixelFormat.UInt8)
             {
@@ -228,6 +228,8 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
                     var channelTarget = target.Slice(c * plane, plane);
                     for (int i = 0; i < plane; i++) channelTarget[i] = lut[channelSource[i]];
                 }
+                foreach (var erase in item.Params!.Erase)
+                    if (erase.View == v) Augmenter.Erase(target, views[v], erase);
             }
             ArrayPool<byte>.Shared.Return(item.Views[v]);
         }

@@ -11,8 +11,9 @@ public sealed class DecodeTests
     private static byte[] RenderOne(byte[] encoded, AugmentParams parameters)
     {
         var header = ImageHeader.Read(encoded, DecodeLimits.Default);
-        var outputs = parameters.Views.Select(v => new byte[Augmenter.ViewBytes(v.Size)]).ToArray();
-        Augmenter.Render(encoded, header, parameters, outputs.Select(o => new Memory<byte>(o)).ToArray());
+        var shapes = parameters.Views.Select(v => new ViewShape(v.Width, v.Height)).ToArray();
+        var outputs = shapes.Select(s => new byte[s.Bytes]).ToArray();
+        Augmenter.Render(encoded, header, parameters, shapes, outputs.Select(o => new Memory<byte>(o)).ToArray());
         return outputs.SelectMany(o => o).ToArray();
     }
 
@@ -36,12 +37,12 @@ public sealed class DecodeTests
     public void Shrink_on_load_picks_the_largest_factor_keeping_the_crop_at_least_the_output()
     {
         var header = ImageHeader.Read(TestImages.Jpeg(2000, 1800), DecodeLimits.Default);
-        Assert.Equal(8, RegionDecoder.ShrinkFactor(header, new CropBox(0, 0, 1800, 1800), 224));
-        Assert.Equal(4, RegionDecoder.ShrinkFactor(header, new CropBox(0, 0, 1000, 900), 224));
-        Assert.Equal(2, RegionDecoder.ShrinkFactor(header, new CropBox(0, 0, 460, 500), 224));
-        Assert.Equal(1, RegionDecoder.ShrinkFactor(header, new CropBox(0, 0, 447, 900), 224));
+        Assert.Equal(8, RegionDecoder.ShrinkFactor(header, new CropBox(0, 0, 1800, 1800), 224, 224));
+        Assert.Equal(4, RegionDecoder.ShrinkFactor(header, new CropBox(0, 0, 1000, 900), 224, 224));
+        Assert.Equal(2, RegionDecoder.ShrinkFactor(header, new CropBox(0, 0, 460, 500), 224, 224));
+        Assert.Equal(1, RegionDecoder.ShrinkFactor(header, new CropBox(0, 0, 447, 900), 224, 224));
         var png = ImageHeader.Read(TestImages.AlphaPng(2000, 1800), DecodeLimits.Default);
-        Assert.Equal(1, RegionDecoder.ShrinkFactor(png, new CropBox(0, 0, 1800, 1800), 224));
+        Assert.Equal(1, RegionDecoder.ShrinkFactor(png, new CropBox(0, 0, 1800, 1800), 224, 224));
     }
 
     [Fact]
@@ -49,7 +50,7 @@ public sealed class DecodeTests
     {
         byte[] jpeg = TestImages.Jpeg(1800, 1800);
         var header = ImageHeader.Read(jpeg, DecodeLimits.Default);
-        var parameters = new AugmentParams(new CropBox(100, 200, 1000, 1000), false, null, [new ViewSpec(224, ResampleKernel.Bicubic)]);
+        var parameters = AugmentParams.Of(new ViewParams(new CropBox(100, 200, 1000, 1000), 224, 224, ResampleKernel.Bicubic, false, []));
         byte[] shrunk = RenderOne(jpeg, parameters);
         using var full = Image.NewFromBuffer(jpeg).Crop(100, 200, 1000, 1000).Resize(0.224, Enums.Kernel.Cubic, gap: 0.0);
         byte[] reference = full.WriteToMemory<byte>();
@@ -65,8 +66,8 @@ public sealed class DecodeTests
     {
         byte[] jpeg = TestImages.Jpeg(300, 300);
         var crop = new CropBox(0, 0, 300, 300);
-        byte[] plain = RenderOne(jpeg, new AugmentParams(crop, false, null, [new ViewSpec(64, ResampleKernel.Bicubic)]));
-        byte[] flipped = RenderOne(jpeg, new AugmentParams(crop, true, null, [new ViewSpec(64, ResampleKernel.Bicubic)]));
+        byte[] plain = RenderOne(jpeg, AugmentParams.Of(new ViewParams(crop, 64, 64, ResampleKernel.Bicubic, false, [])));
+        byte[] flipped = RenderOne(jpeg, AugmentParams.Of(new ViewParams(crop, 64, 64, ResampleKernel.Bicubic, true, [])));
         for (int c = 0; c < 3; c++)
             for (int y = 0; y < 64; y++)
                 for (int x = 0; x < 64; x++)
@@ -87,7 +88,7 @@ public sealed class DecodeTests
             "png16" => TestImages.Png16(200, 200),
             _ => TestImages.AlphaPng(200, 200),
         };
-        byte[] view = RenderOne(encoded, new AugmentParams(new CropBox(0, 0, 200, 200), false, null, [new ViewSpec(32, ResampleKernel.Bicubic)]));
+        byte[] view = RenderOne(encoded, AugmentParams.Of(new ViewParams(new CropBox(0, 0, 200, 200), 32, 32, ResampleKernel.Bicubic, false, [])));
         int plane = 32 * 32;
         // The right half is blue in the source: colour inputs must stay blue there, grey ones grey.
         int brightRightBlue = view[2 * plane + 24 * 32 + 24], rightRed = view[24 * 32 + 24];
@@ -108,7 +109,7 @@ public sealed class DecodeTests
         byte[] jpeg = TestImages.OrientedJpeg(120, 80, 6);
         var header = ImageHeader.Read(jpeg, DecodeLimits.Default);
         Assert.Equal((80, 120), (header.Width, header.Height));
-        byte[] view = RenderOne(jpeg, new AugmentParams(new CropBox(0, 0, 80, 120), false, null, [new ViewSpec(40, ResampleKernel.Bicubic)]));
+        byte[] view = RenderOne(jpeg, AugmentParams.Of(new ViewParams(new CropBox(0, 0, 80, 120), 40, 40, ResampleKernel.Bicubic, false, [])));
         int plane = 40 * 40;
         // Stored green top-left quadrant rotates to the top-right when displayed.
         Assert.True(view[plane + 5 * 40 + 35] > 150, "green should be top-right after rotation");
@@ -118,7 +119,7 @@ public sealed class DecodeTests
     [Fact]
     public void Images_smaller_than_the_output_are_upscaled()
     {
-        byte[] view = RenderOne(TestImages.Jpeg(50, 40), new AugmentParams(new CropBox(0, 0, 50, 40), false, null, [new ViewSpec(224, ResampleKernel.Bicubic)]));
+        byte[] view = RenderOne(TestImages.Jpeg(50, 40), AugmentParams.Of(new ViewParams(new CropBox(0, 0, 50, 40), 224, 224, ResampleKernel.Bicubic, false, [])));
         Assert.Equal(3 * 224 * 224, view.Length);
     }
 

@@ -68,8 +68,8 @@ public sealed class LoaderTests
                 {
                     byte[] bytes = File.ReadAllBytes(index.FullPath(batch.Samples[row]));
                     var stored = JsonSerializer.Deserialize<AugmentParams>(JsonSerializer.Serialize(batch.Params[row]))!;
-                    byte[] first = new byte[Augmenter.ViewBytes(48)], second = new byte[Augmenter.ViewBytes(24)];
-                    Augmenter.Render(bytes, ImageHeader.Read(bytes, DecodeLimits.Default), stored, [first, second]);
+                    byte[] first = new byte[batch.Views[0].Bytes], second = new byte[batch.Views[1].Bytes];
+                    Augmenter.Render(bytes, ImageHeader.Read(bytes, DecodeLimits.Default), stored, batch.Views, [first, second]);
                     Assert.Equal(batch.ViewBytes(0).Slice(row * first.Length, first.Length).ToArray(), first);
                     Assert.Equal(batch.ViewBytes(1).Slice(row * second.Length, second.Length).ToArray(), second);
                 }

@@ -1,0 +1,409 @@
+using System.Text.Json.Serialization;
+
+namespace MimFlow.Data.Augment;
+
+/// <summary>
+/// One pixel operation on an 8-bit RGB view, with its drawn arguments, as PIL / torchvision / timm define it. The
+/// records serialise to JSON (<c>"op"</c> names the kind), so the whole augmentation of a sample can be stored and
+/// replayed.
+/// </summary>
+[JsonPolymorphic(TypeDiscriminatorPropertyName = "op")]
+[JsonDerivedType(typeof(Brightness), "brightness")]
+[JsonDerivedType(typeof(Contrast), "contrast")]
+[JsonDerivedType(typeof(Saturation), "saturation")]
+[JsonDerivedType(typeof(Hue), "hue")]
+[JsonDerivedType(typeof(Grayscale), "grayscale")]
+[JsonDerivedType(typeof(GaussianBlur), "gaussian_blur")]
+[JsonDerivedType(typeof(Solarize), "solarize")]
+[JsonDerivedType(typeof(SolarizeAdd), "solarize_add")]
+[JsonDerivedType(typeof(Posterize), "posterize")]
+[JsonDerivedType(typeof(Invert), "invert")]
+[JsonDerivedType(typeof(AutoContrast), "auto_contrast")]
+[JsonDerivedType(typeof(Equalize), "equalize")]
+[JsonDerivedType(typeof(Sharpness), "sharpness")]
+[JsonDerivedType(typeof(Affine), "affine")]
+[JsonDerivedType(typeof(PhotometricShift), "photometric_shift")]
+public abstract record PixelOp
+{
+    public abstract void Apply(RgbImage image);
+
+    internal static byte Clip(double value) => (byte)Math.Clamp((int)Math.Round(value, MidpointRounding.AwayFromZero), 0, 255);
+
+    internal static void Lookup(Span<byte> values, ReadOnlySpan<byte> table)
+    {
+        for (int i = 0; i < values.Length; i++) values[i] = table[values[i]];
+    }
+
+    /// <summary>PIL's RGB → L conversion (ITU-R 601-2 luma, fixed point).</summary>
+    public static int Luma(byte r, byte g, byte b) => (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16;
+}
+
+/// <summary>PIL ImageEnhance.Brightness: blend with black, v·factor.</summary>
+public sealed record Brightness(double Factor) : PixelOp
+{
+    public override void Apply(RgbImage image)
+    {
+        Span<byte> table = stackalloc byte[256];
+        for (int v = 0; v < 256; v++) table[v] = Clip(v * Factor);
+        Lookup(image.Pixels, table);
+    }
+}
+
+/// <summary>PIL ImageEnhance.Contrast: blend with the mean grey of the image.</summary>
+public sealed record Contrast(double Factor) : PixelOp
+{
+    public override void Apply(RgbImage image)
+    {
+        var pixels = image.Pixels;
+        long sum = 0;
+        for (int i = 0; i < pixels.Length; i += 3) sum += Luma(pixels[i], pixels[i + 1], pixels[i + 2]);
+        double mean = Math.Floor((double)sum / (pixels.Length / 3) + 0.5);
+        Span<byte> table = stackalloc byte[256];
+        for (int v = 0; v < 256; v++) table[v] = Clip(mean + Factor * (v - mean));
+        Lookup(pixels, table);
+    }
+}
+
+/// <summary>PIL ImageEnhance.Color (torchvision's saturation): blend with the pixel's own grey.</summary>
+public sealed record Saturation(double Factor) : PixelOp
+{
+    public override void Apply(RgbImage image)
+    {
+        var pixels = image.Pixels;
+        int factor = (int)Math.Round(Factor * 65536);
+        for (int i = 0; i < pixels.Length; i += 3)
+        {
+            int grey = Luma(pixels[i], pixels[i + 1], pixels[i + 2]);
+            int greyFixed = (grey << 16) + 0x8000;
+            pixels[i] = ClipFixed(greyFixed + factor * (pixels[i] - grey));
+            pixels[i + 1] = ClipFixed(greyFixed + factor * (pixels[i + 1] - grey));
+            pixels[i + 2] = ClipFixed(greyFixed + factor * (pixels[i + 2] - grey));
+        }
+    }
+
+    private static byte ClipFixed(int value) => (byte)Math.Clamp(value >> 16, 0, 255);
+}
+
+/// <summary>torchvision adjust_hue on PIL images: shift H of PIL's 8-bit HSV by <see cref="Shift"/>·255 (wrapping).</summary>
+public sealed record Hue(double Shift) : PixelOp
+{
+    public override void Apply(RgbImage image)
+    {
+        var pixels = image.Pixels;
+        int delta = (int)Math.Round(Shift * 255);
+        for (int i = 0; i < pixels.Length; i += 3)
+        {
+            var (h, s, v) = ToHsv(pixels[i], pixels[i + 1], pixels[i + 2]);
+            (pixels[i], pixels[i + 1], pixels[i + 2]) = FromHsv((byte)(h + delta), s, v);
+        }
+    }
+
+    /// <summary>PIL's rgb2hsv (all channels 0..255).</summary>
+    internal static (byte H, byte S, byte V) ToHsv(byte r, byte g, byte b)
+    {
+        int max = Math.Max(r, Math.Max(g, b)), min = Math.Min(r, Math.Min(g, b));
+        if (max == min) return (0, 0, (byte)max);
+        double cr = max - min;
+        double s = cr / max;
+        double rc = (max - r) / cr, gc = (max - g) / cr, bc = (max - b) / cr;
+        double h = r == max ? bc - gc : g == max ? 2.0 + rc - bc : 4.0 + gc - rc;
+        h = (h / 6.0 + 1.0) % 1.0;
+        return ((byte)Math.Clamp((int)(h * 255), 0, 255), (byte)Math.Clamp((int)(s * 255), 0, 255), (byte)max);
+    }
+
+    /// <summary>PIL's hsv2rgb.</summary>
+    internal static (byte R, byte G, byte B) FromHsv(byte hue, byte saturation, byte value)
+    {
+        if (saturation == 0) return (value, value, value);
+        double h = hue / 255.0, s = saturation / 255.0;
+        int sector = (int)Math.Floor(h * 6.0);
+        double f = h * 6.0 - sector;
+        byte p = (byte)Math.Clamp((int)Math.Round(value * (1.0 - s)), 0, 255);
+        byte q = (byte)Math.Clamp((int)Math.Round(value * (1.0 - s * f)), 0, 255);
+        byte t = (byte)Math.Clamp((int)Math.Round(value * (1.0 - s * (1.0 - f))), 0, 255);
+        return (sector % 6) switch
+        {
+            0 => (value, t, p),
+            1 => (q, value, p),
+            2 => (p, value, t),
+            3 => (p, q, value),
+            4 => (t, p, value),
+            _ => (value, p, q),
+        };
+    }
+}
+
+/// <summary>RandomGrayscale: L replicated into the three channels.</summary>
+public sealed record Grayscale : PixelOp
+{
+    public override void Apply(RgbImage image)
+    {
+        var pixels = image.Pixels;
+        for (int i = 0; i < pixels.Length; i += 3)
+        {
+            byte grey = (byte)Luma(pixels[i], pixels[i + 1], pixels[i + 2]);
+            pixels[i] = pixels[i + 1] = pixels[i + 2] = grey;
+        }
+    }
+}
+
+/// <summary>Gaussian blur with standard deviation <see cref="Radius"/> (PIL's GaussianBlur radius), edges extended.</summary>
+public sealed record GaussianBlur(double Radius) : PixelOp
+{
+    public override void Apply(RgbImage image)
+    {
+        int reach = Math.Max(1, (int)Math.Ceiling(3 * Radius));
+        float[] kernel = new float[2 * reach + 1];
+        double total = 0;
+        for (int k = -reach; k <= reach; k++) total += kernel[k + reach] = (float)Math.Exp(-k * k / (2 * Radius * Radius));
+        for (int k = 0; k < kernel.Length; k++) kernel[k] /= (float)total;
+
+        int w = image.Width, h = image.Height;
+        var pixels = image.Pixels;
+        float[] rows = new float[image.Length];
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+                for (int c = 0; c < 3; c++)
+                {
+                    float sum = 0;
+                    for (int k = -reach; k <= reach; k++) sum += kernel[k + reach] * pixels[3 * (y * w + Math.Clamp(x + k, 0, w - 1)) + c];
+                    rows[3 * (y * w + x) + c] = sum;
+                }
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+                for (int c = 0; c < 3; c++)
+                {
+                    float sum = 0;
+                    for (int k = -reach; k <= reach; k++) sum += kernel[k + reach] * rows[3 * (Math.Clamp(y + k, 0, h - 1) * w + x) + c];
+                    pixels[3 * (y * w + x) + c] = (byte)Math.Clamp((int)(sum + 0.5f), 0, 255);
+                }
+    }
+}
+
+/// <summary>PIL ImageOps.solarize: values at or above the threshold are inverted.</summary>
+public sealed record Solarize(int Threshold = 128) : PixelOp
+{
+    public override void Apply(RgbImage image)
+    {
+        Span<byte> table = stackalloc byte[256];
+        for (int v = 0; v < 256; v++) table[v] = (byte)(v < Threshold ? v : 255 - v);
+        Lookup(image.Pixels, table);
+    }
+}
+
+/// <summary>timm's solarize_add: values below the threshold get <see cref="Addition"/> added (clipped).</summary>
+public sealed record SolarizeAdd(int Addition, int Threshold = 128) : PixelOp
+{
+    public override void Apply(RgbImage image)
+    {
+        Span<byte> table = stackalloc byte[256];
+        for (int v = 0; v < 256; v++) table[v] = (byte)(v < Threshold ? Math.Min(255, v + Addition) : v);
+        Lookup(image.Pixels, table);
+    }
+}
+
+/// <summary>PIL ImageOps.posterize: keep the top <see cref="Bits"/> bits.</summary>
+public sealed record Posterize(int Bits) : PixelOp
+{
+    public override void Apply(RgbImage image)
+    {
+        if (Bits >= 8) return;
+        byte mask = (byte)~((1 << (8 - Math.Max(Bits, 0))) - 1);
+        var pixels = image.Pixels;
+        for (int i = 0; i < pixels.Length; i++) pixels[i] &= mask;
+    }
+}
+
+public sealed record Invert : PixelOp
+{
+    public override void Apply(RgbImage image)
+    {
+        var pixels = image.Pixels;
+        for (int i = 0; i < pixels.Length; i++) pixels[i] = (byte)(255 - pixels[i]);
+    }
+}
+
+/// <summary>PIL ImageOps.autocontrast (cutoff 0): stretch each channel's range to 0..255.</summary>
+public sealed record AutoContrast : PixelOp
+{
+    public override void Apply(RgbImage image)
+    {
+        var pixels = image.Pixels;
+        Span<byte> table = stackalloc byte[256];
+        for (int c = 0; c < 3; c++)
+        {
+            int lo = 255, hi = 0;
+            for (int i = c; i < pixels.Length; i += 3)
+            {
+                lo = Math.Min(lo, pixels[i]);
+                hi = Math.Max(hi, pixels[i]);
+            }
+            if (hi <= lo) continue;
+            double scale = 255.0 / (hi - lo), offset = -lo * scale;
+            for (int v = 0; v < 256; v++) table[v] = (byte)Math.Clamp((int)(v * scale + offset), 0, 255);
+            for (int i = c; i < pixels.Length; i += 3) pixels[i] = table[pixels[i]];
+        }
+    }
+}
+
+/// <summary>PIL ImageOps.equalize, per channel.</summary>
+public sealed record Equalize : PixelOp
+{
+    public override void Apply(RgbImage image)
+    {
+        var pixels = image.Pixels;
+        Span<int> histogram = stackalloc int[256];
+        Span<byte> table = stackalloc byte[256];
+        for (int c = 0; c < 3; c++)
+        {
+            histogram.Clear();
+            for (int i = c; i < pixels.Length; i += 3) histogram[pixels[i]]++;
+            int last = 255;
+            while (last > 0 && histogram[last] == 0) last--;
+            int nonZero = 0, total = 0;
+            for (int v = 0; v < 256; v++)
+                if (histogram[v] > 0) { nonZero++; total += histogram[v]; }
+            int step = nonZero <= 1 ? 0 : (total - histogram[last]) / 255;
+            if (step == 0) continue;
+            int n = step / 2;
+            for (int v = 0; v < 256; v++)
+            {
+                table[v] = (byte)Math.Min(255, n / step);
+                n += histogram[v];
+            }
+            for (int i = c; i < pixels.Length; i += 3) pixels[i] = table[pixels[i]];
+        }
+    }
+}
+
+/// <summary>PIL ImageEnhance.Sharpness: blend with the SMOOTH-filtered image (3×3, centre 5, total 13; borders kept).</summary>
+public sealed record Sharpness(double Factor) : PixelOp
+{
+    public override void Apply(RgbImage image)
+    {
+        int w = image.Width, h = image.Height;
+        var pixels = image.Pixels;
+        byte[] smooth = pixels.ToArray();
+        for (int y = 1; y < h - 1; y++)
+            for (int x = 1; x < w - 1; x++)
+                for (int c = 0; c < 3; c++)
+                {
+                    int sum = 4 * pixels[3 * (y * w + x) + c];
+                    for (int dy = -1; dy <= 1; dy++)
+                        for (int dx = -1; dx <= 1; dx++) sum += pixels[3 * ((y + dy) * w + x + dx) + c];
+                    smooth[3 * (y * w + x) + c] = (byte)((sum + 6) / 13);
+                }
+        for (int i = 0; i < pixels.Length; i++) pixels[i] = Clip(smooth[i] + Factor * (pixels[i] - smooth[i]));
+    }
+}
+
+/// <summary>
+/// PIL's affine transform (rotate, shear, translate): output pixel centre (x, y) samples the input at
+/// (A·x + B·y + C, D·x + E·y + F); outside the image takes <see cref="Fill"/>.
+/// </summary>
+public sealed record Affine(double A, double B, double C, double D, double E, double F, ResampleKernel Kernel, byte FillR, byte FillG, byte FillB) : PixelOp
+{
+    public static Affine Rotate(double degrees, int width, int height, ResampleKernel kernel, byte r, byte g, byte b)
+    {
+        double angle = -degrees * Math.PI / 180;
+        double cos = Math.Round(Math.Cos(angle), 15), sin = Math.Round(Math.Sin(angle), 15);
+        double cx = width / 2.0, cy = height / 2.0;
+        return new Affine(cos, sin, cos * -cx + sin * -cy + cx, -sin, cos, -sin * -cx + cos * -cy + cy, kernel, r, g, b);
+    }
+
+    public override void Apply(RgbImage image)
+    {
+        int w = image.Width, h = image.Height;
+        var pixels = image.Pixels;
+        byte[] source = pixels.ToArray();
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+            {
+                double sx = A * (x + 0.5) + B * (y + 0.5) + C - 0.5;
+                double sy = D * (x + 0.5) + E * (y + 0.5) + F - 0.5;
+                int o = 3 * (y * w + x);
+                if (sx < -0.5 || sy < -0.5 || sx > w - 0.5 || sy > h - 0.5)
+                {
+                    pixels[o] = FillR;
+                    pixels[o + 1] = FillG;
+                    pixels[o + 2] = FillB;
+                    continue;
+                }
+                for (int c = 0; c < 3; c++) pixels[o + c] = Sample(source, w, h, sx, sy, c);
+            }
+    }
+
+    private byte Sample(byte[] source, int w, int h, double sx, double sy, int c)
+    {
+        if (Kernel == ResampleKernel.Nearest)
+            return source[3 * (Math.Clamp((int)Math.Round(sy), 0, h - 1) * w + Math.Clamp((int)Math.Round(sx), 0, w - 1)) + c];
+        int x0 = (int)Math.Floor(sx), y0 = (int)Math.Floor(sy);
+        double fx = sx - x0, fy = sy - y0;
+        int reach = Kernel == ResampleKernel.Bilinear ? 1 : 2;
+        double sum = 0, weights = 0;
+        for (int j = 1 - reach; j <= reach; j++)
+        {
+            double wy = Resampler.Weight(Kernel == ResampleKernel.Bilinear ? ResampleKernel.Bilinear : ResampleKernel.Bicubic, j - fy);
+            int yy = Math.Clamp(y0 + j, 0, h - 1);
+            for (int i = 1 - reach; i <= reach; i++)
+            {
+                double wx = Resampler.Weight(Kernel == ResampleKernel.Bilinear ? ResampleKernel.Bilinear : ResampleKernel.Bicubic, i - fx);
+                sum += wx * wy * source[3 * (yy * w + Math.Clamp(x0 + i, 0, w - 1)) + c];
+                weights += wx * wy;
+            }
+        }
+        return Clip(sum / weights);
+    }
+}
+
+/// <summary>
+/// mmseg's PhotoMetricDistortion as drawn for one image: brightness delta, contrast factor (before or after the
+/// HSV step), saturation factor and hue shift in degrees; null skips a step. Arithmetic in float, clipped to 0..255.
+/// </summary>
+public sealed record PhotometricShift(double? BrightnessDelta, double? ContrastFactor, bool ContrastFirst, double? SaturationFactor, double? HueDegrees) : PixelOp
+{
+    public override void Apply(RgbImage image)
+    {
+        var pixels = image.Pixels;
+        if (BrightnessDelta is double delta)
+            for (int i = 0; i < pixels.Length; i++) pixels[i] = ClipTruncate(pixels[i] + delta);
+        if (ContrastFirst && ContrastFactor is double first)
+            for (int i = 0; i < pixels.Length; i++) pixels[i] = ClipTruncate(pixels[i] * first);
+        if (SaturationFactor is not null || HueDegrees is not null)
+        {
+            for (int i = 0; i < pixels.Length; i += 3)
+            {
+                var (h, s, v) = RgbToHsvDegrees(pixels[i], pixels[i + 1], pixels[i + 2]);
+                if (SaturationFactor is double factor) s = Math.Clamp(s * factor, 0, 1);
+                if (HueDegrees is double shift) h = ((h + shift) % 360 + 360) % 360;
+                (pixels[i], pixels[i + 1], pixels[i + 2]) = HsvDegreesToRgb(h, s, v);
+            }
+        }
+        if (!ContrastFirst && ContrastFactor is double last)
+            for (int i = 0; i < pixels.Length; i++) pixels[i] = ClipTruncate(pixels[i] * last);
+    }
+
+    private static byte ClipTruncate(double value) => (byte)Math.Clamp((int)value, 0, 255);
+
+    private static (double H, double S, double V) RgbToHsvDegrees(byte r, byte g, byte b)
+    {
+        double max = Math.Max(r, Math.Max(g, b)), min = Math.Min(r, Math.Min(g, b)), d = max - min;
+        double h = d == 0 ? 0 : max == r ? 60 * ((g - b) / d) : max == g ? 60 * ((b - r) / d) + 120 : 60 * ((r - g) / d) + 240;
+        return ((h + 360) % 360, max == 0 ? 0 : d / max, max);
+    }
+
+    private static (byte, byte, byte) HsvDegreesToRgb(double h, double s, double v)
+    {
+        double c = v * s, x = c * (1 - Math.Abs(h / 60 % 2 - 1)), m = v - c;
+        var (r, g, b) = (int)(h / 60) switch
+        {
+            0 => (c, x, 0.0),
+            1 => (x, c, 0.0),
+            2 => (0.0, c, x),
+            3 => (0.0, x, c),
+            4 => (x, 0.0, c),
+            _ => (c, 0.0, x),
+        };
+        return (ClipTruncate(r + m + 0.5), ClipTruncate(g + m + 0.5), ClipTruncate(b + m + 0.5));
+    }
+}
