@@ -5,6 +5,7 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using MimFlow.Core.Diagnostics;
 using MimFlow.Core.IO;
+using MimFlow.Data.Augment;
 using MimFlow.Data.Pipeline;
 using Spectre.Console;
 
@@ -28,10 +29,12 @@ internal static partial class BenchCommand
         var batch = new Option<int>("--batch") { Description = "Batch size", DefaultValueFactory = _ => 64 };
         var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file" };
         var peer = new Option<string?>("--peer") { Description = "torchvision+PIL peer script (../shared/peers/peer_data.py), run on the same folder first" };
+        var recipe = new Option<string>("--recipe") { Description = "pretrain (the peer's recipe), pretrain-two-view, multi-crop, finetune or eval", DefaultValueFactory = _ => "pretrain" };
+        recipe.AcceptOnlyFromAmong("pretrain", "pretrain-two-view", "multi-crop", "finetune", "eval");
         var python = new Option<string>("--python") { Description = "Python with torch, torchvision and PIL for the peer", DefaultValueFactory = _ => "/usr/bin/python3" };
         var command = new Command("data", "Decode + augment + collate of the pretraining recipe (images/s, per core), optionally against torchvision+PIL on the same files");
         data.AddTo(command);
-        foreach (var option in new Option[] { workers, images, batch, json, peer, python }) command.Options.Add(option);
+        foreach (var option in new Option[] { workers, images, batch, recipe, json, peer, python }) command.Options.Add(option);
         command.SetAction(async (parsed, cancellationToken) =>
         {
             int[] counts = parsed.GetRequiredValue(workers).Split(',', StringSplitOptions.RemoveEmptyEntries)
@@ -43,15 +46,24 @@ internal static partial class BenchCommand
                 peerRates = await RunPeer(context.Console, parsed.GetRequiredValue(python), script, parsed.GetRequiredValue(data.Data), n, counts, cancellationToken);
 
             var index = data.Open(parsed);
+            string recipeName = parsed.GetRequiredValue(recipe);
+            IAugmentRecipe chosen = recipeName switch
+            {
+                "pretrain-two-view" => new PretrainRecipe(),
+                "multi-crop" => new MultiCropRecipe(),
+                "finetune" => new FinetuneRecipe(),
+                "eval" => new EvalRecipe(),
+                _ => new PretrainRecipe(SecondViewSize: null),
+            };
             if (index.Count < n) n = index.Count;
             var results = new List<LoaderBenchmarkResult>();
             foreach (int count in counts)
             {
                 context.Console.MarkupLineInterpolated($"mimflow: {count} worker(s), {n} images …");
-                results.Add(await LoaderBenchmark.RunAsync(index, count, n, parsed.GetValue(batch), cancellationToken));
+                results.Add(await LoaderBenchmark.RunAsync(index, chosen, count, n, parsed.GetValue(batch), cancellationToken));
             }
 
-            var table = new Table().Title("bench data: BEiT pretraining augmentation, float32 batches")
+            var table = new Table().Title($"bench data: {recipeName} recipe, float32 batches")
                 .AddColumns("workers", "mimflow img/s", "per core", "peer img/s", "peer per worker", "ratio per core");
             var rows = results.Select(r =>
             {
@@ -76,7 +88,7 @@ internal static partial class BenchCommand
                 var document = new
                 {
                     benchmark = "data",
-                    recipe = "pretrain: ColorJitter 0.4, flip 0.5, RandomResizedCrop 224 bicubic, ImageNet normalisation, float32 NCHW",
+                    recipe = recipeName,
                     data = index.Root, layout = index.Layout, batch = parsed.GetValue(batch),
                     images_per_second = best.ImagesPerSecond, images_per_second_per_core = best.ImagesPerSecondPerCore,
                     runs = rows,

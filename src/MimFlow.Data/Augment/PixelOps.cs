@@ -161,22 +161,32 @@ public sealed record GaussianBlur(double Radius) : PixelOp
         int w = image.Width, h = image.Height;
         var pixels = image.Pixels;
         float[] rows = new float[image.Length];
+        // Horizontal pass per row on an edge-extended copy (no clamping in the inner loop), then vertical.
+        float[] padded = new float[3 * (w + 2 * reach)];
         for (int y = 0; y < h; y++)
-            for (int x = 0; x < w; x++)
-                for (int c = 0; c < 3; c++)
-                {
-                    float sum = 0;
-                    for (int k = -reach; k <= reach; k++) sum += kernel[k + reach] * pixels[3 * (y * w + Math.Clamp(x + k, 0, w - 1)) + c];
-                    rows[3 * (y * w + x) + c] = sum;
-                }
+        {
+            var row = pixels.Slice(3 * y * w, 3 * w);
+            for (int x = -reach; x < w + reach; x++)
+                for (int c = 0; c < 3; c++) padded[3 * (x + reach) + c] = row[3 * Math.Clamp(x, 0, w - 1) + c];
+            for (int i = 0; i < 3 * w; i++)
+            {
+                float sum = 0;
+                for (int k = 0; k < kernel.Length; k++) sum += kernel[k] * padded[i + 3 * k];
+                rows[3 * y * w + i] = sum;
+            }
+        }
+        float[] column = new float[3 * w];
         for (int y = 0; y < h; y++)
-            for (int x = 0; x < w; x++)
-                for (int c = 0; c < 3; c++)
-                {
-                    float sum = 0;
-                    for (int k = -reach; k <= reach; k++) sum += kernel[k + reach] * rows[3 * (Math.Clamp(y + k, 0, h - 1) * w + x) + c];
-                    pixels[3 * (y * w + x) + c] = (byte)Math.Clamp((int)(sum + 0.5f), 0, 255);
-                }
+        {
+            Array.Clear(column);
+            for (int k = -reach; k <= reach; k++)
+            {
+                float weight = kernel[k + reach];
+                int sourceRow = 3 * Math.Clamp(y + k, 0, h - 1) * w;
+                for (int i = 0; i < column.Length; i++) column[i] += weight * rows[sourceRow + i];
+            }
+            for (int i = 0; i < column.Length; i++) pixels[3 * y * w + i] = (byte)Math.Clamp((int)(column[i] + 0.5f), 0, 255);
+        }
     }
 }
 
@@ -316,6 +326,9 @@ public sealed record Affine(double A, double B, double C, double D, double E, do
         int w = image.Width, h = image.Height;
         var pixels = image.Pixels;
         byte[] source = pixels.ToArray();
+        var kernel = Kernel == ResampleKernel.Bilinear ? ResampleKernel.Bilinear : ResampleKernel.Bicubic;
+        int reach = kernel == ResampleKernel.Bilinear ? 1 : 2;
+        Span<double> wx = stackalloc double[2 * reach], wy = stackalloc double[2 * reach];
         for (int y = 0; y < h; y++)
             for (int x = 0; x < w; x++)
             {
@@ -329,30 +342,40 @@ public sealed record Affine(double A, double B, double C, double D, double E, do
                     pixels[o + 2] = FillB;
                     continue;
                 }
-                for (int c = 0; c < 3; c++) pixels[o + c] = Sample(source, w, h, sx, sy, c);
+                if (Kernel == ResampleKernel.Nearest)
+                {
+                    int n = 3 * (Math.Clamp((int)Math.Round(sy), 0, h - 1) * w + Math.Clamp((int)Math.Round(sx), 0, w - 1));
+                    pixels[o] = source[n];
+                    pixels[o + 1] = source[n + 1];
+                    pixels[o + 2] = source[n + 2];
+                    continue;
+                }
+                // Weights depend on the position only: compute them once for the three channels.
+                int x0 = (int)Math.Floor(sx), y0 = (int)Math.Floor(sy);
+                double total = 0;
+                for (int k = 0; k < 2 * reach; k++)
+                {
+                    wx[k] = Resampler.Weight(kernel, k + 1 - reach - (sx - x0));
+                    wy[k] = Resampler.Weight(kernel, k + 1 - reach - (sy - y0));
+                }
+                double r = 0, g = 0, b = 0;
+                for (int j = 0; j < 2 * reach; j++)
+                {
+                    int row = Math.Clamp(y0 + j + 1 - reach, 0, h - 1) * w;
+                    for (int i = 0; i < 2 * reach; i++)
+                    {
+                        double weight = wx[i] * wy[j];
+                        int at = 3 * (row + Math.Clamp(x0 + i + 1 - reach, 0, w - 1));
+                        r += weight * source[at];
+                        g += weight * source[at + 1];
+                        b += weight * source[at + 2];
+                        total += weight;
+                    }
+                }
+                pixels[o] = Clip(r / total);
+                pixels[o + 1] = Clip(g / total);
+                pixels[o + 2] = Clip(b / total);
             }
-    }
-
-    private byte Sample(byte[] source, int w, int h, double sx, double sy, int c)
-    {
-        if (Kernel == ResampleKernel.Nearest)
-            return source[3 * (Math.Clamp((int)Math.Round(sy), 0, h - 1) * w + Math.Clamp((int)Math.Round(sx), 0, w - 1)) + c];
-        int x0 = (int)Math.Floor(sx), y0 = (int)Math.Floor(sy);
-        double fx = sx - x0, fy = sy - y0;
-        int reach = Kernel == ResampleKernel.Bilinear ? 1 : 2;
-        double sum = 0, weights = 0;
-        for (int j = 1 - reach; j <= reach; j++)
-        {
-            double wy = Resampler.Weight(Kernel == ResampleKernel.Bilinear ? ResampleKernel.Bilinear : ResampleKernel.Bicubic, j - fy);
-            int yy = Math.Clamp(y0 + j, 0, h - 1);
-            for (int i = 1 - reach; i <= reach; i++)
-            {
-                double wx = Resampler.Weight(Kernel == ResampleKernel.Bilinear ? ResampleKernel.Bilinear : ResampleKernel.Bicubic, i - fx);
-                sum += wx * wy * source[3 * (yy * w + Math.Clamp(x0 + i, 0, w - 1)) + c];
-                weights += wx * wy;
-            }
-        }
-        return Clip(sum / weights);
     }
 }
 

@@ -96,40 +96,74 @@ public static class Resampler
         ResizeRgb(source, sourceWidth, sourceHeight, sourceStride, new CropBox(0, 0, sourceWidth, sourceHeight), target, targetWidth, targetHeight, kernel);
 
     /// <summary>Resizes the (possibly fractional) <paramref name="box"/> of <paramref name="source"/>, as PIL's
-    /// <c>resize(size, box=…)</c>.</summary>
+    /// <c>resize(size, box=…)</c>. The scalar horizontal pass runs on whichever side has fewer rows: before the
+    /// vectorised vertical pass when the height grows, after it when the height shrinks.</summary>
     public static void ResizeRgb(ReadOnlySpan<byte> source, int sourceWidth, int sourceHeight, int sourceStride, CropBox box,
         Span<byte> target, int targetWidth, int targetHeight, ResampleKernel kernel)
     {
         var horizontal = Compute(sourceWidth, box.X, box.Right, targetWidth, kernel);
         var vertical = Compute(sourceHeight, box.Y, box.Bottom, targetHeight, kernel);
-        int rowFloats = targetWidth * 3;
-        float[] rows = System.Buffers.ArrayPool<float>.Shared.Rent(sourceHeight * rowFloats);
+        int firstRow = vertical.Start[0];
+        int lastRow = vertical.Start[targetHeight - 1] + vertical.Count[targetHeight - 1];
+        int rowsUsed = lastRow - firstRow;
+        bool verticalFirst = rowsUsed > targetHeight;
+        // Vertical-first works on the source columns the horizontal pass reads.
+        int firstColumn = horizontal.Start[0];
+        int lastColumn = horizontal.Start[targetWidth - 1] + horizontal.Count[targetWidth - 1];
+        int width = verticalFirst ? lastColumn - firstColumn : targetWidth;
+        int rowFloats = width * 3;
+        float[] rows = System.Buffers.ArrayPool<float>.Shared.Rent((verticalFirst ? rowsUsed : sourceHeight) * rowFloats);
+        float[] accumulator = System.Buffers.ArrayPool<float>.Shared.Rent(Math.Max(rowFloats, targetWidth * 3));
         try
         {
-            // Only the source rows some output row reads need the horizontal pass.
-            int firstRow = vertical.Start[0];
-            int lastRow = vertical.Start[targetHeight - 1] + vertical.Count[targetHeight - 1];
-            for (int y = firstRow; y < lastRow; y++)
-                HorizontalRow(source.Slice(y * sourceStride, sourceWidth * 3), horizontal, rows.AsSpan(y * rowFloats, rowFloats));
-            Span<float> accumulator = stackalloc float[rowFloats];
-            for (int y = 0; y < targetHeight; y++)
+            if (verticalFirst)
             {
-                VerticalRow(rows, rowFloats, vertical, y, accumulator);
-                var output = target.Slice(y * rowFloats, rowFloats);
-                for (int i = 0; i < rowFloats; i++)
+                for (int y = firstRow; y < lastRow; y++)
                 {
-                    float value = accumulator[i] + 0.5f;
-                    output[i] = value <= 0 ? (byte)0 : value >= 255 ? (byte)255 : (byte)value;
+                    var bytes = source.Slice(y * sourceStride + firstColumn * 3, rowFloats);
+                    var floats = rows.AsSpan((y - firstRow) * rowFloats, rowFloats);
+                    for (int i = 0; i < bytes.Length; i++) floats[i] = bytes[i];
+                }
+                var shifted = horizontal with { Start = horizontal.Start.Select(s => s - firstColumn).ToArray() };
+                var column = accumulator.AsSpan(0, rowFloats);
+                Span<float> outputRow = stackalloc float[targetWidth * 3];
+                for (int y = 0; y < targetHeight; y++)
+                {
+                    VerticalRow(rows, rowFloats, vertical, y, column, firstRow);
+                    HorizontalRow(column, shifted, outputRow);
+                    Store(outputRow, target.Slice(y * targetWidth * 3, targetWidth * 3));
+                }
+            }
+            else
+            {
+                for (int y = firstRow; y < lastRow; y++)
+                    HorizontalRow(source.Slice(y * sourceStride, sourceWidth * 3), horizontal, rows.AsSpan(y * rowFloats, rowFloats));
+                var sums = accumulator.AsSpan(0, rowFloats);
+                for (int y = 0; y < targetHeight; y++)
+                {
+                    VerticalRow(rows, rowFloats, vertical, y, sums, 0);
+                    Store(sums, target.Slice(y * rowFloats, rowFloats));
                 }
             }
         }
         finally
         {
             System.Buffers.ArrayPool<float>.Shared.Return(rows);
+            System.Buffers.ArrayPool<float>.Shared.Return(accumulator);
         }
     }
 
-    private static void HorizontalRow(ReadOnlySpan<byte> row, Taps taps, Span<float> output)
+    private static void Store(ReadOnlySpan<float> values, Span<byte> output)
+    {
+        for (int i = 0; i < values.Length; i++)
+        {
+            float value = values[i] + 0.5f;
+            output[i] = value <= 0 ? (byte)0 : value >= 255 ? (byte)255 : (byte)value;
+        }
+    }
+
+    /// <summary>One row of the horizontal pass, from 8-bit source pixels or from vertically filtered floats.</summary>
+    private static void HorizontalRow<T>(ReadOnlySpan<T> row, Taps taps, Span<float> output) where T : INumberBase<T>
     {
         for (int x = 0; x < taps.Start.Length; x++)
         {
@@ -140,9 +174,9 @@ public static class Resampler
             {
                 float w = weights[k];
                 int i = start + 3 * k;
-                r += w * row[i];
-                g += w * row[i + 1];
-                b += w * row[i + 2];
+                r += w * float.CreateTruncating(row[i]);
+                g += w * float.CreateTruncating(row[i + 1]);
+                b += w * float.CreateTruncating(row[i + 2]);
             }
             output[3 * x] = r;
             output[3 * x + 1] = g;
@@ -150,12 +184,13 @@ public static class Resampler
         }
     }
 
-    private static void VerticalRow(float[] rows, int rowFloats, Taps taps, int y, Span<float> accumulator)
+    /// <param name="rowOffset">The source row that <paramref name="rows"/> starts with.</param>
+    private static void VerticalRow(float[] rows, int rowFloats, Taps taps, int y, Span<float> accumulator, int rowOffset)
     {
         accumulator.Clear();
         var sums = MemoryMarshal.Cast<float, Vector<float>>(accumulator);
         int vectorised = sums.Length * Vector<float>.Count;
-        int start = taps.Start[y], count = taps.Count[y];
+        int start = taps.Start[y] - rowOffset, count = taps.Count[y];
         for (int k = 0; k < count; k++)
         {
             float weight = taps.Weights[y * taps.Width + k];

@@ -8,17 +8,17 @@ namespace MimFlow.Data.Pipeline;
 /// <param name="Images">Images timed (the first batch, a warm-up, is excluded as the peer excludes it).</param>
 public sealed record LoaderBenchmarkResult(int Workers, int Images, double Seconds, double ImagesPerSecond, double ImagesPerSecondPerCore);
 
-/// <summary>Times decode + augment + collate of the pretraining recipe (float32 output, as the peer's ToTensor + Normalize).</summary>
+/// <summary>Times decode + augment + collate of a recipe (float32 output, as the peer's ToTensor + Normalize).</summary>
 public static class LoaderBenchmark
 {
-    public static async Task<LoaderBenchmarkResult> RunAsync(SampleIndex index, int workers, int images, int batchSize, CancellationToken cancellationToken)
+    public static async Task<LoaderBenchmarkResult> RunAsync(SampleIndex index, IAugmentRecipe recipe, int workers, int images, int batchSize, CancellationToken cancellationToken)
     {
         var options = new LoaderOptions
         {
             BatchSize = batchSize, DecodeWorkers = workers, ReadConcurrency = Math.Max(4, workers), Format = PixelFormat.Float32,
             Limit = images, KeepPartialBatch = false, Seed = 1,
         };
-        var loader = new DataflowLoader(index, new PretrainRecipe(SecondViewSize: null), options);
+        var loader = new DataflowLoader(index, recipe, options);
         Stopwatch? watch = null;
         int timed = 0;
         await foreach (var batch in loader.ReadEpochAsync(cancellationToken))
