@@ -5,7 +5,8 @@ namespace MimFlow.Data.Decoding;
 /// <summary>ADE20K label maps: one 8-bit band, the image's size, labels 0..150.</summary>
 public static class AnnotationCheck
 {
-    public static void Validate(byte[] encoded, ImageHeader imageHeader, int maxLabel = Datasets.Layouts.Ade20kLayout.ClassCount)
+    /// <summary>Decodes and checks a label map; any problem is a <see cref="BadImageException"/> naming it.</summary>
+    public static Augment.LabelMap Decode(byte[] encoded, ImageHeader imageHeader, int maxLabel = Datasets.Layouts.Ade20kLayout.ClassCount)
     {
         try
         {
@@ -14,8 +15,11 @@ public static class AnnotationCheck
                 throw new BadImageException($"annotation has {labels.Bands} band(s) of {labels.Format}; expected one 8-bit band");
             if (labels.Width != imageHeader.Width || labels.Height != imageHeader.Height)
                 throw new BadImageException($"annotation is {labels.Width}×{labels.Height} but the image is {imageHeader.Width}×{imageHeader.Height}");
-            int max = (int)labels.Max();
+            byte[] values = labels.WriteToMemory<byte>();
+            int max = 0;
+            foreach (byte value in values) max = Math.Max(max, value);
             if (max > maxLabel) throw new BadImageException($"annotation holds label {max} (largest class is {maxLabel})");
+            return new Augment.LabelMap(values, labels.Width, labels.Height);
         }
         catch (VipsException e)
         {

@@ -13,8 +13,11 @@ public sealed class Batch : IDisposable
     private readonly PixelFormat format;
     private bool disposed;
 
-    internal Batch(int capacity, IReadOnlyList<ViewShape> views, PixelFormat format, int maskCells)
+    internal Batch(int capacity, IReadOnlyList<ViewShape> views, PixelFormat format, int maskCells, int masksPerRow = 1, int labelMapCells = 0)
     {
+        MasksPerRow = masksPerRow;
+        LabelMapCells = labelMapCells;
+        LabelMaps = labelMapCells > 0 ? new byte[capacity * labelMapCells] : [];
         this.format = format;
         Capacity = capacity;
         Views = views;
@@ -22,7 +25,7 @@ public sealed class Batch : IDisposable
         Floats = format == PixelFormat.Float32 ? views.Select(v => ArrayPool<float>.Shared.Rent(capacity * v.Bytes)).ToArray() : [];
         Labels = new int[capacity];
         MaskCells = maskCells;
-        Masks = maskCells > 0 ? new byte[capacity * maskCells] : [];
+        Masks = maskCells > 0 ? new byte[capacity * masksPerRow * maskCells] : [];
         Samples = new Sample[capacity];
         Params = new AugmentParams[capacity];
     }
@@ -32,7 +35,11 @@ public sealed class Batch : IDisposable
     public PixelFormat Format => format;
     /// <summary>The shape of each view: view v is [Count, 3, Height, Width].</summary>
     public IReadOnlyList<ViewShape> Views { get; }
+    /// <summary>Patches of one mask.</summary>
     public int MaskCells { get; }
+
+    /// <summary>Masks per row (views masked): row r's mask of view v is <c>Mask(r, v)</c>.</summary>
+    public int MasksPerRow { get; }
     public int[] Labels { get; }
     public byte[] Masks { get; }
     public Sample[] Samples { get; }
@@ -58,7 +65,14 @@ public sealed class Batch : IDisposable
         return Floats[view].AsSpan(0, Count * Views[view].Bytes);
     }
 
-    public ReadOnlySpan<byte> Mask(int row) => Masks.AsSpan(row * MaskCells, MaskCells);
+    public ReadOnlySpan<byte> Mask(int row, int view = 0) => Masks.AsSpan((row * MasksPerRow + view) * MaskCells, MaskCells);
+
+    /// <summary>Segmentation: per row a label map of view 0's shape (255 = ignored), else empty.</summary>
+    public byte[] LabelMaps { get; }
+
+    public int LabelMapCells { get; }
+
+    public ReadOnlySpan<byte> LabelMap(int row) => LabelMaps.AsSpan(row * LabelMapCells, LabelMapCells);
 
     public void Dispose()
     {

@@ -45,19 +45,26 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
         return options.Limit is int limit && limit < order.Length ? order[..limit] : order;
     }
 
-    /// <summary>The augmentation of sample <paramref name="sampleIndex"/> in this epoch, drawn from its header.</summary>
-    public AugmentParams DrawParams(ImageHeader header, int sampleIndex)
+    /// <summary>The augmentation of sample <paramref name="sampleIndex"/> in this epoch, drawn from its header (and its
+    /// label map, for segmentation recipes).</summary>
+    public AugmentParams DrawParams(ImageHeader header, int sampleIndex, LabelMap? labels = null)
     {
         var random = StableRandom.For(options.Seed, "augment", (ulong)options.Epoch, (ulong)sampleIndex);
+        if (recipe is ILabelMapRecipe segmentation)
+            return segmentation.Draw(header, labels ?? throw new BadImageException($"the {recipe.Name} recipe needs an annotation for every image"), ref random);
         return recipe.Draw(header, ref random);
     }
 
-    public PatchMask? DrawMask(int sampleIndex)
+    /// <summary>The mask of view <paramref name="view"/> of sample <paramref name="sampleIndex"/> in this epoch.</summary>
+    public PatchMask? DrawMask(int sampleIndex, int view = 0)
     {
         if (options.Masks is null) return null;
-        var random = StableRandom.For(options.Seed, "mask", (ulong)options.Epoch, (ulong)sampleIndex);
+        var random = StableRandom.For(options.Seed, "mask", (ulong)options.Epoch, (ulong)sampleIndex, (ulong)view);
         return options.Masks.Next(ref random);
     }
+
+    private PatchMask[]? DrawMasks(int sampleIndex) =>
+        options.Masks is null ? null : Enumerable.Range(0, options.MaskedViews).Select(v => DrawMask(sampleIndex, v)!).ToArray();
 
     public async IAsyncEnumerable<Batch> ReadEpochAsync([EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
@@ -65,14 +72,7 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
         LibvipsSettings.ForGraphParallelism();
         var reader = new SampleReader(options.ReadRetries, options.Limits);
         var views = recipe.Views;
-        int maskCells = options.Masks switch
-        {
-            null => 0,
-            BlockwiseMaskGenerator b => b.Height * b.Width,
-            RandomMaskGenerator r => r.Height * r.Width,
-            IbotMaskGenerator i => i.Height * i.Width,
-            _ => DrawMask(0)!.Count,
-        };
+        int maskCells = options.Masks is { } generator ? generator.Height * generator.Width : 0;
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var token = linked.Token;
 
@@ -117,7 +117,7 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
                     Quarantine.Add(item.Failure);
                     return;
                 }
-                filling ??= new Batch(options.BatchSize, views, options.Format, maskCells) { Number = batchNumber++ };
+                filling ??= new Batch(options.BatchSize, views, options.Format, maskCells, options.MaskedViews, recipe is ILabelMapRecipe ? LabelMapBytes(views) : 0) { Number = batchNumber++ };
                 Collate(filling, item, views);
                 if (filling.Count == options.BatchSize)
                 {
@@ -187,22 +187,25 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
 
     private RenderedSample Render(Encoded encoded, IReadOnlyList<ViewShape> views)
     {
-        if (encoded.Failure is not null) return new RenderedSample(encoded.Sample, null, null, null, encoded.Failure);
+        if (encoded.Failure is not null) return new RenderedSample(encoded.Sample, null, null, null, null, encoded.Failure);
         byte[][] buffers = views.Select(v => ArrayPool<byte>.Shared.Rent(v.Bytes)).ToArray();
+        byte[]? labelBuffer = recipe is ILabelMapRecipe ? ArrayPool<byte>.Shared.Rent(LabelMapBytes(views)) : null;
         try
         {
             var header = ImageHeader.Read(encoded.Bytes!, options.Limits);
-            if (encoded.Annotation is { } annotation) AnnotationCheck.Validate(annotation, header);
-            var parameters = DrawParams(header, encoded.Sample.Index);
+            var labels = encoded.Annotation is { } annotation ? AnnotationCheck.Decode(annotation, header) : null;
+            var parameters = DrawParams(header, encoded.Sample.Index, labels);
             Augmenter.Render(encoded.Bytes!, header, parameters, views,
                 buffers.Select((b, v) => new Memory<byte>(b, 0, views[v].Bytes)).ToArray());
+            if (recipe is ILabelMapRecipe segmentation) segmentation.RenderLabels(labels!, parameters, labelBuffer.AsSpan(0, LabelMapBytes(views)));
             Interlocked.Increment(ref rendered);
-            return new RenderedSample(encoded.Sample, buffers, parameters, DrawMask(encoded.Sample.Index), null);
+            return new RenderedSample(encoded.Sample, buffers, labelBuffer, parameters, DrawMasks(encoded.Sample.Index), null);
         }
         catch (BadImageException e)
         {
             foreach (var buffer in buffers) ArrayPool<byte>.Shared.Return(buffer);
-            return new RenderedSample(encoded.Sample, null, null, null, new QuarantineEntry(encoded.Sample.RelativePath, e.Reason, "decode"));
+            if (labelBuffer is not null) ArrayPool<byte>.Shared.Return(labelBuffer);
+            return new RenderedSample(encoded.Sample, null, null, null, null, new QuarantineEntry(encoded.Sample.RelativePath, e.Reason, "decode"));
         }
     }
 
@@ -233,10 +236,17 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
             }
             ArrayPool<byte>.Shared.Return(item.Views[v]);
         }
+        if (item.LabelMap is { } labelMap)
+        {
+            labelMap.AsSpan(0, batch.LabelMapCells).CopyTo(batch.LabelMaps.AsSpan(row * batch.LabelMapCells, batch.LabelMapCells));
+            ArrayPool<byte>.Shared.Return(labelMap);
+        }
         batch.Labels[row] = item.Sample.Label;
         batch.Samples[row] = item.Sample;
         batch.Params[row] = item.Params!;
-        item.Mask?.CopyTo(batch.Masks.AsSpan(row * batch.MaskCells, batch.MaskCells));
+        if (item.Masks is { } masks)
+            for (int m = 0; m < masks.Length; m++)
+                masks[m].CopyTo(batch.Masks.AsSpan((row * masks.Length + m) * batch.MaskCells, batch.MaskCells));
         batch.Count = row + 1;
     }
 
@@ -249,5 +259,7 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
 
     private sealed record Encoded(Sample Sample, byte[]? Bytes, byte[]? Annotation, QuarantineEntry? Failure);
 
-    private sealed record RenderedSample(Sample Sample, byte[][]? Views, AugmentParams? Params, PatchMask? Mask, QuarantineEntry? Failure);
+    private static int LabelMapBytes(IReadOnlyList<ViewShape> views) => views[0].Width * views[0].Height;
+
+    private sealed record RenderedSample(Sample Sample, byte[][]? Views, byte[]? LabelMap, AugmentParams? Params, PatchMask[]? Masks, QuarantineEntry? Failure);
 }

@@ -39,6 +39,9 @@ public sealed record LoaderOptions
     /// <summary>Mask drawn per sample (null: no masks).</summary>
     public IMaskGenerator? Masks { get; init; }
 
+    /// <summary>Masks per sample, one for each of the first views (iBOT masks both global crops).</summary>
+    public int MaskedViews { get; init; } = 1;
+
     public DecodeLimits Limits { get; init; } = DecodeLimits.Default;
 
     /// <summary>Retries of a transient read error (with jittered exponential backoff) before the file is quarantined.</summary>
@@ -53,6 +56,7 @@ public sealed record LoaderOptions
         if (DecodeWorkers < 1) throw new ArgumentException($"decode workers must be at least 1 (got {DecodeWorkers}).");
         if (ReadConcurrency < 1) throw new ArgumentException($"read concurrency must be at least 1 (got {ReadConcurrency}).");
         if (PrefetchBatches < 1) throw new ArgumentException($"prefetch must be at least 1 batch (got {PrefetchBatches}).");
+        if (MaskedViews < 1) throw new ArgumentException($"masked views must be at least 1 (got {MaskedViews}).");
     }
 
     /// <summary>

@@ -49,6 +49,33 @@ public static class MaskPreview
         WriteGrid(tiles, path, columns);
     }
 
+    /// <summary>Each planar RGB view next to its label map drawn in false colour over it (255 = ignored, shown black).</summary>
+    public static void WriteSegmentation(IReadOnlyList<(byte[] Planar, int Size, byte[] Labels)> samples, string path)
+    {
+        var tiles = samples.SelectMany(item =>
+        {
+            int plane = item.Size * item.Size;
+            byte[] rgb = new byte[plane * 3], overlay = new byte[plane * 3];
+            for (int i = 0; i < plane; i++)
+            {
+                byte label = item.Labels[i];
+                for (int c = 0; c < 3; c++)
+                {
+                    byte value = item.Planar[c * plane + i];
+                    rgb[3 * i + c] = value;
+                    int colour = label == 255 ? 0 : (label * (c == 0 ? 67 : c == 1 ? 137 : 211) + 40) % 256;
+                    overlay[3 * i + c] = label == 255 ? (byte)0 : (byte)((value + colour) / 2);
+                }
+            }
+            return new[]
+            {
+                Image.NewFromMemory(rgb, item.Size, item.Size, 3, Enums.BandFormat.Uchar),
+                Image.NewFromMemory(overlay, item.Size, item.Size, 3, Enums.BandFormat.Uchar),
+            };
+        }).ToArray();
+        WriteGrid(tiles, path, 4);
+    }
+
     private static void WriteGrid(Image[] tiles, string path, int columns)
     {
         try

@@ -132,12 +132,13 @@ public sealed class CommandLineTests
         using var dir = new TemporaryDirectory();
         var outcome = await CliHarness.RunAsync("demo", "--out", dir.Path);
         Assert.True(outcome.ExitCode == 0, outcome.Error);
-        foreach (string stage in new[] { "backend", "synth imagenet", "synth ade20k", "decode check", "scan imagenet", "scan ade20k", "masked batch", "demo finished" })
+        foreach (string stage in new[] { "backend", "synth imagenet", "synth ade20k", "decode check", "scan imagenet", "scan ade20k", "masked batch", "segmentation batch", "demo finished" })
             Assert.Contains(stage, outcome.Output);
         Assert.Contains($"{MimFlow.Cli.Demo.DemoRun.ImageNetImages + MimFlow.Cli.Demo.DemoRun.Ade20kImages} images and {MimFlow.Cli.Demo.DemoRun.Ade20kImages} label maps decoded", outcome.Output);
         Assert.True(File.Exists(Path.Combine(dir.Path, "imagenet", "synth.json")));
         Assert.True(File.Exists(Path.Combine(dir.Path, "ade20k", "synth.json")));
         Assert.True(File.Exists(Path.Combine(dir.Path, "scan", "imagenet", "scan.json")));
         Assert.True(new FileInfo(Path.Combine(dir.Path, "masked-batch.png")).Length > 0);
+        Assert.True(new FileInfo(Path.Combine(dir.Path, "segmentation-batch.png")).Length > 0);
     }
 }

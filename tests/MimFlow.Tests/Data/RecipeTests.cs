@@ -79,6 +79,38 @@ public sealed class RecipeTests
     }
 
     [Fact]
+    public async Task Ibot_batches_carry_one_mask_per_global_crop()
+    {
+        using var dir = new TemporaryDirectory();
+        await SyntheticDatasets.WriteAsync(new SynthesisOptions
+        {
+            Kind = SyntheticKind.ImageNet, OutputDirectory = dir.Path, Images = 16, Classes = 2, MinSide = 96, MaxSide = 128, ValidationFraction = 0,
+        });
+        var index = DatasetSource.Open(dir.Path, DatasetLayout.ImageNet);
+        var options = new LoaderOptions { BatchSize = 16, Seed = 3, Format = PixelFormat.UInt8, Masks = new MimFlow.Data.Masking.IbotMaskGenerator(4, 4), MaskedViews = 2 };
+        var loader = new DataflowLoader(index, new MultiCropRecipe(GlobalSize: 64, LocalSize: 32, LocalCrops: 2), options);
+        int differing = 0;
+        await foreach (var batch in loader.ReadEpochAsync())
+        {
+            using (batch)
+            {
+                Assert.Equal(2, batch.MasksPerRow);
+                for (int row = 0; row < batch.Count; row++)
+                {
+                    for (int v = 0; v < 2; v++)
+                    {
+                        byte[] expected = new byte[16];
+                        loader.DrawMask(batch.Samples[row].Index, v)!.CopyTo(expected);
+                        Assert.Equal(expected, batch.Mask(row, v).ToArray());
+                    }
+                    if (!batch.Mask(row, 0).SequenceEqual(batch.Mask(row, 1))) differing++;
+                }
+            }
+        }
+        Assert.True(differing > 4, "the two global crops draw their masks independently");
+    }
+
+    [Fact]
     public async Task Finetune_float_batches_carry_random_erasing_as_normal_noise_inside_the_box()
     {
         using var dir = new TemporaryDirectory();
