@@ -18,9 +18,6 @@ namespace MimFlow.Data.Pipeline;
 /// </summary>
 public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, LoaderOptions options, QuarantineLog? quarantine = null)
 {
-    private static readonly float[] ImageNetMean = [0.485f, 0.456f, 0.406f];
-    private static readonly float[] ImageNetStd = [0.229f, 0.224f, 0.225f];
-
     /// <summary>Samples rendered so far (bad ones excluded).</summary>
     public int RenderedCount => rendered;
 
@@ -185,9 +182,11 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
         }
     }
 
+    /// <summary>Decode-worker side: render the views, and for float batches normalise them here, in parallel,
+    /// so the single collate step only copies.</summary>
     private RenderedSample Render(Encoded encoded, IReadOnlyList<ViewShape> views)
     {
-        if (encoded.Failure is not null) return new RenderedSample(encoded.Sample, null, null, null, null, encoded.Failure);
+        if (encoded.Failure is not null) return RenderedSample.Refused(encoded.Sample, encoded.Failure);
         byte[][] buffers = views.Select(v => ArrayPool<byte>.Shared.Rent(v.Bytes)).ToArray();
         byte[]? labelBuffer = recipe is ILabelMapRecipe ? ArrayPool<byte>.Shared.Rent(LabelMapBytes(views)) : null;
         try
@@ -198,14 +197,28 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
             Augmenter.Render(encoded.Bytes!, header, parameters, views,
                 buffers.Select((b, v) => new Memory<byte>(b, 0, views[v].Bytes)).ToArray());
             if (recipe is ILabelMapRecipe segmentation) segmentation.RenderLabels(labels!, parameters, labelBuffer.AsSpan(0, LabelMapBytes(views)));
+            float[][]? floats = null;
+            if (options.Format == PixelFormat.Float32)
+            {
+                floats = new float[views.Count][];
+                for (int v = 0; v < views.Count; v++)
+                {
+                    floats[v] = ArrayPool<float>.Shared.Rent(views[v].Bytes);
+                    var target = floats[v].AsSpan(0, views[v].Bytes);
+                    PixelNormalizer.ToFloat(buffers[v].AsSpan(0, views[v].Bytes), target, imageNetStatistics: v == 0);
+                    foreach (var erase in parameters.Erase)
+                        if (erase.View == v) Augmenter.Erase(target, views[v], erase);
+                    ArrayPool<byte>.Shared.Return(buffers[v]);
+                }
+            }
             Interlocked.Increment(ref rendered);
-            return new RenderedSample(encoded.Sample, buffers, labelBuffer, parameters, DrawMasks(encoded.Sample.Index), null);
+            return new RenderedSample(encoded.Sample, floats is null ? buffers : null, floats, labelBuffer, parameters, DrawMasks(encoded.Sample.Index), null);
         }
         catch (BadImageException e)
         {
             foreach (var buffer in buffers) ArrayPool<byte>.Shared.Return(buffer);
             if (labelBuffer is not null) ArrayPool<byte>.Shared.Return(labelBuffer);
-            return new RenderedSample(encoded.Sample, null, null, null, null, new QuarantineEntry(encoded.Sample.RelativePath, e.Reason, "decode"));
+            return RenderedSample.Refused(encoded.Sample, new QuarantineEntry(encoded.Sample.RelativePath, e.Reason, "decode"));
         }
     }
 
@@ -215,26 +228,16 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
         for (int v = 0; v < views.Count; v++)
         {
             int length = views[v].Bytes;
-            var source = item.Views![v].AsSpan(0, length);
-            if (batch.Format == PixelFormat.UInt8)
+            if (item.Floats is { } floats)
             {
-                source.CopyTo(batch.Bytes[v].AsSpan(row * length, length));
+                floats[v].AsSpan(0, length).CopyTo(batch.Floats[v].AsSpan(row * length, length));
+                ArrayPool<float>.Shared.Return(floats[v]);
             }
             else
             {
-                var target = batch.Floats[v].AsSpan(row * length, length);
-                int plane = length / 3;
-                for (int c = 0; c < 3; c++)
-                {
-                    var lut = v == 0 ? NormalisedLut(c) : UnitLut;
-                    var channelSource = source.Slice(c * plane, plane);
-                    var channelTarget = target.Slice(c * plane, plane);
-                    for (int i = 0; i < plane; i++) channelTarget[i] = lut[channelSource[i]];
-                }
-                foreach (var erase in item.Params!.Erase)
-                    if (erase.View == v) Augmenter.Erase(target, views[v], erase);
+                item.Bytes![v].AsSpan(0, length).CopyTo(batch.Bytes[v].AsSpan(row * length, length));
+                ArrayPool<byte>.Shared.Return(item.Bytes[v]);
             }
-            ArrayPool<byte>.Shared.Return(item.Views[v]);
         }
         if (item.LabelMap is { } labelMap)
         {
@@ -250,16 +253,13 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
         batch.Count = row + 1;
     }
 
-    private static readonly float[][] NormalisedLuts = Enumerable.Range(0, 3)
-        .Select(c => Enumerable.Range(0, 256).Select(v => (v / 255f - ImageNetMean[c]) / ImageNetStd[c]).ToArray()).ToArray();
-
-    private static readonly float[] UnitLut = Enumerable.Range(0, 256).Select(v => v / 255f).ToArray();
-
-    private static float[] NormalisedLut(int channel) => NormalisedLuts[channel];
-
     private sealed record Encoded(Sample Sample, byte[]? Bytes, byte[]? Annotation, QuarantineEntry? Failure);
 
     private static int LabelMapBytes(IReadOnlyList<ViewShape> views) => views[0].Width * views[0].Height;
 
-    private sealed record RenderedSample(Sample Sample, byte[][]? Views, byte[]? LabelMap, AugmentParams? Params, PatchMask[]? Masks, QuarantineEntry? Failure);
+    /// <summary>A rendered sample: planar views as bytes or (float batches) already normalised floats, all pooled.</summary>
+    private sealed record RenderedSample(Sample Sample, byte[][]? Bytes, float[][]? Floats, byte[]? LabelMap, AugmentParams? Params, PatchMask[]? Masks, QuarantineEntry? Failure)
+    {
+        public static RenderedSample Refused(Sample sample, QuarantineEntry failure) => new(sample, null, null, null, null, null, failure);
+    }
 }
