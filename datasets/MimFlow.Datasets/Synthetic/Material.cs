@@ -7,19 +7,7 @@ public readonly record struct Rgb(double R, double G, double B)
     /// <summary>HSV (all in [0, 1]) to RGB in [0, 255].</summary>
     public static Rgb FromHsv(double hue, double saturation, double value)
     {
-        hue = (hue % 1 + 1) % 1 * 6;
-        int sector = (int)Math.Floor(hue) % 6;
-        double f = hue - Math.Floor(hue);
-        double p = value * (1 - saturation), q = value * (1 - saturation * f), t = value * (1 - saturation * (1 - f));
-        var (r, g, b) = sector switch
-        {
-            0 => (value, t, p),
-            1 => (q, value, p),
-            2 => (p, value, t),
-            3 => (p, q, value),
-            4 => (t, p, value),
-            _ => (value, p, q),
-        };
+        var (r, g, b) = Core.Imaging.ColorSpace.HsvToRgb(hue, saturation, value);
         return new Rgb(r * 255, g * 255, b * 255);
     }
 

@@ -111,26 +111,15 @@ public sealed record Hue(double Shift) : PixelOp
         return ((byte)Math.Clamp((int)(h * 255), 0, 255), (byte)Math.Clamp((int)(s * 255), 0, 255), (byte)max);
     }
 
-    /// <summary>PIL's hsv2rgb.</summary>
+    /// <summary>PIL's hsv2rgb: the shared sector formula, each channel rounded to a byte.</summary>
     internal static (byte R, byte G, byte B) FromHsv(byte hue, byte saturation, byte value)
     {
         if (saturation == 0) return (value, value, value);
-        double h = hue / 255.0, s = saturation / 255.0;
-        int sector = (int)Math.Floor(h * 6.0);
-        double f = h * 6.0 - sector;
-        byte p = (byte)Math.Clamp((int)Math.Round(value * (1.0 - s)), 0, 255);
-        byte q = (byte)Math.Clamp((int)Math.Round(value * (1.0 - s * f)), 0, 255);
-        byte t = (byte)Math.Clamp((int)Math.Round(value * (1.0 - s * (1.0 - f))), 0, 255);
-        return (sector % 6) switch
-        {
-            0 => (value, t, p),
-            1 => (q, value, p),
-            2 => (p, value, t),
-            3 => (p, q, value),
-            4 => (t, p, value),
-            _ => (value, p, q),
-        };
+        var (r, g, b) = Core.Imaging.ColorSpace.HsvToRgb(hue / 255.0, saturation / 255.0, value);
+        return (ToByte(r), ToByte(g), ToByte(b));
     }
+
+    private static byte ToByte(double value) => (byte)Math.Clamp((int)Math.Round(value), 0, 255);
 }
 
 /// <summary>RandomGrayscale: L replicated into the three channels.</summary>
