@@ -1,0 +1,60 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace MimFlow.Models.Backbones;
+
+/// <summary>
+/// A pre-norm Transformer block: x + γ₁·attn(norm1(x)), then x + γ₂·mlp(norm2(x)), with stochastic depth on both
+/// residual branches while training. LayerScale parameters are <c>gamma_1</c>/<c>gamma_2</c> (BEiT naming).
+/// </summary>
+public sealed class Block : Module<Tensor, Tensor?, Tensor>
+{
+    [ComponentName(Name = "norm1")] private readonly LayerNorm norm1;
+    [ComponentName(Name = "attn")] private readonly Attention attention;
+    [ComponentName(Name = "norm2")] private readonly LayerNorm norm2;
+    [ComponentName(Name = "mlp")] private readonly Mlp mlp;
+    [ComponentName(Name = "gamma_1")] private readonly Parameter? gamma1;
+    [ComponentName(Name = "gamma_2")] private readonly Parameter? gamma2;
+    private readonly double dropPath;
+
+    public Block(VitConfig config, double dropPath) : base("Block")
+    {
+        norm1 = LayerNorm(config.EmbedDim, config.LayerNormEps);
+        attention = new Attention(config);
+        norm2 = LayerNorm(config.EmbedDim, config.LayerNormEps);
+        mlp = new Mlp(config);
+        if (config.InitValues is double init)
+        {
+            gamma1 = Parameter(full(config.EmbedDim, init));
+            gamma2 = Parameter(full(config.EmbedDim, init));
+        }
+        this.dropPath = dropPath;
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x, Tensor? sharedBias)
+    {
+        using var scope = NewDisposeScope();
+        var attended = attention.forward(norm1.forward(x), sharedBias);
+        if (gamma1 is not null) attended = attended * gamma1;
+        x = x + DropPath(attended);
+        var fed = mlp.forward(norm2.forward(x));
+        if (gamma2 is not null) fed = fed * gamma2;
+        return (x + DropPath(fed)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Stochastic depth: drop the whole branch per sample with probability p, scaling survivors by 1/(1 − p).</summary>
+    private Tensor DropPath(Tensor branch)
+    {
+        if (!training || dropPath <= 0) return branch;
+        double keep = 1 - dropPath;
+        var shape = new long[branch.dim()];
+        Array.Fill(shape, 1L);
+        shape[0] = branch.shape[0];
+        var survivors = empty(shape, dtype: branch.dtype, device: branch.device).bernoulli_(keep);
+        return branch * survivors / keep;
+    }
+}
