@@ -31,6 +31,7 @@ public static class MimFlowCli
         root.Subcommands.Add(DatasetsCommand.Create(context));
         root.Subcommands.Add(ScanCommand.Create(context));
         root.Subcommands.Add(MasksCommand.Create(context));
+        root.Subcommands.Add(ModelCommand.Create(context));
         root.Subcommands.Add(BenchCommand.Create(context));
         root.Subcommands.Add(DemoCommand.Create(context));
         return root;
@@ -66,9 +67,17 @@ public static class MimFlowCli
             return 130;
         }
         catch (Exception e) when (e is TorchBackendException or ArgumentException or OutputFolderNotEmptyException
-                                       or IOException or UnauthorizedAccessException or InvalidDataException)
+                                       or IOException or UnauthorizedAccessException or InvalidDataException
+                                       or MimFlow.Core.Safetensors.SafetensorsFormatException or KeyNotFoundException)
         {
             context.Error.WriteLine($"mimflow: error: {e.Message}");
+            return Failure;
+        }
+        catch (Exception e)
+        {
+            // A bug, not a user error: still one line (the stack only when MIMFLOW_DEBUG is set), never a crash.
+            context.Error.WriteLine($"mimflow: unexpected {e.GetType().Name}: {e.Message.Split('\n')[0]}");
+            if (Environment.GetEnvironmentVariable("MIMFLOW_DEBUG") is not null) context.Error.WriteLine(e);
             return Failure;
         }
     }
