@@ -16,10 +16,33 @@ internal static class ModelCommand
     public static Command Create(CliContext context)
     {
         var model = new Command("model", "Model directories (config.json + weights.safetensors with timm names): import, export, forward");
+        model.Subcommands.Add(CreateInit(context));
         model.Subcommands.Add(CreateImport(context));
         model.Subcommands.Add(CreateExport(context));
         model.Subcommands.Add(CreateForward(context));
         return model;
+    }
+
+    private static Command CreateInit(CliContext context)
+    {
+        var arch = new Option<string>("--arch") { Description = $"Architecture: {string.Join(", ", Architectures.Names)}", Required = true };
+        var output = new Option<string>("--out") { Description = "Model directory to write", Required = true };
+        var seed = new Option<long>("--seed") { Description = "Seed of the initialisation", DefaultValueFactory = _ => 0 };
+        var classes = new Option<int>("--classes") { Description = "Classification head size (0: none)", DefaultValueFactory = _ => 0 };
+        var command = new Command("init", "Write a randomly initialised model directory (BEiT's initialisation, seeded)");
+        foreach (var option in new Option[] { arch, output, seed, classes }) command.Options.Add(option);
+        command.SetAction((parsed, _) =>
+        {
+            TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
+            string name = parsed.GetRequiredValue(arch);
+            using var network = new VisionTransformer(Architectures.Get(name, parsed.GetValue(classes)));
+            Initialization.Apply(network, parsed.GetValue(seed));
+            string directory = parsed.GetRequiredValue(output);
+            ModelDirectory.Save(directory, name, network);
+            context.Console.MarkupLineInterpolated($"initialised {name} ({Parameters(network):N0} parameters, seed {parsed.GetValue(seed)}) in {directory}");
+            return Task.FromResult(0);
+        });
+        return command;
     }
 
     private static Command CreateImport(CliContext context)
@@ -63,7 +86,7 @@ internal static class ModelCommand
             {
                 string directory = parsed.GetRequiredValue(output);
                 Directory.CreateDirectory(directory);
-                ModelDirectory.WriteWeights(Path.Combine(directory, "weights.safetensors"), network);
+                ModelDirectory.WriteWeights(Path.Combine(directory, "weights.safetensors"), network, ModelDirectory.NotInTimm);
                 AtomicFile.WriteAllText(Path.Combine(directory, "timm_config.json"), ModelDirectory.TimmConfigJson(stored.Config));
                 context.Console.MarkupLineInterpolated($"exported {stored.Architecture} to {directory} (weights.safetensors, timm_config.json)");
             }

@@ -41,13 +41,17 @@ public static class ModelDirectory
         return (stored, model);
     }
 
-    /// <summary>The module's state dict as float32 safetensors (names as the module names them).</summary>
-    public static void WriteWeights(string path, nn.Module model)
+    /// <summary>Parameters timm's Beit / VisionTransformer do not have (left out of exports so timm loads strictly).</summary>
+    public static IReadOnlySet<string> NotInTimm { get; } = new HashSet<string>(StringComparer.Ordinal) { "mask_token" };
+
+    /// <summary>The module's state dict as float32 safetensors (names as the module names them), less <paramref name="exclude"/>.</summary>
+    public static void WriteWeights(string path, nn.Module model, IReadOnlySet<string>? exclude = null)
     {
         var writer = new SafetensorsWriter();
         writer.Metadata["format"] = "pt";
         foreach (var (name, value) in model.state_dict())
         {
+            if (exclude?.Contains(name) == true) continue;
             using var cpu = value.detach().to(float32).cpu().contiguous();
             writer.AddFloat32(name, cpu.shape, cpu.data<float>().ToArray());
         }

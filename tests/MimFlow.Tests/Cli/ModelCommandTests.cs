@@ -52,3 +52,44 @@ public sealed class ModelCommandTests
         Assert.Contains("q_bias", line);
     }
 }
+
+public sealed class ModelInitTests
+{
+    [Fact]
+    public async Task Init_is_seeded_follows_the_architecture_table_and_loads_back()
+    {
+        using var dir = new TemporaryDirectory();
+        var first = await CliHarness.RunAsync("model", "init", "--arch", "beit-tiny", "--out", dir.Combine("a"), "--seed", "3");
+        Assert.True(first.ExitCode == 0, first.Error);
+        await CliHarness.RunAsync("model", "init", "--arch", "beit-tiny", "--out", dir.Combine("b"), "--seed", "3");
+        await CliHarness.RunAsync("model", "init", "--arch", "beit-tiny", "--out", dir.Combine("c"), "--seed", "4");
+        Assert.Equal(File.ReadAllBytes(dir.Combine("a", "weights.safetensors")), File.ReadAllBytes(dir.Combine("b", "weights.safetensors")));
+        Assert.NotEqual(File.ReadAllBytes(dir.Combine("a", "weights.safetensors")), File.ReadAllBytes(dir.Combine("c", "weights.safetensors")));
+
+        using var weights = SafetensorsFile.Open(dir.Combine("a", "weights.safetensors"));
+        Assert.Equal(new long[] { 576, 192 }, weights["blocks.11.attn.qkv.weight"].Shape);
+        Assert.Equal(new long[] { RelativeRows(14), 3 }, weights["blocks.0.attn.relative_position_bias_table"].Shape);
+        Assert.True(weights.Contains("mask_token"));
+        float[] qkv = weights.ReadFloat32("blocks.0.attn.qkv.weight");
+        double std = Math.Sqrt(qkv.Average(v => (double)v * v));
+        Assert.InRange(std, 0.016, 0.019);
+        Assert.All(qkv, v => Assert.InRange(v, -0.04f, 0.04f));
+        Assert.All(weights.ReadFloat32("blocks.3.gamma_1"), v => Assert.Equal(0.1f, v));
+        double fc2Layer1 = Math.Sqrt(weights.ReadFloat32("blocks.0.mlp.fc2.weight").Average(v => (double)v * v));
+        double fc2Layer4 = Math.Sqrt(weights.ReadFloat32("blocks.3.mlp.fc2.weight").Average(v => (double)v * v));
+        Assert.InRange(fc2Layer1 / fc2Layer4, 1.8, 2.2);
+
+        var export = await CliHarness.RunAsync("model", "export", "--to", "timm", "--model", dir.Combine("a"), "--out", dir.Combine("timm"));
+        Assert.True(export.ExitCode == 0, export.Error);
+        using (var exported = SafetensorsFile.Open(dir.Combine("timm", "weights.safetensors")))
+        {
+            Assert.False(exported.Contains("mask_token"), "timm's Beit has no mask_token: strict loading would fail");
+            Assert.Equal(weights.Entries.Count - 1, exported.Entries.Count);
+        }
+        var bad = await CliHarness.RunAsync("model", "init", "--arch", "resnet-50", "--out", dir.Combine("x"));
+        Assert.Equal(1, bad.ExitCode);
+        Assert.Contains("beit-base", bad.Error);
+    }
+
+    private static long RelativeRows(int grid) => (2 * grid - 1) * (2 * grid - 1) + 3;
+}
