@@ -62,6 +62,9 @@ public sealed class VisionTransformer : Module<Tensor, Tensor>
 
     public VitConfig Config { get; }
 
+    /// <summary>The shared relative position bias [1, heads, 1 + N, 1 + N] (null without one), for extra blocks on top.</summary>
+    public Tensor? SharedBias() => sharedBias?.Bias();
+
     public override Tensor forward(Tensor pixels) => ForwardFeatures(pixels);
 
     /// <summary>timm's forward_features: [B, 1 + N, D] after the final norm ("token" pooling; identity for "avg").</summary>
