@@ -1,0 +1,75 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace MimFlow.Models.Tokenizers;
+
+/// <summary>One quantisation: straight-through codes, indices and the commitment term.</summary>
+public sealed record Quantized(Tensor Codes, Tensor Indices, Tensor CommitmentLoss);
+
+/// <summary>
+/// VQ-KD's quantiser (BEiT v2): inputs and the codebook (<c>embedding.weight</c>, K × d) are l2-normalised, the
+/// nearest code is the one of largest cosine; the output passes gradients straight through to the input; while
+/// training, each used code moves towards the normalised mean of the vectors assigned to it by an exponential moving
+/// average (decay 0.99) and is renormalised, unused codes stay; <c>cluster_size</c> tracks usage by EMA.
+/// </summary>
+public sealed class NormEmaQuantizer : Module<Tensor, Quantized>
+{
+    [ComponentName(Name = "embedding")] private readonly Embedding embedding;
+    [ComponentName(Name = "cluster_size")] private readonly Tensor clusterSize;
+    private readonly double decay;
+    private readonly double beta;
+
+    public NormEmaQuantizer(int codes = 8192, int dim = 32, double decay = 0.99, double beta = 1.0) : base("NormEMAVectorQuantizer")
+    {
+        embedding = Embedding(codes, dim);
+        using (no_grad())
+        {
+            embedding.weight!.copy_(functional.normalize(randn(codes, dim), p: 2, dim: -1));
+            embedding.weight.requires_grad = false;
+        }
+        clusterSize = zeros(codes);
+        register_buffer("cluster_size", clusterSize);
+        this.decay = decay;
+        this.beta = beta;
+        RegisterComponents();
+    }
+
+    public int Codes => (int)embedding.weight!.shape[0];
+
+    public Tensor Codebook => embedding.weight!;
+
+    /// <summary>Usage counts by EMA, one per code (for codebook-usage reports and dead-code restarts).</summary>
+    public Tensor ClusterSize => clusterSize;
+
+    /// <param name="z">[..., d] vectors to quantise.</param>
+    public override Quantized forward(Tensor z)
+    {
+        using var scope = NewDisposeScope();
+        var normalized = functional.normalize(z, p: 2, dim: -1);
+        var flat = normalized.reshape(-1, normalized.shape[^1]);
+        var weight = embedding.weight!;
+        var indices = flat.matmul(weight.t()).argmax(1);
+        var codes = weight.index_select(0, indices).view(normalized.shape);
+        using (no_grad())
+        {
+            var onehot = functional.one_hot(indices, Codes).to(flat.dtype);
+            var bins = onehot.sum(0);
+            clusterSize.mul_(decay).add_(bins, alpha: 1 - decay);
+            if (training)
+            {
+                var unused = bins.eq(0);
+                var sums = flat.t().matmul(onehot);
+                var means = functional.normalize((sums / bins.masked_fill(unused, 1).unsqueeze(0)).t(), p: 2, dim: -1);
+                var target = where(unused.unsqueeze(-1), weight, means);
+                weight.mul_(decay).add_(target, alpha: 1 - decay);
+                weight.copy_(functional.normalize(weight, p: 2, dim: -1));
+            }
+        }
+        var loss = beta * functional.mse_loss(codes.detach(), normalized);
+        var straightThrough = normalized + (codes - normalized).detach();
+        return new Quantized(straightThrough.MoveToOuterDisposeScope(), indices.view(normalized.shape[..^1]).MoveToOuterDisposeScope(), loss.MoveToOuterDisposeScope());
+    }
+}
