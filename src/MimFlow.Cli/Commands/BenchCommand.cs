@@ -92,7 +92,7 @@ internal static partial class BenchCommand
                     data = index.Root, layout = index.Layout, batch = parsed.GetValue(batch),
                     images_per_second = best.ImagesPerSecond, images_per_second_per_core = best.ImagesPerSecondPerCore,
                     runs = rows,
-                    machine = new { host.OperatingSystem, host.LogicalCores, dotnet = host.DotnetVersion, libvips = $"{NetVips.NetVips.Version(0)}.{NetVips.NetVips.Version(1)}.{NetVips.NetVips.Version(2)}" },
+                    machine = new { host.OperatingSystem, host.LogicalCores, dotnet = host.DotnetVersion, libvips = MimFlow.Data.Decoding.LibvipsSettings.Version },
                 };
                 AtomicFile.WriteAllText(jsonPath, JsonSerializer.Serialize(document, new JsonSerializerOptions { WriteIndented = true }));
                 context.Console.MarkupLineInterpolated($"results in {jsonPath}");

@@ -61,7 +61,7 @@ internal static class DoctorCommand
     {
         try
         {
-            return $"{NetVips.NetVips.Version(0)}.{NetVips.NetVips.Version(1)}.{NetVips.NetVips.Version(2)}";
+            return MimFlow.Data.Decoding.LibvipsSettings.Version;
         }
         catch (Exception e) when (e is DllNotFoundException or TypeInitializationException)
         {

@@ -8,6 +8,9 @@ namespace MimFlow.Data.Decoding;
 /// </summary>
 public static class LibvipsSettings
 {
+    /// <summary>The loaded libvips, as "major.minor.patch".</summary>
+    public static string Version => $"{NetVips.NetVips.Version(0)}.{NetVips.NetVips.Version(1)}.{NetVips.NetVips.Version(2)}";
+
     public static void ForGraphParallelism()
     {
         if (NetVips.NetVips.Concurrency != 1) NetVips.NetVips.Concurrency = 1;

@@ -12,14 +12,7 @@ namespace MimFlow.Tests.Data;
 
 public sealed class LoaderTests
 {
-    private static async Task<string> Dataset(TemporaryDirectory dir, int images = 24)
-    {
-        await SyntheticDatasets.WriteAsync(new SynthesisOptions
-        {
-            Kind = SyntheticKind.ImageNet, OutputDirectory = dir.Path, Images = images, Classes = 3, MinSide = 64, MaxSide = 160, ValidationFraction = 0,
-        });
-        return dir.Path;
-    }
+    private static Task<SampleIndex> Dataset(TemporaryDirectory dir, int images = 24) => TestImages.TrainingSet(dir.Path, images, 3, 64, 160);
 
     private static LoaderOptions Small => new()
     {
@@ -41,7 +34,7 @@ public sealed class LoaderTests
     public async Task Batches_are_identical_across_runs_and_change_with_the_epoch()
     {
         using var dir = new TemporaryDirectory();
-        var index = DatasetSource.Open(await Dataset(dir), DatasetLayout.ImageNet);
+        var index = await Dataset(dir);
         var recipe = new PretrainRecipe(Size: 32, SecondViewSize: 16);
         var first = await Epoch(new DataflowLoader(index, recipe, Small));
         var again = await Epoch(new DataflowLoader(index, recipe, Small with { DecodeWorkers = 1 }));
@@ -58,7 +51,7 @@ public sealed class LoaderTests
     public async Task A_batch_row_replays_from_its_stored_params_and_the_original_bytes()
     {
         using var dir = new TemporaryDirectory();
-        var index = DatasetSource.Open(await Dataset(dir, 6), DatasetLayout.ImageNet);
+        var index = await Dataset(dir, 6);
         var loader = new DataflowLoader(index, new PretrainRecipe(Size: 48, SecondViewSize: 24), Small with { BatchSize = 6 });
         await foreach (var batch in loader.ReadEpochAsync())
         {
@@ -81,7 +74,7 @@ public sealed class LoaderTests
     public async Task Float_batches_are_normalised_with_imagenet_statistics()
     {
         using var dir = new TemporaryDirectory();
-        var index = DatasetSource.Open(await Dataset(dir, 5), DatasetLayout.ImageNet);
+        var index = await Dataset(dir, 5);
         var recipe = new PretrainRecipe(Size: 32, SecondViewSize: 16);
         var bytes = await Epoch(new DataflowLoader(index, recipe, Small));
         await foreach (var batch in new DataflowLoader(index, recipe, Small with { Format = PixelFormat.Float32 }).ReadEpochAsync())
@@ -104,7 +97,7 @@ public sealed class LoaderTests
     public async Task Memory_stays_bounded_with_a_slow_consumer()
     {
         using var dir = new TemporaryDirectory();
-        var index = DatasetSource.Open(await Dataset(dir, 40), DatasetLayout.ImageNet);
+        var index = await Dataset(dir, 40);
         var options = Small with { BatchSize = 2, DecodeWorkers = 2, ReadConcurrency = 1, PrefetchBatches = 1 };
         var loader = new DataflowLoader(index, new PretrainRecipe(Size: 16, SecondViewSize: null), options);
         int consumed = 0, worst = 0;
@@ -126,7 +119,7 @@ public sealed class LoaderTests
     public async Task Cancellation_stops_the_graph_promptly()
     {
         using var dir = new TemporaryDirectory();
-        var index = DatasetSource.Open(await Dataset(dir, 40), DatasetLayout.ImageNet);
+        var index = await Dataset(dir, 40);
         using var cancel = new CancellationTokenSource();
         var loader = new DataflowLoader(index, new PretrainRecipe(Size: 32, SecondViewSize: null), Small with { BatchSize = 2 });
         var watch = System.Diagnostics.Stopwatch.StartNew();

@@ -50,11 +50,7 @@ public sealed class RecipeTests
     public async Task Multi_crop_and_finetune_batches_replay_from_json_params()
     {
         using var dir = new TemporaryDirectory();
-        await SyntheticDatasets.WriteAsync(new SynthesisOptions
-        {
-            Kind = SyntheticKind.ImageNet, OutputDirectory = dir.Path, Images = 6, Classes = 2, MinSide = 96, MaxSide = 200, ValidationFraction = 0,
-        });
-        var index = DatasetSource.Open(dir.Path, DatasetLayout.ImageNet);
+        var index = await TestImages.TrainingSet(dir.Path, 6, 2, 96, 200);
         var options = new LoaderOptions { BatchSize = 6, Seed = 8, DecodeWorkers = 2, Format = PixelFormat.UInt8 };
         foreach (IAugmentRecipe recipe in new IAugmentRecipe[] { new MultiCropRecipe(GlobalSize: 64, LocalSize: 32, LocalCrops: 4), new FinetuneRecipe(Size: 64) })
         {
@@ -82,11 +78,7 @@ public sealed class RecipeTests
     public async Task Ibot_batches_carry_one_mask_per_global_crop()
     {
         using var dir = new TemporaryDirectory();
-        await SyntheticDatasets.WriteAsync(new SynthesisOptions
-        {
-            Kind = SyntheticKind.ImageNet, OutputDirectory = dir.Path, Images = 16, Classes = 2, MinSide = 96, MaxSide = 128, ValidationFraction = 0,
-        });
-        var index = DatasetSource.Open(dir.Path, DatasetLayout.ImageNet);
+        var index = await TestImages.TrainingSet(dir.Path, 16, 2, 96, 128);
         var options = new LoaderOptions { BatchSize = 16, Seed = 3, Format = PixelFormat.UInt8, Masks = new MimFlow.Data.Masking.IbotMaskGenerator(4, 4), MaskedViews = 2 };
         var loader = new DataflowLoader(index, new MultiCropRecipe(GlobalSize: 64, LocalSize: 32, LocalCrops: 2), options);
         int differing = 0;
@@ -114,11 +106,7 @@ public sealed class RecipeTests
     public async Task Finetune_float_batches_carry_random_erasing_as_normal_noise_inside_the_box()
     {
         using var dir = new TemporaryDirectory();
-        await SyntheticDatasets.WriteAsync(new SynthesisOptions
-        {
-            Kind = SyntheticKind.ImageNet, OutputDirectory = dir.Path, Images = 40, Classes = 2, MinSide = 64, MaxSide = 96, ValidationFraction = 0,
-        });
-        var index = DatasetSource.Open(dir.Path, DatasetLayout.ImageNet);
+        var index = await TestImages.TrainingSet(dir.Path, 40, 2, 64, 96);
         var recipe = new FinetuneRecipe(Size: 48) { Erasing = new RandomErasing(Probability: 1.0) };
         int checkedBoxes = 0;
         await foreach (var batch in new DataflowLoader(index, recipe, new LoaderOptions { BatchSize = 8, Seed = 1, Format = PixelFormat.Float32 }).ReadEpochAsync())

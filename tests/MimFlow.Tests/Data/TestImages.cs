@@ -1,3 +1,5 @@
+using MimFlow.Data.Sources;
+using MimFlow.Datasets.Synthetic;
 using NetVips;
 
 namespace MimFlow.Tests.Data;
@@ -49,5 +51,15 @@ internal static class TestImages
     {
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         File.WriteAllBytes(path, bytes);
+    }
+
+    /// <summary>A generated ImageNet-layout training set (no validation split) in <paramref name="folder"/>, listed.</summary>
+    public static async Task<SampleIndex> TrainingSet(string folder, int images, int classes, int minSide, int maxSide)
+    {
+        await SyntheticDatasets.WriteAsync(new SynthesisOptions
+        {
+            Kind = SyntheticKind.ImageNet, OutputDirectory = folder, Images = images, Classes = classes, MinSide = minSide, MaxSide = maxSide, ValidationFraction = 0,
+        });
+        return DatasetSource.Open(folder, DatasetLayout.ImageNet);
     }
 }
