@@ -3,6 +3,7 @@ using MimFlow.Core.IO;
 using MimFlow.Core.Safetensors;
 using MimFlow.Models.Backbones;
 using MimFlow.Models.Interop;
+using MimFlow.Models.Tokenizers;
 using MimFlow.Torch.Backend;
 using Spectre.Console;
 using TorchSharp;
@@ -25,21 +26,20 @@ internal static class ModelCommand
 
     private static Command CreateInit(CliContext context)
     {
-        var arch = new Option<string>("--arch") { Description = $"Architecture: {string.Join(", ", Architectures.Names)}", Required = true };
+        var arch = new Option<string>("--arch") { Description = $"Architecture: {string.Join(", ", ModelCatalog.Names)}", Required = true };
         var output = new Option<string>("--out") { Description = "Model directory to write", Required = true };
         var seed = new Option<long>("--seed") { Description = "Seed of the initialisation", DefaultValueFactory = _ => 0 };
-        var classes = new Option<int>("--classes") { Description = "Classification head size (0: none)", DefaultValueFactory = _ => 0 };
-        var command = new Command("init", "Write a randomly initialised model directory (BEiT's initialisation, seeded)");
+        var classes = new Option<int>("--classes") { Description = "Classification head size for ViTs (0: none)", DefaultValueFactory = _ => 0 };
+        var command = new Command("init", "Write a randomly initialised model directory (the reference initialisation, seeded)");
         foreach (var option in new Option[] { arch, output, seed, classes }) command.Options.Add(option);
         command.SetAction((parsed, _) =>
         {
             TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
-            string name = parsed.GetRequiredValue(arch);
-            using var network = new VisionTransformer(Architectures.Get(name, parsed.GetValue(classes)));
-            Initialization.Apply(network, parsed.GetValue(seed));
+            var spec = ModelCatalog.Spec(parsed.GetRequiredValue(arch), parsed.GetValue(classes));
+            using var network = ModelCatalog.Create(spec, parsed.GetValue(seed));
             string directory = parsed.GetRequiredValue(output);
-            ModelDirectory.Save(directory, name, network);
-            context.Console.MarkupLineInterpolated($"initialised {name} ({Parameters(network):N0} parameters, seed {parsed.GetValue(seed)}) in {directory}");
+            ModelDirectory.Save(directory, spec, network);
+            context.Console.MarkupLineInterpolated($"initialised {spec.Architecture} ({Parameters(network):N0} parameters, seed {parsed.GetValue(seed)}) in {directory}");
             return Task.FromResult(0);
         });
         return command;
@@ -47,24 +47,42 @@ internal static class ModelCommand
 
     private static Command CreateImport(CliContext context)
     {
-        var from = new Option<string>("--from") { Description = "Source format: timm", Required = true };
-        from.AcceptOnlyFromAmong("timm");
-        var config = new Option<string>("--config") { Description = "timm_config.json (timm_class Beit or VisionTransformer and its constructor arguments)", Required = true };
-        var weights = new Option<string>("--weights") { Description = "weights.safetensors with timm parameter names", Required = true };
+        var from = new Option<string>("--from") { Description = $"Source format: timm, {string.Join(", ", ForeignCheckpoints.Formats)} (see docs/model-interop.md)", Required = true };
+        from.AcceptOnlyFromAmong(["timm", .. ForeignCheckpoints.Formats]);
+        var config = new Option<string?>("--config") { Description = "timm_config.json (timm only: timm_class Beit or VisionTransformer and its constructor arguments)" };
+        var weights = new Option<string>("--weights") { Description = "The checkpoint as safetensors", Required = true };
         var output = new Option<string>("--out") { Description = "Model directory to write", Required = true };
-        var command = new Command("import", "Import a timm Beit / VisionTransformer (strict: every parameter name and shape must match)");
-        foreach (var option in new Option[] { from, config, weights, output }) command.Options.Add(option);
+        var heads = new Option<int?>("--heads") { Description = "Attention heads, where the checkpoint does not tell (non-standard widths without relative position tables)" };
+        var imageSize = new Option<int?>("--img-size") { Description = "Build the ViT for this input size, resampling position embeddings and relative position tables" };
+        var command = new Command("import", "Import a checkpoint (strict: every tensor is used or listed as left out, shapes must match)");
+        foreach (var option in new Option[] { from, config, weights, output, heads, imageSize }) command.Options.Add(option);
         command.SetAction((parsed, _) =>
         {
             TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
-            string configPath = parsed.GetRequiredValue(config);
-            var vit = TimmConfig.Parse(File.ReadAllText(configPath), configPath);
-            using var network = new VisionTransformer(vit);
-            using (var file = SafetensorsFile.Open(parsed.GetRequiredValue(weights)))
-                WeightLoader.LoadStrict(network, file);
+            string format = parsed.GetRequiredValue(from);
+            using var file = SafetensorsFile.Open(parsed.GetRequiredValue(weights));
+            ForeignCheckpoint checkpoint;
+            if (format == "timm")
+            {
+                string configPath = parsed.GetValue(config) ?? throw new ArgumentException("--from timm needs --config timm_config.json");
+                var vit = TimmConfig.Parse(File.ReadAllText(configPath), configPath);
+                checkpoint = new ForeignCheckpoint(new ModelSpec(vit.BeitAttention ? "beit" : "vit", Config: vit), new SafetensorsTensors(file), []);
+            }
+            else checkpoint = ForeignCheckpoints.Read(format, file, parsed.GetValue(heads));
+
+            var spec = checkpoint.Spec;
+            if (parsed.GetValue(imageSize) is int size)
+            {
+                if (spec.Kind != ModelKind.Vit) throw new ArgumentException($"--img-size applies to ViTs, not a {spec.Kind.ToString().ToLowerInvariant()} model");
+                spec = spec with { Config = spec.Config! with { ImgSize = size } };
+            }
+            using var network = ModelCatalog.Build(spec);
+            WeightLoader.LoadStrict(network, checkpoint.Tensors, resamplePositions: parsed.GetValue(imageSize) is not null);
             string directory = parsed.GetRequiredValue(output);
-            ModelDirectory.Save(directory, vit.BeitAttention ? "beit" : "vit", network);
-            context.Console.MarkupLineInterpolated($"imported {network.state_dict().Count} tensors ({Parameters(network):N0} parameters) into {directory}");
+            ModelDirectory.Save(directory, spec, network);
+            context.Console.MarkupLineInterpolated($"imported {network.state_dict().Count} tensors ({Parameters(network):N0} parameters) as {spec.Architecture} into {directory}");
+            if (checkpoint.LeftOut.Count > 0)
+                context.Console.MarkupLineInterpolated($"left out {checkpoint.LeftOut.Count} tensors that are not part of the model: {string.Join(", ", checkpoint.LeftOut.Take(6))}{(checkpoint.LeftOut.Count > 6 ? ", …" : "")}");
             return Task.FromResult(0);
         });
         return command;
@@ -74,21 +92,21 @@ internal static class ModelCommand
     {
         var to = new Option<string>("--to") { Description = "Target format: timm", Required = true };
         to.AcceptOnlyFromAmong("timm");
-        var modelDir = new Option<string>("--model") { Description = "Model directory", Required = true };
+        var modelDir = new Option<string>("--model") { Description = "Model directory (a ViT)", Required = true };
         var output = new Option<string>("--out") { Description = "Folder for weights.safetensors and timm_config.json", Required = true };
         var command = new Command("export", "Export a model directory for timm (load with strict=True)");
         foreach (var option in new Option[] { to, modelDir, output }) command.Options.Add(option);
         command.SetAction((parsed, _) =>
         {
             TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
-            var (stored, network) = ModelDirectory.Load(parsed.GetRequiredValue(modelDir));
+            var (spec, network) = ModelDirectory.LoadVit(parsed.GetRequiredValue(modelDir));
             using (network)
             {
                 string directory = parsed.GetRequiredValue(output);
                 Directory.CreateDirectory(directory);
                 ModelDirectory.WriteWeights(Path.Combine(directory, "weights.safetensors"), network, ModelDirectory.NotInTimm);
-                AtomicFile.WriteAllText(Path.Combine(directory, "timm_config.json"), ModelDirectory.TimmConfigJson(stored.Config));
-                context.Console.MarkupLineInterpolated($"exported {stored.Architecture} to {directory} (weights.safetensors, timm_config.json)");
+                AtomicFile.WriteAllText(Path.Combine(directory, "timm_config.json"), ModelDirectory.TimmConfigJson(spec.Config!));
+                context.Console.MarkupLineInterpolated($"exported {spec.Architecture} to {directory} (weights.safetensors, timm_config.json)");
             }
             return Task.FromResult(0);
         });
@@ -98,38 +116,76 @@ internal static class ModelCommand
     private static Command CreateForward(CliContext context)
     {
         var modelDir = new Option<string>("--model") { Description = "Model directory", Required = true };
-        var input = new Option<string>("--input") { Description = "safetensors with pixel_values [B,3,H,W] (float)", Required = true };
-        var output = new Option<string>("--output") { Description = "safetensors to write: features [B,1+N,D] and, with a head, logits", Required = true };
-        var command = new Command("forward", "Run forward_features and forward_head (timm semantics) on an input batch");
+        var input = new Option<string>("--input") { Description = "safetensors with pixel_values [B,3,H,W] (float; normalised for ViTs and VQ-KD, in [0,1] for the dVAE)", Required = true };
+        var output = new Option<string>("--output") { Description = "safetensors to write: ViT: features [B,1+N,D] and, with a head, logits; tokenizers: codes [B,N]", Required = true };
+        var command = new Command("forward", "Run a model on an input batch: a ViT's forward_features and forward_head (timm semantics), a tokenizer's codes. " +
+                                             "A ViT given another image size runs with its positions resampled to that grid.");
         foreach (var option in new Option[] { modelDir, input, output }) command.Options.Add(option);
         command.SetAction((parsed, _) =>
         {
             var backend = TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
-            var (stored, network) = ModelDirectory.Load(parsed.GetRequiredValue(modelDir));
-            using (network)
+            using var file = SafetensorsFile.Open(parsed.GetRequiredValue(input));
+            if (!file.Contains("pixel_values")) throw new InvalidDataException($"{file.Path}: no tensor named pixel_values");
+            long[] shape = file["pixel_values"].Shape;
+            if (shape.Length != 4) throw new InvalidDataException($"{file.Path}: pixel_values has shape [{string.Join(", ", shape)}], expected [B, 3, H, W]");
+            string directory = parsed.GetRequiredValue(modelDir);
+            var spec = ModelDirectory.ReadSpec(directory);
+            int? resize = spec.Kind == ModelKind.Vit && (shape[2] != spec.Config!.ImgSize || shape[3] != spec.Config.ImgSize)
+                ? (shape[2] == shape[3] ? (int)shape[2] : throw new InvalidDataException($"{file.Path}: a {shape[2]}×{shape[3]} input: ViTs here take square inputs"))
+                : null;
+            var writer = new SafetensorsWriter();
             using (var scope = NewDisposeScope())
             using (var noGrad = no_grad())
             {
-                network.eval();
-                network.to(backend.DefaultDevice);
-                using var file = SafetensorsFile.Open(parsed.GetRequiredValue(input));
-                if (!file.Contains("pixel_values")) throw new InvalidDataException($"{file.Path}: no tensor named pixel_values");
                 var pixels = WeightLoader.Read(file, "pixel_values").to(backend.DefaultDevice);
-                var features = network.ForwardFeatures(pixels).cpu().contiguous();
-                var writer = new SafetensorsWriter();
-                writer.AddFloat32("features", features.shape, features.data<float>().ToArray());
-                if (stored.Config.NumClasses > 0)
+                string written;
+                if (spec.Kind == ModelKind.Vit)
                 {
-                    var logits = network.ForwardHead(features.to(backend.DefaultDevice)).cpu().contiguous();
-                    writer.AddFloat32("logits", logits.shape, logits.data<float>().ToArray());
+                    var (_, network) = ModelDirectory.LoadVit(directory, resize);
+                    using (network)
+                    {
+                        network.eval();
+                        network.to(backend.DefaultDevice);
+                        var features = network.ForwardFeatures(pixels);
+                        AddFloat32(writer, "features", features);
+                        written = $"features [{string.Join(", ", features.shape)}]";
+                        if (network.Config.NumClasses > 0)
+                        {
+                            AddFloat32(writer, "logits", network.ForwardHead(features));
+                            written += " and logits";
+                        }
+                    }
+                }
+                else
+                {
+                    var (_, network) = ModelDirectory.Load(directory);
+                    using (network)
+                    {
+                        network.eval();
+                        network.to(backend.DefaultDevice);
+                        var codes = (network switch
+                        {
+                            VqKd vqkd => vqkd.Tokenize(pixels),
+                            DalleEncoder dvae => dvae.Tokenize(pixels),
+                            _ => throw new InvalidOperationException($"{spec.Architecture}: no forward for this kind"),
+                        }).cpu().contiguous();
+                        writer.Add<long>("codes", SafetensorsDType.I64, codes.shape, codes.data<long>().ToArray());
+                        written = $"codes [{string.Join(", ", codes.shape)}]";
+                    }
                 }
                 string path = parsed.GetRequiredValue(output);
                 writer.Write(path);
-                context.Console.MarkupLineInterpolated($"features [[{string.Join(", ", features.shape)}]]{(stored.Config.NumClasses > 0 ? " and logits" : "")} written to {path}");
+                context.Console.MarkupLineInterpolated($"{written} written to {path}{(resize is int r ? $" (positions resampled to {r / spec.Config!.PatchSize}×{r / spec.Config.PatchSize})" : "")}");
             }
             return Task.FromResult(0);
         });
         return command;
+    }
+
+    private static void AddFloat32(SafetensorsWriter writer, string name, Tensor values)
+    {
+        using var cpu = values.to(float32).cpu().contiguous();
+        writer.AddFloat32(name, cpu.shape, cpu.data<float>().ToArray());
     }
 
     private static long Parameters(nn.Module module) => module.parameters().Sum(p => p.numel());

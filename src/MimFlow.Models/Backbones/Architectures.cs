@@ -3,7 +3,8 @@ namespace MimFlow.Models.Backbones;
 /// <summary>
 /// Named architectures for <c>mimflow model init</c>: ViT sizes (timm's vit_*), BEiT variants as the BEiT papers
 /// pretrain them (relative position bias per layer, LayerScale 0.1 for base sizes and 1e-5 for large, mask token,
-/// no absolute position embeddings, average pooling), and the CLIP ViT-B/16 visual encoder (pre-norm, quick-GELU).
+/// no absolute position embeddings, average pooling), the CLIP ViT-B/16 visual encoder (pre-norm, quick-GELU,
+/// LayerNorm eps 1e-5) and the DINO ViT-S/16 and ViT-B/16 teachers (plain ViTs without a head).
 /// </summary>
 public static class Architectures
 {
@@ -13,12 +14,13 @@ public static class Architectures
     ];
 
     public static IReadOnlyList<string> Names { get; } =
-        Sizes.Select(s => $"vit-{s.Size}").Concat(Sizes.Select(s => $"beit-{s.Size}")).Append("clip-b16").ToList();
+        Sizes.Select(s => $"vit-{s.Size}").Concat(Sizes.Select(s => $"beit-{s.Size}")).Concat(["clip-b16", "dino-s16", "dino-b16"]).ToList();
 
     public static VitConfig Get(string name, int numClasses = 0)
     {
         if (name == "clip-b16")
             return new VitConfig { EmbedDim = 768, Depth = 12, NumHeads = 12, PreNorm = true, Activation = Activation.QuickGelu, LayerNormEps = 1e-5, NumClasses = numClasses };
+        if (name is "dino-s16" or "dino-b16") return Get(name == "dino-s16" ? "vit-small" : "vit-base", numClasses);
         string[] parts = name.Split('-', 2);
         var size = Sizes.FirstOrDefault(s => parts.Length == 2 && s.Size == parts[1]);
         if (size.Size is null || parts[0] is not ("vit" or "beit"))

@@ -8,7 +8,8 @@ namespace MimFlow.Models.Backbones;
 
 /// <summary>
 /// A pre-norm Transformer block: x + γ₁·attn(norm1(x)), then x + γ₂·mlp(norm2(x)), with stochastic depth on both
-/// residual branches while training. LayerScale parameters are <c>gamma_1</c>/<c>gamma_2</c> (BEiT naming).
+/// residual branches while training. LayerScale parameters are <c>gamma_1</c>/<c>gamma_2</c> in BEiT models (timm's
+/// <c>Beit</c>) and <c>ls1.gamma</c>/<c>ls2.gamma</c> in plain ViTs (timm's <c>VisionTransformer</c>).
 /// </summary>
 public sealed class Block : Module<Tensor, Tensor?, Tensor>
 {
@@ -18,6 +19,8 @@ public sealed class Block : Module<Tensor, Tensor?, Tensor>
     [ComponentName(Name = "mlp")] private readonly Mlp mlp;
     [ComponentName(Name = "gamma_1")] private readonly Parameter? gamma1;
     [ComponentName(Name = "gamma_2")] private readonly Parameter? gamma2;
+    [ComponentName(Name = "ls1")] private readonly LayerScale? layerScale1;
+    [ComponentName(Name = "ls2")] private readonly LayerScale? layerScale2;
     private readonly double dropPath;
 
     public Block(VitConfig config, double dropPath) : base("Block")
@@ -26,10 +29,15 @@ public sealed class Block : Module<Tensor, Tensor?, Tensor>
         attention = new Attention(config);
         norm2 = LayerNorm(config.EmbedDim, config.LayerNormEps);
         mlp = new Mlp(config);
-        if (config.InitValues is double init)
+        if (config.InitValues is double init && config.BeitAttention)
         {
             gamma1 = Parameter(full(config.EmbedDim, init));
             gamma2 = Parameter(full(config.EmbedDim, init));
+        }
+        else if (config.InitValues is double vitInit)
+        {
+            layerScale1 = new LayerScale(config.EmbedDim, vitInit);
+            layerScale2 = new LayerScale(config.EmbedDim, vitInit);
         }
         this.dropPath = dropPath;
         RegisterComponents();
@@ -40,9 +48,11 @@ public sealed class Block : Module<Tensor, Tensor?, Tensor>
         using var scope = NewDisposeScope();
         var attended = attention.forward(norm1.forward(x), sharedBias);
         if (gamma1 is not null) attended = attended * gamma1;
+        if (layerScale1 is not null) attended = layerScale1.forward(attended);
         x = x + DropPath(attended);
         var fed = mlp.forward(norm2.forward(x));
         if (gamma2 is not null) fed = fed * gamma2;
+        if (layerScale2 is not null) fed = layerScale2.forward(fed);
         return (x + DropPath(fed)).MoveToOuterDisposeScope();
     }
 

@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -6,19 +7,24 @@ namespace MimFlow.Models.Backbones;
 /// <summary>
 /// BEiT's initialisation: truncated normal (std 0.02, cut at ±2σ) for linear and patch weights, [CLS], mask token,
 /// position embeddings and relative position tables; zero biases; LayerNorm 1/0; LayerScale to its init value; then
-/// each block's attn.proj and mlp.fc2 weights divided by √(2·layer) (BEiT's fix_init_weight). Seeded: the same seed
-/// gives the same weights on CPU.
+/// each block's attn.proj and mlp.fc2 weights divided by √(2·layer) (BEiT's fix_init_weight). Works on any module
+/// built from these parts (a ViT, or a tokenizer's encoder and decoder) by parameter name. Seeded: the same seed gives
+/// the same weights on CPU.
 /// </summary>
-public static class Initialization
+public static partial class Initialization
 {
-    public static void Apply(VisionTransformer model, long seed)
+    public static void Apply(VisionTransformer model, long seed) => Apply(model, seed, model.Config.InitValues, _ => true);
+
+    /// <param name="include">Parameters to initialise (others keep their values, e.g. a codebook).</param>
+    public static void Apply(nn.Module model, long seed, double? layerScaleInit, Func<string, bool> include)
     {
         using var noGrad = no_grad();
         var generator = new Generator((ulong)seed);
         foreach (var (name, parameter) in model.named_parameters())
         {
-            if (name.EndsWith("gamma_1", StringComparison.Ordinal) || name.EndsWith("gamma_2", StringComparison.Ordinal))
-                parameter.fill_(model.Config.InitValues ?? 1.0);
+            if (!include(name)) continue;
+            if (name.EndsWith("gamma_1", StringComparison.Ordinal) || name.EndsWith("gamma_2", StringComparison.Ordinal) || name.EndsWith(".gamma", StringComparison.Ordinal))
+                parameter.fill_(layerScaleInit ?? 1.0);
             else if (name.Contains("norm", StringComparison.Ordinal))
                 parameter.fill_(name.EndsWith("weight", StringComparison.Ordinal) ? 1.0 : 0.0);
             else if (name.EndsWith("bias", StringComparison.Ordinal))
@@ -28,16 +34,20 @@ public static class Initialization
         }
         foreach (var (name, parameter) in model.named_parameters())
         {
-            if (!name.StartsWith("blocks.", StringComparison.Ordinal)) continue;
-            if (!name.EndsWith("attn.proj.weight", StringComparison.Ordinal) && !name.EndsWith("mlp.fc2.weight", StringComparison.Ordinal)) continue;
-            int layer = int.Parse(name.Split('.')[1]) + 1;
+            var residualOutput = ResidualOutputWeight().Match(name);
+            if (!include(name) || !residualOutput.Success) continue;
+            int layer = int.Parse(residualOutput.Groups[1].Value) + 1;
             parameter.div_(Math.Sqrt(2.0 * layer));
         }
     }
 
+    [GeneratedRegex(@"(?:^|\.)blocks\.(\d+)\.(?:attn\.proj|mlp\.fc2)\.weight$")]
+    private static partial Regex ResidualOutputWeight();
+
     /// <summary>Normal(0, std) redrawn outside ±2·std, as timm's trunc_normal_(std, a=-2σ, b=2σ) samples it.</summary>
     private static void TruncatedNormal(Tensor target, double std, Generator generator)
     {
+        using var scope = NewDisposeScope();
         var values = randn(target.shape, dtype: float32, generator: generator) * std;
         for (int round = 0; round < 20; round++)
         {

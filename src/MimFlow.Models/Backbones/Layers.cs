@@ -94,3 +94,17 @@ public sealed class Attention : Module<Tensor, Tensor?, Tensor>
         return projection.forward(merged).MoveToOuterDisposeScope();
     }
 }
+
+/// <summary>timm's ViT LayerScale: a learnable per-channel scale of a residual branch. Parameter: <c>gamma</c>.</summary>
+public sealed class LayerScale : Module<Tensor, Tensor>
+{
+    [ComponentName(Name = "gamma")] private readonly Parameter gamma;
+
+    public LayerScale(int dim, double init) : base("LayerScale")
+    {
+        gamma = Parameter(full(dim, init));
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x) => x * gamma;
+}

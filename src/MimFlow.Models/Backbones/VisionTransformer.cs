@@ -96,6 +96,12 @@ public sealed class VisionTransformer : Module<Tensor, Tensor>
         return (x.MoveToOuterDisposeScope(), hidden);
     }
 
+    /// <summary>The final norm applied to any block's hidden states (identity for "avg" pooling, which has none).</summary>
+    public Tensor FinalNorm(Tensor hidden) => norm is null ? hidden.alias() : norm.forward(hidden);
+
+    /// <summary>The linear head applied token-wise (CLIP's output projection as timm holds it); null without a head.</summary>
+    public Tensor? ProjectTokens(Tensor tokens) => head?.forward(tokens);
+
     /// <summary>timm's forward_head: mean of patch tokens + fc_norm ("avg") or [CLS] ("token"), then the linear head.</summary>
     public Tensor ForwardHead(Tensor features)
     {

@@ -8,8 +8,9 @@ using static TorchSharp.torch;
 namespace MimFlow.Models.Interop;
 
 /// <summary>
-/// A model on disk: <c>config.json</c> (the <see cref="VitConfig"/>, plus the architecture name) and
-/// <c>weights.safetensors</c> (float32, timm parameter names, so the file loads into timm with strict=True).
+/// A model on disk: <c>config.json</c> (a <see cref="ModelSpec"/>: the architecture name and its configuration) and
+/// <c>weights.safetensors</c> (float32; ViTs with timm parameter names, so the file loads into timm with strict=True;
+/// VQ-KD with unilm's names; the dVAE encoder with DALL-E's).
 /// </summary>
 public static class ModelDirectory
 {
@@ -18,27 +19,73 @@ public static class ModelDirectory
     private static readonly JsonSerializerOptions Json = new()
     {
         WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
     };
 
-    public sealed record Stored(string Architecture, VitConfig Config);
-
-    public static void Save(string directory, string architecture, VisionTransformer model)
+    /// <summary>Weights first, configuration last: a directory with a config.json is complete.</summary>
+    public static void Save(string directory, ModelSpec spec, nn.Module model)
     {
+        spec.Validate(directory);
         Directory.CreateDirectory(directory);
         WriteWeights(Path.Combine(directory, WeightsFileName), model);
-        AtomicFile.WriteAllText(Path.Combine(directory, ConfigFileName), JsonSerializer.Serialize(new Stored(architecture, model.Config), Json));
+        AtomicFile.WriteAllText(Path.Combine(directory, ConfigFileName), JsonSerializer.Serialize(spec, Json));
     }
 
-    public static (Stored Stored, VisionTransformer Model) Load(string directory)
+    public static void Save(string directory, string architecture, VisionTransformer model) =>
+        Save(directory, new ModelSpec(architecture, Config: model.Config), model);
+
+    public static ModelSpec ReadSpec(string directory)
     {
         string configPath = Path.Combine(directory, ConfigFileName);
         if (!File.Exists(configPath)) throw new FileNotFoundException($"{configPath}: not a model directory (config.json missing)", configPath);
-        var stored = JsonSerializer.Deserialize<Stored>(File.ReadAllText(configPath), Json)
-            ?? throw new InvalidDataException($"{configPath}: empty configuration");
-        var model = new VisionTransformer(stored.Config);
-        using var weights = SafetensorsFile.Open(Path.Combine(directory, WeightsFileName));
-        WeightLoader.LoadStrict(model, weights);
-        return (stored, model);
+        ModelSpec? spec;
+        try { spec = JsonSerializer.Deserialize<ModelSpec>(File.ReadAllText(configPath), Json); }
+        catch (JsonException e) { throw new InvalidDataException($"{configPath}: not a model configuration ({e.Message})", e); }
+        if (spec is null) throw new InvalidDataException($"{configPath}: empty configuration");
+        spec.Validate(configPath);
+        return spec;
+    }
+
+    /// <summary>The model (any kind) with its weights loaded strictly.</summary>
+    public static (ModelSpec Spec, nn.Module Model) Load(string directory)
+    {
+        var spec = ReadSpec(directory);
+        var model = ModelCatalog.Build(spec);
+        try
+        {
+            using var weights = SafetensorsFile.Open(Path.Combine(directory, WeightsFileName));
+            WeightLoader.LoadStrict(model, weights);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+        return (spec, model);
+    }
+
+    /// <summary>
+    /// A ViT model directory; with <paramref name="imageSize"/> the ViT is built for that input size and its position
+    /// embeddings and relative position tables are resampled to the new patch grid.
+    /// </summary>
+    public static (ModelSpec Spec, VisionTransformer Model) LoadVit(string directory, int? imageSize = null)
+    {
+        var spec = ReadSpec(directory);
+        if (spec.Kind != ModelKind.Vit)
+            throw new InvalidDataException($"{Path.Combine(directory, ConfigFileName)}: '{spec.Architecture}' is a {spec.Kind.ToString().ToLowerInvariant()} model, not a ViT");
+        var config = imageSize is int size ? spec.Config! with { ImgSize = size } : spec.Config!;
+        var model = new VisionTransformer(config);
+        try
+        {
+            using var weights = SafetensorsFile.Open(Path.Combine(directory, WeightsFileName));
+            WeightLoader.LoadStrict(model, weights, resamplePositions: imageSize is not null);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+        return (spec with { Config = config }, model);
     }
 
     /// <summary>Parameters timm's Beit / VisionTransformer do not have (left out of exports so timm loads strictly).</summary>
@@ -66,14 +113,13 @@ public static class ModelDirectory
             ["img_size"] = config.ImgSize, ["patch_size"] = config.PatchSize, ["in_chans"] = config.InChannels,
             ["embed_dim"] = config.EmbedDim, ["depth"] = config.Depth, ["num_heads"] = config.NumHeads,
             ["mlp_ratio"] = config.MlpRatio, ["num_classes"] = config.NumClasses, ["qkv_bias"] = config.QkvBias,
-            ["global_pool"] = config.GlobalPool,
+            ["global_pool"] = config.GlobalPool, ["init_values"] = config.InitValues,
         };
         if (config.BeitAttention)
         {
             arguments["use_abs_pos_emb"] = config.UseAbsPosEmb;
             arguments["use_rel_pos_bias"] = config.UseRelPosBias;
             arguments["use_shared_rel_pos_bias"] = config.UseSharedRelPosBias;
-            arguments["init_values"] = config.InitValues;
         }
         else
         {

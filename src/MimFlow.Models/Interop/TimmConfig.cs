@@ -20,7 +20,6 @@ public static class TimmConfig
         double? Number(string name) => args.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : null;
 
         if (Bool("no_embed_class", false)) throw new InvalidDataException($"{source}: no_embed_class is not supported");
-        if (!beit && Number("init_values") is not null) throw new InvalidDataException($"{source}: LayerScale in VisionTransformer (ls1/ls2) is not supported yet");
         string activation = Text("act_layer") ?? "gelu";
         return new VitConfig
         {

@@ -37,6 +37,16 @@ public sealed class NormEmaQuantizer : Module<Tensor, Quantized>
         RegisterComponents();
     }
 
+    /// <summary>Redraws the codebook: unit vectors uniformly distributed on the sphere (normalised Gaussians), seeded.</summary>
+    public void ResetCodebook(Generator generator)
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var weight = embedding.weight!;
+        weight.copy_(functional.normalize(randn(weight.shape, generator: generator), p: 2, dim: -1));
+        clusterSize.zero_();
+    }
+
     public int Codes => (int)embedding.weight!.shape[0];
 
     public Tensor Codebook => embedding.weight!;

@@ -10,7 +10,19 @@ namespace MimFlow.Models.Tokenizers;
 /// <summary>VQ-KD sizes: the encoder ViT, the code dimension and count, the decoder depth and the teacher's feature size.</summary>
 public sealed record VqKdConfig(VitConfig Encoder, int Codes = 8192, int CodeDim = 32, int DecoderDepth = 3, int TeacherDim = 512)
 {
+    /// <summary>
+    /// BEiT v2's tokenizer shape at a ViT size: the encoder is BEiT's ViT (q/v biases) with absolute position
+    /// embeddings, no relative bias and no LayerScale, its final norm kept (patch tokens are read after it); the
+    /// decoder has 3 blocks; 8192 codes of 32 dimensions; 512-d targets (CLIP ViT-B/16's projected features).
+    /// </summary>
+    public static VqKdConfig ForEncoder(VitConfig vit) => new(vit with
+    {
+        BeitAttention = true, UseAbsPosEmb = true, UseRelPosBias = false, UseSharedRelPosBias = false, InitValues = null,
+        GlobalPool = "token", NumClasses = 0, UseMaskToken = false, PreNorm = false, DropPathRate = 0,
+    });
+
     /// <summary>The decoder: a ViT over the code grid (patch size 1, input channels = code dimension).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
     public VitConfig Decoder => Encoder with
     {
         ImgSize = Encoder.GridSize, PatchSize = 1, InChannels = CodeDim, Depth = DecoderDepth, NumClasses = 0, UseMaskToken = false, PreNorm = false,
@@ -46,6 +58,13 @@ public sealed class VqKd : Module<Tensor, (Tensor Reconstruction, Quantized Quan
     public VqKdConfig Config { get; }
 
     public NormEmaQuantizer Quantizer => quantizer;
+
+    /// <summary>BEiT's initialisation of encoder, decoder and task layers, and a fresh unit-norm codebook, all from one seed.</summary>
+    public void Initialize(long seed)
+    {
+        Initialization.Apply(this, seed, layerScaleInit: null, name => !name.StartsWith("quantize.", StringComparison.Ordinal));
+        quantizer.ResetCodebook(new Generator((ulong)seed ^ 0x5EED_C0DEUL));
+    }
 
     /// <summary>Codes [B, N] (row-major patch grid) of normalised pixels [B, 3, H, W].</summary>
     public Tensor Tokenize(Tensor pixels)

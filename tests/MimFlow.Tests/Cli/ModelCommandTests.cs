@@ -92,4 +92,56 @@ public sealed class ModelInitTests
     }
 
     private static long RelativeRows(int grid) => (2 * grid - 1) * (2 * grid - 1) + 3;
+
+    [Fact]
+    public async Task Tokenizers_and_teachers_initialise_and_a_vqkd_directory_writes_codes()
+    {
+        using var dir = new TemporaryDirectory();
+        var init = await CliHarness.RunAsync("model", "init", "--arch", "vqkd-tiny", "--out", dir.Combine("vqkd"), "--seed", "1");
+        Assert.True(init.ExitCode == 0, init.Error);
+        using (var weights = SafetensorsFile.Open(dir.Combine("vqkd", "weights.safetensors")))
+        {
+            Assert.Equal(new long[] { 8192, 32 }, weights["quantize.embedding.weight"].Shape);
+            float[] code = weights.ReadFloat32("quantize.embedding.weight")[..32];
+            Assert.Equal(1.0, Math.Sqrt(code.Sum(v => (double)v * v)), 5);
+            Assert.True(weights.Contains("encoder.pos_embed") && weights.Contains("decoder.blocks.2.attn.q_bias"));
+        }
+        var dino = await CliHarness.RunAsync("model", "init", "--arch", "dino-s16", "--out", dir.Combine("dino"));
+        Assert.True(dino.ExitCode == 0, dino.Error);
+
+        var input = new SafetensorsWriter();
+        input.AddFloat32("pixel_values", [2, 3, 224, 224], new float[2 * 3 * 224 * 224]);
+        input.Write(dir.Combine("x.safetensors"));
+        var forward = await CliHarness.RunAsync("model", "forward", "--model", dir.Combine("vqkd"), "--input", dir.Combine("x.safetensors"), "--output", dir.Combine("codes.safetensors"));
+        Assert.True(forward.ExitCode == 0, forward.Error);
+        using var codes = SafetensorsFile.Open(dir.Combine("codes.safetensors"));
+        Assert.Equal(SafetensorsDType.I64, codes["codes"].DType);
+        Assert.Equal(new long[] { 2, 196 }, codes["codes"].Shape);
+        Assert.All(codes.Read<long>("codes"), c => Assert.InRange(c, 0, 8191));
+
+        var export = await CliHarness.RunAsync("model", "export", "--to", "timm", "--model", dir.Combine("vqkd"), "--out", dir.Combine("timm"));
+        Assert.Equal(1, export.ExitCode);
+        Assert.Contains("not a ViT", export.Error);
+    }
+
+    [Fact]
+    public async Task Forward_at_another_image_size_resamples_the_positions()
+    {
+        using var dir = new TemporaryDirectory();
+        string F(string name) => SharedFixtures.PathOf("timm", "beit_tiny_relpos", name);
+        var import = await CliHarness.RunAsync("model", "import", "--from", "timm", "--config", F("timm_config.json"), "--weights", F("weights.safetensors"),
+            "--out", dir.Combine("model"), "--img-size", "256");
+        Assert.True(import.ExitCode == 0, import.Error);
+        using (var weights = SafetensorsFile.Open(dir.Combine("model", "weights.safetensors")))
+            Assert.Equal(new long[] { RelativeRows(16), 3 }, weights["blocks.0.attn.relative_position_bias_table"].Shape);
+        var input = new SafetensorsWriter();
+        input.AddFloat32("pixel_values", [1, 3, 160, 160], Enumerable.Range(0, 3 * 160 * 160).Select(i => (float)Math.Sin(i * 0.01)).ToArray());
+        input.Write(dir.Combine("x.safetensors"));
+        var forward = await CliHarness.RunAsync("model", "forward", "--model", dir.Combine("model"), "--input", dir.Combine("x.safetensors"), "--output", dir.Combine("y.safetensors"));
+        Assert.True(forward.ExitCode == 0, forward.Error);
+        Assert.Contains("resampled to 10×10", forward.Output);
+        using var output = SafetensorsFile.Open(dir.Combine("y.safetensors"));
+        Assert.Equal(new long[] { 1, 101, 192 }, output["features"].Shape);
+        Assert.Equal(new long[] { 1, 10 }, output["logits"].Shape);
+    }
 }

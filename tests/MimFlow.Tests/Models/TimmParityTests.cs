@@ -72,4 +72,32 @@ public sealed class TimmParityTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.True(allclose(plain, model.ForwardFeatures(pixels)));
         Assert.False(allclose(plain, model.ForwardFeatures(pixels, masked)));
     }
+
+    [Fact]
+    public void Vit_layer_scale_has_timms_ls_names_scales_the_branches_and_round_trips_its_config()
+    {
+        TorchBackend.EnsureLoaded();
+        using var scope = NewDisposeScope();
+        string json = """{"timm_class": "VisionTransformer", "config": {"img_size": 32, "patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 2, "num_classes": 0, "init_values": 1e-5}}""";
+        var config = TimmConfig.Parse(json);
+        Assert.Equal(1e-5, config.InitValues);
+        using var model = new VisionTransformer(config);
+        var names = model.state_dict().Keys.ToHashSet();
+        Assert.Contains("blocks.1.ls1.gamma", names);
+        Assert.Contains("blocks.1.ls2.gamma", names);
+        Assert.DoesNotContain(names, n => n.Contains("gamma_1"));
+        Assert.Equal(config, TimmConfig.Parse(ModelDirectory.TimmConfigJson(config)));
+
+        Initialization.Apply(model, 1);
+        Assert.All(model.state_dict()["blocks.0.ls1.gamma"].data<float>().ToArray(), v => Assert.Equal(1e-5f, v));
+        model.eval();
+        using var noGrad = no_grad();
+        var pixels = randn(1, 3, 32, 32, generator: new Generator(2));
+        var scaled = model.ForwardFeatures(pixels);
+        foreach (var (name, gamma) in model.named_parameters().Where(p => p.name.EndsWith(".gamma", StringComparison.Ordinal))) gamma.fill_(0);
+        // With both branches scaled to zero the blocks are identities: features are the final norm of the embeddings.
+        var embeddings = model.ForwardLayers(pixels, null, [0]).Hidden[0];
+        Assert.True(allclose(model.ForwardFeatures(pixels), model.FinalNorm(embeddings), 1e-5, 1e-5));
+        Assert.False(allclose(scaled, model.ForwardFeatures(pixels), 1e-7, 1e-7));
+    }
 }

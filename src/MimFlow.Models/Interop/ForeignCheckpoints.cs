@@ -1,0 +1,251 @@
+using System.Text.RegularExpressions;
+using MimFlow.Core.Safetensors;
+using MimFlow.Models.Backbones;
+using MimFlow.Models.Tokenizers;
+using static TorchSharp.torch;
+
+namespace MimFlow.Models.Interop;
+
+/// <summary>A checkpoint read as a MimFlow model: its spec, its tensors under our names, and what was left out (and why).</summary>
+public sealed record ForeignCheckpoint(ModelSpec Spec, INamedTensors Tensors, IReadOnlyList<string> LeftOut);
+
+/// <summary>
+/// A checkpoint's tensors under another naming: each target name is read from one source tensor through a transform
+/// (reshape, transpose) or made from nothing (a zero bias the source format does not have).
+/// </summary>
+public sealed class TranslatedTensors(string origin) : INamedTensors
+{
+    private readonly Dictionary<string, (long[] Shape, Func<Tensor> Make)> entries = new(StringComparer.Ordinal);
+
+    public string Origin { get; } = origin;
+
+    public IEnumerable<string> Names => entries.Keys;
+
+    public bool Contains(string name) => entries.ContainsKey(name);
+
+    public long[] ShapeOf(string name) => entries[name].Shape;
+
+    public Tensor Read(string name) => entries[name].Make();
+
+    public void Add(string name, long[] shape, Func<Tensor> make) => entries.Add(name, (shape, make));
+}
+
+/// <summary>
+/// Imports of the reference implementations' checkpoints (converted from .pth to safetensors, see
+/// docs/model-interop.md): unilm BEiT and BEiT v2 backbones, unilm VQ-KD tokenizers and OpenAI CLIP visual encoders.
+/// The configuration is read off the tensors' names and shapes; tensors that are not part of the model (training
+/// heads, the VQ-KD teacher, CLIP's text tower) are left out and listed; any other unknown name is an error.
+/// </summary>
+public static partial class ForeignCheckpoints
+{
+    public static IReadOnlyList<string> Formats { get; } = ["unilm-beit", "unilm-vqkd", "openai-clip", "dall-e"];
+
+    public static ForeignCheckpoint Read(string format, SafetensorsFile file, int? heads = null) => format switch
+    {
+        "unilm-beit" => UnilmBeit(file, heads),
+        "unilm-vqkd" => UnilmVqkd(file, heads),
+        "openai-clip" => OpenAiClip(file),
+        "dall-e" => DallE(file),
+        _ => throw new ArgumentException($"unknown checkpoint format '{format}' ({string.Join(", ", Formats)})"),
+    };
+
+    /// <summary>
+    /// unilm's BEiT / BEiT v2 <c>VisionTransformer</c> (pretraining or fine-tuned): the names are timm's Beit names;
+    /// <c>lm_head</c> (the MIM head) and <c>cls_pt_layers</c>/<c>cls_pt_norm</c> (BEiT v2 patch aggregation) are
+    /// pretraining heads and are left out, as are the non-persistent <c>relative_position_index</c> buffers.
+    /// </summary>
+    public static ForeignCheckpoint UnilmBeit(SafetensorsFile file, int? heads = null)
+    {
+        var names = StrippedNames(file);
+        var leftOut = new List<string>();
+        var kept = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (name, source) in names)
+        {
+            if (name.EndsWith("relative_position_index", StringComparison.Ordinal) || name.StartsWith("lm_head.", StringComparison.Ordinal)
+                || name.StartsWith("cls_pt_layers.", StringComparison.Ordinal) || name.StartsWith("cls_pt_norm.", StringComparison.Ordinal))
+                leftOut.Add(source);
+            else kept[name] = source;
+        }
+        var config = BeitConfigOf(file, kept, heads, "");
+        var tensors = new TranslatedTensors(file.Path);
+        foreach (var (name, source) in kept) tensors.Add(name, file[source].Shape, () => WeightLoader.Read(file, source));
+        return new ForeignCheckpoint(new ModelSpec("beit", Config: config), tensors, leftOut);
+    }
+
+    /// <summary>
+    /// unilm's VQ-KD (BEiT v2 tokenizer): <c>encoder.*</c>, <c>decoder.*</c>, <c>encode_task_layer.*</c>,
+    /// <c>decode_task_layer.*</c>, <c>quantize.embedding.weight</c> and <c>quantize.cluster_size</c> map one to one;
+    /// the teacher (<c>teacher_model.*</c>, <c>scaling_layer.*</c>) and the EMA bookkeeping of the codebook
+    /// (<c>quantize.embedding.cluster_size/embed_avg/initted</c>) are left out.
+    /// </summary>
+    public static ForeignCheckpoint UnilmVqkd(SafetensorsFile file, int? heads = null)
+    {
+        var names = StrippedNames(file);
+        var leftOut = new List<string>();
+        var kept = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (name, source) in names)
+        {
+            if (name.EndsWith("relative_position_index", StringComparison.Ordinal) || name.StartsWith("teacher_model.", StringComparison.Ordinal)
+                || name.StartsWith("scaling_layer.", StringComparison.Ordinal) || name.StartsWith("loss", StringComparison.Ordinal)
+                || name is "quantize.embedding.cluster_size" or "quantize.embedding.embed_avg" or "quantize.embedding.initted")
+                leftOut.Add(source);
+            else kept[name] = source;
+        }
+        var encoder = BeitConfigOf(file, kept, heads, "encoder.");
+        string codebook = Require(file, kept, "quantize.embedding.weight");
+        string decoderOut = Require(file, kept, "decode_task_layer.2.weight");
+        var config = VqKdConfig.ForEncoder(encoder) with
+        {
+            Codes = (int)file[codebook].Shape[0], CodeDim = (int)file[codebook].Shape[1],
+            DecoderDepth = CountBlocks(kept.Keys, "decoder."), TeacherDim = (int)file[decoderOut].Shape[0],
+        };
+        var tensors = new TranslatedTensors(file.Path);
+        foreach (var (name, source) in kept) tensors.Add(name, file[source].Shape, () => WeightLoader.Read(file, source));
+        return new ForeignCheckpoint(new ModelSpec("vqkd", Vqkd: config), tensors, leftOut);
+    }
+
+    /// <summary>
+    /// OpenAI CLIP's visual encoder (<c>visual.*</c> of a CLIP state dict, or the visual module alone) as a timm
+    /// VisionTransformer: conv1 → patch_embed.proj (no bias), class_embedding → cls_token, positional_embedding →
+    /// pos_embed, ln_pre → norm_pre, transformer.resblocks.i.{ln_1, attn.in_proj_*, attn.out_proj, ln_2, mlp.c_fc,
+    /// mlp.c_proj} → blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, ln_post → norm, and proj (D × E,
+    /// applied as x·proj) → head.weight = projᵀ with a zero head.bias. Heads: width / 64, as CLIP builds them.
+    /// The text tower and the logit scale are left out.
+    /// </summary>
+    public static ForeignCheckpoint OpenAiClip(SafetensorsFile file)
+    {
+        bool wholeClip = file.Entries.Any(e => e.Name.StartsWith("visual.", StringComparison.Ordinal));
+        var leftOut = new List<string>();
+        var visual = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var entry in file.Entries)
+        {
+            if (wholeClip && !entry.Name.StartsWith("visual.", StringComparison.Ordinal)) leftOut.Add(entry.Name);
+            else visual[wholeClip ? entry.Name["visual.".Length..] : entry.Name] = entry.Name;
+        }
+        string conv = Require(file, visual, "conv1.weight"), positions = Require(file, visual, "positional_embedding"), projection = Require(file, visual, "proj");
+        long[] convShape = file[conv].Shape;
+        int width = (int)convShape[0], patch = (int)convShape[2], grid = GridOf(file[positions].Shape[0] - 1, positions, file);
+        var tensors = new TranslatedTensors(file.Path);
+        void Map(string target, string source, long[]? shape = null, Func<Tensor, Tensor>? transform = null)
+        {
+            string name = Require(file, visual, source);
+            visual.Remove(source);
+            tensors.Add(target, shape ?? file[name].Shape, () =>
+            {
+                var raw = WeightLoader.Read(file, name);
+                if (transform is null) return raw;
+                using (raw) return transform(raw);
+            });
+        }
+        Map("patch_embed.proj.weight", "conv1.weight");
+        Map("cls_token", "class_embedding", [1, 1, width], t => t.reshape(1, 1, width));
+        Map("pos_embed", "positional_embedding", [1, file[positions].Shape[0], width], t => t.unsqueeze(0));
+        foreach (string part in new[] { "weight", "bias" })
+        {
+            Map($"norm_pre.{part}", $"ln_pre.{part}");
+            Map($"norm.{part}", $"ln_post.{part}");
+        }
+        long embed = file[projection].Shape[1];
+        Map("head.weight", "proj", [embed, width], t => t.t().contiguous());
+        tensors.Add("head.bias", [embed], () => zeros(embed));
+        int depth = 0;
+        for (; visual.ContainsKey($"transformer.resblocks.{depth}.ln_1.weight"); depth++)
+        {
+            string from = $"transformer.resblocks.{depth}.", to = $"blocks.{depth}.";
+            foreach (string part in new[] { "weight", "bias" })
+            {
+                Map($"{to}norm1.{part}", $"{from}ln_1.{part}");
+                Map($"{to}attn.qkv.{part}", $"{from}attn.in_proj_{part}");
+                Map($"{to}attn.proj.{part}", $"{from}attn.out_proj.{part}");
+                Map($"{to}norm2.{part}", $"{from}ln_2.{part}");
+                Map($"{to}mlp.fc1.{part}", $"{from}mlp.c_fc.{part}");
+                Map($"{to}mlp.fc2.{part}", $"{from}mlp.c_proj.{part}");
+            }
+        }
+        if (visual.Count > 0) throw new InvalidDataException($"{file.Path}: unexpected tensors for a CLIP visual encoder: {string.Join(", ", visual.Values.Take(8))}");
+        long hidden = file[$"{(wholeClip ? "visual." : "")}transformer.resblocks.0.mlp.c_fc.weight"].Shape[0];
+        var config = new VitConfig
+        {
+            ImgSize = grid * patch, PatchSize = patch, InChannels = (int)convShape[1], EmbedDim = width, Depth = depth, NumHeads = width / 64,
+            MlpRatio = (double)hidden / width, NumClasses = (int)embed, PreNorm = true, Activation = Activation.QuickGelu, LayerNormEps = 1e-5,
+        };
+        return new ForeignCheckpoint(new ModelSpec("clip", Config: config), tensors, leftOut);
+    }
+
+    /// <summary>
+    /// OpenAI's DALL-E dVAE encoder state dict, names unchanged (<see cref="DalleEncoder"/> lists them); the sizes are
+    /// read off the shapes: width and input channels from <c>blocks.input.w</c>, vocabulary from
+    /// <c>blocks.output.conv.w</c>, groups and blocks per group from the names.
+    /// </summary>
+    public static ForeignCheckpoint DallE(SafetensorsFile file)
+    {
+        var names = file.Entries.ToDictionary(e => e.Name, e => e.Name, StringComparer.Ordinal);
+        long[] input = file[Require(file, names, "blocks.input.w")].Shape;
+        long[] output = file[Require(file, names, "blocks.output.conv.w")].Shape;
+        var group = new Regex(@"^blocks\.group_(\d+)\.block_(\d+)\.");
+        var blocks = names.Keys.Select(n => group.Match(n)).Where(m => m.Success)
+            .Select(m => (Group: int.Parse(m.Groups[1].Value), Block: int.Parse(m.Groups[2].Value))).ToList();
+        if (blocks.Count == 0) throw new InvalidDataException($"{file.Path}: no blocks.group_*.block_* tensors: not a DALL-E encoder");
+        var config = new DalleEncoderConfig(GroupCount: blocks.Max(b => b.Group), HiddenSize: (int)input[0], BlocksPerGroup: blocks.Max(b => b.Block),
+            InputChannels: (int)input[1], VocabSize: (int)output[0]);
+        var tensors = new TranslatedTensors(file.Path);
+        foreach (var entry in file.Entries) tensors.Add(entry.Name, entry.Shape, () => WeightLoader.Read(file, entry.Name));
+        return new ForeignCheckpoint(new ModelSpec("dvae", Dvae: config), tensors, []);
+    }
+
+    /// <summary>Names without a leading <c>module.</c> (DistributedDataParallel) → the names in the file.</summary>
+    private static Dictionary<string, string> StrippedNames(SafetensorsFile file) =>
+        file.Entries.ToDictionary(e => e.Name.StartsWith("module.", StringComparison.Ordinal) ? e.Name["module.".Length..] : e.Name, e => e.Name, StringComparer.Ordinal);
+
+    /// <summary>A BEiT-style ViT's configuration read off its tensors (names under <paramref name="prefix"/>).</summary>
+    private static VitConfig BeitConfigOf(SafetensorsFile file, Dictionary<string, string> names, int? heads, string prefix)
+    {
+        string patchWeight = Require(file, names, prefix + "patch_embed.proj.weight");
+        long[] patchShape = file[patchWeight].Shape;
+        int dim = (int)patchShape[0], patch = (int)patchShape[2];
+        int depth = CountBlocks(names.Keys, prefix);
+        string? perLayerTable = names.GetValueOrDefault(prefix + "blocks.0.attn.relative_position_bias_table");
+        string? sharedTable = names.GetValueOrDefault(prefix + "rel_pos_bias.relative_position_bias_table");
+        string? positions = names.GetValueOrDefault(prefix + "pos_embed");
+        string? table = perLayerTable ?? sharedTable;
+        int grid = positions is not null
+            ? GridOf(file[positions].Shape[1] - 1, positions, file)
+            : table is not null ? TableGridOf(file[table].Shape[0], table, file)
+            : throw new InvalidDataException($"{file.Path}: neither pos_embed nor a relative position table: the patch grid is unknown");
+        int headCount = table is not null ? (int)file[table].Shape[1] : heads ?? StandardHeads(dim, file);
+        if (heads is int given && given != headCount) throw new InvalidDataException($"{file.Path}: --heads {given} disagrees with the relative position table ({headCount} heads)");
+        string fc1 = Require(file, names, prefix + "blocks.0.mlp.fc1.weight");
+        string? head = names.GetValueOrDefault(prefix + "head.weight");
+        return new VitConfig
+        {
+            ImgSize = grid * patch, PatchSize = patch, InChannels = (int)patchShape[1], EmbedDim = dim, Depth = depth, NumHeads = headCount,
+            MlpRatio = (double)file[fc1].Shape[0] / dim, NumClasses = head is null ? 0 : (int)file[head].Shape[0],
+            BeitAttention = true, QkvBias = names.ContainsKey(prefix + "blocks.0.attn.q_bias"),
+            UseAbsPosEmb = positions is not null, UseRelPosBias = perLayerTable is not null, UseSharedRelPosBias = sharedTable is not null,
+            InitValues = names.ContainsKey(prefix + "blocks.0.gamma_1") ? (dim >= 1024 ? 1e-5 : 0.1) : null,
+            GlobalPool = names.ContainsKey(prefix + "fc_norm.weight") ? "avg" : "token",
+            UseMaskToken = names.ContainsKey(prefix + "mask_token"),
+        };
+    }
+
+    private static int CountBlocks(IEnumerable<string> names, string prefix)
+    {
+        var block = new Regex("^" + Regex.Escape(prefix) + @"blocks\.(\d+)\.");
+        return names.Select(n => block.Match(n)).Where(m => m.Success).Select(m => int.Parse(m.Groups[1].Value) + 1).DefaultIfEmpty(0).Max();
+    }
+
+    private static int StandardHeads(int dim, SafetensorsFile file) => dim switch
+    {
+        192 => 3, 384 => 6, 768 => 12, 1024 => 16, 1280 => 16,
+        _ => throw new InvalidDataException($"{file.Path}: embed dim {dim} is not a standard size and the checkpoint has no relative position table; give --heads"),
+    };
+
+    private static int GridOf(long positions, string name, SafetensorsFile file) => PositionResampling.SquareGrid(positions)
+        ?? throw new InvalidDataException($"{file.Path}: '{name}' has {positions} patch positions, not a square grid");
+
+    private static int TableGridOf(long rows, string name, SafetensorsFile file) => PositionResampling.GridOfTable(rows)
+        ?? throw new InvalidDataException($"{file.Path}: '{name}' has {rows} rows, not (2g − 1)² + 3 for a square grid");
+
+    private static string Require(SafetensorsFile file, Dictionary<string, string> names, string name) =>
+        names.TryGetValue(name, out var source) ? source : throw new InvalidDataException($"{file.Path}: '{name}' is missing");
+}
