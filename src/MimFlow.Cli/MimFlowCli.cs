@@ -32,6 +32,8 @@ public static class MimFlowCli
         root.Subcommands.Add(ScanCommand.Create(context));
         root.Subcommands.Add(MasksCommand.Create(context));
         root.Subcommands.Add(ModelCommand.Create(context));
+        root.Subcommands.Add(TokenizeCommand.Create(context));
+        root.Subcommands.Add(ShardsCommand.Create(context));
         root.Subcommands.Add(BenchCommand.Create(context));
         root.Subcommands.Add(DemoCommand.Create(context));
         return root;

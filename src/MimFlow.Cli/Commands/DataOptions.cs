@@ -24,11 +24,10 @@ internal sealed class DataOptions
 
     public DatasetSplit SplitOf(ParseResult parsed) => parsed.GetValue(Split) == "val" ? DatasetSplit.Validation : DatasetSplit.Train;
 
-    public SampleIndex Open(ParseResult parsed) => DatasetSource.Open(
-        parsed.GetRequiredValue(Data),
-        parsed.GetRequiredValue(Layout) switch { "imagenet" => DatasetLayout.ImageNet, "ade20k" => DatasetLayout.Ade20k, _ => DatasetLayout.Folder },
-        SplitOf(parsed),
-        parsed.GetValue(GroundTruth));
+    public DatasetLayout LayoutOf(ParseResult parsed) =>
+        parsed.GetRequiredValue(Layout) switch { "imagenet" => DatasetLayout.ImageNet, "ade20k" => DatasetLayout.Ade20k, _ => DatasetLayout.Folder };
+
+    public SampleIndex Open(ParseResult parsed) => DatasetSource.Open(parsed.GetRequiredValue(Data), LayoutOf(parsed), SplitOf(parsed), parsed.GetValue(GroundTruth));
 
     private static Option<string> LayoutOption()
     {

@@ -37,6 +37,18 @@ public sealed record AugmentParams(IReadOnlyList<ViewParams> Views, IReadOnlyLis
 {
     /// <summary>Views without erasing.</summary>
     public static AugmentParams Of(params ViewParams[] views) => new(views, []);
+
+    private static readonly System.Text.Json.JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.SnakeCaseLower,
+        Converters = { new JsonStringEnumConverter(System.Text.Json.JsonNamingPolicy.SnakeCaseLower) },
+    };
+
+    /// <summary>The stored form (shards' <c>augment</c> column): compact JSON, doubles round-trip exactly.</summary>
+    public string ToJson() => System.Text.Json.JsonSerializer.Serialize(this, Json);
+
+    public static AugmentParams FromJson(string json) =>
+        System.Text.Json.JsonSerializer.Deserialize<AugmentParams>(json, Json) ?? throw new InvalidDataException("empty augmentation parameters");
 }
 
 /// <summary>The colour-jitter operations, for <see cref="ColorJitter"/>'s random order.</summary>

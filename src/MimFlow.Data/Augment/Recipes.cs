@@ -126,3 +126,36 @@ public sealed record FinetuneRecipe(int Size = 224) : IAugmentRecipe
         return new AugmentParams([new ViewParams(crop, Size, Size, ResampleKernel.Bicubic, flip, ops)], erase is null ? [] : [erase]);
     }
 }
+
+/// <summary>
+/// K independent draws of <see cref="Inner"/> per sample, rendered together: views are the inner views repeated K
+/// times (draw k occupies views k·m … k·m + m − 1). Pre-tokenization stores each draw as its own row.
+/// </summary>
+public sealed record RepeatedDraws(IAugmentRecipe Inner, int Draws) : IAugmentRecipe
+{
+    public string Name => $"{Inner.Name}×{Draws}";
+
+    public IReadOnlyList<ViewShape> Views => Enumerable.Range(0, Draws).SelectMany(_ => Inner.Views).ToList();
+
+    public AugmentParams Draw(ImageHeader header, ref StableRandom random)
+    {
+        var views = new List<ViewParams>();
+        var erase = new List<EraseBox>();
+        int perDraw = Inner.Views.Count;
+        for (int k = 0; k < Draws; k++)
+        {
+            var drawn = Inner.Draw(header, ref random);
+            views.AddRange(drawn.Views);
+            erase.AddRange(drawn.Erase.Select(e => e with { View = e.View + k * perDraw }));
+        }
+        return new AugmentParams(views, erase);
+    }
+
+    /// <summary>Draw <paramref name="k"/> alone, with view numbers as the inner recipe has them.</summary>
+    public AugmentParams Slice(AugmentParams all, int k)
+    {
+        int perDraw = Inner.Views.Count;
+        return new AugmentParams(all.Views.Skip(k * perDraw).Take(perDraw).ToList(),
+            all.Erase.Where(e => e.View / perDraw == k).Select(e => e with { View = e.View - k * perDraw }).ToList());
+    }
+}

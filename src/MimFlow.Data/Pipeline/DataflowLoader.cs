@@ -29,6 +29,7 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
     /// <summary>The sample order of the epoch: a seeded permutation, or listing order.</summary>
     public int[] EpochOrder()
     {
+        if (options.Samples is { } explicitOrder) return explicitOrder.ToArray();
         int[] order = Enumerable.Range(0, index.Count).ToArray();
         if (options.Shuffle)
         {
@@ -86,7 +87,7 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
                 }
                 catch (BadImageException e)
                 {
-                    return new Encoded(sample, null, null, new QuarantineEntry(sample.RelativePath, e.Reason, "read"));
+                    return new Encoded(sample, null, null, new QuarantineEntry(sample.RelativePath, e.Reason, "read", sample.Index));
                 }
             },
             new ExecutionDataflowBlockOptions
@@ -218,7 +219,7 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
         {
             foreach (var buffer in buffers) ArrayPool<byte>.Shared.Return(buffer);
             if (labelBuffer is not null) ArrayPool<byte>.Shared.Return(labelBuffer);
-            return RenderedSample.Refused(encoded.Sample, new QuarantineEntry(encoded.Sample.RelativePath, e.Reason, "decode"));
+            return RenderedSample.Refused(encoded.Sample, new QuarantineEntry(encoded.Sample.RelativePath, e.Reason, "decode", encoded.Sample.Index));
         }
     }
 

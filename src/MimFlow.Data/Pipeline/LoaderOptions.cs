@@ -50,6 +50,12 @@ public sealed record LoaderOptions
     /// <summary>Stop after this many samples of the epoch order (benchmarks, previews); null for all.</summary>
     public int? Limit { get; init; }
 
+    /// <summary>
+    /// Visit exactly these sample indices in this order (a shard's range, a resumed run's remainder); overrides
+    /// <see cref="Shuffle"/> and <see cref="Limit"/>. Augmentations stay those of each sample's own index.
+    /// </summary>
+    public IReadOnlyList<int>? Samples { get; init; }
+
     public void Validate()
     {
         if (BatchSize < 1) throw new ArgumentException($"the batch size must be at least 1 (got {BatchSize}).");

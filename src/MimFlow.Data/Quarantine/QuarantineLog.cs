@@ -6,7 +6,9 @@ namespace MimFlow.Data.Quarantine;
 /// <param name="Path">The file, relative to the dataset root.</param>
 /// <param name="Reason">Why, in words.</param>
 /// <param name="Stage">The stage that refused it (read, decode, annotation, …).</param>
-public sealed record QuarantineEntry(string Path, string Reason, string Stage);
+/// <param name="SampleIndex">Its position in the dataset listing, where the stage knows it (resumable stages file
+/// entries by it).</param>
+public sealed record QuarantineEntry(string Path, string Reason, string Stage, int? SampleIndex = null);
 
 /// <summary>
 /// The one quarantine mechanism of every stage: bad inputs are recorded as JSON lines in <c>quarantine.jsonl</c>
@@ -16,7 +18,13 @@ public sealed record QuarantineEntry(string Path, string Reason, string Stage);
 public sealed class QuarantineLog : IDisposable
 {
     public const string FileName = "quarantine.jsonl";
-    private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull,
+    };
+
+    /// <summary>One entry as its JSON line.</summary>
+    public static string ToJsonLine(QuarantineEntry entry) => JsonSerializer.Serialize(entry, Json);
 
     private readonly Lock gate = new();
     private readonly StreamWriter? writer;
@@ -48,7 +56,7 @@ public sealed class QuarantineLog : IDisposable
         lock (gate)
         {
             entries.Add(entry);
-            writer?.WriteLine(JsonSerializer.Serialize(entry, Json));
+            writer?.WriteLine(ToJsonLine(entry));
         }
     }
 

@@ -1,0 +1,98 @@
+using System.Security.Cryptography;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using MimFlow.Core.IO;
+
+namespace MimFlow.Precompute.Shards;
+
+/// <summary>A frozen model's identity: its architecture and the SHA-256 of its config.json and weights.safetensors.</summary>
+public sealed record ModelIdentity(string Architecture, string ConfigSha256, string WeightsSha256)
+{
+    public static ModelIdentity Of(string directory, string architecture) => new(
+        architecture,
+        Sha256Of(Path.Combine(directory, "config.json")),
+        Sha256Of(Path.Combine(directory, "weights.safetensors")));
+
+    public static string Sha256Of(string path)
+    {
+        using var stream = File.OpenRead(path);
+        return Convert.ToHexStringLower(SHA256.HashData(stream));
+    }
+}
+
+/// <summary>One finished shard file and the contiguous range of dataset samples it covers.</summary>
+public sealed record ShardEntry(string Name, long Rows, long Bytes, string Sha256, int FirstSample, int Samples);
+
+/// <summary>Everything that determines the rows: the same configuration gives the same rows (docs/shards.md).</summary>
+public sealed record TokenizeConfiguration
+{
+    public required string Layout { get; init; }
+    public required string Split { get; init; }
+    public required int DatasetSamples { get; init; }
+    public required int Views { get; init; }
+    public required ulong Seed { get; init; }
+    public required string Recipe { get; init; }
+    public ModelIdentity? Tokenizer { get; init; }
+    public ModelIdentity? Teacher { get; init; }
+    public int TeacherLastLayers { get; init; } = 1;
+    public bool TeacherProjection { get; init; }
+    public FeatureEncoding? Features { get; init; }
+    public int? StoreImageMaxSide { get; init; }
+    public int StoreImageQuality { get; init; } = 90;
+    public required int ShardIndex { get; init; }
+    public required int ShardCount { get; init; }
+    public required long TargetShardBytes { get; init; }
+    public required int RowGroupRows { get; init; }
+    /// <summary>Arithmetic the rows were computed with (cpu-float32 or cuda-bfloat16): codes can differ between them.</summary>
+    public required string Arithmetic { get; init; }
+}
+
+/// <summary>
+/// <c>manifest.json</c>: written last and atomically, so its presence means the set is complete. Lists every shard
+/// with rows, bytes and SHA-256, the columns, the code grid, codebook size and feature shape, the quarantine count
+/// and the full configuration including the identity of the tokenizer and teacher weights.
+/// </summary>
+public sealed record ShardManifest
+{
+    public const string FileName = "manifest.json";
+    public const string FormatName = "mimflow-shards/1";
+
+    public string Format { get; init; } = FormatName;
+    public required TokenizeConfiguration Configuration { get; init; }
+    public required ShardColumns Columns { get; init; }
+    /// <summary>Codes per row (the tokenizer's grid), 0 without codes.</summary>
+    public int CodeLength { get; init; }
+    public int CodebookSize { get; init; }
+    /// <summary>[tokens, dim] of the features, null without.</summary>
+    public int[]? FeatureShape { get; init; }
+    /// <summary>The dataset samples this part covers: [first, first + count).</summary>
+    public required int FirstSample { get; init; }
+    public required int SampleCount { get; init; }
+    public required long Rows { get; init; }
+    public required int Quarantined { get; init; }
+    public required IReadOnlyList<ShardEntry> Shards { get; init; }
+
+    public static JsonSerializerOptions Json { get; } = new()
+    {
+        WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
+    };
+
+    public void Write(string directory) => AtomicFile.WriteAllText(Path.Combine(directory, FileName), JsonSerializer.Serialize(this, Json));
+
+    public static ShardManifest Read(string directory)
+    {
+        string path = Path.Combine(directory, FileName);
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: no manifest (the set is incomplete, or this is not a shard folder)", path);
+        try
+        {
+            var manifest = JsonSerializer.Deserialize<ShardManifest>(File.ReadAllText(path), Json) ?? throw new InvalidDataException($"{path}: empty manifest");
+            if (manifest.Format != FormatName) throw new InvalidDataException($"{path}: format '{manifest.Format}' is not {FormatName}");
+            return manifest;
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{path}: not a shard manifest ({e.Message})", e);
+        }
+    }
+}

@@ -1,0 +1,92 @@
+using System.Runtime.CompilerServices;
+using Parquet;
+using Parquet.Schema;
+
+namespace MimFlow.Precompute.Shards;
+
+/// <summary>Streams the rows of one shard file, one row group at a time (memory: one group).</summary>
+public static class ShardReader
+{
+    /// <summary>The optional columns a shard file has, read from its schema.</summary>
+    public static ShardColumns ColumnsOf(ParquetSchema schema)
+    {
+        var names = schema.Fields.Select(f => f.Name).ToHashSet(StringComparer.Ordinal);
+        FeatureEncoding? features = names.Contains("features") ? names.Contains("feature_scales") ? FeatureEncoding.Int8 : FeatureEncoding.Fp16 : null;
+        return new ShardColumns(names.Contains("codes"), features, names.Contains("image"), names.Contains("label_map"));
+    }
+
+    public static async IAsyncEnumerable<ShardRow> ReadAsync(string path, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await using var stream = File.OpenRead(path);
+        await using var reader = await ParquetReader.CreateAsync(stream, null, leaveStreamOpen: false, cancellationToken);
+        var schema = new ShardSchema(ColumnsOf(reader.Schema));
+        var expected = schema.ColumnNames;
+        var actual = reader.Schema.Fields.Select(f => f.Name).ToList();
+        if (!expected.SequenceEqual(actual))
+            throw new InvalidDataException($"{path}: columns [{string.Join(", ", actual)}] are not a shard schema (expected [{string.Join(", ", expected)}])");
+        for (int g = 0; g < reader.RowGroupCount; g++)
+        {
+            using var group = reader.OpenRowGroupReader(g);
+            int count = checked((int)group.RowCount);
+            var ids = await Strings(group, schema.SampleId, count, cancellationToken);
+            var paths = await Strings(group, schema.PathField, count, cancellationToken);
+            var labels = new int?[count];
+            await group.ReadAsync<int>(schema.Label, labels, null, cancellationToken);
+            var views = await Values<int>(group, schema.View, count, cancellationToken);
+            var augment = await Strings(group, schema.Augment, count, cancellationToken);
+            var widths = await Values<int>(group, schema.SourceWidth, count, cancellationToken);
+            var heights = await Values<int>(group, schema.SourceHeight, count, cancellationToken);
+            var codes = schema.Columns.Codes ? await CodeLists(group, schema, count, path, cancellationToken) : null;
+            var features = schema.Columns.Features is not null ? await Blobs(group, schema.Features, count, cancellationToken) : null;
+            var scales = schema.Columns.Features == FeatureEncoding.Int8 ? await Blobs(group, schema.FeatureScales, count, cancellationToken) : null;
+            var images = schema.Columns.Image ? await Blobs(group, schema.Image, count, cancellationToken) : null;
+            var maps = schema.Columns.LabelMap ? await Blobs(group, schema.LabelMap, count, cancellationToken) : null;
+            for (int i = 0; i < count; i++)
+                yield return new ShardRow(ids[i], paths[i], labels[i], views[i], augment[i], widths[i], heights[i],
+                    codes?[i], features?[i], scales?[i], images?[i], maps?[i]);
+        }
+    }
+
+    private static async Task<string[]> Strings(ParquetRowGroupReader group, DataField field, int count, CancellationToken cancellationToken)
+    {
+        var values = new string[count];
+        await group.ReadAsync(field, values, null, cancellationToken);
+        return values;
+    }
+
+    private static async Task<byte[][]> Blobs(ParquetRowGroupReader group, DataField field, int count, CancellationToken cancellationToken)
+    {
+        var values = new byte[count][];
+        await group.ReadAsync(field, values, null, cancellationToken);
+        return values;
+    }
+
+    private static async Task<T[]> Values<T>(ParquetRowGroupReader group, DataField field, int count, CancellationToken cancellationToken) where T : struct
+    {
+        var values = new T[count];
+        await group.ReadAsync<T>(field, values, null, cancellationToken);
+        return values;
+    }
+
+    private static async Task<short[][]> CodeLists(ParquetRowGroupReader group, ShardSchema schema, int count, string path, CancellationToken cancellationToken)
+    {
+        long total = group.GetMetadata(schema.CodeValues)?.MetaData?.NumValues ?? throw new InvalidDataException($"{path}: no metadata for the codes column");
+        var values = new short[total];
+        var definition = new int[total];
+        var repetition = new int[total];
+        await group.ReadRawAsync<short>(schema.CodeValues, values, definition, repetition, cancellationToken);
+        var lists = new short[count][];
+        int row = -1, start = 0;
+        for (int i = 0; i <= total; i++)
+        {
+            if (i < total && repetition[i] != 0) continue;
+            if (row >= 0) lists[row] = values[start..i];
+            if (i == total) break;
+            if (definition[i] != schema.CodeValues.MaxDefinitionLevel) throw new InvalidDataException($"{path}: a row with a null or empty code list");
+            row++;
+            start = i;
+        }
+        if (row != count - 1) throw new InvalidDataException($"{path}: {row + 1} code lists for {count} rows");
+        return lists;
+    }
+}

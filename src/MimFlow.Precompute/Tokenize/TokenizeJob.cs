@@ -1,0 +1,221 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using System.Text;
+using System.Threading.Channels;
+using MimFlow.Data.Augment;
+using MimFlow.Data.Decoding;
+using MimFlow.Data.Pipeline;
+using MimFlow.Data.Quarantine;
+using MimFlow.Data.Sources;
+using MimFlow.Models.Teachers;
+using MimFlow.Precompute.Shards;
+using static TorchSharp.torch;
+
+namespace MimFlow.Precompute.Tokenize;
+
+/// <summary>What <c>mimflow tokenize</c> runs.</summary>
+public sealed record TokenizeRequest
+{
+    public required string DataRoot { get; init; }
+    public DatasetLayout Layout { get; init; } = DatasetLayout.ImageNet;
+    public DatasetSplit Split { get; init; } = DatasetSplit.Train;
+    public string? GroundTruth { get; init; }
+    public string? TokenizerDirectory { get; init; }
+    public string? TeacherDirectory { get; init; }
+    public TeacherOptions Teacher { get; init; } = new();
+    public FeatureEncoding FeatureEncoding { get; init; } = FeatureEncoding.Fp16;
+    public int Views { get; init; } = 1;
+    public ulong Seed { get; init; }
+    public required string OutputDirectory { get; init; }
+    public int ShardIndex { get; init; }
+    public int ShardCount { get; init; } = 1;
+    public int? StoreImageMaxSide { get; init; }
+    public int StoreImageQuality { get; init; } = 90;
+    public int BatchSize { get; init; } = 64;
+    public int DecodeWorkers { get; init; } = Environment.ProcessorCount;
+    /// <summary>A shard is finished at the first image boundary at or past this size.</summary>
+    public long TargetShardBytes { get; init; } = 256L << 20;
+    public int RowGroupRows { get; init; } = 256;
+    public int? ImageSize { get; init; }
+    public Device? Device { get; init; }
+
+    public void Validate()
+    {
+        if (Views < 1) throw new ArgumentException($"--views must be at least 1 (got {Views})");
+        if (ShardCount < 1 || ShardIndex < 0 || ShardIndex >= ShardCount) throw new ArgumentException($"--shard {ShardIndex}/{ShardCount}: the index must be in 0..{ShardCount - 1}");
+        if (TargetShardBytes < 1) throw new ArgumentException("the shard size target must be positive");
+        if (RowGroupRows < 1) throw new ArgumentException("row groups need at least 1 row");
+        if (StoreImageMaxSide is < 16) throw new ArgumentException("--store-image max-side must be at least 16");
+        if (StoreImageQuality is < 1 or > 100) throw new ArgumentException("--store-image quality must be in 1..100");
+    }
+}
+
+/// <summary>Reported after each batch (from the model's side) and after each finished shard (from the writer's).</summary>
+/// <param name="Shards">Shards finished and journaled.</param>
+public sealed record TokenizeProgress(int SamplesDone, int SamplesTotal, long Rows, int Shards, int Quarantined);
+
+public sealed record TokenizeResult(
+    ShardManifest Manifest, int ResumedFromSample, int SamplesProcessed, double Seconds, double ImagesPerSecond, double InputWaitShare, bool AlreadyComplete);
+
+/// <summary>
+/// Pre-tokenization of one part of a dataset: the data graph renders K pretraining draws per image (uint8 views) →
+/// the frozen tokenizer / teacher turn each draw into codes / features → a writer task turns rows into Parquet
+/// shards of about the target size (cut only between images), recording each finished shard in
+/// <c>progress.json</c>; <c>manifest.json</c> is written last. A run interrupted at any point and started again with
+/// the same request continues after the last finished shard: unfinished files are removed, so the set ends with
+/// exactly the rows of an uninterrupted run.
+/// </summary>
+public static class TokenizeJob
+{
+    public const string ProgressFileName = "progress.json";
+
+    public static async Task<TokenizeResult> RunAsync(TokenizeRequest request, IProgress<TokenizeProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        request.Validate();
+        Directory.CreateDirectory(request.OutputDirectory);
+        var index = DatasetSource.Open(request.DataRoot, request.Layout, request.Split, request.GroundTruth);
+        int first = (int)((long)index.Count * request.ShardIndex / request.ShardCount);
+        int end = (int)((long)index.Count * (request.ShardIndex + 1) / request.ShardCount);
+        using var models = new FrozenModels(request.TokenizerDirectory, request.TeacherDirectory, request.Teacher, request.Device ?? CPU, request.ImageSize);
+        var draw = new PretrainRecipe(models.ImageSize, models.SecondViewSize);
+        var recipe = new RepeatedDraws(draw, request.Views);
+        var configuration = new TokenizeConfiguration
+        {
+            Layout = request.Layout.ToString().ToLowerInvariant(), Split = request.Split.ToString().ToLowerInvariant(), DatasetSamples = index.Count,
+            Views = request.Views, Seed = request.Seed, Recipe = draw.Name, Tokenizer = models.TokenizerIdentity, Teacher = models.TeacherIdentity,
+            TeacherLastLayers = request.Teacher.LastLayers, TeacherProjection = request.Teacher.Project,
+            Features = request.TeacherDirectory is null ? null : request.FeatureEncoding,
+            StoreImageMaxSide = request.StoreImageMaxSide, StoreImageQuality = request.StoreImageQuality,
+            ShardIndex = request.ShardIndex, ShardCount = request.ShardCount, TargetShardBytes = request.TargetShardBytes,
+            RowGroupRows = request.RowGroupRows, Arithmetic = models.Arithmetic,
+        };
+        var columns = new ShardColumns(models.TokenizerSpec is not null, configuration.Features, request.StoreImageMaxSide is not null,
+            request.StoreImageMaxSide is not null && request.Layout == DatasetLayout.Ade20k);
+
+        if (File.Exists(Path.Combine(request.OutputDirectory, ShardManifest.FileName)))
+        {
+            var finished = ShardManifest.Read(request.OutputDirectory);
+            if (finished.Configuration != configuration)
+                throw new InvalidOperationException($"{request.OutputDirectory}: holds a finished shard set made with another configuration; write to a new folder");
+            return new TokenizeResult(finished, end, 0, 0, 0, 0, AlreadyComplete: true);
+        }
+
+        var journal = TokenizeJournal.Open(request.OutputDirectory, configuration);
+        int resumeAt = journal.Shards.Count > 0 ? journal.Shards[^1].FirstSample + journal.Shards[^1].Samples : first;
+        var quarantine = new QuarantineLog(null);
+        int processed = 0;
+        var sink = new ShardSink(request, new ShardSchema(columns), journal, resumeAt,
+            () => progress?.Report(new TokenizeProgress(Volatile.Read(ref processed), end - resumeAt, journal.Shards.Sum(s => s.Rows), journal.Shards.Count, quarantine.Count)));
+        var loader = new DataflowLoader(index, recipe, new LoaderOptions
+        {
+            BatchSize = request.BatchSize, Seed = request.Seed, Epoch = 0, Format = PixelFormat.UInt8, DecodeWorkers = request.DecodeWorkers,
+            Samples = Enumerable.Range(resumeAt, end - resumeAt).ToArray(), Shuffle = false,
+        }, quarantine);
+
+        var channel = Channel.CreateBounded<IReadOnlyList<SampleRows>>(new BoundedChannelOptions(2) { SingleReader = true, SingleWriter = true });
+        var writing = Task.Run(async () =>
+        {
+            await foreach (var samples in channel.Reader.ReadAllAsync(cancellationToken))
+                foreach (var sample in samples)
+                    await sink.AddAsync(sample, quarantine, cancellationToken);
+            await sink.FinishAsync(end, quarantine, cancellationToken);
+        }, cancellationToken);
+
+        var clock = Stopwatch.StartNew();
+        var waiting = new Stopwatch();
+        var decodeLimits = DecodeLimits.Default;
+        try
+        {
+            waiting.Start();
+            await foreach (var batch in loader.ReadEpochAsync(cancellationToken))
+            {
+                waiting.Stop();
+                using (batch)
+                {
+                    var rows = RowsOf(batch, index, request, models, recipe, draw, decodeLimits);
+                    Volatile.Write(ref processed, batch.Samples[batch.Count - 1].Index + 1 - resumeAt);
+                    await channel.Writer.WriteAsync(rows, cancellationToken);
+                    progress?.Report(new TokenizeProgress(processed, end - resumeAt, sink.Rows, sink.ShardCount, quarantine.Count));
+                }
+                waiting.Start();
+            }
+            waiting.Stop();
+            channel.Writer.Complete();
+        }
+        catch (Exception error)
+        {
+            channel.Writer.TryComplete(error);
+            try { await writing; } catch (Exception) when (error is not null) { }
+            await sink.AbandonAsync();
+            throw;
+        }
+        await writing;
+        clock.Stop();
+
+        var manifest = new ShardManifest
+        {
+            Configuration = configuration, Columns = columns, CodeLength = models.CodeLength, CodebookSize = models.CodebookSize,
+            FeatureShape = columns.Features is null ? null : models.FeatureShape, FirstSample = first, SampleCount = end - first,
+            Rows = journal.Shards.Sum(s => s.Rows), Quarantined = journal.Quarantine.Count, Shards = journal.Shards.ToList(),
+        };
+        manifest.Write(request.OutputDirectory);
+        journal.Delete();
+        progress?.Report(new TokenizeProgress(end - resumeAt, end - resumeAt, manifest.Rows, manifest.Shards.Count, manifest.Quarantined));
+        double seconds = clock.Elapsed.TotalSeconds;
+        int images = end - resumeAt - (journal.Quarantine.Count(q => q.SampleIndex >= resumeAt));
+        return new TokenizeResult(manifest, resumeAt, end - resumeAt, seconds, images / Math.Max(seconds, 1e-9),
+            waiting.Elapsed.TotalSeconds / Math.Max(seconds, 1e-9), AlreadyComplete: false);
+    }
+
+    /// <summary>sample_id: 16 hex digits of SHA-256 over the '/'-separated path relative to the dataset root.</summary>
+    public static string SampleId(string relativePath) =>
+        Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(relativePath.Replace('\\', '/'))))[..16];
+
+    private static List<SampleRows> RowsOf(Batch batch, SampleIndex index, TokenizeRequest request, FrozenModels models, RepeatedDraws recipe,
+        PretrainRecipe draw, DecodeLimits limits)
+    {
+        int count = batch.Count, perDraw = draw.Views.Count;
+        var codes = new short[request.Views][][];
+        var features = new (byte[] Features, byte[]? Scales)[request.Views][];
+        for (int k = 0; k < request.Views; k++)
+        {
+            if (models.TokenizerSpec is not null)
+            {
+                int view = k * perDraw + models.TokenizerView;
+                codes[k] = models.Codes(batch.ViewBytes(view), count, batch.Views[view].Width);
+            }
+            if (models.TeacherSpec is not null)
+                features[k] = models.Features(batch.ViewBytes(k * perDraw), count, batch.Views[k * perDraw].Width, request.FeatureEncoding);
+        }
+        var sources = new StoredSource[count];
+        Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = request.DecodeWorkers }, r =>
+        {
+            var sample = batch.Samples[r];
+            byte[] bytes = File.ReadAllBytes(index.FullPath(sample));
+            byte[]? annotation = request.StoreImageMaxSide is not null && sample.AnnotationRelativePath is { } a ? File.ReadAllBytes(Path.Combine(index.Root, a)) : null;
+            sources[r] = SourceStore.Store(bytes, annotation, request.StoreImageMaxSide, request.StoreImageQuality, limits);
+        });
+        bool labelled = index.Classes.Count > 0;
+        var samples = new List<SampleRows>(count);
+        for (int r = 0; r < count; r++)
+        {
+            var sample = batch.Samples[r];
+            string id = SampleId(sample.RelativePath);
+            var rows = new ShardRow[request.Views];
+            for (int k = 0; k < request.Views; k++)
+                rows[k] = new ShardRow(id, sample.RelativePath, labelled ? sample.Label : null, k, recipe.Slice(batch.Params[r], k).ToJson(),
+                    sources[r].Width, sources[r].Height, models.TokenizerSpec is null ? null : codes[k][r],
+                    models.TeacherSpec is null ? null : features[k][r].Features, models.TeacherSpec is null ? null : features[k][r].Scales,
+                    sources[r].Image, sources[r].LabelMap);
+            samples.Add(new SampleRows(sample.Index, rows));
+        }
+        return samples;
+    }
+}
+
+/// <summary>The rows (one per view) of one dataset sample.</summary>
+public sealed record SampleRows(int SampleIndex, IReadOnlyList<ShardRow> Rows)
+{
+    public long PayloadBytes => Rows.Sum(r => (long)(r.Codes?.Length ?? 0) * 2 + (r.Features?.Length ?? 0) + (r.FeatureScales?.Length ?? 0)
+                                             + (r.Image?.Length ?? 0) + (r.LabelMap?.Length ?? 0) + r.Augment.Length + r.Path.Length + 32);
+}

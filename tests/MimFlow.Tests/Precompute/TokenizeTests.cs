@@ -1,0 +1,249 @@
+using MimFlow.Data.Augment;
+using MimFlow.Data.Decoding;
+using MimFlow.Data.Pipeline;
+using MimFlow.Models.Interop;
+using MimFlow.Models.Tokenizers;
+using MimFlow.Precompute.Shards;
+using MimFlow.Precompute.Tokenize;
+using MimFlow.Tests.Cli;
+using ParquetSharp;
+using static TorchSharp.torch;
+
+namespace MimFlow.Tests.Precompute;
+
+public sealed class TokenizeTests
+{
+    private static async Task<List<ShardRow>> RowsOf(string directory)
+    {
+        var rows = new List<ShardRow>();
+        foreach (var shard in ShardManifest.Read(directory).Shards)
+            await foreach (var row in ShardReader.ReadAsync(Path.Combine(directory, shard.Name))) rows.Add(row);
+        return rows;
+    }
+
+    [Fact]
+    public async Task Tokenize_writes_verified_shards_that_arrow_reads_with_one_row_per_view_and_the_broken_image_quarantined()
+    {
+        using var fixture = await TokenizeFixture.CreateAsync();
+        string output = fixture.Combine("shards");
+        var result = await TokenizeJob.RunAsync(fixture.Request(output));
+        var manifest = result.Manifest;
+
+        Assert.Equal(11, manifest.SampleCount);
+        Assert.Equal(1, manifest.Quarantined);
+        Assert.Equal(20, manifest.Rows);
+        Assert.True(manifest.Shards.Count >= 3, $"a 12 kB target must cut several shards (got {manifest.Shards.Count})");
+        Assert.Equal(16, manifest.CodeLength);
+        Assert.Equal(64, manifest.CodebookSize);
+        Assert.Equal([16, 24], manifest.FeatureShape!);
+        Assert.NotNull(manifest.Configuration.Tokenizer);
+        Assert.Equal(ModelIdentity.Sha256Of(Path.Combine(fixture.Tokenizer, "weights.safetensors")), manifest.Configuration.Tokenizer!.WeightsSha256);
+        string quarantine = File.ReadAllText(Path.Combine(output, "quarantine.jsonl"));
+        Assert.Contains("zz_broken.JPEG", quarantine);
+        Assert.False(File.Exists(Path.Combine(output, TokenizeJob.ProgressFileName)), "the journal goes once the manifest is written");
+
+        var report = await ShardVerifier.VerifyAsync(output);
+        Assert.True(report.Ok, string.Join("\n", report.Problems));
+        Assert.Equal(20, report.RowsChecked);
+
+        var rows = await RowsOf(output);
+        Assert.Equal(10, rows.Select(r => r.SampleId).Distinct().Count());
+        Assert.All(rows.GroupBy(r => r.SampleId), g => Assert.Equal([0, 1], g.Select(r => r.View).Order()));
+        Assert.All(rows, r => Assert.NotNull(r.Label));
+        Assert.All(rows, r => Assert.Equal(16 * 24, r.Features!.Length));
+        Assert.All(rows, r => Assert.Equal(16 * 2, r.FeatureScales!.Length));
+        Assert.All(rows, r => Assert.True(r.Image!.Length > 100 && r.Image[0] == 0xFF && r.Image[1] == 0xD8, "the image column holds JPEG bytes"));
+        using (var stored = NetVips.Image.NewFromBuffer(rows[0].Image!))
+            Assert.True(Math.Max(stored.Width, stored.Height) <= 48);
+        Assert.NotEqual(rows[0].Augment, rows[1].Augment);
+
+        // Apache Arrow's C++ Parquet reader (ParquetSharp) opens every shard and sees the same values.
+        int arrowRows = 0;
+        foreach (var shard in manifest.Shards)
+        {
+            using var file = new ParquetFileReader(Path.Combine(output, shard.Name));
+            var names = Enumerable.Range(0, file.FileMetaData.Schema.NumColumns).Select(i => file.FileMetaData.Schema.Column(i).Path.ToDotString()).ToList();
+            Assert.Equal(["sample_id", "path", "label", "view", "augment", "source_width", "source_height", "codes.list.element", "features", "feature_scales", "image"], names);
+            for (int g = 0; g < file.FileMetaData.NumRowGroups; g++)
+            {
+                using var group = file.RowGroup(g);
+                long count = group.MetaData.NumRows;
+                string[] ids = group.Column(0).LogicalReader<string>().ReadAll((int)count);
+                short[][] codes = group.Column(7).LogicalReader<short[]>().ReadAll((int)count);
+                for (int i = 0; i < count; i++)
+                {
+                    Assert.Equal(rows[arrowRows].SampleId, ids[i]);
+                    Assert.Equal(rows[arrowRows].Codes, codes[i]);
+                    arrowRows++;
+                }
+            }
+        }
+        Assert.Equal(20, arrowRows);
+    }
+
+    [Fact]
+    public async Task A_stored_row_replays_its_augmentation_to_the_same_codes()
+    {
+        using var fixture = await TokenizeFixture.CreateAsync(images: 4);
+        string output = fixture.Combine("shards");
+        await TokenizeJob.RunAsync(fixture.Request(output) with { TeacherDirectory = null, StoreImageMaxSide = null });
+        var rows = await RowsOf(output);
+        var (_, module) = ModelDirectory.Load(fixture.Tokenizer);
+        using var tokenizer = (VqKd)module;
+        tokenizer.eval();
+        foreach (var row in rows.Take(4))
+        {
+            byte[] bytes = File.ReadAllBytes(Path.Combine(fixture.Data, row.Path));
+            var header = ImageHeader.Read(bytes, DecodeLimits.Default);
+            Assert.Equal((header.Width, header.Height), (row.SourceWidth, row.SourceHeight));
+            var parameters = AugmentParams.FromJson(row.Augment);
+            var shapes = parameters.Views.Select(v => new ViewShape(v.Width, v.Height)).ToList();
+            var pixels = new byte[shapes[0].Bytes];
+            Augmenter.Render(bytes, header, parameters, shapes, [pixels]);
+            var floats = new float[pixels.Length];
+            PixelNormalizer.ToFloat(pixels, floats, imageNetStatistics: true);
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var codes = tokenizer.Tokenize(tensor(floats, [1, 3, 32, 32])).to(ScalarType.Int16).data<short>().ToArray();
+            Assert.Equal(row.Codes, codes);
+        }
+    }
+
+    [Fact]
+    public async Task The_same_request_gives_identical_shards_and_two_parts_give_the_same_rows_as_one()
+    {
+        using var fixture = await TokenizeFixture.CreateAsync();
+        var first = (await TokenizeJob.RunAsync(fixture.Request(fixture.Combine("a")))).Manifest;
+        var second = (await TokenizeJob.RunAsync(fixture.Request(fixture.Combine("b")))).Manifest;
+        Assert.Equal(first.Shards.Select(s => s.Sha256), second.Shards.Select(s => s.Sha256));
+
+        var whole = await RowsOf(fixture.Combine("a"));
+        var parts = new List<ShardRow>();
+        for (int part = 0; part < 2; part++)
+        {
+            string folder = fixture.Combine($"part{part}");
+            var manifest = (await TokenizeJob.RunAsync(fixture.Request(folder) with { ShardIndex = part, ShardCount = 2 })).Manifest;
+            Assert.All(manifest.Shards, s => Assert.StartsWith($"part-{part:D5}-", s.Name));
+            parts.AddRange(await RowsOf(folder));
+        }
+        static string Key(ShardRow r) => $"{r.SampleId}/{r.View}/{string.Join(',', r.Codes!)}/{Convert.ToHexString(r.Features!)}/{r.Augment}";
+        Assert.Equal(whole.Select(Key), parts.Select(Key));
+    }
+
+    [Fact]
+    public async Task An_interrupted_run_resumes_to_exactly_the_rows_of_an_uninterrupted_one()
+    {
+        using var fixture = await TokenizeFixture.CreateAsync();
+        var uninterrupted = (await TokenizeJob.RunAsync(fixture.Request(fixture.Combine("whole")))).Manifest;
+
+        string output = fixture.Combine("resumed");
+        using (var stop = new CancellationTokenSource())
+        {
+            var progress = new SynchronousProgress(p => { if (p.Shards >= 2) stop.Cancel(); });
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => TokenizeJob.RunAsync(fixture.Request(output), progress, stop.Token));
+        }
+        Assert.False(File.Exists(Path.Combine(output, ShardManifest.FileName)));
+        Assert.True(File.Exists(Path.Combine(output, TokenizeJob.ProgressFileName)), "finished shards are journaled");
+        // What a power cut can leave: a half-written temporary and a shard renamed before the journal recorded it.
+        File.WriteAllBytes(Path.Combine(output, ".part-00000-00007.123.abc.partial.parquet"), [1, 2, 3]);
+        File.WriteAllBytes(Path.Combine(output, "part-00000-00009.parquet"), [4, 5, 6]);
+
+        var resumed = await TokenizeJob.RunAsync(fixture.Request(output));
+        Assert.True(resumed.ResumedFromSample > 0, "the second run starts after the journaled shards");
+        Assert.Equal(uninterrupted.Shards.Select(s => (s.Name, s.Sha256, s.FirstSample, s.Samples)), resumed.Manifest.Shards.Select(s => (s.Name, s.Sha256, s.FirstSample, s.Samples)));
+        Assert.Equal(uninterrupted.Rows, resumed.Manifest.Rows);
+        Assert.Equal(1, resumed.Manifest.Quarantined);
+        Assert.Equal(File.ReadAllText(Path.Combine(fixture.Combine("whole"), "quarantine.jsonl")), File.ReadAllText(Path.Combine(output, "quarantine.jsonl")));
+        Assert.True((await ShardVerifier.VerifyAsync(output)).Ok);
+
+        var again = await TokenizeJob.RunAsync(fixture.Request(output));
+        Assert.True(again.AlreadyComplete);
+        await Assert.ThrowsAsync<InvalidOperationException>(() => TokenizeJob.RunAsync(fixture.Request(output) with { Seed = 8 }));
+    }
+
+    [Fact]
+    public async Task A_killed_process_resumes_with_no_duplicate_and_no_loss()
+    {
+        using var fixture = await TokenizeFixture.CreateAsync(images: 40);
+        var request = fixture.Request(fixture.Combine("whole")) with { BatchSize = 2, TargetShardBytes = 6000 };
+        var uninterrupted = (await TokenizeJob.RunAsync(request)).Manifest;
+
+        string output = fixture.Combine("killed");
+        string[] args = ["tokenize", "--data", fixture.Data, "--layout", "imagenet", "--tokenizer", fixture.Tokenizer, "--teacher", fixture.Teacher,
+            "--views", "2", "--seed", "7", "--out", output, "--store-image", "max-side=48,quality=90", "--features", "int8", "--batch", "2",
+            "--workers", "2", "--shard-mb", (6000 / 1048576.0).ToString("R", System.Globalization.CultureInfo.InvariantCulture), "--row-group-rows", "4"];
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "MimFlow.Cli.dll"));
+        foreach (string arg in args) start.ArgumentList.Add(arg);
+        using (var process = System.Diagnostics.Process.Start(start)!)
+        {
+            _ = process.StandardOutput.ReadToEndAsync();
+            _ = process.StandardError.ReadToEndAsync();
+            var deadline = DateTime.UtcNow.AddMinutes(2);
+            while (!File.Exists(Path.Combine(output, TokenizeJob.ProgressFileName)) && !process.HasExited && DateTime.UtcNow < deadline) await Task.Delay(2);
+            process.Kill(entireProcessTree: true);
+            await process.WaitForExitAsync();
+        }
+        Assert.False(File.Exists(Path.Combine(output, ShardManifest.FileName)), "the process must die before it finishes for this test to mean anything");
+
+        var resumed = await TokenizeJob.RunAsync(request with { OutputDirectory = output });
+        Assert.Equal(uninterrupted.Shards.Select(s => s.Sha256), resumed.Manifest.Shards.Select(s => s.Sha256));
+        Assert.Equal(uninterrupted.Rows, resumed.Manifest.Rows);
+        Assert.True((await ShardVerifier.VerifyAsync(output)).Ok);
+    }
+
+    [Fact]
+    public async Task Verify_names_corrupted_truncated_missing_and_unlisted_shards()
+    {
+        using var fixture = await TokenizeFixture.CreateAsync(images: 6);
+        string output = fixture.Combine("shards");
+        var manifest = (await TokenizeJob.RunAsync(fixture.Request(output) with { TeacherDirectory = null, TargetShardBytes = 3000 })).Manifest;
+        Assert.True(manifest.Shards.Count >= 3);
+        string first = Path.Combine(output, manifest.Shards[0].Name), second = Path.Combine(output, manifest.Shards[1].Name), third = Path.Combine(output, manifest.Shards[2].Name);
+
+        byte[] bytes = File.ReadAllBytes(first);
+        bytes[bytes.Length / 2] ^= 0x40;
+        File.WriteAllBytes(first, bytes);
+        using (var stream = new FileStream(second, FileMode.Open)) stream.SetLength(stream.Length - 10);
+        File.Delete(third);
+        File.WriteAllBytes(Path.Combine(output, "part-00000-00099.parquet"), [1]);
+
+        var report = await ShardVerifier.VerifyAsync(output);
+        Assert.False(report.Ok);
+        Assert.Contains(report.Problems, p => p.StartsWith(first, StringComparison.Ordinal) && p.Contains("SHA-256"));
+        Assert.Contains(report.Problems, p => p.StartsWith(second, StringComparison.Ordinal) && p.Contains("truncated"));
+        Assert.Contains(report.Problems, p => p.StartsWith(third, StringComparison.Ordinal) && p.Contains("missing"));
+        Assert.Contains(report.Problems, p => p.Contains("part-00000-00099.parquet") && p.Contains("does not list"));
+
+        var cli = await CliHarness.RunAsync("shards", "verify", output);
+        Assert.Equal(1, cli.ExitCode);
+        Assert.Contains(first, cli.Error);
+
+        File.Delete(Path.Combine(output, ShardManifest.FileName));
+        Assert.Contains("no manifest", Assert.Single((await ShardVerifier.VerifyAsync(output)).Problems));
+    }
+
+    [Fact]
+    public async Task The_cli_tokenizes_and_verifies()
+    {
+        using var fixture = await TokenizeFixture.CreateAsync(images: 4);
+        string output = fixture.Combine("shards");
+        var run = await CliHarness.RunAsync("tokenize", "--data", fixture.Data, "--layout", "imagenet", "--tokenizer", fixture.Tokenizer, "--teacher", fixture.Teacher,
+            "--views", "2", "--out", output, "--store-image", "max-side=40,quality=85", "--features", "fp16", "--batch", "2", "--shard-mb", "0.01");
+        Assert.True(run.ExitCode == 0, run.Error);
+        Assert.True(run.Output.Contains("8 (2 views per image)"), run.Output);
+        var verify = await CliHarness.RunAsync("shards", "verify", output);
+        Assert.True(verify.ExitCode == 0, verify.Error);
+        Assert.Contains("8 rows checked", verify.Output);
+
+        var bad = await CliHarness.RunAsync("tokenize", "--data", fixture.Data, "--layout", "imagenet", "--teacher", fixture.Teacher, "--out", fixture.Combine("x"), "--shard", "2/2");
+        Assert.Equal(1, bad.ExitCode);
+        Assert.Contains("--shard '2/2'", bad.Error);
+    }
+
+    /// <summary>Reports on the caller's thread (Progress&lt;T&gt; posts to the thread pool, too late to stop at a point).</summary>
+    private sealed class SynchronousProgress(Action<TokenizeProgress> report) : IProgress<TokenizeProgress>
+    {
+        public void Report(TokenizeProgress value) => report(value);
+    }
+}
