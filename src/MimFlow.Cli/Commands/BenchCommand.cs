@@ -18,7 +18,55 @@ internal static partial class BenchCommand
     {
         var bench = new Command("bench", "Throughput benchmarks, each next to its peer measured in the same run");
         bench.Subcommands.Add(CreateData(context));
+        bench.Subcommands.Add(CreateTokenize(context));
         return bench;
+    }
+
+    private static Command CreateTokenize(CliContext context)
+    {
+        var data = new DataOptions();
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer model directory (vqkd-* or dvae)" };
+        var teacher = new Option<string?>("--teacher") { Description = "Teacher model directory (a ViT)" };
+        var images = new Option<int>("--images") { Description = "Images to pre-tokenize (and the forward-only equivalent)", DefaultValueFactory = _ => 256 };
+        var batch = new Option<int>("--batch") { Description = "Images per model batch", DefaultValueFactory = _ => 64 };
+        var workers = new Option<int>("--workers") { Description = "Decode workers", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var device = new Option<string>("--device") { Description = "cpu or cuda", DefaultValueFactory = _ => "cpu" };
+        device.AcceptOnlyFromAmong("cpu", "cuda");
+        var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file" };
+        var command = new Command("tokenize", "Pre-tokenization img/s and the share of time the model waited for input, next to the models' forward-only img/s on the same device");
+        data.AddTo(command);
+        foreach (var option in new Option[] { tokenizer, teacher, images, batch, workers, device, json }) command.Options.Add(option);
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            var backend = MimFlow.Torch.Backend.TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
+            bool cuda = parsed.GetValue(device) == "cuda";
+            if (cuda && backend.DefaultDevice.type != TorchSharp.DeviceType.CUDA) throw new ArgumentException("--device cuda needs the CUDA libtorch (MIMFLOW_LIBTORCH or --libtorch)");
+            var request = new MimFlow.Precompute.Tokenize.TokenizeRequest
+            {
+                DataRoot = parsed.GetRequiredValue(data.Data), Layout = data.LayoutOf(parsed), Split = data.SplitOf(parsed), GroundTruth = parsed.GetValue(data.GroundTruth),
+                TokenizerDirectory = parsed.GetValue(tokenizer), TeacherDirectory = parsed.GetValue(teacher), OutputDirectory = "unused",
+                BatchSize = parsed.GetValue(batch), DecodeWorkers = parsed.GetValue(workers), Device = cuda ? backend.DefaultDevice : TorchSharp.torch.CPU,
+            };
+            context.Console.MarkupLineInterpolated($"mimflow: forward-only, then pre-tokenization of {parsed.GetValue(images)} images …");
+            var result = await MimFlow.Precompute.Tokenize.TokenizeBenchmark.RunAsync(request, parsed.GetValue(images), cancellationToken);
+            var table = new Table().Title($"bench tokenize ({result.Arithmetic})").AddColumns("forward-only img/s", "pre-tokenization img/s", "ratio", "model waited for input");
+            table.AddRow($"{result.ForwardOnlyImagesPerSecond:F1}", $"{result.PipelineImagesPerSecond:F1}", $"{result.Ratio:F2}", $"{result.InputWaitShare:P1}");
+            context.Console.Write(table);
+            if (parsed.GetValue(json) is { } jsonPath)
+            {
+                var host = HostFacts.Read();
+                var document = new
+                {
+                    benchmark = "tokenize", tokenizer = parsed.GetValue(tokenizer), teacher = parsed.GetValue(teacher), images = result.Images, batch = request.BatchSize,
+                    arithmetic = result.Arithmetic, forward_only_images_per_second = result.ForwardOnlyImagesPerSecond,
+                    images_per_second = result.PipelineImagesPerSecond, ratio = result.Ratio, input_wait_share = result.InputWaitShare,
+                    machine = new { host.OperatingSystem, host.LogicalCores, dotnet = host.DotnetVersion },
+                };
+                AtomicFile.WriteAllText(jsonPath, JsonSerializer.Serialize(document, new JsonSerializerOptions { WriteIndented = true }));
+            }
+            return 0;
+        });
+        return command;
     }
 
     private static Command CreateData(CliContext context)

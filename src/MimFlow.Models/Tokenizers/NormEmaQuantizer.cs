@@ -54,6 +54,24 @@ public sealed class NormEmaQuantizer : Module<Tensor, Quantized>
     /// <summary>Usage counts by EMA, one per code (for codebook-usage reports and dead-code restarts).</summary>
     public Tensor ClusterSize => clusterSize;
 
+    /// <summary>argmax of cosine per row, a block of rows at a time so the [rows, K] similarities stay small.</summary>
+    private static Tensor NearestCodes(Tensor flat, Tensor weight)
+    {
+        const int BlockRows = 512;
+        if (flat.shape[0] <= BlockRows) return flat.matmul(weight.t()).argmax(1);
+        using var codebook = weight.t();
+        var blocks = new List<Tensor>();
+        for (long start = 0; start < flat.shape[0]; start += BlockRows)
+        {
+            using var block = flat.narrow(0, start, Math.Min(BlockRows, flat.shape[0] - start));
+            using var similarities = block.matmul(codebook);
+            blocks.Add(similarities.argmax(1));
+        }
+        var indices = cat(blocks, 0);
+        foreach (var block in blocks) block.Dispose();
+        return indices;
+    }
+
     /// <param name="z">[..., d] vectors to quantise.</param>
     public override Quantized forward(Tensor z)
     {
@@ -61,18 +79,18 @@ public sealed class NormEmaQuantizer : Module<Tensor, Quantized>
         var normalized = functional.normalize(z, p: 2, dim: -1);
         var flat = normalized.reshape(-1, normalized.shape[^1]);
         var weight = embedding.weight!;
-        var indices = flat.matmul(weight.t()).argmax(1);
+        var indices = NearestCodes(flat, weight);
         var codes = weight.index_select(0, indices).view(normalized.shape);
         using (no_grad())
         {
-            var onehot = functional.one_hot(indices, Codes).to(flat.dtype);
-            var bins = onehot.sum(0);
+            // Counts and sums by scatter, not a [tokens, K] one-hot: at 8192 codes that matrix is hundreds of MB a batch.
+            var bins = indices.bincount(null, Codes).to(flat.dtype);
             clusterSize.mul_(decay).add_(bins, alpha: 1 - decay);
             if (training)
             {
                 var unused = bins.eq(0);
-                var sums = flat.t().matmul(onehot);
-                var means = functional.normalize((sums / bins.masked_fill(unused, 1).unsqueeze(0)).t(), p: 2, dim: -1);
+                var sums = zeros([Codes, flat.shape[1]], flat.dtype, flat.device).index_add_(0, indices, flat, 1);
+                var means = functional.normalize(sums / bins.masked_fill(unused, 1).unsqueeze(1), p: 2, dim: -1);
                 var target = where(unused.unsqueeze(-1), weight, means);
                 weight.mul_(decay).add_(target, alpha: 1 - decay);
                 weight.copy_(functional.normalize(weight, p: 2, dim: -1));

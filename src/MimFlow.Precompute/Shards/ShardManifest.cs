@@ -43,6 +43,7 @@ public sealed record TokenizeConfiguration
     public required int ShardCount { get; init; }
     public required long TargetShardBytes { get; init; }
     public required int RowGroupRows { get; init; }
+    public int? Limit { get; init; }
     /// <summary>Arithmetic the rows were computed with (cpu-float32 or cuda-bfloat16): codes can differ between them.</summary>
     public required string Arithmetic { get; init; }
 }

@@ -39,6 +39,9 @@ public sealed record TokenizeRequest
     public int? ImageSize { get; init; }
     public Device? Device { get; init; }
 
+    /// <summary>Only the first this many samples of the part (trial runs, benchmarks); null for all.</summary>
+    public int? Limit { get; init; }
+
     public void Validate()
     {
         if (Views < 1) throw new ArgumentException($"--views must be at least 1 (got {Views})");
@@ -76,6 +79,7 @@ public static class TokenizeJob
         var index = DatasetSource.Open(request.DataRoot, request.Layout, request.Split, request.GroundTruth);
         int first = (int)((long)index.Count * request.ShardIndex / request.ShardCount);
         int end = (int)((long)index.Count * (request.ShardIndex + 1) / request.ShardCount);
+        if (request.Limit is int limit) end = Math.Min(end, first + limit);
         using var models = new FrozenModels(request.TokenizerDirectory, request.TeacherDirectory, request.Teacher, request.Device ?? CPU, request.ImageSize);
         var draw = new PretrainRecipe(models.ImageSize, models.SecondViewSize);
         var recipe = new RepeatedDraws(draw, request.Views);
@@ -87,7 +91,7 @@ public static class TokenizeJob
             Features = request.TeacherDirectory is null ? null : request.FeatureEncoding,
             StoreImageMaxSide = request.StoreImageMaxSide, StoreImageQuality = request.StoreImageQuality,
             ShardIndex = request.ShardIndex, ShardCount = request.ShardCount, TargetShardBytes = request.TargetShardBytes,
-            RowGroupRows = request.RowGroupRows, Arithmetic = models.Arithmetic,
+            RowGroupRows = request.RowGroupRows, Arithmetic = models.Arithmetic, Limit = request.Limit,
         };
         var columns = new ShardColumns(models.TokenizerSpec is not null, configuration.Features, request.StoreImageMaxSide is not null,
             request.StoreImageMaxSide is not null && request.Layout == DatasetLayout.Ade20k);

@@ -128,6 +128,36 @@ public sealed class TokenizeTests
         }
         static string Key(ShardRow r) => $"{r.SampleId}/{r.View}/{string.Join(',', r.Codes!)}/{Convert.ToHexString(r.Features!)}/{r.Augment}";
         Assert.Equal(whole.Select(Key), parts.Select(Key));
+
+        var merged = ShardMerger.Merge([fixture.Combine("part1"), fixture.Combine("part0")], fixture.Combine("merged"));
+        Assert.Equal(first.Rows, merged.Rows);
+        Assert.Equal(first.Quarantined, merged.Quarantined);
+        Assert.True((await ShardVerifier.VerifyAsync(fixture.Combine("merged"))).Ok);
+        Assert.Equal(whole.Select(Key), (await RowsOf(fixture.Combine("merged"))).Select(Key));
+        Assert.Contains("exactly once", Assert.Throws<InvalidDataException>(() => ShardMerger.Merge([fixture.Combine("part0")], fixture.Combine("m2"))).Message);
+        Assert.Contains("another configuration", Assert.Throws<InvalidDataException>(() => ShardMerger.Merge([fixture.Combine("part0"), fixture.Combine("a")], fixture.Combine("m3"))).Message);
+    }
+
+    [Fact]
+    public async Task Inspect_counts_codebook_usage_and_draws_its_pictures()
+    {
+        using var fixture = await TokenizeFixture.CreateAsync(images: 6);
+        string output = fixture.Combine("shards");
+        await TokenizeJob.RunAsync(fixture.Request(output));
+        var rows = await RowsOf(output);
+        var inspection = await ShardInspector.InspectAsync(output, fixture.Combine("pictures"), samples: 4);
+        var usage = inspection.Codebook!;
+        Assert.Equal(rows.Count * 16L, usage.Counts.Sum());
+        Assert.Equal(rows.SelectMany(r => r.Codes!).Distinct().Count(), usage.Used);
+        Assert.InRange(usage.Entropy, 0, Math.Log2(usage.Used) + 1e-9);
+        Assert.Contains(inspection.Columns, c => c.Column == "codes" && c.Bytes > 0);
+        Assert.Contains(inspection.Columns, c => c.Column == "image" && c.BytesPerRow > 100);
+        Assert.Equal(2, inspection.Pictures.Count);
+        foreach (string picture in inspection.Pictures)
+        {
+            using var png = NetVips.Image.NewFromFile(picture);
+            Assert.True(png.Width > 100 && png.Height > 50, picture);
+        }
     }
 
     [Fact]
@@ -239,6 +269,23 @@ public sealed class TokenizeTests
         var bad = await CliHarness.RunAsync("tokenize", "--data", fixture.Data, "--layout", "imagenet", "--teacher", fixture.Teacher, "--out", fixture.Combine("x"), "--shard", "2/2");
         Assert.Equal(1, bad.ExitCode);
         Assert.Contains("--shard '2/2'", bad.Error);
+    }
+
+    [Fact]
+    public async Task Bench_tokenize_reports_pipeline_and_forward_only_rates_from_one_run()
+    {
+        using var fixture = await TokenizeFixture.CreateAsync(images: 8);
+        string json = fixture.Combine("bench.json");
+        var run = await CliHarness.RunAsync("bench", "tokenize", "--data", fixture.Data, "--layout", "imagenet", "--tokenizer", fixture.Tokenizer,
+            "--teacher", fixture.Teacher, "--images", "8", "--batch", "4", "--json", json);
+        Assert.True(run.ExitCode == 0, run.Error);
+        using var document = System.Text.Json.JsonDocument.Parse(File.ReadAllText(json));
+        var root = document.RootElement;
+        double forward = root.GetProperty("forward_only_images_per_second").GetDouble(), pipeline = root.GetProperty("images_per_second").GetDouble();
+        Assert.True(forward > 0 && pipeline > 0);
+        Assert.Equal(pipeline / forward, root.GetProperty("ratio").GetDouble(), 6);
+        Assert.InRange(root.GetProperty("input_wait_share").GetDouble(), 0, 1);
+        Assert.Equal("cpu-float32", root.GetProperty("arithmetic").GetString());
     }
 
     /// <summary>Reports on the caller's thread (Progress&lt;T&gt; posts to the thread pool, too late to stop at a point).</summary>
