@@ -199,7 +199,6 @@ public static class TokenizeJob
             byte[]? annotation = request.StoreImageMaxSide is not null && sample.AnnotationRelativePath is { } a ? File.ReadAllBytes(Path.Combine(index.Root, a)) : null;
             sources[r] = SourceStore.Store(bytes, annotation, request.StoreImageMaxSide, request.StoreImageQuality, limits);
         });
-        bool labelled = index.Classes.Count > 0;
         var samples = new List<SampleRows>(count);
         for (int r = 0; r < count; r++)
         {
@@ -207,7 +206,7 @@ public static class TokenizeJob
             string id = SampleId(sample.RelativePath);
             var rows = new ShardRow[request.Views];
             for (int k = 0; k < request.Views; k++)
-                rows[k] = new ShardRow(id, sample.RelativePath, labelled ? sample.Label : null, k, recipe.Slice(batch.Params[r], k).ToJson(),
+                rows[k] = new ShardRow(id, sample.RelativePath, sample.Label >= 0 ? sample.Label : null, k, recipe.Slice(batch.Params[r], k).ToJson(),
                     sources[r].Width, sources[r].Height, models.TokenizerSpec is null ? null : codes[k][r],
                     models.TeacherSpec is null ? null : features[k][r].Features, models.TeacherSpec is null ? null : features[k][r].Scales,
                     sources[r].Image, sources[r].LabelMap);

@@ -272,6 +272,56 @@ public sealed class TokenizeTests
     }
 
     [Fact]
+    public async Task Int8_features_dequantise_to_the_fp16_features_within_half_a_step()
+    {
+        using var fixture = await TokenizeFixture.CreateAsync(images: 4);
+        var request = fixture.Request(fixture.Combine("int8")) with { TokenizerDirectory = null, StoreImageMaxSide = null, Views = 1 };
+        await TokenizeJob.RunAsync(request);
+        await TokenizeJob.RunAsync(request with { OutputDirectory = fixture.Combine("fp16"), FeatureEncoding = FeatureEncoding.Fp16 });
+        var quantised = await RowsOf(fixture.Combine("int8"));
+        var reference = await RowsOf(fixture.Combine("fp16"));
+        Assert.Equal(reference.Count, quantised.Count);
+        for (int r = 0; r < reference.Count; r++)
+        {
+            var fp16 = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(reference[r].Features!).ToArray();
+            var scales = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(quantised[r].FeatureScales!).ToArray();
+            var q = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, sbyte>(quantised[r].Features!).ToArray();
+            int dim = q.Length / scales.Length;
+            for (int i = 0; i < q.Length; i++)
+            {
+                double scale = (double)scales[i / dim], value = (double)fp16[i];
+                Assert.True(Math.Abs(q[i] * scale - value) <= scale * 0.5 + Math.Abs(value) * 2e-3 + 1e-6, $"row {r} value {i}: {q[i]}·{scale} vs {value}");
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Ade20k_rows_store_the_label_map_at_the_stored_image_size()
+    {
+        using var fixture = await TokenizeFixture.CreateAsync(images: 2);
+        string ade = fixture.Combine("ade20k");
+        await MimFlow.Datasets.Synthetic.SyntheticDatasets.WriteAsync(new MimFlow.Datasets.Synthetic.SynthesisOptions
+        {
+            Kind = MimFlow.Datasets.Synthetic.SyntheticKind.Ade20k, OutputDirectory = ade, Images = 4, MinSide = 64, MaxSide = 120, ValidationFraction = 0,
+        });
+        string output = fixture.Combine("shards");
+        var manifest = (await TokenizeJob.RunAsync(fixture.Request(output) with { DataRoot = ade, Layout = MimFlow.Data.Sources.DatasetLayout.Ade20k, TeacherDirectory = null })).Manifest;
+        Assert.True(manifest.Columns.LabelMap);
+        var rows = await RowsOf(output);
+        Assert.Equal(8, rows.Count);
+        foreach (var row in rows)
+        {
+            Assert.Null(row.Label);
+            using var image = NetVips.Image.NewFromBuffer(row.Image!);
+            using var labels = NetVips.Image.NewFromBuffer(row.LabelMap!);
+            Assert.Equal((image.Width, image.Height), (labels.Width, labels.Height));
+            Assert.Equal(1, labels.Bands);
+            Assert.InRange(labels.Max(), 1, 150);
+        }
+        Assert.True((await ShardVerifier.VerifyAsync(output)).Ok);
+    }
+
+    [Fact]
     public async Task Bench_tokenize_reports_pipeline_and_forward_only_rates_from_one_run()
     {
         using var fixture = await TokenizeFixture.CreateAsync(images: 8);
