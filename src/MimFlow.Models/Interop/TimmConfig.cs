@@ -33,7 +33,7 @@ public static class TimmConfig
             NumClasses = Int("num_classes", 1000),
             BeitAttention = beit,
             QkvBias = Bool("qkv_bias", true),
-            UseAbsPosEmb = beit ? Bool("use_abs_pos_emb", false) : true,
+            UseAbsPosEmb = !beit || Bool("use_abs_pos_emb", true), // timm's Beit defaults to True
             UseRelPosBias = beit && Bool("use_rel_pos_bias", false),
             UseSharedRelPosBias = beit && Bool("use_shared_rel_pos_bias", false),
             InitValues = Number("init_values"),
