@@ -126,8 +126,15 @@ public static class ModelDirectory
             arguments["pre_norm"] = config.PreNorm;
             arguments["act_layer"] = config.Activation == Activation.QuickGelu ? "quick_gelu" : "gelu";
             arguments["class_token"] = config.ClassToken;
+            if (!config.UseAbsPosEmb) arguments["pos_embed"] = "none";
         }
-        var document = new { timm_class = config.BeitAttention ? "Beit" : "VisionTransformer", config = arguments };
+        // timm takes the LayerNorm eps through norm_layer (e.g. partial(nn.LayerNorm, eps=1e-5) for CLIP), not as an
+        // argument: it is recorded beside the constructor arguments so a re-import keeps it.
+        var document = new
+        {
+            timm_class = config.BeitAttention ? "Beit" : "VisionTransformer", config = arguments,
+            mimflow = new Dictionary<string, object> { ["layer_norm_eps"] = config.LayerNormEps },
+        };
         return JsonSerializer.Serialize(document, new JsonSerializerOptions { WriteIndented = true });
     }
 }

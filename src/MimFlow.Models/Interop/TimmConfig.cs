@@ -12,6 +12,8 @@ public static class TimmConfig
         var root = document.RootElement;
         string timmClass = root.TryGetProperty("timm_class", out var c) ? c.GetString() ?? "" : "";
         var args = root.TryGetProperty("config", out var cfg) ? cfg : root;
+        // What timm takes as a norm_layer object rather than an argument (CLIP's LayerNorm eps 1e-5) travels beside the config.
+        var extras = root.TryGetProperty("mimflow", out var m) ? m : default;
         bool beit = timmClass == "Beit";
         if (!beit && timmClass != "VisionTransformer") throw new InvalidDataException($"{source}: timm_class '{timmClass}' is not Beit or VisionTransformer");
         int Int(string name, int fallback) => args.TryGetProperty(name, out var v) ? v.GetInt32() : fallback;
@@ -33,10 +35,13 @@ public static class TimmConfig
             NumClasses = Int("num_classes", 1000),
             BeitAttention = beit,
             QkvBias = Bool("qkv_bias", true),
-            UseAbsPosEmb = !beit || Bool("use_abs_pos_emb", true), // timm's Beit defaults to True
+            // timm's Beit defaults use_abs_pos_emb to True; its VisionTransformer drops pos_embed with pos_embed='none'.
+            UseAbsPosEmb = beit ? Bool("use_abs_pos_emb", true) : Text("pos_embed") != "none",
             UseRelPosBias = beit && Bool("use_rel_pos_bias", false),
             UseSharedRelPosBias = beit && Bool("use_shared_rel_pos_bias", false),
-            InitValues = Number("init_values"),
+            // timm adds LayerScale only for a non-zero init_values.
+            InitValues = Number("init_values") is double init && init != 0 ? init : null,
+            LayerNormEps = extras.ValueKind == JsonValueKind.Object && extras.TryGetProperty("layer_norm_eps", out var eps) ? eps.GetDouble() : 1e-6,
             GlobalPool = Text("global_pool") ?? (beit ? "avg" : "token"),
             PreNorm = Bool("pre_norm", false),
             Activation = activation switch

@@ -100,4 +100,17 @@ public sealed class TimmParityTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.True(allclose(model.ForwardFeatures(pixels), model.FinalNorm(embeddings), 1e-5, 1e-5));
         Assert.False(allclose(scaled, model.ForwardFeatures(pixels), 1e-7, 1e-7));
     }
+
+    [Fact]
+    public void Exported_timm_configs_keep_layer_norm_eps_and_no_position_embedding_and_zero_init_values_mean_no_layer_scale()
+    {
+        var clip = Architectures.Get("clip-b16", numClasses: 512);
+        Assert.Equal(clip, TimmConfig.Parse(ModelDirectory.TimmConfigJson(clip)));
+        var noPositions = new VitConfig { ImgSize = 32, EmbedDim = 32, Depth = 1, NumHeads = 2, UseAbsPosEmb = false, NumClasses = 0 };
+        string json = ModelDirectory.TimmConfigJson(noPositions);
+        Assert.Contains("\"pos_embed\": \"none\"", json);
+        Assert.Equal(noPositions, TimmConfig.Parse(json));
+        foreach (string timmClass in new[] { "Beit", "VisionTransformer" })
+            Assert.Null(TimmConfig.Parse("{\"timm_class\": \"" + timmClass + "\", \"config\": {\"init_values\": 0}}").InitValues);
+    }
 }

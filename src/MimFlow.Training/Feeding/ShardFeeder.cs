@@ -1,0 +1,278 @@
+using System.Globalization;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Threading.Tasks.Dataflow;
+using MimFlow.Core.Randomness;
+using MimFlow.Data.Augment;
+using MimFlow.Data.Decoding;
+using MimFlow.Data.Masking;
+using MimFlow.Data.Pipeline;
+using MimFlow.Precompute.Shards;
+
+namespace MimFlow.Training.Feeding;
+
+/// <summary>How the feeder reads a shard set.</summary>
+public sealed record FeederOptions
+{
+    public int BatchSize { get; init; } = 64;
+    public ulong Seed { get; init; }
+
+    /// <summary>Images held for shuffling within the shard stream (memory: this many rows).</summary>
+    public int ShuffleBuffer { get; init; } = 1024;
+
+    public int DecodeWorkers { get; init; } = Environment.ProcessorCount;
+    public int PrefetchBatches { get; init; } = 2;
+
+    /// <summary>BEiT's blockwise masking (or another generator) over the tokenizer's grid; null: no masks.</summary>
+    public IMaskGenerator? Masks { get; init; }
+
+    /// <summary>The original dataset, for shard sets stored without images (the <c>path</c> column is relative to it).</summary>
+    public string? DataRoot { get; init; }
+
+    public void Validate()
+    {
+        if (BatchSize < 1) throw new ArgumentException($"the batch size must be at least 1 (got {BatchSize})");
+        if (ShuffleBuffer < 1) throw new ArgumentException("the shuffle buffer needs at least 1 image");
+        if (DecodeWorkers < 1 || PrefetchBatches < 1) throw new ArgumentException("decode workers and prefetch must be at least 1");
+    }
+}
+
+/// <summary>
+/// A training batch on the host: normalised pixels [B, 3, S, S], masks [B, N] (1 = masked), codes [B, N], teacher
+/// features [B, N, D] and labels, with the position it had in its epoch.
+/// </summary>
+public sealed class TrainingBatch(int count, int side, int cells, int featureTokens, int featureDim)
+{
+    public int Count { get; } = count;
+    public int Side { get; } = side;
+    public int Cells { get; } = cells;
+    public int FeatureTokens { get; } = featureTokens;
+    public int FeatureDim { get; } = featureDim;
+    public int FeatureValues => FeatureTokens * FeatureDim;
+    public float[] Pixels { get; } = new float[count * 3 * side * side];
+    public byte[] Masks { get; } = new byte[count * cells];
+    public long[] Codes { get; } = new long[count * cells];
+    public float[] Features { get; } = new float[count * featureTokens * featureDim];
+    public int[] Labels { get; } = new int[count];
+    public string[] SampleIds { get; } = new string[count];
+    public int Epoch { get; init; }
+
+    /// <summary>0-based position of this batch in its epoch.</summary>
+    public long Number { get; init; }
+}
+
+/// <summary>
+/// Reads pre-tokenized shards for pretraining: shard order shuffled per epoch, images shuffled within a bounded
+/// buffer, one of the K stored views chosen per image and epoch, its augmentation replayed on the stored image (the
+/// crop rescaled from source to stored pixels), ImageNet-normalised, a mask drawn, all decoded in parallel (ordered)
+/// and collated into batches that are bounded in number. Everything random is a function of (seed, epoch, image), so
+/// an epoch's batches are the same on every run and a run resumes exactly at batch n by skipping n batches before
+/// any decoding.
+/// </summary>
+public sealed class ShardFeeder
+{
+    private readonly string directory;
+    private readonly FeederOptions options;
+
+    public ShardFeeder(string shardDirectory, FeederOptions options)
+    {
+        options.Validate();
+        directory = shardDirectory;
+        this.options = options;
+        Manifest = ShardManifest.Read(shardDirectory);
+        if (!Manifest.Columns.Image && options.DataRoot is null)
+            throw new ArgumentException($"{shardDirectory}: the shards hold no images (tokenize --store-image); give the dataset root to replay from the originals");
+        if (options.Masks is { } masks && Manifest.CodeLength > 0 && masks.Height * masks.Width != Manifest.CodeLength)
+            throw new ArgumentException($"the mask grid {masks.Height}×{masks.Width} does not match the {Manifest.CodeLength} codes per row");
+        Images = (int)(Manifest.Rows / Manifest.Configuration.Views);
+    }
+
+    public ShardManifest Manifest { get; }
+
+    /// <summary>Images in the set (each epoch reads each once, in one of its views).</summary>
+    public int Images { get; }
+
+    /// <summary>Full batches per epoch (the last partial batch is dropped, as training loaders do).</summary>
+    public long BatchesPerEpoch => Images / options.BatchSize;
+
+    private int Cells => Manifest.CodeLength > 0 ? Manifest.CodeLength : options.Masks is { } m ? m.Height * m.Width : 0;
+
+    public async IAsyncEnumerable<TrainingBatch> ReadEpochAsync(int epoch, long skipBatches = 0, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        LibvipsSettings.ForGraphParallelism();
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var token = linked.Token;
+        var decode = new TransformBlock<(long Position, ShardRow Row), Decoded>(
+            item => Decode(item.Row, epoch),
+            new ExecutionDataflowBlockOptions
+            {
+                MaxDegreeOfParallelism = options.DecodeWorkers, BoundedCapacity = 2 * options.DecodeWorkers + options.BatchSize,
+                EnsureOrdered = true, CancellationToken = token, SingleProducerConstrained = true,
+            });
+        var ready = new BufferBlock<TrainingBatch>(new DataflowBlockOptions { BoundedCapacity = options.PrefetchBatches, CancellationToken = token });
+        var pending = new List<Decoded>(options.BatchSize);
+        long number = skipBatches;
+        var collate = new ActionBlock<Decoded>(async decoded =>
+        {
+            pending.Add(decoded);
+            if (pending.Count < options.BatchSize) return;
+            var batch = Collate(pending, epoch, number++);
+            pending.Clear();
+            await ready.SendAsync(batch, token);
+        }, new ExecutionDataflowBlockOptions { BoundedCapacity = options.BatchSize, CancellationToken = token });
+        var link = new DataflowLinkOptions { PropagateCompletion = true };
+        decode.LinkTo(collate, link);
+        _ = collate.Completion.ContinueWith(done =>
+        {
+            if (done.Exception is { } error) ((IDataflowBlock)ready).Fault(error.GetBaseException());
+            else ready.Complete();
+        }, TaskScheduler.Default);
+
+        var feed = Task.Run(async () =>
+        {
+            try
+            {
+                long skip = skipBatches * options.BatchSize, position = 0, limit = BatchesPerEpoch * options.BatchSize;
+                await foreach (var row in ShuffledRowsAsync(epoch, token))
+                {
+                    if (position >= limit) break;
+                    if (position++ < skip) continue;
+                    if (!await decode.SendAsync((position, row), token)) break;
+                }
+                decode.Complete();
+            }
+            catch (Exception error)
+            {
+                ((IDataflowBlock)decode).Fault(error);
+                throw;
+            }
+        }, token);
+
+        try
+        {
+            while (await ready.OutputAvailableAsync(token))
+                while (ready.TryReceive(out var batch)) yield return batch;
+            await ready.Completion;
+            await feed;
+        }
+        finally
+        {
+            linked.Cancel();
+        }
+    }
+
+    /// <summary>One row per image (its view for this epoch), shards in a seeded order, images through a seeded shuffle buffer.</summary>
+    private async IAsyncEnumerable<ShardRow> ShuffledRowsAsync(int epoch, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var shards = Manifest.Shards.ToArray();
+        var order = StableRandom.For(options.Seed, "feeder-shards", (ulong)epoch);
+        for (int i = shards.Length - 1; i > 0; i--)
+        {
+            int j = order.NextInt(0, i);
+            (shards[i], shards[j]) = (shards[j], shards[i]);
+        }
+        var shuffle = StableRandom.For(options.Seed, "feeder-shuffle", (ulong)epoch);
+        var buffer = new List<ShardRow>(options.ShuffleBuffer);
+        int views = Manifest.Configuration.Views;
+        foreach (var shard in shards)
+        {
+            await foreach (var row in ShardReader.ReadAsync(Path.Combine(directory, shard.Name), cancellationToken))
+            {
+                if (row.View != ChosenView(row.SampleId, epoch, views)) continue;
+                if (buffer.Count < options.ShuffleBuffer)
+                {
+                    buffer.Add(row);
+                    continue;
+                }
+                int slot = shuffle.NextInt(options.ShuffleBuffer);
+                yield return buffer[slot];
+                buffer[slot] = row;
+            }
+        }
+        for (int i = buffer.Count - 1; i > 0; i--)
+        {
+            int j = shuffle.NextInt(0, i);
+            (buffer[i], buffer[j]) = (buffer[j], buffer[i]);
+        }
+        foreach (var row in buffer) yield return row;
+    }
+
+    private int ChosenView(string sampleId, int epoch, int views) =>
+        views == 1 ? 0 : StableRandom.For(options.Seed, "feeder-view", (ulong)epoch, SampleKey(sampleId)).NextInt(views);
+
+    private static ulong SampleKey(string sampleId) => ulong.Parse(sampleId, NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+
+    private sealed record Decoded(ShardRow Row, float[] Pixels, byte[]? Mask, int Side);
+
+    private Decoded Decode(ShardRow row, int epoch)
+    {
+        try
+        {
+            return Render(row, epoch);
+        }
+        catch (BadImageException e)
+        {
+            throw new InvalidDataException($"{row.Path} (view {row.View}, sample {row.SampleId}): the stored image does not decode: {e.Reason}", e);
+        }
+    }
+
+    private Decoded Render(ShardRow row, int epoch)
+    {
+        var parameters = AugmentParams.FromJson(row.Augment);
+        var view = parameters.Views[0];
+        byte[] encoded = row.Image ?? File.ReadAllBytes(Path.Combine(options.DataRoot!, row.Path));
+        var header = ImageHeader.Read(encoded, DecodeLimits.Default);
+        // A stored image is the source shrunk: the same crop in its pixels.
+        double scaleX = (double)header.Width / row.SourceWidth, scaleY = (double)header.Height / row.SourceHeight;
+        var crop = view.Crop;
+        var replay = AugmentParams.Of(view with { Crop = new CropBox(crop.X * scaleX, crop.Y * scaleY, crop.Width * scaleX, crop.Height * scaleY) });
+        var shape = new ViewShape(view.Width, view.Height);
+        byte[] planar = new byte[shape.Bytes];
+        Augmenter.Render(encoded, header, replay, [shape], [planar]);
+        float[] pixels = new float[shape.Bytes];
+        PixelNormalizer.ToFloat(planar, pixels, imageNetStatistics: true);
+        byte[]? mask = null;
+        if (options.Masks is { } generator)
+        {
+            var random = StableRandom.For(options.Seed, "feeder-mask", (ulong)epoch, SampleKey(row.SampleId));
+            mask = new byte[generator.Height * generator.Width];
+            generator.Next(ref random).CopyTo(mask);
+        }
+        return new Decoded(row, pixels, mask, view.Width);
+    }
+
+    private TrainingBatch Collate(List<Decoded> items, int epoch, long number)
+    {
+        int side = items[0].Side, cells = Cells;
+        var batch = new TrainingBatch(items.Count, side, cells, Manifest.FeatureShape?[0] ?? 0, Manifest.FeatureShape?[1] ?? 0) { Epoch = epoch, Number = number };
+        int featureValues = batch.FeatureValues;
+        int plane = 3 * side * side;
+        for (int r = 0; r < items.Count; r++)
+        {
+            var item = items[r];
+            item.Pixels.CopyTo(batch.Pixels, r * plane);
+            item.Mask?.CopyTo(batch.Masks, r * cells);
+            if (item.Row.Codes is { } codes)
+                for (int c = 0; c < codes.Length; c++) batch.Codes[r * cells + c] = codes[c];
+            if (item.Row.Features is { } features) DecodeFeatures(features, item.Row.FeatureScales, batch.Features.AsSpan(r * featureValues, featureValues));
+            batch.Labels[r] = item.Row.Label ?? -1;
+            batch.SampleIds[r] = item.Row.SampleId;
+        }
+        return batch;
+    }
+
+    /// <summary>fp16 values, or int8 values times their token's fp16 scale.</summary>
+    public static void DecodeFeatures(ReadOnlySpan<byte> features, ReadOnlySpan<byte> scales, Span<float> target)
+    {
+        if (scales.IsEmpty)
+        {
+            var halves = MemoryMarshal.Cast<byte, Half>(features);
+            for (int i = 0; i < target.Length; i++) target[i] = (float)halves[i];
+            return;
+        }
+        var values = MemoryMarshal.Cast<byte, sbyte>(features);
+        var tokenScales = MemoryMarshal.Cast<byte, Half>(scales);
+        int dim = target.Length / tokenScales.Length;
+        for (int i = 0; i < target.Length; i++) target[i] = values[i] * (float)tokenScales[i / dim];
+    }
+}
