@@ -22,6 +22,7 @@ public sealed class Block : Module<Tensor, Tensor?, Tensor>
     [ComponentName(Name = "ls1")] private readonly LayerScale? layerScale1;
     [ComponentName(Name = "ls2")] private readonly LayerScale? layerScale2;
     private readonly double dropPath;
+    private Generator? dropPathGenerator;
 
     public Block(VitConfig config, double dropPath) : base("Block")
     {
@@ -56,6 +57,16 @@ public sealed class Block : Module<Tensor, Tensor?, Tensor>
         return (x + DropPath(fed)).MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// Draws stochastic depth from <paramref name="generator"/> in every block under <paramref name="root"/> (null: the
+    /// global generator). A trainer passes a generator seeded by (seed, step), so a resumed run drops the same paths.
+    /// </summary>
+    public static void UseGenerator(nn.Module root, Generator? generator)
+    {
+        foreach (var (_, module) in root.named_modules())
+            if (module is Block block) block.dropPathGenerator = generator;
+    }
+
     /// <summary>Stochastic depth: drop the whole branch per sample with probability p, scaling survivors by 1/(1 − p).</summary>
     private Tensor DropPath(Tensor branch)
     {
@@ -64,7 +75,7 @@ public sealed class Block : Module<Tensor, Tensor?, Tensor>
         var shape = new long[branch.dim()];
         Array.Fill(shape, 1L);
         shape[0] = branch.shape[0];
-        var survivors = empty(shape, dtype: branch.dtype, device: branch.device).bernoulli_(keep);
+        var survivors = empty(shape, dtype: branch.dtype, device: branch.device).bernoulli_(keep, generator: dropPathGenerator);
         return branch * survivors / keep;
     }
 }

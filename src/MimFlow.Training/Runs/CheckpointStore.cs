@@ -1,0 +1,92 @@
+using System.Text.Json;
+using MimFlow.Core.IO;
+using MimFlow.Core.Safetensors;
+using MimFlow.Models.Interop;
+using static TorchSharp.torch;
+
+namespace MimFlow.Training.Runs;
+
+/// <summary>Where a run stands: the next step to run and the feeder position it reads from.</summary>
+public sealed record TrainerState(long Step, int Epoch, long BatchInEpoch, long SkippedSteps, string Objective, string Model, ulong Seed);
+
+/// <summary>
+/// Checkpoints of a run: <c>checkpoints/step-NNNNNNNN/</c> holds <c>backbone/</c> (a model directory: exportable with
+/// <c>mimflow model export</c>), <c>training.safetensors</c> (every parameter and buffer of the objective, and the
+/// optimiser state under <c>optimizer.*</c>) and <c>state.json</c>. A checkpoint is built in a hidden folder and
+/// renamed into place, then <c>latest.json</c> is replaced atomically, so a crash at any point leaves the previous
+/// checkpoint intact and current. Older checkpoints beyond <c>keep</c> are removed.
+/// </summary>
+public sealed class CheckpointStore(string runDirectory, int keep = 2)
+{
+    public const string LatestFileName = "latest.json";
+    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+
+    private string Root => Path.Combine(runDirectory, "checkpoints");
+
+    public string Save(TrainerState state, ModelSpec backboneSpec, nn.Module backbone, nn.Module objective, IReadOnlyDictionary<string, Tensor> optimizerState)
+    {
+        Directory.CreateDirectory(Root);
+        string name = $"step-{state.Step:D8}";
+        string final = Path.Combine(Root, name);
+        string building = Path.Combine(Root, $".{name}.{Environment.ProcessId}.{Guid.NewGuid():N}.partial");
+        Directory.CreateDirectory(building);
+        try
+        {
+            ModelDirectory.Save(Path.Combine(building, "backbone"), backboneSpec, backbone);
+            var writer = new SafetensorsWriter();
+            writer.Metadata["format"] = "pt";
+            foreach (var (key, value) in objective.state_dict()) AddFloat32(writer, key, value);
+            foreach (var (key, value) in optimizerState) AddFloat32(writer, "optimizer." + key, value);
+            writer.Write(Path.Combine(building, "training.safetensors"));
+            AtomicFile.WriteAllText(Path.Combine(building, "state.json"), JsonSerializer.Serialize(state, Json));
+            if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
+            Directory.Move(building, final);
+        }
+        catch
+        {
+            if (Directory.Exists(building)) Directory.Delete(building, recursive: true);
+            throw;
+        }
+        AtomicFile.WriteAllText(Path.Combine(runDirectory, LatestFileName), JsonSerializer.Serialize(new { checkpoint = name, step = state.Step }, Json));
+        foreach (string old in Directory.EnumerateDirectories(Root, "step-*").Order(StringComparer.Ordinal).SkipLast(keep)) Directory.Delete(old, recursive: true);
+        foreach (string stale in Directory.EnumerateDirectories(Root, ".step-*")) Directory.Delete(stale, recursive: true);
+        return final;
+    }
+
+    /// <summary>The checkpoint <c>latest.json</c> names, or null for a run without one.</summary>
+    public string? Latest()
+    {
+        string pointer = Path.Combine(runDirectory, LatestFileName);
+        if (!File.Exists(pointer)) return null;
+        using var document = JsonDocument.Parse(File.ReadAllText(pointer));
+        string folder = Path.Combine(Root, document.RootElement.GetProperty("checkpoint").GetString()!);
+        if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"{pointer} names {folder}, which is missing");
+        return folder;
+    }
+
+    public static TrainerState ReadState(string checkpoint) =>
+        JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(Path.Combine(checkpoint, "state.json")), Json)
+        ?? throw new InvalidDataException($"{checkpoint}: empty state.json");
+
+    /// <summary>Restores the objective's parameters and buffers; returns the optimiser tensors (names without the prefix).</summary>
+    public static Dictionary<string, Tensor> Restore(string checkpoint, nn.Module objective)
+    {
+        using var file = SafetensorsFile.Open(Path.Combine(checkpoint, "training.safetensors"));
+        var state = objective.state_dict();
+        using (no_grad())
+            foreach (var (key, target) in state)
+            {
+                if (!file.Contains(key)) throw new InvalidDataException($"{file.Path}: '{key}' is missing; the checkpoint belongs to another objective or model");
+                using var value = WeightLoader.Read(file, key);
+                target.copy_(value.to(target.dtype));
+            }
+        return file.Entries.Where(e => e.Name.StartsWith("optimizer.", StringComparison.Ordinal))
+            .ToDictionary(e => e.Name["optimizer.".Length..], e => WeightLoader.Read(file, e.Name));
+    }
+
+    private static void AddFloat32(SafetensorsWriter writer, string name, Tensor value)
+    {
+        using var cpu = value.detach().to(float32).cpu().contiguous();
+        writer.AddFloat32(name, cpu.shape, cpu.data<float>().ToArray());
+    }
+}

@@ -1,0 +1,56 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using MimFlow.Core.IO;
+
+namespace MimFlow.Training.Runs;
+
+/// <summary>
+/// <c>metrics.jsonl</c>: one JSON object per step (<c>step</c>, <c>loss</c>, <c>lr</c>, <c>images_per_second</c>,
+/// objective terms …), flushed line by line. A resumed run first drops the lines after its checkpoint's step, so
+/// every step appears exactly once.
+/// </summary>
+public sealed class MetricsLog : IDisposable
+{
+    public const string FileName = "metrics.jsonl";
+    private readonly StreamWriter writer;
+
+    private MetricsLog(StreamWriter writer, string path)
+    {
+        this.writer = writer;
+        Path = path;
+    }
+
+    public string Path { get; }
+
+    /// <param name="keepThroughStep">Resume: keep the lines of steps ≤ this; null starts a new log.</param>
+    public static MetricsLog Open(string runDirectory, long? keepThroughStep)
+    {
+        string path = System.IO.Path.Combine(runDirectory, FileName);
+        if (keepThroughStep is long last && File.Exists(path))
+        {
+            var kept = File.ReadLines(path).Where(line => line.Length > 0 && StepOf(line) is long step && step <= last).ToList();
+            AtomicFile.WriteAllText(path, string.Concat(kept.Select(l => l + "\n")));
+        }
+        else if (File.Exists(path)) File.Delete(path);
+        var stream = new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.Read);
+        return new MetricsLog(new StreamWriter(stream) { AutoFlush = true }, path);
+    }
+
+    public void Write(IReadOnlyDictionary<string, object> values) => writer.WriteLine(JsonSerializer.Serialize(values));
+
+    public static IEnumerable<JsonObject> Read(string runDirectory)
+    {
+        string path = System.IO.Path.Combine(runDirectory, FileName);
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: no metrics (not a run folder, or no step finished yet)", path);
+        foreach (string line in File.ReadLines(path))
+            if (line.Length > 0 && JsonNode.Parse(line) is JsonObject entry) yield return entry;
+    }
+
+    private static long? StepOf(string line)
+    {
+        try { return JsonNode.Parse(line)?["step"]?.GetValue<long>(); }
+        catch (JsonException) { return null; }
+    }
+
+    public void Dispose() => writer.Dispose();
+}
