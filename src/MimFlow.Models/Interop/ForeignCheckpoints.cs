@@ -56,20 +56,11 @@ public static partial class ForeignCheckpoints
     /// </summary>
     public static ForeignCheckpoint UnilmBeit(SafetensorsFile file, int? heads = null)
     {
-        var names = StrippedNames(file);
-        var leftOut = new List<string>();
-        var kept = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var (name, source) in names)
-        {
-            if (name.EndsWith("relative_position_index", StringComparison.Ordinal) || name.StartsWith("lm_head.", StringComparison.Ordinal)
-                || name.StartsWith("cls_pt_layers.", StringComparison.Ordinal) || name.StartsWith("cls_pt_norm.", StringComparison.Ordinal))
-                leftOut.Add(source);
-            else kept[name] = source;
-        }
+        var (kept, leftOut) = Partition(file, name => name.EndsWith("relative_position_index", StringComparison.Ordinal)
+            || name.StartsWith("lm_head.", StringComparison.Ordinal) || name.StartsWith("cls_pt_layers.", StringComparison.Ordinal)
+            || name.StartsWith("cls_pt_norm.", StringComparison.Ordinal));
         var config = BeitConfigOf(file, kept, heads, "");
-        var tensors = new TranslatedTensors(file.Path);
-        foreach (var (name, source) in kept) tensors.Add(name, file[source].Shape, () => WeightLoader.Read(file, source));
-        return new ForeignCheckpoint(new ModelSpec("beit", Config: config), tensors, leftOut);
+        return new ForeignCheckpoint(new ModelSpec("beit", Config: config), OneToOne(file, kept), leftOut);
     }
 
     /// <summary>
@@ -80,17 +71,10 @@ public static partial class ForeignCheckpoints
     /// </summary>
     public static ForeignCheckpoint UnilmVqkd(SafetensorsFile file, int? heads = null)
     {
-        var names = StrippedNames(file);
-        var leftOut = new List<string>();
-        var kept = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var (name, source) in names)
-        {
-            if (name.EndsWith("relative_position_index", StringComparison.Ordinal) || name.StartsWith("teacher_model.", StringComparison.Ordinal)
-                || name.StartsWith("scaling_layer.", StringComparison.Ordinal) || name.StartsWith("loss", StringComparison.Ordinal)
-                || name is "quantize.embedding.cluster_size" or "quantize.embedding.embed_avg" or "quantize.embedding.initted")
-                leftOut.Add(source);
-            else kept[name] = source;
-        }
+        var (kept, leftOut) = Partition(file, name => name.EndsWith("relative_position_index", StringComparison.Ordinal)
+            || name.StartsWith("teacher_model.", StringComparison.Ordinal) || name.StartsWith("scaling_layer.", StringComparison.Ordinal)
+            || name.StartsWith("loss", StringComparison.Ordinal)
+            || name is "quantize.embedding.cluster_size" or "quantize.embedding.embed_avg" or "quantize.embedding.initted");
         var encoder = BeitConfigOf(file, kept, heads, "encoder.");
         string codebook = Require(file, kept, "quantize.embedding.weight");
         string decoderOut = Require(file, kept, "decode_task_layer.2.weight");
@@ -99,9 +83,7 @@ public static partial class ForeignCheckpoints
             Codes = (int)file[codebook].Shape[0], CodeDim = (int)file[codebook].Shape[1],
             DecoderDepth = CountBlocks(kept.Keys, "decoder."), TeacherDim = (int)file[decoderOut].Shape[0],
         };
-        var tensors = new TranslatedTensors(file.Path);
-        foreach (var (name, source) in kept) tensors.Add(name, file[source].Shape, () => WeightLoader.Read(file, source));
-        return new ForeignCheckpoint(new ModelSpec("vqkd", Vqkd: config), tensors, leftOut);
+        return new ForeignCheckpoint(new ModelSpec("vqkd", Vqkd: config), OneToOne(file, kept), leftOut);
     }
 
     /// <summary>
@@ -188,9 +170,25 @@ public static partial class ForeignCheckpoints
         if (blocks.Count == 0) throw new InvalidDataException($"{file.Path}: no blocks.group_*.block_* tensors: not a DALL-E encoder");
         var config = new DalleEncoderConfig(GroupCount: blocks.Max(b => b.Group), HiddenSize: (int)input[0], BlocksPerGroup: blocks.Max(b => b.Block),
             InputChannels: (int)input[1], VocabSize: (int)output[0]);
+        return new ForeignCheckpoint(new ModelSpec("dvae", Dvae: config), OneToOne(file, names), []);
+    }
+
+    /// <summary>The checkpoint's names (without <c>module.</c>) → file names, split into kept and left out (file names).</summary>
+    private static (Dictionary<string, string> Kept, List<string> LeftOut) Partition(SafetensorsFile file, Func<string, bool> leaveOut)
+    {
+        var kept = new Dictionary<string, string>(StringComparer.Ordinal);
+        var leftOut = new List<string>();
+        foreach (var (name, source) in StrippedNames(file))
+            if (leaveOut(name)) leftOut.Add(source);
+            else kept[name] = source;
+        return (kept, leftOut);
+    }
+
+    private static TranslatedTensors OneToOne(SafetensorsFile file, Dictionary<string, string> names)
+    {
         var tensors = new TranslatedTensors(file.Path);
-        foreach (var entry in file.Entries) tensors.Add(entry.Name, entry.Shape, () => WeightLoader.Read(file, entry.Name));
-        return new ForeignCheckpoint(new ModelSpec("dvae", Dvae: config), tensors, []);
+        foreach (var (name, source) in names) tensors.Add(name, file[source].Shape, () => WeightLoader.Read(file, source));
+        return tensors;
     }
 
     /// <summary>Names without a leading <c>module.</c> (DistributedDataParallel) → the names in the file.</summary>
