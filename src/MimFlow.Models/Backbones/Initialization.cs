@@ -16,7 +16,8 @@ public static partial class Initialization
     public static void Apply(VisionTransformer model, long seed) => Apply(model, seed, model.Config.InitValues, _ => true);
 
     /// <param name="include">Parameters to initialise (others keep their values, e.g. a codebook).</param>
-    public static void Apply(nn.Module model, long seed, double? layerScaleInit, Func<string, bool> include)
+    /// <param name="rescaleResiduals">BEiT's fix_init_weight; DINO and iBOT initialise their ViTs without it.</param>
+    public static void Apply(nn.Module model, long seed, double? layerScaleInit, Func<string, bool> include, bool rescaleResiduals = true)
     {
         using var noGrad = no_grad();
         var generator = new Generator((ulong)seed);
@@ -32,6 +33,7 @@ public static partial class Initialization
             else
                 TruncatedNormal(parameter, 0.02, generator);
         }
+        if (!rescaleResiduals) return;
         foreach (var (name, parameter) in model.named_parameters())
         {
             var residualOutput = ResidualOutputWeight().Match(name);

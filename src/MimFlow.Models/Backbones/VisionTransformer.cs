@@ -71,10 +71,17 @@ public sealed class VisionTransformer : Module<Tensor, Tensor>
     /// <param name="mask">[B, N] with 1 where the patch embedding is replaced by <c>mask_token</c>; null for none.</param>
     public Tensor ForwardFeatures(Tensor pixels, Tensor? mask = null) => ForwardLayers(pixels, mask, []).Features;
 
-    /// <summary>Features plus the hidden states after the requested blocks (0-based; patch aggregation needs layer l).</summary>
+    /// <summary>
+    /// Features plus the hidden states after the requested blocks (0-based; patch aggregation needs layer l). Images
+    /// of another size than the configured one (multi-crop's local crops) read interpolated absolute positions.
+    /// </summary>
     public (Tensor Features, IReadOnlyDictionary<int, Tensor> Hidden) ForwardLayers(Tensor pixels, Tensor? mask, IReadOnlyCollection<int> keepLayers)
     {
         using var scope = NewDisposeScope();
+        long rows = pixels.shape[^2] / Config.PatchSize, columns = pixels.shape[^1] / Config.PatchSize;
+        bool otherGrid = rows != Config.GridSize || columns != Config.GridSize;
+        if (otherGrid && (Config.UseRelPosBias || Config.UseSharedRelPosBias))
+            throw new ArgumentException($"a {rows}×{columns} patch grid differs from the configured {Config.GridSize}×{Config.GridSize}, which relative position biases need (resample the model for a new size)");
         var x = patchEmbed.forward(pixels);
         if (mask is not null)
         {
@@ -83,7 +90,7 @@ public sealed class VisionTransformer : Module<Tensor, Tensor>
             x = x * (1 - weight) + maskToken.to(x.dtype) * weight;
         }
         x = cat([classToken.to(x.dtype).expand(x.shape[0], -1, -1), x], 1);
-        if (positionEmbedding is not null) x = x + positionEmbedding.to(x.dtype);
+        if (positionEmbedding is not null) x = x + (otherGrid ? InterpolatedPositions(positionEmbedding, rows, columns) : positionEmbedding).to(x.dtype);
         if (preNorm is not null) x = preNorm.forward(x);
         var bias = sharedBias?.Bias();
         var hidden = new Dictionary<int, Tensor>();
@@ -94,6 +101,20 @@ public sealed class VisionTransformer : Module<Tensor, Tensor>
         }
         if (norm is not null) x = norm.forward(x);
         return (x.MoveToOuterDisposeScope(), hidden);
+    }
+
+    /// <summary>
+    /// Absolute position embeddings for another patch grid, as DINO and iBOT run their 96-pixel local crops: the patch
+    /// positions resized bicubically by the factor (grid + 0.1) / configured grid (the 0.1 keeps the floor of the
+    /// output size exact), [CLS] kept. Differentiable, so local crops train the same embedding.
+    /// </summary>
+    private Tensor InterpolatedPositions(Tensor positions, long rows, long columns)
+    {
+        int grid = Config.GridSize;
+        var patches = positions[.., 1..].reshape(1, grid, grid, -1).permute(0, 3, 1, 2);
+        var resized = functional.interpolate(patches, scale_factor: [(rows + 0.1) / grid, (columns + 0.1) / grid],
+            mode: InterpolationMode.Bicubic, align_corners: false);
+        return cat([positions[.., ..1], resized.permute(0, 2, 3, 1).reshape(1, rows * columns, -1)], 1);
     }
 
     /// <summary>The final norm applied to any block's hidden states (identity for "avg" pooling, which has none).</summary>
