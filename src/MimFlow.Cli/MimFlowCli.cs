@@ -34,6 +34,8 @@ public static class MimFlowCli
         root.Subcommands.Add(ModelCommand.Create(context));
         root.Subcommands.Add(TokenizeCommand.Create(context));
         root.Subcommands.Add(ShardsCommand.Create(context));
+        root.Subcommands.Add(PretrainCommand.Create(context));
+        root.Subcommands.Add(PretrainCommand.CreatePlot(context));
         root.Subcommands.Add(BenchCommand.Create(context));
         root.Subcommands.Add(DemoCommand.Create(context));
         return root;

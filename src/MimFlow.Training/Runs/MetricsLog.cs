@@ -36,7 +36,9 @@ public sealed class MetricsLog : IDisposable
         return new MetricsLog(new StreamWriter(stream) { AutoFlush = true }, path);
     }
 
-    public void Write(IReadOnlyDictionary<string, object> values) => writer.WriteLine(JsonSerializer.Serialize(values));
+    /// <summary>One step's line; non-finite numbers (a skipped step's loss) are written as null, which JSON allows.</summary>
+    public void Write(IReadOnlyDictionary<string, object> values) =>
+        writer.WriteLine(JsonSerializer.Serialize(values.ToDictionary(p => p.Key, p => p.Value is double d && !double.IsFinite(d) ? null : p.Value)));
 
     public static IEnumerable<JsonObject> Read(string runDirectory)
     {

@@ -1,0 +1,84 @@
+using System.CommandLine;
+using MimFlow.Torch.Backend;
+using MimFlow.Training.Pretraining;
+using MimFlow.Training.Runs;
+using Spectre.Console;
+using TorchSharp;
+
+namespace MimFlow.Cli.Commands;
+
+/// <summary><c>mimflow pretrain</c> (BEiT, BEiT v2, MaskDistill from shards) and <c>mimflow plot</c> (its curves).</summary>
+internal static class PretrainCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var shards = new Option<string>("--shards") { Description = "Pre-tokenized shard folder (mimflow tokenize)", Required = true };
+        var objective = new Option<string>("--objective") { Description = "beit, beitv2 or maskdistill", Required = true };
+        objective.AcceptOnlyFromAmong("beit", "beitv2", "maskdistill", "ibot");
+        var model = new Option<string>("--model") { Description = "Architecture (beit-base, …) or a model directory to start from", Required = true };
+        var output = new Option<string>("--out") { Description = "Run folder: checkpoints/, metrics.jsonl, latest.json", Required = true };
+        var steps = new Option<long?>("--steps") { Description = "Optimisation steps" };
+        var epochs = new Option<int?>("--epochs") { Description = "Epochs over the shards (instead of --steps)" };
+        var batch = new Option<int>("--batch") { Description = "Images per step", DefaultValueFactory = _ => 64 };
+        var seed = new Option<ulong>("--seed") { Description = "Seed of initialisation, shuffling, views, masks and drop path", DefaultValueFactory = _ => 0 };
+        var every = new Option<int>("--checkpoint-every") { Description = "Steps between checkpoints (and one at the end)", DefaultValueFactory = _ => 500 };
+        var resume = new Option<bool>("--resume") { Description = "Continue the run in --out from its latest checkpoint, exactly" };
+        var device = new Option<string>("--device") { Description = "cpu or cuda", DefaultValueFactory = _ => "cpu" };
+        device.AcceptOnlyFromAmong("cpu", "cuda");
+        var lr = new Option<double>("--lr") { Description = "Peak learning rate after warmup (BEiT: 1.5e-3 at batch 2048)", DefaultValueFactory = _ => 1.5e-3 };
+        var minLr = new Option<double>("--min-lr") { Description = "Learning rate at the end of the cosine", DefaultValueFactory = _ => 1e-5 };
+        var warmup = new Option<long?>("--warmup-steps") { Description = "Linear warmup steps (default: 10 epochs, at most a tenth of the run)" };
+        var workers = new Option<int>("--workers") { Description = "Decode workers", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var command = new Command("pretrain", "Masked image modeling from pre-tokenized shards: BEiT (codes), BEiT v2 (codes + patch aggregation), MaskDistill (teacher features)");
+        foreach (var option in new Option[] { shards, objective, model, output, steps, epochs, batch, seed, every, resume, device, lr, minLr, warmup, workers })
+            command.Options.Add(option);
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            var backend = TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
+            bool cuda = parsed.GetValue(device) == "cuda";
+            if (cuda && backend.DefaultDevice.type != DeviceType.CUDA) throw new ArgumentException("--device cuda needs the CUDA libtorch (MIMFLOW_LIBTORCH or --libtorch)");
+            var request = new PretrainRequest
+            {
+                Shards = parsed.GetRequiredValue(shards), Objective = parsed.GetRequiredValue(objective), Model = parsed.GetRequiredValue(model),
+                OutputDirectory = parsed.GetRequiredValue(output), Steps = parsed.GetValue(steps), Epochs = parsed.GetValue(epochs),
+                BatchSize = parsed.GetValue(batch), Seed = parsed.GetValue(seed), CheckpointEvery = parsed.GetValue(every), Resume = parsed.GetValue(resume),
+                Device = cuda ? backend.DefaultDevice : torch.CPU, LearningRate = parsed.GetValue(lr), MinLearningRate = parsed.GetValue(minLr),
+                WarmupSteps = parsed.GetValue(warmup), DecodeWorkers = parsed.GetValue(workers),
+            };
+            PretrainResult? result = null;
+            await context.Console.Progress()
+                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+                .StartAsync(async progress =>
+                {
+                    var task = progress.AddTask("pretrain", maxValue: 1);
+                    result = await Pretrainer.RunAsync(request, new Progress<PretrainProgress>(p =>
+                    {
+                        task.MaxValue = p.TotalSteps;
+                        task.Value = p.Step + 1;
+                        task.Description = $"step {p.Step + 1}/{p.TotalSteps} loss {p.Loss:F3} {p.ImagesPerSecond:F1} img/s";
+                    }), cancellationToken);
+                    task.Value = task.MaxValue;
+                });
+            var r = result!;
+            context.Console.MarkupLineInterpolated($"steps {r.FirstStep}–{r.LastStep}: loss {r.FirstLoss:F4} → {r.LastLoss:F4}, {r.ImagesPerSecond:F1} img/s, input-bound {r.InputBoundShare:P1}, {r.SkippedSteps} skipped; checkpoint {r.Checkpoint}");
+            return 0;
+        });
+        return command;
+    }
+
+    public static Command CreatePlot(CliContext context)
+    {
+        var run = new Argument<string>("RUN_DIR") { Description = "A run folder with metrics.jsonl" };
+        var output = new Option<string?>("--out") { Description = "Folder for the PNGs (default: the run folder)" };
+        var command = new Command("plot", "Draw a run's loss, learning-rate and throughput curves to PNG");
+        command.Arguments.Add(run);
+        command.Options.Add(output);
+        command.SetAction((parsed, _) =>
+        {
+            foreach (string picture in RunPlots.Draw(parsed.GetRequiredValue(run), parsed.GetValue(output)))
+                context.Console.MarkupLineInterpolated($"wrote {picture}");
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+}

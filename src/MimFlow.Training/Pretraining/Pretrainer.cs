@@ -1,0 +1,272 @@
+using System.Diagnostics;
+using MimFlow.Core.Randomness;
+using MimFlow.Data.Masking;
+using MimFlow.Models.Backbones;
+using MimFlow.Models.Interop;
+using MimFlow.Training.Feeding;
+using MimFlow.Training.Objectives;
+using MimFlow.Training.Optimization;
+using MimFlow.Training.Runs;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MimFlow.Training.Pretraining;
+
+/// <summary>What <c>mimflow pretrain</c> runs. Learning rates are per image batch as given (no implicit scaling).</summary>
+public sealed record PretrainRequest
+{
+    public required string Shards { get; init; }
+    public required string Objective { get; init; }
+
+    /// <summary>An architecture name (<c>beit-base</c>, …) or a model directory to start from.</summary>
+    public required string Model { get; init; }
+
+    public required string OutputDirectory { get; init; }
+    public long? Steps { get; init; }
+    public int? Epochs { get; init; }
+    public int BatchSize { get; init; } = 64;
+    public ulong Seed { get; init; }
+    public int CheckpointEvery { get; init; } = 500;
+    public bool Resume { get; init; }
+    public Device? Device { get; init; }
+    public int DecodeWorkers { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>Peak learning rate (BEiT: 1.5e-3 at batch 2048); the cosine schedule ends at <see cref="MinLearningRate"/>.</summary>
+    public double LearningRate { get; init; } = 1.5e-3;
+    public double MinLearningRate { get; init; } = 1e-5;
+    public long? WarmupSteps { get; init; }
+    public double WeightDecay { get; init; } = 0.05;
+
+    /// <summary>AdamW β2: 0.999 in BEiT, 0.98 in BEiT v2 and MaskDistill (null: the objective's).</summary>
+    public double? Beta2 { get; init; }
+    public double ClipGradient { get; init; } = 3.0;
+
+    /// <summary>BEiT's masking: about 40 % of the patches in blocks of at least 16.</summary>
+    public double MaskRatio { get; init; } = 0.4;
+
+    /// <summary>Consecutive non-finite losses tolerated (each step skipped and counted) before the run stops.</summary>
+    public int MaxConsecutiveNonFinite { get; init; } = 5;
+
+    public void Validate()
+    {
+        if (Objective is not ("beit" or "beitv2" or "maskdistill"))
+            throw new ArgumentException(Objective == "ibot"
+                ? "ibot pretrains from the data pipeline's multi-crop views, not from shards: not wired into `mimflow pretrain` yet"
+                : $"unknown objective '{Objective}' (beit, beitv2, maskdistill)");
+        if ((Steps is null) == (Epochs is null)) throw new ArgumentException("give exactly one of --steps and --epochs");
+        if (BatchSize < 1 || CheckpointEvery < 1) throw new ArgumentException("the batch size and the checkpoint interval must be at least 1");
+        if (MaskRatio is <= 0 or >= 1) throw new ArgumentException($"the mask ratio must be in (0, 1) (got {MaskRatio})");
+    }
+}
+
+public sealed record PretrainProgress(long Step, long TotalSteps, double Loss, double ImagesPerSecond, double InputBound);
+
+public sealed record PretrainResult(long FirstStep, long LastStep, double FirstLoss, double LastLoss, long SkippedSteps, double ImagesPerSecond,
+    double InputBoundShare, string Checkpoint);
+
+/// <summary>
+/// The pretraining loop: shard feeder → device prefetch → objective loss → backward → gradient clipping → flat AdamW
+/// with a warmup + cosine learning rate → metrics.jsonl, with checkpoints every N steps and at the end. Stochastic
+/// depth draws from a generator seeded by (seed, step), the feeder is a function of (seed, epoch), and the optimiser
+/// state is saved whole, so <c>--resume</c> continues exactly: on CPU each step's loss equals the uninterrupted run's.
+/// A non-finite loss skips its step (counted); too many in a row stop the run with a checkpoint and a clear message.
+/// </summary>
+public static class Pretrainer
+{
+    public static async Task<PretrainResult> RunAsync(PretrainRequest request, IProgress<PretrainProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        request.Validate();
+        var device = request.Device ?? CPU;
+        Directory.CreateDirectory(request.OutputDirectory);
+        var store = new CheckpointStore(request.OutputDirectory);
+        string? resumeFrom = request.Resume ? store.Latest() : null;
+        if (!request.Resume && store.Latest() is not null)
+            throw new InvalidOperationException($"{request.OutputDirectory}: holds a run already; pass --resume to continue it or choose a new folder");
+
+        var (spec, backbone) = Backbone(request.Model);
+        var config = backbone.Config;
+        var probe = ShardManifestOf(request.Shards);
+        if (probe.CodeLength > 0 && probe.CodeLength != config.NumPatches)
+            throw new ArgumentException($"{request.Shards}: {probe.CodeLength} codes per image, but {request.Model} has {config.NumPatches} patches ({config.GridSize}×{config.GridSize})");
+        var masks = new BlockwiseMaskGenerator(config.GridSize, config.GridSize, (int)Math.Round(request.MaskRatio * config.NumPatches),
+            MinBlockPatches: Math.Min(16, Math.Max(1, config.NumPatches / 12)));
+        var feeder = new ShardFeeder(request.Shards, new FeederOptions
+        {
+            BatchSize = request.BatchSize, Seed = request.Seed, Masks = masks, DecodeWorkers = request.DecodeWorkers,
+        });
+        if (feeder.BatchesPerEpoch == 0) throw new ArgumentException($"{request.Shards}: {feeder.Images} images make no full batch of {request.BatchSize}");
+        long totalSteps = request.Steps ?? request.Epochs!.Value * feeder.BatchesPerEpoch;
+
+        var objective = BuildObjective(request.Objective, backbone, feeder);
+        using var module = (nn.Module)objective;
+        objective.Initialize((long)request.Seed);
+        if (Directory.Exists(request.Model)) LoadBackbone(request.Model, backbone);
+        module.to(device);
+        using var optimizer = new FlatAdamW(ParameterGroups.Build(module), new AdamWOptions
+        {
+            Beta2 = request.Beta2 ?? (request.Objective == "beit" ? 0.999 : 0.98), WeightDecay = request.WeightDecay,
+        });
+        long warmup = request.WarmupSteps ?? Math.Min(totalSteps / 10, 10 * feeder.BatchesPerEpoch);
+        var schedule = CosineSchedule.LearningRate(request.LearningRate, request.MinLearningRate, totalSteps, warmup);
+
+        var state = new TrainerState(0, 0, 0, 0, request.Objective, spec.Architecture, request.Seed);
+        if (resumeFrom is not null)
+        {
+            state = CheckpointStore.ReadState(resumeFrom);
+            if (state.Objective != request.Objective || state.Seed != request.Seed)
+                throw new InvalidOperationException($"{resumeFrom}: a {state.Objective} run with seed {state.Seed}; resume it with the same --objective and --seed");
+            var saved = CheckpointStore.Restore(resumeFrom, module);
+            optimizer.LoadState(saved);
+            foreach (var tensor in saved.Values) tensor.Dispose();
+        }
+        using var metrics = MetricsLog.Open(request.OutputDirectory, resumeFrom is null ? null : state.Step - 1);
+
+        module.train();
+        long step = state.Step, firstStep = step, skipped = state.SkippedSteps;
+        int consecutiveNonFinite = 0;
+        double firstLoss = double.NaN, lastLoss = double.NaN;
+        var clock = Stopwatch.StartNew();
+        var waiting = new Stopwatch();
+        long images = 0;
+        string checkpoint = resumeFrom ?? "";
+        int epoch = state.Epoch;
+        long position = state.BatchInEpoch;
+        while (step < totalSteps)
+        {
+            var stepClock = Stopwatch.StartNew();
+            waiting.Start();
+            var wait = Stopwatch.StartNew();
+            await foreach (var batch in DevicePrefetcher.ToDeviceAsync(feeder.ReadEpochAsync(epoch, position, cancellationToken), device, cancellationToken))
+            {
+                waiting.Stop();
+                double waited = wait.Elapsed.TotalSeconds;
+                using (batch)
+                using (var scope = NewDisposeScope())
+                {
+                    double lr = schedule.ValueAt(step);
+                    using var generator = new Generator(StableRandom.For(request.Seed, "drop-path", (ulong)step).NextUInt64(), device);
+                    Block.UseGenerator(module, generator);
+                    using var loss = Compute(objective, batch);
+                    var values = loss.ToMetrics();
+                    double total = values["loss"];
+                    double gradientNorm = double.NaN;
+                    if (!double.IsFinite(total))
+                    {
+                        skipped++;
+                        consecutiveNonFinite++;
+                        optimizer.ZeroGrad();
+                    }
+                    else
+                    {
+                        consecutiveNonFinite = 0;
+                        loss.Total.backward();
+                        gradientNorm = optimizer.ClipGradNorm(request.ClipGradient);
+                        optimizer.Step(lr);
+                        optimizer.ZeroGrad();
+                        if (double.IsNaN(firstLoss)) firstLoss = total;
+                        lastLoss = total;
+                    }
+                    Block.UseGenerator(module, null);
+                    double seconds = stepClock.Elapsed.TotalSeconds;
+                    images += batch.Count;
+                    var entry = new Dictionary<string, object> { ["step"] = step, ["epoch"] = epoch };
+                    foreach (var (name, value) in values) entry[name == "loss" ? "loss" : $"loss_{name}"] = value;
+                    entry["lr"] = lr;
+                    entry["grad_norm"] = gradientNorm;
+                    entry["images_per_second"] = batch.Count / seconds;
+                    entry["input_wait"] = waited / seconds;
+                    if (!double.IsFinite(total)) entry["skipped"] = true;
+                    metrics.Write(entry);
+                    progress?.Report(new PretrainProgress(step, totalSteps, total, batch.Count / seconds, waited / seconds));
+                }
+                step++;
+                position++;
+                if (consecutiveNonFinite > request.MaxConsecutiveNonFinite)
+                {
+                    checkpoint = Save(store, step, epoch, position, feeder, skipped, request, spec, backbone, module, optimizer);
+                    throw new InvalidOperationException($"{consecutiveNonFinite} non-finite losses in a row up to step {step - 1}: stopped with a checkpoint in {checkpoint} (lower --lr, check the shards)");
+                }
+                if (step % request.CheckpointEvery == 0 || step == totalSteps)
+                    checkpoint = Save(store, step, epoch, position, feeder, skipped, request, spec, backbone, module, optimizer);
+                if (step == totalSteps) break;
+                stepClock.Restart();
+                wait.Restart();
+                waiting.Start();
+            }
+            waiting.Stop();
+            epoch++;
+            position = 0;
+        }
+        clock.Stop();
+        return new PretrainResult(firstStep, step - 1, firstLoss, lastLoss, skipped, images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9),
+            waiting.Elapsed.TotalSeconds / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), checkpoint);
+    }
+
+    private static string Save(CheckpointStore store, long step, int epoch, long position, ShardFeeder feeder, long skipped, PretrainRequest request,
+        ModelSpec spec, VisionTransformer backbone, nn.Module module, FlatAdamW optimizer)
+    {
+        // The position is where the next step reads: the start of the next epoch once this one is consumed.
+        var (nextEpoch, nextPosition) = position >= feeder.BatchesPerEpoch ? (epoch + 1, 0L) : (epoch, position);
+        var state = new TrainerState(step, nextEpoch, nextPosition, skipped, request.Objective, spec.Architecture, request.Seed);
+        return store.Save(state, spec with { Config = backbone.Config }, backbone, module, optimizer.StateTensors());
+    }
+
+    private static ObjectiveLoss Compute(IMimObjective objective, DeviceBatch batch) => objective switch
+    {
+        BeitObjective beit => beit.Loss(batch.Pixels, batch.Masks, batch.Codes),
+        BeitV2Objective beitv2 => beitv2.Loss(batch.Pixels, batch.Masks, batch.Codes),
+        MaskDistillObjective distill => distill.Loss(batch.Pixels, batch.Masks,
+            batch.Features ?? throw new InvalidDataException("maskdistill needs teacher features in the shards (tokenize --teacher)")),
+        _ => throw new InvalidOperationException($"{objective.Name} does not train from shards"),
+    };
+
+    private static IMimObjective BuildObjective(string name, VisionTransformer backbone, ShardFeeder feeder)
+    {
+        var manifest = feeder.Manifest;
+        return name switch
+        {
+            "beit" => new BeitObjective(backbone, RequireCodes(manifest)),
+            "beitv2" => new BeitV2Objective(backbone, new BeitV2Options { CodebookSize = RequireCodes(manifest) }),
+            "maskdistill" => new MaskDistillObjective(backbone, manifest.FeatureShape?[1] ?? throw new ArgumentException("maskdistill needs shards with teacher features (tokenize --teacher)")),
+            _ => throw new ArgumentException($"unknown objective '{name}'"),
+        };
+    }
+
+    private static int RequireCodes(Precompute.Shards.ShardManifest manifest) =>
+        manifest.CodebookSize > 0 ? manifest.CodebookSize : throw new ArgumentException("this objective needs shards with codes (tokenize --tokenizer)");
+
+    private static Precompute.Shards.ShardManifest ShardManifestOf(string shards) => Precompute.Shards.ShardManifest.Read(shards);
+
+    /// <summary>A named architecture (with a mask token, as MIM needs) or a model directory to start from.</summary>
+    private static (ModelSpec Spec, VisionTransformer Backbone) Backbone(string model)
+    {
+        if (Directory.Exists(model))
+        {
+            var stored = ModelDirectory.ReadSpec(model);
+            if (stored.Kind != ModelKind.Vit) throw new ArgumentException($"{model}: a {stored.Kind} model cannot be a pretraining backbone");
+            var config = stored.Config! with { UseMaskToken = true, NumClasses = 0 };
+            return (stored with { Config = config }, new VisionTransformer(config));
+        }
+        var spec = ModelCatalog.Spec(model);
+        if (spec.Kind != ModelKind.Vit) throw new ArgumentException($"{model}: not a ViT architecture");
+        var mim = spec.Config! with { UseMaskToken = true, NumClasses = 0 };
+        return (spec with { Config = mim }, new VisionTransformer(mim));
+    }
+
+    /// <summary>Starting weights from a model directory (a missing mask token keeps its initialisation).</summary>
+    private static void LoadBackbone(string directory, VisionTransformer backbone)
+    {
+        using var weights = Core.Safetensors.SafetensorsFile.Open(Path.Combine(directory, ModelDirectory.WeightsFileName));
+        using var noGrad = no_grad();
+        foreach (var (name, target) in backbone.state_dict())
+        {
+            if (!weights.Contains(name))
+            {
+                if (name == "mask_token") continue;
+                throw new InvalidDataException($"{weights.Path}: '{name}' is missing for this backbone");
+            }
+            using var value = WeightLoader.Read(weights, name);
+            target.copy_(value);
+        }
+    }
+}

@@ -1,0 +1,104 @@
+using MimFlow.Models.Backbones;
+using MimFlow.Models.Interop;
+using MimFlow.Precompute.Tokenize;
+using MimFlow.Tests.Cli;
+using MimFlow.Tests.Precompute;
+using MimFlow.Training.Pretraining;
+using MimFlow.Training.Runs;
+
+namespace MimFlow.Tests.Training;
+
+public sealed class PretrainTests
+{
+    /// <summary>A tiny BEiT on the fixture's 32 px / 4×4 grid, as a model directory.</summary>
+    private static string Student(TokenizeFixture fixture)
+    {
+        string directory = fixture.Combine("student");
+        var config = Architectures.Get("beit-tiny") with { ImgSize = 32, PatchSize = 8, EmbedDim = 32, Depth = 2, NumHeads = 2, DropPathRate = 0.1 };
+        using var model = ModelCatalog.Create(new ModelSpec("beit-test", Config: config), seed: 3);
+        ModelDirectory.Save(directory, new ModelSpec("beit-test", Config: config), model);
+        return directory;
+    }
+
+    private static List<double> Losses(string run) => MetricsLog.Read(run).Select(e => e["loss"]!.GetValue<double>()).ToList();
+
+    private static PretrainRequest Request(TokenizeFixture fixture, string shards, string student, string run, string objective = "beit") => new()
+    {
+        Shards = shards, Objective = objective, Model = student, OutputDirectory = run, Steps = 12, BatchSize = 4, Seed = 11,
+        CheckpointEvery = 4, LearningRate = 2e-3, MinLearningRate = 1e-4, WarmupSteps = 2, DecodeWorkers = 2,
+    };
+
+    [Fact]
+    public async Task Pretraining_lowers_the_loss_and_a_resumed_run_repeats_every_loss_exactly()
+    {
+        using var fixture = await TokenizeFixture.CreateAsync(images: 12);
+        string shards = fixture.Combine("shards");
+        await TokenizeJob.RunAsync(fixture.Request(shards));
+        string student = Student(fixture);
+
+        string whole = fixture.Combine("whole");
+        var result = await Pretrainer.RunAsync(Request(fixture, shards, student, whole));
+        var losses = Losses(whole);
+        Assert.Equal(12, losses.Count);
+        Assert.True(losses.Skip(8).Average() < losses.Take(4).Average(), $"loss must fall: {string.Join(", ", losses.Select(l => l.ToString("F3")))}");
+        Assert.Equal(11, result.LastStep);
+        Assert.EndsWith("step-00000012", result.Checkpoint);
+        var metric = MetricsLog.Read(whole).First();
+        foreach (string key in new[] { "step", "loss", "loss_mim", "lr", "images_per_second", "input_wait", "grad_norm" }) Assert.True(metric.ContainsKey(key), key);
+
+        string resumed = fixture.Combine("resumed");
+        using (var stop = new CancellationTokenSource())
+        {
+            var progress = new SynchronousProgress(p => { if (p.Step == 8) stop.Cancel(); });
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Pretrainer.RunAsync(Request(fixture, shards, student, resumed), progress, stop.Token));
+        }
+        Assert.EndsWith("step-00000008", new CheckpointStore(resumed).Latest());
+        await Assert.ThrowsAsync<InvalidOperationException>(() => Pretrainer.RunAsync(Request(fixture, shards, student, resumed)));
+        var second = await Pretrainer.RunAsync(Request(fixture, shards, student, resumed) with { Resume = true });
+        Assert.Equal(8, second.FirstStep);
+        Assert.Equal(losses, Losses(resumed));
+
+        // The backbone of a checkpoint is a model directory that exports to timm.
+        var export = await CliHarness.RunAsync("model", "export", "--to", "timm", "--model", Path.Combine(result.Checkpoint, "backbone"), "--out", fixture.Combine("timm"));
+        Assert.True(export.ExitCode == 0, export.Error);
+        var plot = await CliHarness.RunAsync("plot", whole);
+        Assert.True(plot.ExitCode == 0, plot.Error);
+        Assert.True(File.Exists(Path.Combine(whole, "loss.png")));
+    }
+
+    [Fact]
+    public async Task Beit_v2_and_maskdistill_train_from_the_same_shards()
+    {
+        using var fixture = await TokenizeFixture.CreateAsync(images: 8);
+        string shards = fixture.Combine("shards");
+        await TokenizeJob.RunAsync(fixture.Request(shards));
+        string student = Student(fixture);
+        foreach (string objective in new[] { "beitv2", "maskdistill" })
+        {
+            string run = fixture.Combine(objective);
+            var result = await Pretrainer.RunAsync(Request(fixture, shards, student, run, objective) with { Steps = 4, CheckpointEvery = 100 });
+            Assert.True(double.IsFinite(result.LastLoss), objective);
+            var first = MetricsLog.Read(run).First();
+            Assert.True(first.ContainsKey(objective == "beitv2" ? "loss_aggregation" : "loss_distill"), objective);
+        }
+    }
+
+    [Fact]
+    public async Task Non_finite_losses_are_skipped_then_stop_the_run_with_a_checkpoint()
+    {
+        using var fixture = await TokenizeFixture.CreateAsync(images: 12);
+        string shards = fixture.Combine("shards");
+        await TokenizeJob.RunAsync(fixture.Request(shards));
+        string run = fixture.Combine("run");
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => Pretrainer.RunAsync(
+            Request(fixture, shards, Student(fixture), run) with { Steps = 40, LearningRate = 1e30, WarmupSteps = 0, MaxConsecutiveNonFinite = 2 }));
+        Assert.Contains("non-finite", error.Message);
+        Assert.NotNull(new CheckpointStore(run).Latest());
+        Assert.Contains(MetricsLog.Read(run), e => e.ContainsKey("skipped"));
+    }
+
+    private sealed class SynchronousProgress(Action<PretrainProgress> report) : IProgress<PretrainProgress>
+    {
+        public void Report(PretrainProgress value) => report(value);
+    }
+}
