@@ -97,6 +97,40 @@ public sealed class ShardFeeder
 
     private int Cells => Manifest.CodeLength > 0 ? Manifest.CodeLength : options.Masks is { } m ? m.Height * m.Width : 0;
 
+    /// <summary>
+    /// Epoch after epoch from <paramref name="firstEpoch"/> (skipping its first <paramref name="skipBatches"/>), with
+    /// the next epoch's shards already being read and decoded while the last batches of the current one train, so an
+    /// epoch boundary costs the model no wait. Endless: the consumer stops when its steps are done.
+    /// </summary>
+    public async IAsyncEnumerable<TrainingBatch> ReadEpochsAsync(int firstEpoch, long skipBatches = 0, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var channel = System.Threading.Channels.Channel.CreateBounded<TrainingBatch>(
+            new System.Threading.Channels.BoundedChannelOptions(options.PrefetchBatches) { SingleReader = true, SingleWriter = true });
+        var producer = Task.Run(async () =>
+        {
+            try
+            {
+                for (int epoch = firstEpoch; ; epoch++)
+                    await foreach (var batch in ReadEpochAsync(epoch, epoch == firstEpoch ? skipBatches : 0, linked.Token))
+                        await channel.Writer.WriteAsync(batch, linked.Token);
+            }
+            catch (Exception error)
+            {
+                channel.Writer.TryComplete(error);
+            }
+        }, linked.Token);
+        try
+        {
+            await foreach (var batch in channel.Reader.ReadAllAsync(cancellationToken)) yield return batch;
+        }
+        finally
+        {
+            linked.Cancel();
+            try { await producer; } catch (OperationCanceledException) { }
+        }
+    }
+
     public async IAsyncEnumerable<TrainingBatch> ReadEpochAsync(int epoch, long skipBatches = 0, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         LibvipsSettings.ForGraphParallelism();

@@ -119,6 +119,8 @@ public static class Pretrainer
             optimizer.LoadState(saved);
             foreach (var tensor in saved.Values) tensor.Dispose();
         }
+        if (state.Step >= totalSteps)
+            throw new InvalidOperationException($"{request.OutputDirectory}: the run already finished its {totalSteps} steps (latest checkpoint {resumeFrom}); raise --steps to go on");
         using var metrics = MetricsLog.Open(request.OutputDirectory, resumeFrom is null ? null : state.Step - 1);
 
         module.train();
@@ -129,74 +131,67 @@ public static class Pretrainer
         var waiting = new Stopwatch();
         long images = 0;
         string checkpoint = resumeFrom ?? "";
-        int epoch = state.Epoch;
-        long position = state.BatchInEpoch;
-        while (step < totalSteps)
+        var stepClock = Stopwatch.StartNew();
+        var wait = Stopwatch.StartNew();
+        waiting.Start();
+        var batches = feeder.ReadEpochsAsync(state.Epoch, state.BatchInEpoch, cancellationToken);
+        await foreach (var batch in DevicePrefetcher.ToDeviceAsync(batches, device, cancellationToken))
         {
-            var stepClock = Stopwatch.StartNew();
-            waiting.Start();
-            var wait = Stopwatch.StartNew();
-            await foreach (var batch in DevicePrefetcher.ToDeviceAsync(feeder.ReadEpochAsync(epoch, position, cancellationToken), device, cancellationToken))
-            {
-                waiting.Stop();
-                double waited = wait.Elapsed.TotalSeconds;
-                using (batch)
-                using (var scope = NewDisposeScope())
-                {
-                    double lr = schedule.ValueAt(step);
-                    using var generator = new Generator(StableRandom.For(request.Seed, "drop-path", (ulong)step).NextUInt64(), device);
-                    Block.UseGenerator(module, generator);
-                    using var loss = Compute(objective, batch);
-                    var values = loss.ToMetrics();
-                    double total = values["loss"];
-                    double gradientNorm = double.NaN;
-                    if (!double.IsFinite(total))
-                    {
-                        skipped++;
-                        consecutiveNonFinite++;
-                        optimizer.ZeroGrad();
-                    }
-                    else
-                    {
-                        consecutiveNonFinite = 0;
-                        loss.Total.backward();
-                        gradientNorm = optimizer.ClipGradNorm(request.ClipGradient);
-                        optimizer.Step(lr);
-                        optimizer.ZeroGrad();
-                        if (double.IsNaN(firstLoss)) firstLoss = total;
-                        lastLoss = total;
-                    }
-                    Block.UseGenerator(module, null);
-                    double seconds = stepClock.Elapsed.TotalSeconds;
-                    images += batch.Count;
-                    var entry = new Dictionary<string, object> { ["step"] = step, ["epoch"] = epoch };
-                    foreach (var (name, value) in values) entry[name == "loss" ? "loss" : $"loss_{name}"] = value;
-                    entry["lr"] = lr;
-                    entry["grad_norm"] = gradientNorm;
-                    entry["images_per_second"] = batch.Count / seconds;
-                    entry["input_wait"] = waited / seconds;
-                    if (!double.IsFinite(total)) entry["skipped"] = true;
-                    metrics.Write(entry);
-                    progress?.Report(new PretrainProgress(step, totalSteps, total, batch.Count / seconds, waited / seconds));
-                }
-                step++;
-                position++;
-                if (consecutiveNonFinite > request.MaxConsecutiveNonFinite)
-                {
-                    checkpoint = Save(store, step, epoch, position, feeder, skipped, request, spec, backbone, module, optimizer);
-                    throw new InvalidOperationException($"{consecutiveNonFinite} non-finite losses in a row up to step {step - 1}: stopped with a checkpoint in {checkpoint} (lower --lr, check the shards)");
-                }
-                if (step % request.CheckpointEvery == 0 || step == totalSteps)
-                    checkpoint = Save(store, step, epoch, position, feeder, skipped, request, spec, backbone, module, optimizer);
-                if (step == totalSteps) break;
-                stepClock.Restart();
-                wait.Restart();
-                waiting.Start();
-            }
             waiting.Stop();
-            epoch++;
-            position = 0;
+            double waited = wait.Elapsed.TotalSeconds;
+            using (batch)
+            using (var scope = NewDisposeScope())
+            {
+                double lr = schedule.ValueAt(step);
+                using var generator = new Generator(StableRandom.For(request.Seed, "drop-path", (ulong)step).NextUInt64(), device);
+                Block.UseGenerator(module, generator);
+                using var loss = Compute(objective, batch);
+                var values = loss.ToMetrics();
+                double total = values["loss"];
+                double gradientNorm = double.NaN;
+                if (!double.IsFinite(total))
+                {
+                    skipped++;
+                    consecutiveNonFinite++;
+                    optimizer.ZeroGrad();
+                }
+                else
+                {
+                    consecutiveNonFinite = 0;
+                    loss.Total.backward();
+                    gradientNorm = optimizer.ClipGradNorm(request.ClipGradient);
+                    optimizer.Step(lr);
+                    optimizer.ZeroGrad();
+                    if (double.IsNaN(firstLoss)) firstLoss = total;
+                    lastLoss = total;
+                }
+                Block.UseGenerator(module, null);
+                double seconds = stepClock.Elapsed.TotalSeconds;
+                images += batch.Count;
+                var entry = new Dictionary<string, object> { ["step"] = step, ["epoch"] = batch.Epoch };
+                foreach (var (name, value) in values) entry[name == "loss" ? "loss" : $"loss_{name}"] = value;
+                entry["lr"] = lr;
+                entry["grad_norm"] = gradientNorm;
+                entry["images_per_second"] = batch.Count / seconds;
+                entry["input_wait"] = waited / seconds;
+                if (!double.IsFinite(total)) entry["skipped"] = true;
+                metrics.Write(entry);
+                progress?.Report(new PretrainProgress(step, totalSteps, total, batch.Count / seconds, waited / seconds));
+            }
+            step++;
+            if (consecutiveNonFinite > request.MaxConsecutiveNonFinite)
+            {
+                checkpoint = Save(store, step, batch.Epoch, batch.Number + 1, feeder, skipped, request, spec, backbone, module, optimizer);
+                throw new InvalidOperationException($"{consecutiveNonFinite} non-finite losses in a row up to step {step - 1}: stopped with a checkpoint in {checkpoint} (lower --lr, check the shards)");
+            }
+            if (step % request.CheckpointEvery == 0 || step == totalSteps)
+                checkpoint = Save(store, step, batch.Epoch, batch.Number + 1, feeder, skipped, request, spec, backbone, module, optimizer);
+            if (step >= totalSteps) break;
+            stepClock.Restart();
+            wait.Restart();
+            waiting.Start();
         }
+        waiting.Stop();
         clock.Stop();
         return new PretrainResult(firstStep, step - 1, firstLoss, lastLoss, skipped, images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9),
             waiting.Elapsed.TotalSeconds / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), checkpoint);
