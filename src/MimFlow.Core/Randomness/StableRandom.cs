@@ -87,6 +87,16 @@ public struct StableRandom
 
     public bool NextBool(double probabilityOfTrue) => NextDouble() < probabilityOfTrue;
 
+    /// <summary>Fisher–Yates in place, from the last element down (the order every shuffle in MimFlow uses).</summary>
+    public void Shuffle<T>(IList<T> items)
+    {
+        for (int i = items.Count - 1; i > 0; i--)
+        {
+            int j = NextInt(0, i);
+            (items[i], items[j]) = (items[j], items[i]);
+        }
+    }
+
     /// <summary>Standard normal (Box–Muller).</summary>
     public double NextGaussian()
     {

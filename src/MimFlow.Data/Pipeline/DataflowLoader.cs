@@ -34,11 +34,7 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
         if (options.Shuffle)
         {
             var random = StableRandom.For(options.Seed, "epoch-order", (ulong)options.Epoch);
-            for (int i = order.Length - 1; i > 0; i--)
-            {
-                int j = random.NextInt(0, i);
-                (order[i], order[j]) = (order[j], order[i]);
-            }
+            random.Shuffle(order);
         }
         return options.Limit is int limit && limit < order.Length ? order[..limit] : order;
     }

@@ -199,12 +199,7 @@ public sealed class ShardFeeder
     private async IAsyncEnumerable<ShardRow> ShuffledRowsAsync(int epoch, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         var shards = Manifest.Shards.ToArray();
-        var order = StableRandom.For(options.Seed, "feeder-shards", (ulong)epoch);
-        for (int i = shards.Length - 1; i > 0; i--)
-        {
-            int j = order.NextInt(0, i);
-            (shards[i], shards[j]) = (shards[j], shards[i]);
-        }
+        StableRandom.For(options.Seed, "feeder-shards", (ulong)epoch).Shuffle(shards);
         var shuffle = StableRandom.For(options.Seed, "feeder-shuffle", (ulong)epoch);
         var buffer = new List<ShardRow>(options.ShuffleBuffer);
         int views = Manifest.Configuration.Views;
@@ -223,11 +218,7 @@ public sealed class ShardFeeder
                 buffer[slot] = row;
             }
         }
-        for (int i = buffer.Count - 1; i > 0; i--)
-        {
-            int j = shuffle.NextInt(0, i);
-            (buffer[i], buffer[j]) = (buffer[j], buffer[i]);
-        }
+        shuffle.Shuffle(buffer);
         foreach (var row in buffer) yield return row;
     }
 
