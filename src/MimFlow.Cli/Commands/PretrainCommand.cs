@@ -12,8 +12,12 @@ internal static class PretrainCommand
 {
     public static Command Create(CliContext context)
     {
-        var shards = new Option<string>("--shards") { Description = "Pre-tokenized shard folder (mimflow tokenize)", Required = true };
-        var objective = new Option<string>("--objective") { Description = "beit, beitv2 or maskdistill", Required = true };
+        var shards = new Option<string?>("--shards") { Description = "Pre-tokenized shard folder (mimflow tokenize): beit, beitv2, maskdistill" };
+        var data = new Option<string?>("--data") { Description = "Dataset folder: ibot reads its multi-crop views from the data pipeline" };
+        var layout = new Option<string>("--layout") { Description = "imagenet, ade20k or folder (with --data)", DefaultValueFactory = _ => "imagenet" };
+        layout.AcceptOnlyFromAmong("imagenet", "ade20k", "folder");
+        var localCrops = new Option<int>("--local-crops") { Description = "iBOT local crops per image", DefaultValueFactory = _ => 10 };
+        var objective = new Option<string>("--objective") { Description = "beit, beitv2, maskdistill (from shards) or ibot (from --data)", Required = true };
         objective.AcceptOnlyFromAmong("beit", "beitv2", "maskdistill", "ibot");
         var model = new Option<string>("--model") { Description = "Architecture (beit-base, …) or a model directory to start from", Required = true };
         var output = new Option<string>("--out") { Description = "Run folder: checkpoints/, metrics.jsonl, latest.json", Required = true };
@@ -29,8 +33,8 @@ internal static class PretrainCommand
         var minLr = new Option<double>("--min-lr") { Description = "Learning rate at the end of the cosine", DefaultValueFactory = _ => 1e-5 };
         var warmup = new Option<long?>("--warmup-steps") { Description = "Linear warmup steps (default: 10 epochs, at most a tenth of the run)" };
         var workers = new Option<int>("--workers") { Description = "Decode workers", DefaultValueFactory = _ => Environment.ProcessorCount };
-        var command = new Command("pretrain", "Masked image modeling from pre-tokenized shards: BEiT (codes), BEiT v2 (codes + patch aggregation), MaskDistill (teacher features)");
-        foreach (var option in new Option[] { shards, objective, model, output, steps, epochs, batch, seed, every, resume, device, lr, minLr, warmup, workers })
+        var command = new Command("pretrain", "Masked image modeling: BEiT (codes), BEiT v2 (codes + patch aggregation), MaskDistill (teacher features) from shards; iBOT (online EMA teacher, multi-crop) from a dataset");
+        foreach (var option in new Option[] { shards, data, layout, localCrops, objective, model, output, steps, epochs, batch, seed, every, resume, device, lr, minLr, warmup, workers })
             command.Options.Add(option);
         command.SetAction(async (parsed, cancellationToken) =>
         {
@@ -39,7 +43,9 @@ internal static class PretrainCommand
             if (cuda && backend.DefaultDevice.type != DeviceType.CUDA) throw new ArgumentException("--device cuda needs the CUDA libtorch (MIMFLOW_LIBTORCH or --libtorch)");
             var request = new PretrainRequest
             {
-                Shards = parsed.GetRequiredValue(shards), Objective = parsed.GetRequiredValue(objective), Model = parsed.GetRequiredValue(model),
+                Shards = parsed.GetValue(shards), Data = parsed.GetValue(data), LocalCrops = parsed.GetValue(localCrops),
+                Layout = parsed.GetValue(layout) switch { "ade20k" => MimFlow.Data.Sources.DatasetLayout.Ade20k, "folder" => MimFlow.Data.Sources.DatasetLayout.Folder, _ => MimFlow.Data.Sources.DatasetLayout.ImageNet },
+                Objective = parsed.GetRequiredValue(objective), Model = parsed.GetRequiredValue(model),
                 OutputDirectory = parsed.GetRequiredValue(output), Steps = parsed.GetValue(steps), Epochs = parsed.GetValue(epochs),
                 BatchSize = parsed.GetValue(batch), Seed = parsed.GetValue(seed), CheckpointEvery = parsed.GetValue(every), Resume = parsed.GetValue(resume),
                 Device = cuda ? backend.DefaultDevice : torch.CPU, LearningRate = parsed.GetValue(lr), MinLearningRate = parsed.GetValue(minLr),

@@ -152,6 +152,17 @@ public sealed class IbotObjective : nn.Module, IMimObjective
         SyncTeacher();
     }
 
+    /// <summary>
+    /// iBOT's freeze_last_layer (1 epoch): the student's prototypes (<c>head.last_layer</c>) take no gradient step
+    /// during the first epoch, which stabilises the start. Called between backward and the optimizer step.
+    /// </summary>
+    public void FreezeLastLayerGradients()
+    {
+        using var noGrad = no_grad();
+        foreach (var (name, parameter) in named_parameters())
+            if (name.StartsWith("head.last_layer.", StringComparison.Ordinal)) parameter.grad?.zero_();
+    }
+
     /// <summary>The teacher set to the student, as iBOT starts (teacher.load_state_dict(student.state_dict())).</summary>
     public void SyncTeacher()
     {

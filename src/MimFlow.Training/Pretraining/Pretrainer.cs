@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using MimFlow.Core.Randomness;
 using MimFlow.Data.Masking;
+using MimFlow.Data.Sources;
 using MimFlow.Models.Backbones;
 using MimFlow.Models.Interop;
 using MimFlow.Training.Feeding;
@@ -15,7 +16,16 @@ namespace MimFlow.Training.Pretraining;
 /// <summary>What <c>mimflow pretrain</c> runs. Learning rates are per image batch as given (no implicit scaling).</summary>
 public sealed record PretrainRequest
 {
-    public required string Shards { get; init; }
+    /// <summary>Pre-tokenized shards (beit, beitv2, maskdistill).</summary>
+    public string? Shards { get; init; }
+
+    /// <summary>A dataset folder (ibot reads its multi-crop views from the data pipeline).</summary>
+    public string? Data { get; init; }
+    public DatasetLayout Layout { get; init; } = DatasetLayout.ImageNet;
+
+    /// <summary>iBOT's local crops per image (10 in the paper).</summary>
+    public int LocalCrops { get; init; } = 10;
+
     public required string Objective { get; init; }
 
     /// <summary>An architecture name (<c>beit-base</c>, …) or a model directory to start from.</summary>
@@ -49,10 +59,9 @@ public sealed record PretrainRequest
 
     public void Validate()
     {
-        if (Objective is not ("beit" or "beitv2" or "maskdistill"))
-            throw new ArgumentException(Objective == "ibot"
-                ? "ibot pretrains from the data pipeline's multi-crop views, not from shards: not wired into `mimflow pretrain` yet"
-                : $"unknown objective '{Objective}' (beit, beitv2, maskdistill)");
+        if (Objective is not ("beit" or "beitv2" or "maskdistill" or "ibot")) throw new ArgumentException($"unknown objective '{Objective}' (beit, beitv2, maskdistill, ibot)");
+        if (Objective == "ibot" && Data is null) throw new ArgumentException("ibot reads its multi-crop views from a dataset: give --data (and --layout)");
+        if (Objective != "ibot" && Shards is null) throw new ArgumentException($"{Objective} trains from pre-tokenized shards: give --shards");
         if ((Steps is null) == (Epochs is null)) throw new ArgumentException("give exactly one of --steps and --epochs");
         if (BatchSize < 1 || CheckpointEvery < 1) throw new ArgumentException("the batch size and the checkpoint interval must be at least 1");
         if (MaskRatio is <= 0 or >= 1) throw new ArgumentException($"the mask ratio must be in (0, 1) (got {MaskRatio})");
@@ -85,19 +94,10 @@ public static class Pretrainer
 
         var (spec, backbone) = Backbone(request.Model);
         var config = backbone.Config;
-        var probe = ShardManifestOf(request.Shards);
-        if (probe.CodeLength > 0 && probe.CodeLength != config.NumPatches)
-            throw new ArgumentException($"{request.Shards}: {probe.CodeLength} codes per image, but {request.Model} has {config.NumPatches} patches ({config.GridSize}×{config.GridSize})");
-        var masks = new BlockwiseMaskGenerator(config.GridSize, config.GridSize, (int)Math.Round(request.MaskRatio * config.NumPatches),
-            MinBlockPatches: Math.Min(16, Math.Max(1, config.NumPatches / 12)));
-        var feeder = new ShardFeeder(request.Shards, new FeederOptions
-        {
-            BatchSize = request.BatchSize, Seed = request.Seed, Masks = masks, DecodeWorkers = request.DecodeWorkers,
-        });
-        if (feeder.BatchesPerEpoch == 0) throw new ArgumentException($"{request.Shards}: {feeder.Images} images make no full batch of {request.BatchSize}");
-        long totalSteps = request.Steps ?? request.Epochs!.Value * feeder.BatchesPerEpoch;
+        var (objective, input) = Build(request, backbone);
+        if (input.BatchesPerEpoch == 0) throw new ArgumentException($"{request.Shards ?? request.Data}: too few images for one full batch of {request.BatchSize}");
+        long totalSteps = request.Steps ?? request.Epochs!.Value * input.BatchesPerEpoch;
 
-        var objective = BuildObjective(request.Objective, backbone, feeder);
         using var module = (nn.Module)objective;
         objective.Initialize((long)request.Seed);
         if (Directory.Exists(request.Model)) LoadBackbone(request.Model, backbone);
@@ -106,8 +106,9 @@ public static class Pretrainer
         {
             Beta2 = request.Beta2 ?? (request.Objective == "beit" ? 0.999 : 0.98), WeightDecay = request.WeightDecay,
         });
-        long warmup = request.WarmupSteps ?? Math.Min(totalSteps / 10, 10 * feeder.BatchesPerEpoch);
+        long warmup = request.WarmupSteps ?? Math.Min(totalSteps / 10, 10 * input.BatchesPerEpoch);
         var schedule = CosineSchedule.LearningRate(request.LearningRate, request.MinLearningRate, totalSteps, warmup);
+        var momentum = CosineSchedule.EmaMomentum(totalSteps);
 
         var state = new TrainerState(0, 0, 0, 0, request.Objective, spec.Architecture, request.Seed);
         if (resumeFrom is not null)
@@ -134,8 +135,7 @@ public static class Pretrainer
         var stepClock = Stopwatch.StartNew();
         var wait = Stopwatch.StartNew();
         waiting.Start();
-        var batches = feeder.ReadEpochsAsync(state.Epoch, state.BatchInEpoch, cancellationToken);
-        await foreach (var batch in DevicePrefetcher.ToDeviceAsync(batches, device, cancellationToken))
+        await foreach (var batch in input.ReadAsync(state.Epoch, state.BatchInEpoch, device, cancellationToken))
         {
             waiting.Stop();
             double waited = wait.Elapsed.TotalSeconds;
@@ -145,7 +145,7 @@ public static class Pretrainer
                 double lr = schedule.ValueAt(step);
                 using var generator = new Generator(StableRandom.For(request.Seed, "drop-path", (ulong)step).NextUInt64(), device);
                 Block.UseGenerator(module, generator);
-                using var loss = Compute(objective, batch);
+                using var loss = batch.Loss();
                 var values = loss.ToMetrics();
                 double total = values["loss"];
                 double gradientNorm = double.NaN;
@@ -159,9 +159,11 @@ public static class Pretrainer
                 {
                     consecutiveNonFinite = 0;
                     loss.Total.backward();
+                    if (objective is IbotObjective ibotEpochZero && batch.Epoch == 0) ibotEpochZero.FreezeLastLayerGradients();
                     gradientNorm = optimizer.ClipGradNorm(request.ClipGradient);
                     optimizer.Step(lr);
                     optimizer.ZeroGrad();
+                    if (objective is IbotObjective ibot) ibot.UpdateTeacher(momentum.ValueAt(step));
                     if (double.IsNaN(firstLoss)) firstLoss = total;
                     lastLoss = total;
                 }
@@ -181,11 +183,11 @@ public static class Pretrainer
             step++;
             if (consecutiveNonFinite > request.MaxConsecutiveNonFinite)
             {
-                checkpoint = Save(store, step, batch.Epoch, batch.Number + 1, feeder, skipped, request, spec, backbone, module, optimizer);
+                checkpoint = Save(store, step, batch.Epoch, batch.ResumePosition, skipped, request, spec, backbone, module, optimizer);
                 throw new InvalidOperationException($"{consecutiveNonFinite} non-finite losses in a row up to step {step - 1}: stopped with a checkpoint in {checkpoint} (lower --lr, check the shards)");
             }
             if (step % request.CheckpointEvery == 0 || step == totalSteps)
-                checkpoint = Save(store, step, batch.Epoch, batch.Number + 1, feeder, skipped, request, spec, backbone, module, optimizer);
+                checkpoint = Save(store, step, batch.Epoch, batch.ResumePosition, skipped, request, spec, backbone, module, optimizer);
             if (step >= totalSteps) break;
             stepClock.Restart();
             wait.Restart();
@@ -197,40 +199,43 @@ public static class Pretrainer
             waiting.Elapsed.TotalSeconds / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), checkpoint);
     }
 
-    private static string Save(CheckpointStore store, long step, int epoch, long position, ShardFeeder feeder, long skipped, PretrainRequest request,
+    /// <summary>The position is where the next step reads; an exhausted epoch yields nothing on resume and the next begins.</summary>
+    private static string Save(CheckpointStore store, long step, int epoch, long position, long skipped, PretrainRequest request,
         ModelSpec spec, VisionTransformer backbone, nn.Module module, FlatAdamW optimizer)
     {
-        // The position is where the next step reads: the start of the next epoch once this one is consumed.
-        var (nextEpoch, nextPosition) = position >= feeder.BatchesPerEpoch ? (epoch + 1, 0L) : (epoch, position);
-        var state = new TrainerState(step, nextEpoch, nextPosition, skipped, request.Objective, spec.Architecture, request.Seed);
+        var state = new TrainerState(step, epoch, position, skipped, request.Objective, spec.Architecture, request.Seed);
         return store.Save(state, spec with { Config = backbone.Config }, backbone, module, optimizer.StateTensors());
     }
 
-    private static ObjectiveLoss Compute(IMimObjective objective, DeviceBatch batch) => objective switch
+    private static (IMimObjective Objective, IPretrainingInput Input) Build(PretrainRequest request, VisionTransformer backbone)
     {
-        BeitObjective beit => beit.Loss(batch.Pixels, batch.Masks, batch.Codes),
-        BeitV2Objective beitv2 => beitv2.Loss(batch.Pixels, batch.Masks, batch.Codes),
-        MaskDistillObjective distill => distill.Loss(batch.Pixels, batch.Masks,
-            batch.Features ?? throw new InvalidDataException("maskdistill needs teacher features in the shards (tokenize --teacher)")),
-        _ => throw new InvalidOperationException($"{objective.Name} does not train from shards"),
-    };
-
-    private static IMimObjective BuildObjective(string name, VisionTransformer backbone, ShardFeeder feeder)
-    {
-        var manifest = feeder.Manifest;
-        return name switch
+        var config = backbone.Config;
+        if (request.Objective == "ibot")
+        {
+            var ibot = new IbotObjective(backbone);
+            var index = DatasetSource.Open(request.Data!, request.Layout);
+            return (ibot, new MultiCropInput(index, ibot, request.BatchSize, request.LocalCrops, request.Seed, request.DecodeWorkers));
+        }
+        var manifest = Precompute.Shards.ShardManifest.Read(request.Shards!);
+        if (manifest.CodeLength > 0 && manifest.CodeLength != config.NumPatches)
+            throw new ArgumentException($"{request.Shards}: {manifest.CodeLength} codes per image, but {request.Model} has {config.NumPatches} patches ({config.GridSize}×{config.GridSize})");
+        var masks = new BlockwiseMaskGenerator(config.GridSize, config.GridSize, (int)Math.Round(request.MaskRatio * config.NumPatches),
+            MinBlockPatches: Math.Min(16, Math.Max(1, config.NumPatches / 12)));
+        var feeder = new ShardFeeder(request.Shards!, new FeederOptions
+        {
+            BatchSize = request.BatchSize, Seed = request.Seed, Masks = masks, DecodeWorkers = request.DecodeWorkers,
+        });
+        IMimObjective objective = request.Objective switch
         {
             "beit" => new BeitObjective(backbone, RequireCodes(manifest)),
             "beitv2" => new BeitV2Objective(backbone, new BeitV2Options { CodebookSize = RequireCodes(manifest) }),
-            "maskdistill" => new MaskDistillObjective(backbone, manifest.FeatureShape?[1] ?? throw new ArgumentException("maskdistill needs shards with teacher features (tokenize --teacher)")),
-            _ => throw new ArgumentException($"unknown objective '{name}'"),
+            _ => new MaskDistillObjective(backbone, manifest.FeatureShape?[1] ?? throw new ArgumentException("maskdistill needs shards with teacher features (tokenize --teacher)")),
         };
+        return (objective, new ShardInput(feeder, objective));
     }
 
     private static int RequireCodes(Precompute.Shards.ShardManifest manifest) =>
         manifest.CodebookSize > 0 ? manifest.CodebookSize : throw new ArgumentException("this objective needs shards with codes (tokenize --tokenizer)");
-
-    private static Precompute.Shards.ShardManifest ShardManifestOf(string shards) => Precompute.Shards.ShardManifest.Read(shards);
 
     /// <summary>A named architecture (with a mask token, as MIM needs) or a model directory to start from.</summary>
     private static (ModelSpec Spec, VisionTransformer Backbone) Backbone(string model)

@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 
 namespace MimFlow.Training.Runs;
 
-/// <summary>Where a run stands: the next step to run and the feeder position it reads from.</summary>
+/// <summary>Where a run stands: the next step to run and the input position it reads from (in the input's unit).</summary>
 public sealed record TrainerState(long Step, int Epoch, long BatchInEpoch, long SkippedSteps, string Objective, string Model, ulong Seed);
 
 /// <summary>

@@ -84,6 +84,36 @@ public sealed class PretrainTests
     }
 
     [Fact]
+    public async Task Ibot_pretrains_from_multi_crop_views_and_resumes_exactly()
+    {
+        using var fixture = await TokenizeFixture.CreateAsync(images: 8);
+        string student = fixture.Combine("vit");
+        var config = new VitConfig { ImgSize = 32, PatchSize = 8, EmbedDim = 32, Depth = 2, NumHeads = 2, UseMaskToken = true, DropPathRate = 0.1 };
+        using (var model = ModelCatalog.Create(new ModelSpec("vit-test", Config: config), seed: 4))
+            ModelDirectory.Save(student, new ModelSpec("vit-test", Config: config), model);
+        PretrainRequest Ibot(string run) => new()
+        {
+            Data = fixture.Data, Objective = "ibot", Model = student, OutputDirectory = run, Steps = 6, BatchSize = 4, Seed = 2, LocalCrops = 2,
+            CheckpointEvery = 3, LearningRate = 5e-4, WarmupSteps = 1, DecodeWorkers = 2,
+        };
+        var whole = await Pretrainer.RunAsync(Ibot(fixture.Combine("whole")));
+        var losses = Losses(fixture.Combine("whole"));
+        Assert.Equal(6, losses.Count);
+        Assert.All(losses, l => Assert.True(double.IsFinite(l)));
+        var first = MetricsLog.Read(fixture.Combine("whole")).First();
+        Assert.True(first.ContainsKey("loss_cls") && first.ContainsKey("loss_patch"));
+
+        string resumed = fixture.Combine("resumed");
+        using (var stop = new CancellationTokenSource())
+        {
+            var progress = new SynchronousProgress(p => { if (p.Step == 3) stop.Cancel(); });
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Pretrainer.RunAsync(Ibot(resumed), progress, stop.Token));
+        }
+        await Pretrainer.RunAsync(Ibot(resumed) with { Resume = true });
+        Assert.Equal(losses, Losses(resumed));
+    }
+
+    [Fact]
     public async Task Non_finite_losses_are_skipped_then_stop_the_run_with_a_checkpoint()
     {
         using var fixture = await TokenizeFixture.CreateAsync(images: 12);
