@@ -19,8 +19,88 @@ internal static partial class BenchCommand
         var bench = new Command("bench", "Throughput benchmarks, each next to its peer measured in the same run");
         bench.Subcommands.Add(CreateData(context));
         bench.Subcommands.Add(CreateTokenize(context));
+        bench.Subcommands.Add(CreateTrain(context));
         return bench;
     }
+
+    private static Command CreateTrain(CliContext context)
+    {
+        var model = new Option<string>("--model") { Description = "Architecture", DefaultValueFactory = _ => "beit-base" };
+        var objective = new Option<string>("--objective") { Description = "beit (the peer's step)", DefaultValueFactory = _ => "beit" };
+        objective.AcceptOnlyFromAmong("beit");
+        var batch = new Option<int>("--batch") { Description = "Images per step", DefaultValueFactory = _ => 128 };
+        var dtype = new Option<string>("--dtype") { Description = "Compute type: bf16 (fp32 masters) or fp32", DefaultValueFactory = _ => "bf16" };
+        dtype.AcceptOnlyFromAmong("bf16", "fp32");
+        var steps = new Option<int>("--steps") { Description = "Timed steps (after 8 warmup steps)", DefaultValueFactory = _ => 20 };
+        var device = new Option<string>("--device") { Description = "cpu or cuda", DefaultValueFactory = _ => "cpu" };
+        device.AcceptOnlyFromAmong("cpu", "cuda");
+        var peak = new Option<double?>("--peak-tflops") { Description = "Dense peak of the device for MFU (default: 989 bf16 on H100/H200)" };
+        var peer = new Option<string?>("--peer") { Description = "../shared/peers/peer_beit_step.py, run in the same invocation" };
+        var python = new Option<string>("--python") { Description = "Python with torch and timm for the peer", DefaultValueFactory = _ => "python3" };
+        var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file" };
+        var command = new Command("train", "A BEiT training step on synthetic batches (img/s, step time, MFU), its bf16 gradients checked against fp32, next to the PyTorch peer");
+        foreach (var option in new Option[] { model, objective, batch, dtype, steps, device, peak, peer, python, json }) command.Options.Add(option);
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            var backend = MimFlow.Torch.Backend.TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
+            bool cuda = parsed.GetValue(device) == "cuda";
+            if (cuda && backend.DefaultDevice.type != TorchSharp.DeviceType.CUDA) throw new ArgumentException("--device cuda needs the CUDA libtorch (MIMFLOW_LIBTORCH or --libtorch)");
+            bool bf16 = parsed.GetValue(dtype) == "bf16";
+            double? peakTflops = parsed.GetValue(peak);
+            if (peakTflops is null && cuda && bf16)
+            {
+                string gpu = MimFlow.Torch.Diagnostics.GpuInventory.Read().FirstOrDefault()?.Name ?? "";
+                if (gpu.Contains("H100", StringComparison.Ordinal) || gpu.Contains("H200", StringComparison.Ordinal)) peakTflops = 989;
+            }
+            var request = new MimFlow.Training.Benchmarks.TrainStepRequest
+            {
+                Model = parsed.GetRequiredValue(model), BatchSize = parsed.GetValue(batch), Steps = parsed.GetValue(steps),
+                ComputeType = bf16 ? TorchSharp.torch.ScalarType.BFloat16 : TorchSharp.torch.ScalarType.Float32,
+                Device = cuda ? backend.DefaultDevice : TorchSharp.torch.CPU, PeakTflops = peakTflops,
+            };
+            context.Console.MarkupLineInterpolated($"mimflow: {request.Model} batch {request.BatchSize} {parsed.GetValue(dtype)} on {request.Device} …");
+            var result = MimFlow.Training.Benchmarks.TrainStepBenchmark.Run(request, cancellationToken);
+            var peerLines = new List<(string Mode, double Rate, double Ms, string Memory)>();
+            if (parsed.GetValue(peer) is { } script)
+            {
+                var start = new ProcessStartInfo(parsed.GetRequiredValue(python)) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+                start.ArgumentList.Add(script);
+                start.ArgumentList.Add(request.BatchSize.ToString(CultureInfo.InvariantCulture));
+                using var process = Process.Start(start) ?? throw new IOException($"could not start {start.FileName}");
+                var stderr = process.StandardError.ReadToEndAsync(cancellationToken);
+                string output = await process.StandardOutput.ReadToEndAsync(cancellationToken);
+                await process.WaitForExitAsync(cancellationToken);
+                if (process.ExitCode != 0) throw new IOException($"the peer {script} failed (exit {process.ExitCode}): {(await stderr).Trim().Split('\n').LastOrDefault()}");
+                foreach (Match match in PeerStepLine().Matches(output))
+                    peerLines.Add((match.Groups[1].Value, double.Parse(match.Groups[2].Value, CultureInfo.InvariantCulture),
+                        double.Parse(match.Groups[3].Value, CultureInfo.InvariantCulture), match.Groups[4].Value + " GiB"));
+            }
+            var table = new Table().Title($"bench train: {result.Model}, batch {result.BatchSize}, {result.Device}").AddColumns("run", "img/s", "step ms", "MFU", "note");
+            table.AddRow(new Text($"mimflow {result.ComputeType}"), new Text($"{result.ImagesPerSecond:F1}"), new Text($"{result.StepMilliseconds:F1}"),
+                new Text(result.Mfu is double m ? $"{m:P1}" : "-"),
+                new Text($"loss fp32 {result.LossFp32:F4} vs {result.LossCompute:F4}; gradient rel. error {result.GradientRelativeError:E2}"));
+            foreach (var line in peerLines)
+                table.AddRow(new Text($"peer {line.Mode}"), new Text($"{line.Rate:F1}"), new Text($"{line.Ms:F1}"), new Text("-"),
+                    new Text($"peak {line.Memory}; ratio ours/peer {result.ImagesPerSecond / line.Rate:F2}"));
+            context.Console.Write(table);
+            if (parsed.GetValue(json) is { } jsonPath)
+            {
+                var document = new
+                {
+                    benchmark = "train", result.Model, batch = result.BatchSize, dtype = result.ComputeType, device = result.Device,
+                    images_per_second = result.ImagesPerSecond, step_ms = result.StepMilliseconds, mfu = result.Mfu, train_flops_per_image = result.TrainFlopsPerImage,
+                    loss_fp32 = result.LossFp32, loss_compute = result.LossCompute, gradient_relative_error = result.GradientRelativeError,
+                    peer = peerLines.Select(p => new { mode = p.Mode, images_per_second = p.Rate, step_ms = p.Ms, peak_memory = p.Memory }),
+                };
+                AtomicFile.WriteAllText(jsonPath, JsonSerializer.Serialize(document, new JsonSerializerOptions { WriteIndented = true }));
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    [GeneratedRegex(@"(\w+)\s+batch\s+\d+:\s+([\d.]+) img/s\s+step\s+([\d.]+) ms\s+peak mem\s+([\d.]+) GiB")]
+    private static partial Regex PeerStepLine();
 
     private static Command CreateTokenize(CliContext context)
     {

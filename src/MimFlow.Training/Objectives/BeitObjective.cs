@@ -52,7 +52,8 @@ public sealed class BeitObjective : nn.Module, IMimObjective
         var masked = ObjectiveInputs.BoolMask(mask, pixels.shape[0], backbone.Config);
         var labels = MimHeads.MaskedCodes(codes, masked, backbone.Config);
         var logits = head.forward(MaskedPrediction.Gather(backbone.ForwardFeatures(pixels, masked), masked));
-        var mim = nn.functional.cross_entropy(logits, labels);
+        // Losses in float32 whatever the compute type (as autocast does): bf16 softmax over 8192 codes loses the gradient.
+        var mim = nn.functional.cross_entropy(logits.to(ScalarType.Float32), labels);
         return new ObjectiveLoss(mim.alias(), [new("mim", mim)], [new("mim_acc", ObjectiveInputs.Accuracy(logits, labels))])
             .MoveToOuterDisposeScope();
     }

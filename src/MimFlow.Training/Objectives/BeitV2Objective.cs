@@ -134,8 +134,8 @@ public sealed class BeitV2Objective : nn.Module, IMimObjective
         var aggregated = backbone.FinalNorm(aggregation.forward(hidden[last], hidden[early], backbone.SharedBias()));
         var aggregationLogits = head.forward(MaskedPrediction.Gather(aggregated, masked));
 
-        var mim = nn.functional.cross_entropy(mimLogits, labels);
-        var aggregationLoss = nn.functional.cross_entropy(aggregationLogits, labels);
+        var mim = nn.functional.cross_entropy(mimLogits.to(ScalarType.Float32), labels);
+        var aggregationLoss = nn.functional.cross_entropy(aggregationLogits.to(ScalarType.Float32), labels);
         return new ObjectiveLoss(mim + aggregationLoss,
             [new("mim", mim), new("aggregation", aggregationLoss)],
             [new("mim_acc", ObjectiveInputs.Accuracy(mimLogits, labels)), new("aggregation_acc", ObjectiveInputs.Accuracy(aggregationLogits, labels))])

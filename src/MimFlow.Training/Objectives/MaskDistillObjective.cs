@@ -83,7 +83,7 @@ public sealed class MaskDistillObjective : nn.Module, IMimObjective
         ObjectiveInputs.CheckSomeMasked(tokens);
         var predictions = head.forward(tokens);
         var targets = NormalizeTargets(teacherFeatures.detach()[masked].to(predictions.dtype));
-        var distill = nn.functional.smooth_l1_loss(predictions, targets, beta: options.Beta);
+        var distill = nn.functional.smooth_l1_loss(predictions.to(ScalarType.Float32), targets.to(ScalarType.Float32), beta: options.Beta);
         return new ObjectiveLoss(distill.alias(), [new("distill", distill)], []).MoveToOuterDisposeScope();
     }
 }
