@@ -20,6 +20,7 @@ public sealed class ShardFileWriter : IAsyncDisposable
     private readonly ParquetWriter writer;
     private long rows;
     private bool completed;
+    private bool parquetClosed;
 
     private ShardFileWriter(ShardSchema schema, string finalPath, string temporaryPath, FileStream stream, ParquetWriter writer)
     {
@@ -77,14 +78,18 @@ public sealed class ShardFileWriter : IAsyncDisposable
         rows += group.Count;
     }
 
-    /// <summary>Closes the file, flushes it to disk, publishes it under its final name and describes it.</summary>
-    public async Task<ShardFile> CompleteAsync(CancellationToken cancellationToken)
+    /// <summary>
+    /// Closes the file, flushes it to disk, publishes it under its final name and describes it. Not cancellable once
+    /// begun: it is short, and stopping between the footer and the rename would only waste the shard.
+    /// </summary>
+    public async Task<ShardFile> CompleteAsync()
     {
+        parquetClosed = true;
         await writer.DisposeAsync();
-        await stream.FlushAsync(cancellationToken);
+        await stream.FlushAsync();
         stream.Flush(flushToDisk: true);
         stream.Position = 0;
-        string sha256 = Convert.ToHexStringLower(await SHA256.HashDataAsync(stream, cancellationToken));
+        string sha256 = Convert.ToHexStringLower(await SHA256.HashDataAsync(stream));
         long bytes = stream.Length;
         await stream.DisposeAsync();
         File.Move(temporaryPath, finalPath, overwrite: true);
@@ -95,8 +100,12 @@ public sealed class ShardFileWriter : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         if (completed) return;
-        try { await writer.DisposeAsync(); }
-        catch (IOException) { }
+        if (!parquetClosed)
+        {
+            parquetClosed = true;
+            try { await writer.DisposeAsync(); }
+            catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException) { }
+        }
         await stream.DisposeAsync();
         File.Delete(temporaryPath);
     }

@@ -57,7 +57,7 @@ internal sealed class ShardSink(TokenizeRequest request, ShardSchema schema, Tok
     private async Task CompleteShardAsync(int end, QuarantineLog quarantine, CancellationToken cancellationToken)
     {
         await FlushGroupAsync(cancellationToken);
-        var file = await writer!.CompleteAsync(cancellationToken);
+        var file = await writer!.CompleteAsync();
         await writer.DisposeAsync();
         writer = null;
         journal.Record(new ShardEntry(file.Name, file.Rows, file.Bytes, file.Sha256, shardFirstSample, end - shardFirstSample), Unrecorded(quarantine, end));
