@@ -1,0 +1,154 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using MimFlow.Core.IO;
+using MimFlow.Data.Sources;
+using MimFlow.Torch.Backend;
+using MimFlow.Training.Finetuning;
+using Spectre.Console;
+using TorchSharp;
+
+namespace MimFlow.Cli.Commands;
+
+/// <summary><c>mimflow finetune</c> (full fine-tuning or a linear probe on a labelled dataset) and <c>mimflow eval</c> (top-1 / top-5 of a classifier).</summary>
+internal static class FinetuneCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var task = new Option<string>("--task") { Description = "classify (full fine-tuning) or linear-probe (frozen backbone, only the head trains)", Required = true };
+        task.AcceptOnlyFromAmong(FinetuneRequest.Classify, FinetuneRequest.LinearProbe);
+        var model = new Option<string>("--model") { Description = "A ViT model directory (e.g. a pretraining checkpoint's backbone/) or an architecture for random init", Required = true };
+        var data = new Option<string>("--data") { Description = "Labelled dataset root: train/ to learn from, val/ to evaluate each epoch", Required = true };
+        var layout = LayoutOption();
+        var groundTruth = new Option<string?>("--ground-truth") { Description = "A flat val/: file of '<file name> <label>' lines" };
+        var output = new Option<string>("--out") { Description = "Run folder: metrics.jsonl, eval.json, checkpoints/ (backbone/ is the classifier)", Required = true };
+        var epochs = new Option<int>("--epochs") { Description = "Epochs over train/ (BEiT-base: 100)", DefaultValueFactory = _ => 100 };
+        var batch = new Option<int>("--batch") { Description = "Images per step (a last partial batch is dropped)", DefaultValueFactory = _ => 64 };
+        var lr = new Option<double?>("--lr") { Description = "Peak learning rate (default: 4e-3·batch/1024 for classify, 1e-3·batch/256 for linear-probe)" };
+        var minLr = new Option<double?>("--min-lr") { Description = "Learning rate at the end of the cosine (default: 1e-6 classify, 0 linear-probe)" };
+        var warmup = new Option<int?>("--warmup-epochs") { Description = "Linear warmup epochs (default: 5, at most a fifth of the run, for classify; 0 for linear-probe)" };
+        var layerDecay = new Option<double>("--layer-decay") { Description = "Layer-wise learning-rate decay for classify (BEiT: 0.65 base, 0.75 large; 1: off)", DefaultValueFactory = _ => 0.65 };
+        var weightDecay = new Option<double?>("--weight-decay") { Description = "AdamW weight decay (default: 0.05 classify, 1e-4 linear-probe)" };
+        var dropPath = new Option<double>("--drop-path") { Description = "Stochastic depth rate of the last block (classify)", DefaultValueFactory = _ => 0.1 };
+        var seed = new Option<ulong>("--seed") { Description = "Seed of the head, shuffling, augmentation, mixing and drop path", DefaultValueFactory = _ => 0 };
+        var noMixup = new Option<bool>("--no-mixup") { Description = "Train classify without Mixup/CutMix (label smoothing 0.1 stays)" };
+        var noRandAugment = new Option<bool>("--no-randaugment") { Description = "Train classify without RandAugment (rand-m9-mstd0.5-inc1)" };
+        var reprob = new Option<double>("--reprob") { Description = "Random erasing probability for classify", DefaultValueFactory = _ => 0.25 };
+        var workers = new Option<int>("--workers") { Description = "Decode workers", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var device = DeviceOption();
+        var imageSize = new Option<int?>("--img-size") { Description = "Train at this input size (positions resampled); default: the model's" };
+        var command = new Command("finetune", "Image classification from a (pretrained) ViT: full fine-tuning with BEiT's recipe, or a linear probe; top-1/top-5 on val/ each epoch");
+        foreach (var option in new Option[] { task, model, data, layout, groundTruth, output, epochs, batch, lr, minLr, warmup, layerDecay, weightDecay, dropPath, seed, noMixup, noRandAugment, reprob, workers, device, imageSize })
+            command.Options.Add(option);
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            var request = new FinetuneRequest
+            {
+                Task = parsed.GetRequiredValue(task), Model = parsed.GetRequiredValue(model), Data = parsed.GetRequiredValue(data),
+                GroundTruth = parsed.GetValue(groundTruth), OutputDirectory = parsed.GetRequiredValue(output), Epochs = parsed.GetValue(epochs),
+                BatchSize = parsed.GetValue(batch), LearningRate = parsed.GetValue(lr), MinLearningRate = parsed.GetValue(minLr),
+                WarmupEpochs = parsed.GetValue(warmup), LayerDecay = parsed.GetValue(layerDecay), WeightDecay = parsed.GetValue(weightDecay),
+                DropPath = parsed.GetValue(dropPath), Seed = parsed.GetValue(seed), Mixup = !parsed.GetValue(noMixup), DecodeWorkers = parsed.GetValue(workers),
+                ImageSize = parsed.GetValue(imageSize), RandAugment = parsed.GetValue(noRandAugment) ? null : new Data.Augment.RandAugment(),
+                RandomErasing = parsed.GetValue(reprob),
+            };
+            request.Validate();
+            request = request with { Device = Device(parsed, device) };
+            FinetuneResult? result = null;
+            await context.Console.Progress()
+                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+                .StartAsync(async progress =>
+                {
+                    var bar = progress.AddTask(request.Task, maxValue: 1);
+                    string lastEval = "";
+                    result = await Finetuner.RunAsync(request, new Progress<FinetuneProgress>(p =>
+                    {
+                        bar.MaxValue = p.TotalSteps;
+                        bar.Value = p.Step + 1;
+                        if (p.Evaluation is { } e) lastEval = $" val top-1 {e.Top1:P1}";
+                        bar.Description = $"epoch {p.Epoch + 1} step {p.Step + 1}/{p.TotalSteps} loss {p.Loss:F3}{lastEval}";
+                    }), cancellationToken);
+                    bar.Value = bar.MaxValue;
+                });
+            var r = result!;
+            string evaluation = r.Final is { } final
+                ? $"; val top-1 {final.Top1:P2}, top-5 {final.Top5:P2} on {final.Images} images (best top-1 {r.Evaluations.Max(e => e.Result.Top1):P2})"
+                : "";
+            context.Console.MarkupLineInterpolated($"{request.Task}: {r.Steps} steps, loss {r.FirstLoss:F4} → {r.LastLoss:F4}, {r.ImagesPerSecond:F1} img/s, {r.SkippedSteps} skipped{evaluation}; checkpoint {r.Checkpoint}");
+            return 0;
+        });
+        return command;
+    }
+
+    public static Command CreateEval(CliContext context)
+    {
+        var task = new Option<string>("--task") { Description = "classify: top-1 / top-5 accuracy and per-class top-1", Required = true };
+        task.AcceptOnlyFromAmong(FinetuneRequest.Classify);
+        var model = new Option<string>("--model") { Description = "A ViT model directory with a classification head (a fine-tuning checkpoint's backbone/)", Required = true };
+        var data = new Option<string>("--data") { Description = "Labelled dataset root", Required = true };
+        var layout = LayoutOption();
+        var split = new Option<string>("--split") { Description = "train or val", DefaultValueFactory = _ => "val" };
+        split.AcceptOnlyFromAmong("train", "val");
+        var groundTruth = new Option<string?>("--ground-truth") { Description = "A flat val/: file of '<file name> <label>' lines" };
+        var batch = new Option<int>("--batch") { Description = "Images per batch", DefaultValueFactory = _ => 64 };
+        var workers = new Option<int>("--workers") { Description = "Decode workers", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var device = DeviceOption();
+        var imageSize = new Option<int?>("--img-size") { Description = "Evaluate at this input size (positions resampled); default: the model's" };
+        var output = new Option<string?>("--out") { Description = "Also write the result (with the per-class table) as JSON to this file" };
+        var command = new Command("eval", "Evaluate a classifier on a labelled split (resize + centre crop as BEiT): top-1, top-5 and per-class accuracy");
+        foreach (var option in new Option[] { task, model, data, layout, split, groundTruth, batch, workers, device, imageSize, output })
+            command.Options.Add(option);
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            var options = new EvaluateOptions
+            {
+                BatchSize = parsed.GetValue(batch), DecodeWorkers = parsed.GetValue(workers), ImageSize = parsed.GetValue(imageSize),
+            };
+            options.Validate();
+            options = options with { Device = Device(parsed, device) };
+            var splitName = parsed.GetValue(split) == "val" ? DatasetSplit.Validation : DatasetSplit.Train;
+            var index = DatasetSource.Open(parsed.GetRequiredValue(data), DatasetLayout.ImageNet, splitName, parsed.GetValue(groundTruth));
+            var result = await Evaluator.EvaluateAsync(parsed.GetRequiredValue(model), index, options, cancellationToken);
+            var table = new Table().AddColumns("class", "name", "images", "top-1");
+            foreach (var row in result.PerClass)
+                table.AddRow(row.Class.ToString(CultureInfo.InvariantCulture), Markup.Escape(row.Name), row.Images.ToString(CultureInfo.InvariantCulture),
+                    row.Images == 0 ? "–" : row.Top1.ToString("P1", CultureInfo.InvariantCulture));
+            context.Console.Write(table);
+            context.Console.MarkupLineInterpolated(
+                $"top-1 {result.Top1.ToString("P2", CultureInfo.InvariantCulture)}, top-5 {result.Top5.ToString("P2", CultureInfo.InvariantCulture)}, loss {result.Loss:F4} on {result.Images} images ({parsed.GetValue(split)}){(result.Quarantined > 0 ? $", {result.Quarantined} quarantined" : "")}");
+            if (parsed.GetValue(output) is { } path)
+            {
+                AtomicFile.WriteAllText(path, JsonSerializer.Serialize(result, new JsonSerializerOptions
+                {
+                    WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
+                }));
+                context.Console.MarkupLineInterpolated($"wrote {path}");
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    private static Option<string> LayoutOption()
+    {
+        var option = new Option<string>("--layout") { Description = "imagenet (class folders under train/ and val/)", Required = true };
+        option.AcceptOnlyFromAmong("imagenet");
+        return option;
+    }
+
+    private static Option<string> DeviceOption()
+    {
+        var option = new Option<string>("--device") { Description = "cpu or cuda", DefaultValueFactory = _ => "cpu" };
+        option.AcceptOnlyFromAmong("cpu", "cuda");
+        return option;
+    }
+
+    /// <summary>Loads the backend and resolves --device (cuda needs the CUDA libtorch).</summary>
+    private static torch.Device Device(ParseResult parsed, Option<string> device)
+    {
+        var backend = TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
+        bool cuda = parsed.GetValue(device) == "cuda";
+        if (cuda && backend.DefaultDevice.type != DeviceType.CUDA) throw new ArgumentException("--device cuda needs the CUDA libtorch (MIMFLOW_LIBTORCH or --libtorch)");
+        return cuda ? backend.DefaultDevice : torch.CPU;
+    }
+}

@@ -1,0 +1,448 @@
+using System.Diagnostics;
+using System.Text.Json;
+using MimFlow.Core.IO;
+using MimFlow.Core.Randomness;
+using MimFlow.Data.Augment;
+using MimFlow.Data.Pipeline;
+using MimFlow.Data.Sources;
+using MimFlow.Models.Backbones;
+using MimFlow.Models.Interop;
+using MimFlow.Training.Optimization;
+using MimFlow.Training.Runs;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MimFlow.Training.Finetuning;
+
+/// <summary>
+/// What <c>mimflow finetune</c> runs. Defaults are BEiT's recipes: full fine-tuning as in unilm's
+/// <c>beit/run_class_finetuning.py</c> with the BEiT-base ImageNet settings, linear probing as in
+/// <c>beit/run_linear_eval.py</c>. Values left null take the task's default.
+/// </summary>
+public sealed record FinetuneRequest
+{
+    public const string Classify = "classify";
+    public const string LinearProbe = "linear-probe";
+
+    /// <summary><see cref="Classify"/> (every weight trains) or <see cref="LinearProbe"/> (only the head does).</summary>
+    public required string Task { get; init; }
+
+    /// <summary>A ViT model directory (a pretraining checkpoint's <c>backbone/</c>, an imported model) or an architecture name (random init).</summary>
+    public required string Model { get; init; }
+
+    /// <summary>A labelled dataset: train/ for training, val/ for evaluation.</summary>
+    public required string Data { get; init; }
+
+    public DatasetLayout Layout { get; init; } = DatasetLayout.ImageNet;
+
+    /// <summary>Ground truth of a flat ImageNet val/ folder (file name, label per line).</summary>
+    public string? GroundTruth { get; init; }
+
+    public required string OutputDirectory { get; init; }
+
+    /// <summary>Epochs over train/ (BEiT-base: 100 for fine-tuning, 100 for linear probing).</summary>
+    public int Epochs { get; init; } = 100;
+
+    /// <summary>Images per step; a last partial batch of an epoch is dropped (BEiT's drop_last).</summary>
+    public int BatchSize { get; init; } = 64;
+
+    public ulong Seed { get; init; }
+    public Device? Device { get; init; }
+    public int DecodeWorkers { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>Train at this input size (positions resampled from the model's grid); null: the model's size.</summary>
+    public int? ImageSize { get; init; }
+
+    /// <summary>
+    /// Peak learning rate, used as given. Null: the recipe's rate scaled linearly from its reference batch to
+    /// <see cref="BatchSize"/>: 4e-3 at 1024 for fine-tuning (BEiT-base), 1e-3 at 256 for linear probing.
+    /// </summary>
+    public double? LearningRate { get; init; }
+
+    /// <summary>End of the cosine; null: 1e-6 (fine-tuning, BEiT's min_lr), 0 (linear probing, CosineAnnealingLR's eta_min).</summary>
+    public double? MinLearningRate { get; init; }
+
+    /// <summary>Linear warmup from 0; null: 5 epochs but at most a fifth of the run (fine-tuning), none (linear probing).</summary>
+    public int? WarmupEpochs { get; init; }
+
+    /// <summary>Layer-wise learning-rate decay for fine-tuning (BEiT: 0.65 base, 0.75 large); 1 turns it off.</summary>
+    public double LayerDecay { get; init; } = 0.65;
+
+    /// <summary>AdamW weight decay; null: 0.05 (fine-tuning), 1e-4 (linear probing).</summary>
+    public double? WeightDecay { get; init; }
+
+    /// <summary>Stochastic depth of the last block (linear in depth from 0), fine-tuning only (BEiT-base: 0.1).</summary>
+    public double DropPath { get; init; } = 0.1;
+
+    /// <summary>
+    /// RandAugment of the fine-tuning recipe (BEiT's <c>--aa rand-m9-mstd0.5-inc1</c>); null: none. Small or colour-coded
+    /// datasets may want it off: at magnitude 9 posterize keeps one bit and solarize inverts almost every pixel.
+    /// </summary>
+    public RandAugment? RandAugment { get; init; } = new();
+
+    /// <summary>Random erasing probability of the fine-tuning recipe (BEiT's <c>--reprob</c>).</summary>
+    public double RandomErasing { get; init; } = 0.25;
+
+    /// <summary>Mixup/CutMix for fine-tuning (off: smoothed one-hot targets only); never used for linear probing.</summary>
+    public bool Mixup { get; init; } = true;
+
+    /// <summary>The mixing and label smoothing settings; their <see cref="MixupOptions.LabelSmoothing"/> also applies without mixup.</summary>
+    public MixupOptions MixupOptions { get; init; } = new();
+
+    /// <summary>Gradient clipping by global norm; null: none (BEiT's fine-tuning default).</summary>
+    public double? ClipGradient { get; init; }
+
+    /// <summary>Evaluate on val/ after each epoch (needs the split); off: train only.</summary>
+    public bool EvaluateEachEpoch { get; init; } = true;
+
+    /// <summary>Images per evaluation batch; null: 1.5 × the training batch (BEiT).</summary>
+    public int? EvalBatchSize { get; init; }
+
+    /// <summary>Consecutive non-finite losses tolerated (each step skipped) before the run stops.</summary>
+    public int MaxConsecutiveNonFinite { get; init; } = 5;
+
+    public bool IsLinearProbe => Task == LinearProbe;
+
+    public void Validate()
+    {
+        if (Task is not (Classify or LinearProbe)) throw new ArgumentException($"unknown task '{Task}' ({Classify}, {LinearProbe})");
+        if (Layout != DatasetLayout.ImageNet) throw new ArgumentException("fine-tuning reads labelled ImageNet-layout data (--layout imagenet)");
+        if (Epochs < 1 || BatchSize < 1 || DecodeWorkers < 1) throw new ArgumentException("epochs, batch size and workers must be at least 1");
+        if (LearningRate is <= 0 || MinLearningRate is < 0 || WeightDecay is < 0) throw new ArgumentException("the learning rate must be positive, the minimum rate and weight decay not negative");
+        if (WarmupEpochs is < 0 || WarmupEpochs > Epochs) throw new ArgumentException($"warmup epochs must lie in [0, {Epochs}] (got {WarmupEpochs})");
+        if (LayerDecay is <= 0 or > 1) throw new ArgumentException($"layer decay must lie in (0, 1] (got {LayerDecay})");
+        if (DropPath is < 0 or >= 1) throw new ArgumentException($"drop path must lie in [0, 1) (got {DropPath})");
+        if (ClipGradient is <= 0) throw new ArgumentException($"the gradient clipping norm must be positive (got {ClipGradient})");
+        if (RandomErasing is < 0 or > 1) throw new ArgumentException($"the random erasing probability must lie in [0, 1] (got {RandomErasing})");
+        if (ImageSize is < 1 || EvalBatchSize is < 1) throw new ArgumentException("the image size and the evaluation batch must be positive");
+        MixupOptions.Validate();
+    }
+}
+
+public sealed record FinetuneProgress(long Step, long TotalSteps, int Epoch, double Loss, double ImagesPerSecond, EvaluationResult? Evaluation);
+
+/// <summary>One epoch's evaluation on val/ (the step is the number of steps taken by its end).</summary>
+public sealed record EpochEvaluation(int Epoch, long Step, EvaluationResult Result);
+
+public sealed record FinetuneResult(long Steps, double FirstLoss, double LastLoss, long SkippedSteps, double ImagesPerSecond,
+    IReadOnlyList<EpochEvaluation> Evaluations, string Checkpoint)
+{
+    /// <summary>The last epoch's evaluation, or null when none ran.</summary>
+    public EvaluationResult? Final => Evaluations.Count == 0 ? null : Evaluations[^1].Result;
+}
+
+/// <summary>
+/// Image classification on top of a (pretrained) ViT, as BEiT evaluates its representations.
+/// <para>
+/// <b>classify</b>: full fine-tuning. The backbone is rebuilt with average pooling (<c>fc_norm</c> over the mean of
+/// the patch tokens) and a new K-class head, initialised as BEiT's <c>modeling_finetune</c> does (truncated normal
+/// 0.02, then weight and bias × init_scale 0.001, so the first logits are almost uniform and the early gradients do
+/// not wreck the pretrained features); stochastic depth; AdamW (β 0.9/0.999) with BEiT's parameter groups and
+/// layer-wise learning-rate decay; linear warmup then cosine per step; timm's Mixup/CutMix with label smoothing folded
+/// into soft targets and the soft-target cross-entropy (without mixup, the smoothed one-hot targets, which is timm's
+/// LabelSmoothingCrossEntropy). Training images go through <see cref="FinetuneRecipe"/> at the model's input size.
+/// </para>
+/// <para>
+/// <b>linear-probe</b>: the backbone is frozen (no gradients, eval mode) and only a linear head trains on the
+/// average of the last block's patch tokens, layer-normalised by <c>fc_norm</c> — the model's own "avg" pooling, so
+/// the saved model directory forwards to the very logits the probe learned. BEiT's run_linear_eval concatenates [CLS]
+/// with the patch average of every layer and trains one classifier per layer; one pooled feature of the final layer
+/// is the simple, common variant. No BatchNorm: fc_norm (BEiT backbones keep it at its identity init through
+/// pretraining) already standardises each feature vector, per image rather than per batch, so the probe does not
+/// depend on batch statistics. Augmentation: RandomResizedCrop and flip only; no mixup, no smoothing; AdamW with weight
+/// decay 1e-4 and a cosine to 0, head initialised with std 0.01 (BEiT's linear eval).
+/// </para>
+/// <para>
+/// Loading a backbone: its weights are copied by name into the classifier; the mask token, a token-pooled model's
+/// final <c>norm</c> and any old head are left out, and a missing <c>fc_norm</c> starts at 1/0 (as BEiT's and MAE's
+/// fine-tuning load non-strictly); a shared relative position bias is copied into every block's own table, as
+/// run_class_finetuning does by default. Everything else must be present with its shape (position tables are
+/// resampled when the input size changes).
+/// </para>
+/// <para>
+/// Outputs in the run folder: <c>metrics.jsonl</c> (per step: step, epoch, loss, lr, images_per_second, input_wait,
+/// mix, lambda), <c>eval.json</c> (rewritten after each epoch: every epoch's top-1/top-5/loss and the last epoch's
+/// per-class table), and at the end a checkpoint (<see cref="CheckpointStore"/>) whose <c>backbone/</c> is the whole
+/// classifier, head included. On CPU a run is a function of its seed: batches, augmentations, mixing (a StableRandom
+/// from (seed, step)) and stochastic depth (a generator from (seed, step)) are all derived from it.
+/// </para>
+/// </summary>
+public static class Finetuner
+{
+    public const string EvalFileName = "eval.json";
+
+    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+
+    public static async Task<FinetuneResult> RunAsync(FinetuneRequest request, IProgress<FinetuneProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        request.Validate();
+        bool probe = request.IsLinearProbe;
+        var device = request.Device ?? CPU;
+        var store = new CheckpointStore(request.OutputDirectory);
+        if (Directory.Exists(request.OutputDirectory) && store.Latest() is not null)
+            throw new ArgumentException($"{request.OutputDirectory}: holds a finished run already; choose a new folder");
+
+        var train = DatasetSource.Open(request.Data, request.Layout, DatasetSplit.Train);
+        int classes = train.Classes.Count;
+        if (classes < 2) throw new ArgumentException($"{request.Data}: {classes} class folder(s) in train/; classification needs at least 2");
+        var validation = request.EvaluateEachEpoch ? DatasetSource.Open(request.Data, request.Layout, DatasetSplit.Validation, request.GroundTruth) : null;
+        if (validation is { Count: 0 }) throw new ArgumentException($"{request.Data}: val/ holds no images (or turn evaluation off)");
+        long perEpoch = train.Count / request.BatchSize;
+        if (perEpoch == 0) throw new ArgumentException($"{request.Data}: {train.Count} training images make no full batch of {request.BatchSize}");
+        long totalSteps = request.Epochs * perEpoch;
+
+        var (spec, model) = BuildClassifier(request, classes);
+        using var ownedModel = model;
+        Directory.CreateDirectory(request.OutputDirectory);
+        model.to(device);
+        if (probe)
+            foreach (var (name, parameter) in model.named_parameters())
+                parameter.requires_grad = name.StartsWith("head.", StringComparison.Ordinal);
+
+        double weightDecay = request.WeightDecay ?? (probe ? 1e-4 : 0.05);
+        using var optimizer = new FlatAdamW(
+            ParameterGroups.Build(model, new ParameterGroupOptions { LayerDecay = probe || request.LayerDecay == 1 ? null : request.LayerDecay }),
+            new AdamWOptions { Beta2 = 0.999, WeightDecay = weightDecay });
+        double lr = request.LearningRate ?? (probe ? 1e-3 * request.BatchSize / 256 : 4e-3 * request.BatchSize / 1024);
+        long warmup = request.WarmupEpochs is int epochs ? epochs * perEpoch : probe ? 0 : Math.Min(5 * perEpoch, totalSteps / 5);
+        var schedule = CosineSchedule.LearningRate(lr, request.MinLearningRate ?? (probe ? 0 : 1e-6), totalSteps, warmup);
+
+        int size = model.Config.ImgSize;
+        IAugmentRecipe recipe = probe
+            ? new FinetuneRecipe(size) { Augment = new RandAugment(Layers: 0), Erasing = new RandomErasing(Probability: 0) }
+            : new FinetuneRecipe(size)
+            {
+                Augment = request.RandAugment ?? new RandAugment(Layers: 0), Erasing = new RandomErasing(Probability: request.RandomErasing),
+            };
+        var mixer = !probe && request.Mixup ? new MixupCutmix(request.MixupOptions, classes) : null;
+        double smoothing = probe ? 0 : request.MixupOptions.LabelSmoothing;
+        var evalOptions = new EvaluateOptions
+        {
+            BatchSize = request.EvalBatchSize ?? Math.Max(1, (int)(1.5 * request.BatchSize)), DecodeWorkers = request.DecodeWorkers,
+        };
+
+        using var metrics = MetricsLog.Open(request.OutputDirectory, null);
+        if (probe) model.eval();
+        else model.train();
+        long step = 0, skipped = 0, images = 0;
+        int consecutiveNonFinite = 0;
+        double firstLoss = double.NaN, lastLoss = double.NaN;
+        var evaluations = new List<EpochEvaluation>();
+        var clock = Stopwatch.StartNew();
+        for (int epoch = 0; epoch < request.Epochs && step < totalSteps; epoch++)
+        {
+            var loader = new DataflowLoader(train, recipe, new LoaderOptions
+            {
+                BatchSize = request.BatchSize, Seed = request.Seed, Epoch = epoch, Shuffle = true, KeepPartialBatch = false,
+                DecodeWorkers = request.DecodeWorkers, ReadConcurrency = Math.Max(2, request.DecodeWorkers), Format = PixelFormat.Float32,
+            });
+            var stepClock = Stopwatch.StartNew();
+            var wait = Stopwatch.StartNew();
+            await foreach (var batch in loader.ReadEpochAsync(cancellationToken))
+            {
+                double waited = wait.Elapsed.TotalSeconds;
+                double rate = schedule.ValueAt(step);
+                StepOutcome outcome;
+                using (batch)
+                    outcome = probe
+                        ? ProbeStep(model, optimizer, batch, device, rate)
+                        : ClassifyStep(model, optimizer, mixer, batch, device, rate, smoothing, classes, request, step);
+                if (double.IsFinite(outcome.Loss))
+                {
+                    consecutiveNonFinite = 0;
+                    if (double.IsNaN(firstLoss)) firstLoss = outcome.Loss;
+                    lastLoss = outcome.Loss;
+                }
+                else
+                {
+                    skipped++;
+                    consecutiveNonFinite++;
+                }
+                double seconds = stepClock.Elapsed.TotalSeconds;
+                images += outcome.Images;
+                var entry = new Dictionary<string, object>
+                {
+                    ["step"] = step, ["epoch"] = epoch, ["loss"] = outcome.Loss, ["lr"] = rate,
+                    ["images_per_second"] = outcome.Images / seconds, ["input_wait"] = waited / seconds,
+                };
+                if (!probe)
+                {
+                    entry["mix"] = outcome.Mix.Kind.ToString().ToLowerInvariant();
+                    entry["lambda"] = outcome.Mix.Lambda;
+                }
+                if (!double.IsFinite(outcome.Loss)) entry["skipped"] = true;
+                metrics.Write(entry);
+                progress?.Report(new FinetuneProgress(step, totalSteps, epoch, outcome.Loss, outcome.Images / seconds, null));
+                step++;
+                if (consecutiveNonFinite > request.MaxConsecutiveNonFinite)
+                    throw new InvalidOperationException($"{consecutiveNonFinite} non-finite losses in a row up to step {step - 1}: stopped (lower --lr)");
+                if (step == totalSteps) break;
+                stepClock.Restart();
+                wait.Restart();
+            }
+            if (validation is not null)
+            {
+                var result = await Evaluator.EvaluateAsync(model, validation, evalOptions, cancellationToken);
+                evaluations.Add(new EpochEvaluation(epoch, step, result));
+                WriteEvaluations(request.OutputDirectory, evaluations);
+                progress?.Report(new FinetuneProgress(step - 1, totalSteps, epoch, lastLoss, 0, result));
+            }
+        }
+        clock.Stop();
+
+        var state = new TrainerState(step, request.Epochs, 0, skipped, request.Task, spec.Architecture, request.Seed);
+        var optimizerState = optimizer.StateTensors();
+        string checkpoint;
+        try
+        {
+            checkpoint = store.Save(state, spec with { Config = model.Config }, model, model, optimizerState);
+        }
+        finally
+        {
+            foreach (var tensor in optimizerState.Values) tensor.Dispose();
+        }
+        return new FinetuneResult(step, firstLoss, lastLoss, skipped, images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), evaluations, checkpoint);
+    }
+
+    private readonly record struct StepOutcome(double Loss, int Images, MixDraw Mix);
+
+    /// <summary>One fine-tuning step; synchronous, so its dispose scope and grad mode stay on one thread.</summary>
+    private static StepOutcome ClassifyStep(VisionTransformer model, FlatAdamW optimizer, MixupCutmix? mixer, Batch batch, Device device, double lr,
+        double smoothing, int classes, FinetuneRequest request, long step)
+    {
+        using var scope = NewDisposeScope();
+        var (pixels, labels) = Evaluator.Upload(batch, device);
+        var random = StableRandom.For(request.Seed, "mixup", (ulong)step);
+        var (inputs, targets, draw) = mixer is null
+            ? (pixels, MixupCutmix.Targets(labels, classes, 1.0, smoothing), new MixDraw(MixKind.None, 1.0, null))
+            : mixer.Apply(pixels, labels, ref random);
+        using var generator = new Generator(StableRandom.For(request.Seed, "drop-path", (ulong)step).NextUInt64(), device);
+        Block.UseGenerator(model, generator);
+        try
+        {
+            var loss = MixupCutmix.SoftTargetCrossEntropy(model.ForwardHead(model.ForwardFeatures(inputs)), targets);
+            double value = loss.item<float>();
+            if (double.IsFinite(value))
+            {
+                loss.backward();
+                if (request.ClipGradient is double clip) optimizer.ClipGradNorm(clip);
+                optimizer.Step(lr);
+            }
+            optimizer.ZeroGrad();
+            return new StepOutcome(value, batch.Count, draw);
+        }
+        finally
+        {
+            Block.UseGenerator(model, null);
+        }
+    }
+
+    /// <summary>One linear-probe step: frozen features without autograd, then the head alone with plain cross-entropy.</summary>
+    private static StepOutcome ProbeStep(VisionTransformer model, FlatAdamW optimizer, Batch batch, Device device, double lr)
+    {
+        using var scope = NewDisposeScope();
+        var (pixels, labels) = Evaluator.Upload(batch, device);
+        Tensor features;
+        using (no_grad()) features = model.ForwardFeatures(pixels);
+        var loss = nn.functional.cross_entropy(model.ForwardHead(features), labels);
+        double value = loss.item<float>();
+        if (double.IsFinite(value))
+        {
+            loss.backward();
+            optimizer.Step(lr);
+        }
+        optimizer.ZeroGrad();
+        return new StepOutcome(value, batch.Count, new MixDraw(MixKind.None, 1.0, null));
+    }
+
+    /// <summary>
+    /// The classifier for <paramref name="classes"/> classes: average pooling, a new head, BEiT's initialisation for
+    /// whatever the source does not provide, then the source's weights (see the class remarks for what is copied).
+    /// </summary>
+    public static (ModelSpec Spec, VisionTransformer Model) BuildClassifier(FinetuneRequest request, int classes)
+    {
+        bool probe = request.IsLinearProbe;
+        ModelSpec sourceSpec;
+        VisionTransformer? source = null;
+        if (Directory.Exists(request.Model))
+        {
+            sourceSpec = ModelDirectory.ReadSpec(request.Model);
+            if (sourceSpec.Kind != ModelKind.Vit) throw new ArgumentException($"{request.Model}: a {sourceSpec.Kind.ToString().ToLowerInvariant()} model cannot be fine-tuned as a classifier");
+            int? resize = request.ImageSize is int size && size != sourceSpec.Config!.ImgSize ? size : null;
+            (sourceSpec, source) = ModelDirectory.LoadVit(request.Model, resize);
+        }
+        else
+        {
+            if (request.Model.Contains('/') || request.Model.Contains('\\'))
+                throw new ArgumentException($"{request.Model}: neither a model directory nor an architecture name");
+            sourceSpec = ModelCatalog.Spec(request.Model);
+            if (sourceSpec.Kind != ModelKind.Vit) throw new ArgumentException($"{request.Model}: not a ViT architecture");
+            if (request.ImageSize is int size) sourceSpec = sourceSpec with { Config = sourceSpec.Config! with { ImgSize = size } };
+        }
+        using var loaded = source;
+        var sourceConfig = sourceSpec.Config!;
+        var config = sourceConfig with
+        {
+            GlobalPool = "avg", NumClasses = classes, UseMaskToken = false, DropPathRate = probe ? 0 : request.DropPath,
+            // BEiT fine-tunes a shared relative position bias as one table per block, each starting from the shared one.
+            UseRelPosBias = sourceConfig.UseRelPosBias || sourceConfig.UseSharedRelPosBias, UseSharedRelPosBias = false,
+        };
+        var model = new VisionTransformer(config);
+        try
+        {
+            Initialization.Apply(model, (long)request.Seed);
+            using (no_grad())
+            {
+                var head = model.named_parameters().Where(p => p.name.StartsWith("head.", StringComparison.Ordinal)).ToList();
+                // BEiT's init_scale (0.001) for fine-tuning; std 0.01 = 0.02 × 0.5 for the linear probe (run_linear_eval).
+                foreach (var (_, parameter) in head) parameter.mul_(probe ? 0.5 : 0.001);
+            }
+            if (loaded is not null) CopyBackbone(loaded, model, request.Model);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+        return (sourceSpec with { Config = config }, model);
+    }
+
+    /// <summary>Copies every backbone tensor of <paramref name="source"/> into <paramref name="target"/> by name (see the class remarks).</summary>
+    private static void CopyBackbone(VisionTransformer source, VisionTransformer target, string origin)
+    {
+        const string sharedTable = "rel_pos_bias.relative_position_bias_table";
+        var from = source.state_dict();
+        using var noGrad = no_grad();
+        foreach (var (name, destination) in target.state_dict())
+        {
+            if (name.StartsWith("head.", StringComparison.Ordinal) || name.EndsWith("relative_position_index", StringComparison.Ordinal)) continue;
+            Tensor? value = from.TryGetValue(name, out var same) ? same
+                : name.EndsWith("attn.relative_position_bias_table", StringComparison.Ordinal) && from.TryGetValue(sharedTable, out var shared) ? shared
+                : null;
+            if (value is null)
+            {
+                if (name.StartsWith("fc_norm.", StringComparison.Ordinal)) continue;
+                throw new InvalidDataException($"{origin}: '{name}' is missing for the classifier");
+            }
+            if (!value.shape.SequenceEqual(destination.shape))
+                throw new InvalidDataException($"{origin}: '{name}' has shape [{string.Join(", ", value.shape)}], the classifier expects [{string.Join(", ", destination.shape)}]");
+            destination.copy_(value);
+        }
+    }
+
+    private static void WriteEvaluations(string runDirectory, IReadOnlyList<EpochEvaluation> evaluations)
+    {
+        var last = evaluations[^1].Result;
+        var document = new
+        {
+            epochs = evaluations.Select(e => new
+            {
+                epoch = e.Epoch, step = e.Step, images = e.Result.Images, top1 = e.Result.Top1, top5 = e.Result.Top5, loss = e.Result.Loss,
+                quarantined = e.Result.Quarantined,
+            }),
+            best_top1 = evaluations.Max(e => e.Result.Top1),
+            per_class = last.PerClass.Select(c => new { @class = c.Class, name = c.Name, images = c.Images, top1 = c.Images == 0 ? (double?)null : c.Top1 }),
+        };
+        AtomicFile.WriteAllText(Path.Combine(runDirectory, EvalFileName), JsonSerializer.Serialize(document, Json));
+    }
+}
