@@ -12,6 +12,7 @@ using MimFlow.Models.Interop;
 using MimFlow.Models.Tokenizers;
 using MimFlow.Precompute.Shards;
 using MimFlow.Precompute.Tokenize;
+using MimFlow.Training.Finetuning;
 using MimFlow.Training.Pretraining;
 using MimFlow.Training.Runs;
 using MimFlow.Torch.Backend;
@@ -27,7 +28,8 @@ public sealed record StageReport(string Stage, string Did, TimeSpan Elapsed, str
 /// Runs every stage that exists so far on generated data, small enough for 2 CPU cores: the torch backend check,
 /// the two synthetic datasets, a full decode of what was written, a scan (read + decode + augment with quarantine)
 /// of each, one masked pretraining batch and one segmentation batch drawn to PNGs, a seeded VQ-KD tokenizer, the
-/// pre-tokenization of the training images into Parquet shards and their verification, and BEiT pretraining on them.
+/// pre-tokenization of the training images into Parquet shards and their verification, BEiT pretraining on them, and
+/// classification fine-tuning from that checkpoint next to the same fine-tuning from random init.
 /// </summary>
 internal sealed class DemoRun(CliContext context, string outputDirectory, ulong seed, TorchBackendOptions backendOptions)
 {
@@ -35,6 +37,7 @@ internal sealed class DemoRun(CliContext context, string outputDirectory, ulong 
     public const int ImageNetClasses = 6;
     public const int Ade20kImages = 20;
     public const int PretrainSteps = 30;
+    public const int FinetuneEpochs = 6;
 
     /// <summary>The demo's ViT shape: real architectures at 64 px so pretraining runs in seconds on 2 cores.</summary>
     private static readonly VitConfig DemoVit = new() { ImgSize = 64, PatchSize = 8, EmbedDim = 96, Depth = 4, NumHeads = 3 };
@@ -179,6 +182,24 @@ internal sealed class DemoRun(CliContext context, string outputDirectory, ulong 
         reports.Add(new StageReport("pretrain beit",
             $"{PretrainSteps} steps × 16 images: loss {losses.Take(5).Average():F3} (first 5) → {losses.TakeLast(5).Average():F3} (last 5), {pretrained.ImagesPerSecond:F0} img/s, input-bound {pretrained.InputBoundShare:P0}",
             watch.Elapsed, run));
+
+        // Fine-tuning at equal budget from the pretrained backbone and from the same architecture's random init.
+        var top1 = new Dictionary<string, EvaluationResult>();
+        watch.Restart();
+        foreach (var (name, model) in new[] { ("pretrained", Path.Combine(pretrained.Checkpoint, "backbone")), ("random init", student) })
+        {
+            string folder = Path.Combine(root, "runs", name == "pretrained" ? "finetune-pretrained" : "finetune-random");
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+            var result = await Finetuner.RunAsync(new FinetuneRequest
+            {
+                Task = FinetuneRequest.Classify, Model = model, Data = imagenet, OutputDirectory = folder, Epochs = FinetuneEpochs, BatchSize = 16, Seed = seed,
+                LearningRate = 2e-3, RandAugment = null, RandomErasing = 0,
+            }, cancellationToken: cancellationToken);
+            top1[name] = result.Final!;
+        }
+        reports.Add(new StageReport("fine-tune",
+            $"{FinetuneEpochs} epochs each, {top1["pretrained"].Images} val images: top-1 {top1["pretrained"].Top1:P1} from the BEiT checkpoint vs {top1["random init"].Top1:P1} from random init",
+            watch.Elapsed, Path.Combine(root, "runs")));
         return reports;
     }
 

@@ -133,7 +133,7 @@ public sealed class CommandLineTests
         var outcome = await CliHarness.RunAsync("demo", "--out", dir.Path);
         Assert.True(outcome.ExitCode == 0, outcome.Error);
         foreach (string stage in new[] { "backend", "synth imagenet", "synth ade20k", "decode check", "scan imagenet", "scan ade20k", "masked batch", "segmentation batch",
-                     "model init", "tokenize", "shards verify", "pretrain beit", "demo finished" })
+                     "model init", "tokenize", "shards verify", "pretrain beit", "fine-tune", "demo finished" })
             Assert.Contains(stage, outcome.Output);
         Assert.Contains($"{MimFlow.Cli.Demo.DemoRun.ImageNetImages + MimFlow.Cli.Demo.DemoRun.Ade20kImages} images and {MimFlow.Cli.Demo.DemoRun.Ade20kImages} label maps decoded", outcome.Output);
         Assert.True(File.Exists(Path.Combine(dir.Path, "imagenet", "synth.json")));
@@ -145,6 +145,8 @@ public sealed class CommandLineTests
         var losses = MimFlow.Training.Runs.MetricsLog.Read(Path.Combine(dir.Path, "runs", "beit")).Select(e => e["loss"]!.GetValue<double>()).ToList();
         Assert.Equal(MimFlow.Cli.Demo.DemoRun.PretrainSteps, losses.Count);
         Assert.True(losses.TakeLast(5).Average() < losses.Take(5).Average(), "the demo's pretraining loss must fall");
+        foreach (string run in new[] { "finetune-pretrained", "finetune-random" })
+            Assert.True(File.Exists(Path.Combine(dir.Path, "runs", run, "eval.json")), run);
 
         // A second run into the same folder works (its own PNG outputs are not taken for dataset files).
         var again = await CliHarness.RunAsync("demo", "--out", dir.Path);
