@@ -51,6 +51,12 @@ public sealed record PretrainRequest
     public double? Beta2 { get; init; }
     public double ClipGradient { get; init; } = 3.0;
 
+    /// <summary>
+    /// Compute type: bfloat16 (a bf16 copy over fp32 master weights, see <c>LowPrecisionShadow</c>) or float32;
+    /// null: bf16 on CUDA, fp32 on CPU. iBOT stays in fp32 (its EMA teacher lives with the masters).
+    /// </summary>
+    public ScalarType? ComputeType { get; init; }
+
     /// <summary>BEiT's masking: about 40 % of the patches in blocks of at least 16.</summary>
     public double MaskRatio { get; init; } = 0.4;
 
@@ -106,6 +112,19 @@ public static class Pretrainer
         {
             Beta2 = request.Beta2 ?? (request.Objective == "beit" ? 0.999 : 0.98), WeightDecay = request.WeightDecay,
         });
+        var computeType = request.Objective == "ibot" ? ScalarType.Float32
+            : request.ComputeType ?? (device.type == DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32);
+        IMimObjective? compute = null;
+        LowPrecisionShadow? shadow = null;
+        if (computeType != ScalarType.Float32)
+        {
+            compute = Build(request, new VisionTransformer(backbone.Config)).Objective;
+            ((nn.Module)compute).to(device);
+            ((nn.Module)compute).train();
+            shadow = new LowPrecisionShadow((nn.Module)compute, optimizer, computeType);
+        }
+        using var computeModule = (nn.Module?)compute;
+        using var shadowOwner = shadow;
         long warmup = request.WarmupSteps ?? Math.Min(totalSteps / 10, 10 * input.BatchesPerEpoch);
         var schedule = CosineSchedule.LearningRate(request.LearningRate, request.MinLearningRate, totalSteps, warmup);
         var momentum = CosineSchedule.EmaMomentum(totalSteps);
@@ -144,8 +163,10 @@ public static class Pretrainer
             {
                 double lr = schedule.ValueAt(step);
                 using var generator = new Generator(StableRandom.For(request.Seed, "drop-path", (ulong)step).NextUInt64(), device);
-                Block.UseGenerator(module, generator);
-                using var loss = batch.Loss();
+                var runner = compute ?? objective;
+                shadow?.PullWeights();
+                Block.UseGenerator((nn.Module)runner, generator);
+                using var loss = batch.Loss(runner);
                 var values = loss.ToMetrics();
                 double total = values["loss"];
                 double gradientNorm = double.NaN;
@@ -159,6 +180,7 @@ public static class Pretrainer
                 {
                     consecutiveNonFinite = 0;
                     loss.Total.backward();
+                    shadow?.PushGradients();
                     if (objective is IbotObjective ibotEpochZero && batch.Epoch == 0) ibotEpochZero.FreezeLastLayerGradients();
                     gradientNorm = optimizer.ClipGradNorm(request.ClipGradient);
                     optimizer.Step(lr);
@@ -167,7 +189,7 @@ public static class Pretrainer
                     if (double.IsNaN(firstLoss)) firstLoss = total;
                     lastLoss = total;
                 }
-                Block.UseGenerator(module, null);
+                Block.UseGenerator((nn.Module)runner, null);
                 double seconds = stepClock.Elapsed.TotalSeconds;
                 images += batch.Count;
                 var entry = new Dictionary<string, object> { ["step"] = step, ["epoch"] = batch.Epoch };

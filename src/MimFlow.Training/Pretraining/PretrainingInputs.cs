@@ -13,7 +13,9 @@ namespace MimFlow.Training.Pretraining;
 /// <param name="ResumePosition">Where the input continues after this batch within its epoch, in the input's own unit
 /// (the shard feeder counts batches; the data pipeline counts samples of the epoch order, since refused images make
 /// batches and samples diverge).</param>
-internal sealed record StepBatch(int Epoch, long Number, int Count, Func<ObjectiveLoss> Loss, IDisposable Owner, long ResumePosition) : IDisposable
+/// <param name="Loss">The loss under a given objective: the run's own, or its bf16 compute copy (inputs are cast to the
+/// objective's parameter type).</param>
+internal sealed record StepBatch(int Epoch, long Number, int Count, Func<IMimObjective, ObjectiveLoss> Loss, IDisposable Owner, long ResumePosition) : IDisposable
 {
     public void Dispose() => Owner.Dispose();
 }
@@ -36,17 +38,22 @@ internal sealed class ShardInput(ShardFeeder feeder, IMimObjective objective) : 
     {
         var batches = feeder.ReadEpochsAsync(firstEpoch, resumePosition, cancellationToken);
         await foreach (var batch in DevicePrefetcher.ToDeviceAsync(batches, device, cancellationToken))
-            yield return new StepBatch(batch.Epoch, batch.Number, batch.Count, () => Loss(batch), batch, batch.Number + 1);
+            yield return new StepBatch(batch.Epoch, batch.Number, batch.Count, target => Loss(target, batch), batch, batch.Number + 1);
     }
 
-    private ObjectiveLoss Loss(DeviceBatch batch) => objective switch
+    private ObjectiveLoss Loss(IMimObjective target, DeviceBatch batch)
     {
-        BeitObjective beit => beit.Loss(batch.Pixels, batch.Masks, batch.Codes),
-        BeitV2Objective beitv2 => beitv2.Loss(batch.Pixels, batch.Masks, batch.Codes),
-        MaskDistillObjective distill => distill.Loss(batch.Pixels, batch.Masks,
-            batch.Features ?? throw new InvalidDataException("maskdistill needs teacher features in the shards (tokenize --teacher)")),
-        _ => throw new InvalidOperationException($"{objective.Name} does not train from shards"),
-    };
+        var dtype = target.Backbone.parameters().First().dtype;
+        using var pixels = batch.Pixels.to(dtype);
+        return target switch
+        {
+            BeitObjective beit => beit.Loss(pixels, batch.Masks, batch.Codes),
+            BeitV2Objective beitv2 => beitv2.Loss(pixels, batch.Masks, batch.Codes),
+            MaskDistillObjective distill => distill.Loss(pixels, batch.Masks,
+                batch.Features ?? throw new InvalidDataException("maskdistill needs teacher features in the shards (tokenize --teacher)")),
+            _ => throw new InvalidOperationException($"{objective.Name} does not train from shards"),
+        };
+    }
 }
 
 /// <summary>
@@ -98,7 +105,7 @@ internal sealed class MultiCropInput : IPretrainingInput
                     var temperatures = TeacherTemperatures.Ibot(fractionalEpoch);
                     long next = positionOf[batch.Samples[batch.Count - 1].Index] + 1;
                     yield return new StepBatch(epoch, number++, batch.Count,
-                        () => objective.Loss(tensors.Globals, tensors.Masks, tensors.Locals, temperatures), tensors, next);
+                        _ => objective.Loss(tensors.Globals, tensors.Masks, tensors.Locals, temperatures), tensors, next);
                 }
             }
         }

@@ -81,6 +81,14 @@ public sealed class PretrainTests
             var first = MetricsLog.Read(run).First();
             Assert.True(first.ContainsKey(objective == "beitv2" ? "loss_aggregation" : "loss_distill"), objective);
         }
+
+        // bf16 compute over fp32 masters starts from the same loss up to bf16 rounding and keeps training.
+        string fp32 = fixture.Combine("fp32"), bf16 = fixture.Combine("bf16");
+        await Pretrainer.RunAsync(Request(fixture, shards, student, fp32) with { Steps = 4, CheckpointEvery = 100 });
+        await Pretrainer.RunAsync(Request(fixture, shards, student, bf16) with { Steps = 4, CheckpointEvery = 100, ComputeType = TorchSharp.torch.ScalarType.BFloat16 });
+        var (full, low) = (Losses(fp32), Losses(bf16));
+        Assert.InRange(Math.Abs(full[0] - low[0]), 0, 0.02 * full[0]);
+        Assert.All(low, l => Assert.True(double.IsFinite(l)));
     }
 
     [Fact]
