@@ -36,6 +36,7 @@ public static class MimFlowCli
         root.Subcommands.Add(ShardsCommand.Create(context));
         root.Subcommands.Add(PretrainCommand.Create(context));
         root.Subcommands.Add(PretrainCommand.CreatePlot(context));
+        root.Subcommands.Add(TrainTokenizerCommand.Create(context));
         root.Subcommands.Add(FinetuneCommand.Create(context));
         root.Subcommands.Add(FinetuneCommand.CreateEval(context));
         root.Subcommands.Add(BenchCommand.Create(context));

@@ -91,3 +91,46 @@ internal static class PretrainCommand
         return command;
     }
 }
+
+/// <summary><c>mimflow train-tokenizer --objective vqkd</c>: BEiT v2's tokenizer against a frozen teacher.</summary>
+internal static class TrainTokenizerCommand
+{
+    public static Command Create(CliContext context)
+    {
+        var objective = new Option<string>("--objective") { Description = "vqkd", DefaultValueFactory = _ => "vqkd" };
+        objective.AcceptOnlyFromAmong("vqkd");
+        var teacher = new Option<string>("--teacher") { Description = "Frozen teacher model directory (CLIP, DINO ViT)", Required = true };
+        var data = new Option<string>("--data") { Description = "Dataset folder", Required = true };
+        var layout = new Option<string>("--layout") { Description = "imagenet, ade20k or folder", DefaultValueFactory = _ => "imagenet" };
+        layout.AcceptOnlyFromAmong("imagenet", "ade20k", "folder");
+        var model = new Option<string>("--model") { Description = "vqkd-tiny, vqkd-base or a VQ-KD model directory", DefaultValueFactory = _ => "vqkd-base" };
+        var output = new Option<string>("--out") { Description = "Run folder: metrics.jsonl and tokenizer/ (a model directory for mimflow tokenize)", Required = true };
+        var steps = new Option<long?>("--steps") { Description = "Optimisation steps" };
+        var epochs = new Option<int?>("--epochs") { Description = "Epochs (instead of --steps)" };
+        var batch = new Option<int>("--batch") { Description = "Images per step", DefaultValueFactory = _ => 64 };
+        var lr = new Option<double>("--lr") { Description = "Peak learning rate (BEiT v2: 5e-5)", DefaultValueFactory = _ => 5e-5 };
+        var seed = new Option<ulong>("--seed") { Description = "Seed", DefaultValueFactory = _ => 0 };
+        var device = new Option<string>("--device") { Description = "cpu or cuda", DefaultValueFactory = _ => "cpu" };
+        device.AcceptOnlyFromAmong("cpu", "cuda");
+        var workers = new Option<int>("--workers") { Description = "Decode workers", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var command = new Command("train-tokenizer", "Train a VQ-KD tokenizer (BEiT v2) to reconstruct a frozen teacher's features: cosine + commitment, EMA codebook, dead-code restarts");
+        foreach (var option in new Option[] { objective, teacher, data, layout, model, output, steps, epochs, batch, lr, seed, device, workers }) command.Options.Add(option);
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            var backend = TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
+            bool cuda = parsed.GetValue(device) == "cuda";
+            if (cuda && backend.DefaultDevice.type != DeviceType.CUDA) throw new ArgumentException("--device cuda needs the CUDA libtorch (MIMFLOW_LIBTORCH or --libtorch)");
+            var request = new MimFlow.Training.Tokenizer.VqKdTrainRequest
+            {
+                Data = parsed.GetRequiredValue(data), Teacher = parsed.GetRequiredValue(teacher), Model = parsed.GetRequiredValue(model),
+                OutputDirectory = parsed.GetRequiredValue(output), Steps = parsed.GetValue(steps), Epochs = parsed.GetValue(epochs), BatchSize = parsed.GetValue(batch),
+                LearningRate = parsed.GetValue(lr), Seed = parsed.GetValue(seed), Device = cuda ? backend.DefaultDevice : torch.CPU, DecodeWorkers = parsed.GetValue(workers),
+                Layout = parsed.GetValue(layout) switch { "ade20k" => MimFlow.Data.Sources.DatasetLayout.Ade20k, "folder" => MimFlow.Data.Sources.DatasetLayout.Folder, _ => MimFlow.Data.Sources.DatasetLayout.ImageNet },
+            };
+            var result = await MimFlow.Training.Tokenizer.VqKdTrainer.RunAsync(request, cancellationToken: cancellationToken);
+            context.Console.MarkupLineInterpolated($"{result.Steps} steps: loss {result.FirstLoss:F4} → {result.LastLoss:F4}, codebook in use {result.CodebookUsage:P1} ({result.CodesRestarted} dead codes restarted), {result.ImagesPerSecond:F1} img/s; tokenizer in {result.Tokenizer}");
+            return 0;
+        });
+        return command;
+    }
+}

@@ -47,6 +47,25 @@ public sealed class NormEmaQuantizer : Module<Tensor, Quantized>
         clusterSize.zero_();
     }
 
+    /// <summary>
+    /// Restarts dead codes: every code whose usage EMA (<see cref="ClusterSize"/>) is below <paramref name="threshold"/>
+    /// is set to one of <paramref name="vectors"/> (recent encoder outputs, [M, d], drawn at random) and its usage to
+    /// the threshold, so the codebook does not collapse to a few entries. Returns how many were restarted.
+    /// </summary>
+    public int RestartDeadCodes(Tensor vectors, double threshold, Generator generator)
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var dead = clusterSize.lt(threshold).nonzero().flatten();
+        int count = (int)dead.shape[0];
+        if (count == 0) return 0;
+        var flat = functional.normalize(vectors.detach().reshape(-1, vectors.shape[^1]).to(embedding.weight!.dtype), p: 2, dim: -1);
+        var picks = randint(0, flat.shape[0], [count], generator: generator).to(flat.device);
+        embedding.weight!.index_copy_(0, dead, flat.index_select(0, picks));
+        clusterSize.index_fill_(0, dead, threshold);
+        return count;
+    }
+
     public int Codes => (int)embedding.weight!.shape[0];
 
     public Tensor Codebook => embedding.weight!;

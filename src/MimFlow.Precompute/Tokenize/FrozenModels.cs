@@ -18,9 +18,6 @@ namespace MimFlow.Precompute.Tokenize;
 /// </summary>
 public sealed class FrozenModels : IDisposable
 {
-    private static readonly float[] ClipMean = [0.48145466f, 0.4578275f, 0.40821073f];
-    private static readonly float[] ClipStd = [0.26862954f, 0.26130258f, 0.27577711f];
-
     private readonly nn.Module? tokenizer;
     private readonly VisionTransformer? teacher;
     private readonly TeacherOptions teacherOptions;
@@ -99,7 +96,7 @@ public sealed class FrozenModels : IDisposable
         var pixels = Upload(planar, rows, side);
         var codes = tokenizer switch
         {
-            VqKd vqkd => vqkd.Tokenize(Normalise(pixels, Data.Pipeline.PixelNormalizer.ImageNetMean, Data.Pipeline.PixelNormalizer.ImageNetStd)),
+            VqKd vqkd => vqkd.Tokenize(InputStatistics.ImageNet.Normalise(pixels / 255f)),
             DalleEncoder dvae => dvae.Tokenize(pixels / 255f),
             _ => throw new InvalidOperationException($"no codes from {tokenizer.GetName()}"),
         };
@@ -116,7 +113,7 @@ public sealed class FrozenModels : IDisposable
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var pixels = Upload(planar, rows, side);
-        var normalised = clipTeacher ? Normalise(pixels, ClipMean, ClipStd) : Normalise(pixels, PixelNormalizer.ImageNetMean, PixelNormalizer.ImageNetStd);
+        var normalised = (clipTeacher ? InputStatistics.Clip : InputStatistics.ImageNet).Normalise(pixels / 255f);
         var features = TeacherFeatures.Extract(teacher, normalised, teacherOptions).to(ScalarType.Float32);
         return encoding == FeatureEncoding.Fp16 ? EncodeFp16(features, rows) : EncodeInt8(features, rows);
     }
@@ -125,13 +122,6 @@ public sealed class FrozenModels : IDisposable
     {
         var host = tensor(planar.ToArray(), [rows, 3, side, side], ScalarType.Byte);
         return host.to(Device).to(computeType);
-    }
-
-    private Tensor Normalise(Tensor pixels, float[] mean, float[] std)
-    {
-        var m = tensor(mean, [1, 3, 1, 1]).to(Device).to(computeType);
-        var s = tensor(std, [1, 3, 1, 1]).to(Device).to(computeType);
-        return (pixels / 255f - m) / s;
     }
 
     private static (byte[], byte[]?)[] EncodeFp16(Tensor features, int rows)

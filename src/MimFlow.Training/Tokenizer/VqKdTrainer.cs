@@ -1,0 +1,152 @@
+using System.Diagnostics;
+using MimFlow.Core.Randomness;
+using MimFlow.Data.Augment;
+using MimFlow.Data.Pipeline;
+using MimFlow.Data.Sources;
+using MimFlow.Models.Backbones;
+using MimFlow.Models.Interop;
+using MimFlow.Models.Teachers;
+using MimFlow.Models.Tokenizers;
+using MimFlow.Training.Optimization;
+using MimFlow.Training.Runs;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MimFlow.Training.Tokenizer;
+
+/// <summary>What <c>mimflow train-tokenizer --objective vqkd</c> runs.</summary>
+public sealed record VqKdTrainRequest
+{
+    public required string Data { get; init; }
+    public DatasetLayout Layout { get; init; } = DatasetLayout.ImageNet;
+
+    /// <summary>The frozen teacher whose features the tokenizer learns to reconstruct (a ViT model directory: CLIP, DINO).</summary>
+    public required string Teacher { get; init; }
+
+    /// <summary>An architecture (<c>vqkd-base</c>, …) or a VQ-KD model directory to start from.</summary>
+    public required string Model { get; init; }
+
+    public required string OutputDirectory { get; init; }
+    public long? Steps { get; init; }
+    public int? Epochs { get; init; }
+    public int BatchSize { get; init; } = 64;
+    public ulong Seed { get; init; }
+    public Device? Device { get; init; }
+    public int DecodeWorkers { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>BEiT v2 trains VQ-KD with AdamW at 5e-5 (batch 1024), β2 0.99, weight decay 1e-4, cosine.</summary>
+    public double LearningRate { get; init; } = 5e-5;
+    public double MinLearningRate { get; init; } = 1e-5;
+    public long? WarmupSteps { get; init; }
+
+    /// <summary>Codes whose usage EMA falls below this are restarted from recent encoder outputs every <see cref="RestartEvery"/> steps.</summary>
+    public double DeadCodeThreshold { get; init; } = 1e-3;
+    public int RestartEvery { get; init; } = 50;
+
+    public void Validate()
+    {
+        if ((Steps is null) == (Epochs is null)) throw new ArgumentException("give exactly one of --steps and --epochs");
+        if (BatchSize < 1 || RestartEvery < 1) throw new ArgumentException("the batch size and the restart interval must be at least 1");
+    }
+}
+
+public sealed record VqKdTrainResult(long Steps, double FirstLoss, double LastLoss, double CodebookUsage, int CodesRestarted, double ImagesPerSecond, string Tokenizer);
+
+/// <summary>
+/// BEiT v2's vector-quantised knowledge distillation: the tokenizer (ViT encoder → l2-normalised codebook → decoder)
+/// learns to reconstruct the frozen teacher's patch features of the same view, loss = 1 − cosine + the commitment
+/// term; the codebook follows the encoder by EMA and straight-through gradients reach the encoder; dead codes are
+/// restarted. Views come from the data pipeline (RandomResizedCrop + flip at the tokenizer's size). Writes
+/// metrics.jsonl (loss terms, lr, codebook usage) and the trained tokenizer as a model directory (<c>tokenizer/</c>),
+/// ready for <c>mimflow tokenize</c>.
+/// </summary>
+public static class VqKdTrainer
+{
+    public static async Task<VqKdTrainResult> RunAsync(VqKdTrainRequest request, IProgress<(long Step, long Total, double Loss)>? progress = null, CancellationToken cancellationToken = default)
+    {
+        request.Validate();
+        var device = request.Device ?? CPU;
+        Directory.CreateDirectory(request.OutputDirectory);
+        string tokenizerDirectory = Path.Combine(request.OutputDirectory, "tokenizer");
+        if (File.Exists(Path.Combine(tokenizerDirectory, ModelDirectory.ConfigFileName)))
+            throw new InvalidOperationException($"{request.OutputDirectory}: holds a trained tokenizer already; choose a new folder");
+
+        var (spec, module) = Directory.Exists(request.Model) ? ModelDirectory.Load(request.Model) : (ModelCatalog.Spec(request.Model), null);
+        if (spec.Kind != ModelKind.Vqkd) throw new ArgumentException($"{request.Model}: a {spec.Kind} model; train-tokenizer --objective vqkd needs a VQ-KD (vqkd-tiny, vqkd-base or a directory)");
+        var (teacherSpec, teacher) = ModelDirectory.LoadVit(request.Teacher, spec.Vqkd!.Encoder.ImgSize);
+        int teacherDim = spec.Vqkd.TeacherDim;
+        var teacherOptions = teacherSpec.Config!.NumClasses == teacherDim ? new TeacherOptions(Project: true)
+            : teacherSpec.Config.EmbedDim == teacherDim ? new TeacherOptions()
+            : throw new ArgumentException($"{request.Teacher}: features of {teacherSpec.Config.EmbedDim} (head {teacherSpec.Config.NumClasses}), the tokenizer reconstructs {teacherDim}");
+        var teacherStatistics = InputStatistics.For(teacherSpec.Config);
+
+        using var tokenizer = module as VqKd ?? (VqKd)ModelCatalog.Create(spec, (long)request.Seed);
+        using (teacher)
+        {
+            teacher.eval();
+            teacher.to(device);
+            tokenizer.to(device);
+            tokenizer.train();
+            var index = DatasetSource.Open(request.Data, request.Layout);
+            int size = spec.Vqkd.Encoder.ImgSize;
+            var options = new LoaderOptions
+            {
+                BatchSize = request.BatchSize, Seed = request.Seed, Format = PixelFormat.UInt8, KeepPartialBatch = false, DecodeWorkers = request.DecodeWorkers,
+            };
+            long batchesPerEpoch = index.Count / request.BatchSize;
+            if (batchesPerEpoch == 0) throw new ArgumentException($"{request.Data}: too few images for one batch of {request.BatchSize}");
+            long totalSteps = request.Steps ?? request.Epochs!.Value * batchesPerEpoch;
+            using var optimizer = new FlatAdamW(ParameterGroups.Build(tokenizer), new AdamWOptions { Beta2 = 0.99, WeightDecay = 1e-4 });
+            var schedule = CosineSchedule.LearningRate(request.LearningRate, request.MinLearningRate, totalSteps, request.WarmupSteps ?? Math.Min(totalSteps / 10, batchesPerEpoch));
+            using var metrics = MetricsLog.Open(request.OutputDirectory, null);
+            var restartGenerator = new Generator((ulong)StableRandom.For(request.Seed, "dead-codes").NextUInt64());
+            double firstLoss = double.NaN, lastLoss = double.NaN;
+            int restarted = 0;
+            long step = 0, images = 0;
+            var clock = Stopwatch.StartNew();
+            for (int epoch = 0; step < totalSteps; epoch++)
+            {
+                var loader = new DataflowLoader(index, new PretrainRecipe(size, SecondViewSize: null), options with { Epoch = epoch });
+                await foreach (var batch in loader.ReadEpochAsync(cancellationToken))
+                {
+                    using (batch)
+                    using (var scope = NewDisposeScope())
+                    {
+                        var stepClock = Stopwatch.StartNew();
+                        var pixels = tensor(batch.ViewBytes(0).ToArray(), [batch.Count, 3, size, size]).to(device).to(ScalarType.Float32) / 255f;
+                        Tensor target;
+                        using (no_grad())
+                            target = TeacherFeatures.Extract(teacher, teacherStatistics.Normalise(pixels), teacherOptions);
+                        var (reconstruction, quantized) = tokenizer.forward(InputStatistics.ImageNet.Normalise(pixels));
+                        var loss = VqKd.Loss(reconstruction, target, quantized);
+                        var rec = loss - quantized.CommitmentLoss;
+                        double lr = schedule.ValueAt(step);
+                        loss.backward();
+                        optimizer.ClipGradNorm(3.0);
+                        optimizer.Step(lr);
+                        optimizer.ZeroGrad();
+                        if ((step + 1) % request.RestartEvery == 0)
+                            restarted += tokenizer.Quantizer.RestartDeadCodes(quantized.Codes, request.DeadCodeThreshold, restartGenerator);
+                        double used = quantized.Indices.unique().output.shape[0] / (double)tokenizer.Quantizer.Codes;
+                        double total = loss.item<float>();
+                        if (double.IsNaN(firstLoss)) firstLoss = total;
+                        lastLoss = total;
+                        images += batch.Count;
+                        metrics.Write(new Dictionary<string, object>
+                        {
+                            ["step"] = step, ["epoch"] = epoch, ["loss"] = total, ["loss_rec"] = rec.item<float>(), ["loss_commit"] = quantized.CommitmentLoss.item<float>(),
+                            ["lr"] = lr, ["codebook_used_in_batch"] = used, ["images_per_second"] = batch.Count / stepClock.Elapsed.TotalSeconds,
+                        });
+                        progress?.Report((step, totalSteps, total));
+                    }
+                    if (++step >= totalSteps) break;
+                }
+            }
+            double usage;
+            using (no_grad()) usage = tokenizer.Quantizer.ClusterSize.gt(request.DeadCodeThreshold).sum().item<long>() / (double)tokenizer.Quantizer.Codes;
+            tokenizer.eval();
+            ModelDirectory.Save(tokenizerDirectory, spec with { Architecture = spec.Architecture }, tokenizer);
+            return new VqKdTrainResult(step, firstLoss, lastLoss, usage, restarted, images / clock.Elapsed.TotalSeconds, tokenizerDirectory);
+        }
+    }
+}
