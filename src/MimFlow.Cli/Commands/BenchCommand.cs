@@ -78,7 +78,8 @@ internal static partial class BenchCommand
             var table = new Table().Title($"bench train: {result.Model}, batch {result.BatchSize}, {result.Device}").AddColumns("run", "img/s", "step ms", "MFU", "note");
             table.AddRow(new Text($"mimflow {result.ComputeType}"), new Text($"{result.ImagesPerSecond:F1}"), new Text($"{result.StepMilliseconds:F1}"),
                 new Text(result.Mfu is double m ? $"{m:P1}" : "-"),
-                new Text($"loss fp32 {result.LossFp32:F4} vs {result.LossCompute:F4}; gradient rel. error {result.GradientRelativeError:E2}"));
+                new Text($"loss fp32 {result.LossFp32:F4} vs {result.LossCompute:F4}; gradient rel. error {result.GradientRelativeError:E2}"
+                         + (result.DeviceMemoryInUseBytes is long bytes ? $"; device memory in use {bytes / 1073741824.0:F1} GiB" : "")));
             foreach (var line in peerLines)
                 table.AddRow(new Text($"peer {line.Mode}"), new Text($"{line.Rate:F1}"), new Text($"{line.Ms:F1}"), new Text("-"),
                     new Text($"peak {line.Memory}; ratio ours/peer {result.ImagesPerSecond / line.Rate:F2}"));
@@ -89,7 +90,7 @@ internal static partial class BenchCommand
                 {
                     benchmark = "train", result.Model, batch = result.BatchSize, dtype = result.ComputeType, device = result.Device,
                     images_per_second = result.ImagesPerSecond, step_ms = result.StepMilliseconds, mfu = result.Mfu, train_flops_per_image = result.TrainFlopsPerImage,
-                    loss_fp32 = result.LossFp32, loss_compute = result.LossCompute, gradient_relative_error = result.GradientRelativeError,
+                    device_memory_in_use_bytes = result.DeviceMemoryInUseBytes, loss_fp32 = result.LossFp32, loss_compute = result.LossCompute, gradient_relative_error = result.GradientRelativeError,
                     peer = peerLines.Select(p => new { mode = p.Mode, images_per_second = p.Rate, step_ms = p.Ms, peak_memory = p.Memory }),
                 };
                 AtomicFile.WriteAllText(jsonPath, JsonSerializer.Serialize(document, new JsonSerializerOptions { WriteIndented = true }));

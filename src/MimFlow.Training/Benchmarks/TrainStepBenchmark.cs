@@ -30,7 +30,7 @@ public sealed record TrainStepRequest
 /// <param name="GradientRelativeError">‖g_compute − g_fp32‖ / ‖g_fp32‖ over all parameters on the same batch and weights.</param>
 public sealed record TrainStepResult(
     string Model, int BatchSize, string ComputeType, double ImagesPerSecond, double StepMilliseconds, double? Mfu, double TrainFlopsPerImage,
-    double LossFp32, double LossCompute, double GradientRelativeError, string Device);
+    double LossFp32, double LossCompute, double GradientRelativeError, string Device, long? DeviceMemoryInUseBytes);
 
 /// <summary>
 /// The step the peer (<c>peer_beit_step.py</c>) times: BEiT backbone with the mask token and shared relative position
@@ -122,12 +122,16 @@ public static class TrainStepBenchmark
             Step();
         }
         Synchronize(device);
+        // TorchSharp exposes no allocator statistics: the driver's view of memory in use (NVML) after the timed steps
+        // stands in for the peak (the caching allocator keeps what the step needed).
+        long? memory = device.type == DeviceType.CUDA && MimFlow.Torch.Diagnostics.GpuInventory.Read() is { Count: > 0 } gpus
+            ? gpus[0].TotalMemoryBytes - gpus[0].FreeMemoryBytes : null;
         double seconds = clock.Elapsed.TotalSeconds / request.Steps;
         double flops = TrainFlopsPerImage(config, request.MaskedPatches, request.Codebook);
         double imagesPerSecond = request.BatchSize / seconds;
         double? mfu = request.PeakTflops is double peak ? imagesPerSecond * flops / (peak * 1e12) : null;
         return new TrainStepResult(request.Model, request.BatchSize, request.ComputeType.ToString().ToLowerInvariant(), imagesPerSecond, seconds * 1000, mfu,
-            flops, lossFp32, lossCompute, gradientError, device.ToString());
+            flops, lossFp32, lossCompute, gradientError, device.ToString(), memory);
     }
 
     /// <summary>
