@@ -119,15 +119,14 @@ public static class TokenizeJob
         var channel = Channel.CreateBounded<IReadOnlyList<SampleRows>>(new BoundedChannelOptions(2) { SingleReader = true, SingleWriter = true });
         var writing = Task.Run(async () =>
         {
-            await foreach (var samples in channel.Reader.ReadAllAsync(cancellationToken))
-                foreach (var sample in samples)
+            await foreach (var batchRows in channel.Reader.ReadAllAsync(cancellationToken))
+                foreach (var sample in SampleRows.WithSources(batchRows, index, request))
                     await sink.AddAsync(sample, quarantine, cancellationToken);
             await sink.FinishAsync(end, quarantine, cancellationToken);
         }, cancellationToken);
 
         var clock = Stopwatch.StartNew();
         var waiting = new Stopwatch();
-        var decodeLimits = DecodeLimits.Default;
         try
         {
             waiting.Start();
@@ -136,7 +135,7 @@ public static class TokenizeJob
                 waiting.Stop();
                 using (batch)
                 {
-                    var rows = RowsOf(batch, index, request, models, recipe, draw, decodeLimits);
+                    var rows = RowsOf(batch, request, models, recipe, draw);
                     Volatile.Write(ref processed, batch.Samples[batch.Count - 1].Index + 1 - resumeAt);
                     await channel.Writer.WriteAsync(rows, cancellationToken);
                     progress?.Report(new TokenizeProgress(processed, end - resumeAt, sink.Rows, sink.ShardCount, quarantine.Count));
@@ -175,8 +174,7 @@ public static class TokenizeJob
     public static string SampleId(string relativePath) =>
         Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(relativePath.Replace('\\', '/'))))[..16];
 
-    private static List<SampleRows> RowsOf(Batch batch, SampleIndex index, TokenizeRequest request, FrozenModels models, RepeatedDraws recipe,
-        PretrainRecipe draw, DecodeLimits limits)
+    private static List<SampleRows> RowsOf(Batch batch, TokenizeRequest request, FrozenModels models, RepeatedDraws recipe, PretrainRecipe draw)
     {
         int count = batch.Count, perDraw = draw.Views.Count;
         var codes = new short[request.Views][][];
@@ -191,14 +189,6 @@ public static class TokenizeJob
             if (models.TeacherSpec is not null)
                 features[k] = models.Features(batch.ViewBytes(k * perDraw), count, batch.Views[k * perDraw].Width, request.FeatureEncoding);
         }
-        var sources = new StoredSource[count];
-        Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = request.DecodeWorkers }, r =>
-        {
-            var sample = batch.Samples[r];
-            byte[] bytes = File.ReadAllBytes(index.FullPath(sample));
-            byte[]? annotation = request.StoreImageMaxSide is not null && sample.AnnotationRelativePath is { } a ? File.ReadAllBytes(Path.Combine(index.Root, a)) : null;
-            sources[r] = SourceStore.Store(bytes, annotation, request.StoreImageMaxSide, request.StoreImageQuality, limits);
-        });
         var samples = new List<SampleRows>(count);
         for (int r = 0; r < count; r++)
         {
@@ -207,18 +197,38 @@ public static class TokenizeJob
             var rows = new ShardRow[request.Views];
             for (int k = 0; k < request.Views; k++)
                 rows[k] = new ShardRow(id, sample.RelativePath, sample.Label >= 0 ? sample.Label : null, k, recipe.Slice(batch.Params[r], k).ToJson(),
-                    sources[r].Width, sources[r].Height, models.TokenizerSpec is null ? null : codes[k][r],
-                    models.TeacherSpec is null ? null : features[k][r].Features, models.TeacherSpec is null ? null : features[k][r].Scales,
-                    sources[r].Image, sources[r].LabelMap);
-            samples.Add(new SampleRows(sample.Index, rows));
+                    0, 0, models.TokenizerSpec is null ? null : codes[k][r],
+                    models.TeacherSpec is null ? null : features[k][r].Features, models.TeacherSpec is null ? null : features[k][r].Scales, null, null);
+            samples.Add(new SampleRows(sample.Index, rows, sample));
         }
         return samples;
     }
 }
 
 /// <summary>The rows (one per view) of one dataset sample.</summary>
-public sealed record SampleRows(int SampleIndex, IReadOnlyList<ShardRow> Rows)
+public sealed record SampleRows(int SampleIndex, IReadOnlyList<ShardRow> Rows, Sample? Source = null)
 {
+    /// <summary>
+    /// The rows with the source's size and, when stored, its re-encoded image and label map. Done on the writer's side
+    /// (in parallel over a batch), so re-encoding overlaps the models' next batch instead of delaying it.
+    /// </summary>
+    public static IReadOnlyList<SampleRows> WithSources(IReadOnlyList<SampleRows> samples, SampleIndex index, TokenizeRequest request)
+    {
+        var completed = new SampleRows[samples.Count];
+        Parallel.For(0, samples.Count, new ParallelOptions { MaxDegreeOfParallelism = request.DecodeWorkers }, i =>
+        {
+            var sample = samples[i].Source ?? throw new InvalidOperationException("rows without their sample");
+            byte[] bytes = File.ReadAllBytes(index.FullPath(sample));
+            byte[]? annotation = request.StoreImageMaxSide is not null && sample.AnnotationRelativePath is { } a ? File.ReadAllBytes(Path.Combine(index.Root, a)) : null;
+            var stored = SourceStore.Store(bytes, annotation, request.StoreImageMaxSide, request.StoreImageQuality, DecodeLimits.Default);
+            completed[i] = samples[i] with
+            {
+                Rows = samples[i].Rows.Select(r => r with { SourceWidth = stored.Width, SourceHeight = stored.Height, Image = stored.Image, LabelMap = stored.LabelMap }).ToList(),
+            };
+        });
+        return completed;
+    }
+
     public long PayloadBytes => Rows.Sum(r => (long)(r.Codes?.Length ?? 0) * 2 + (r.Features?.Length ?? 0) + (r.FeatureScales?.Length ?? 0)
                                              + (r.Image?.Length ?? 0) + (r.LabelMap?.Length ?? 0) + r.Augment.Length + r.Path.Length + 32);
 }
