@@ -93,7 +93,7 @@ internal static class TokenizeCommand
         var table = new Table().AddColumns("", "");
         Row(table, "samples", $"{manifest.SampleCount:N0} (part {manifest.Configuration.ShardIndex}/{manifest.Configuration.ShardCount}, from sample {manifest.FirstSample:N0})");
         if (result.ResumedFromSample > manifest.FirstSample) Row(table, "resumed at", $"sample {result.ResumedFromSample:N0}");
-        Row(table, "rows", $"{manifest.Rows:N0} ({manifest.Configuration.Views} views per image)");
+        Row(table, "rows", $"{manifest.Rows:N0} ({manifest.Configuration.Views} view{(manifest.Configuration.Views == 1 ? "" : "s")} per image)");
         Row(table, "shards", $"{manifest.Shards.Count} ({manifest.Shards.Sum(s => s.Bytes) / 1048576.0:F1} MB, zstd)");
         Row(table, "quarantined", $"{manifest.Quarantined}");
         if (manifest.CodeLength > 0) Row(table, "codes", $"{manifest.CodeLength} per row, codebook {manifest.CodebookSize}");
