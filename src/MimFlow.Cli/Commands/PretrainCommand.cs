@@ -32,11 +32,12 @@ internal static class PretrainCommand
         var lr = new Option<double>("--lr") { Description = "Peak learning rate after warmup (BEiT: 1.5e-3 at batch 2048)", DefaultValueFactory = _ => 1.5e-3 };
         var minLr = new Option<double>("--min-lr") { Description = "Learning rate at the end of the cosine", DefaultValueFactory = _ => 1e-5 };
         var warmup = new Option<long?>("--warmup-steps") { Description = "Linear warmup steps (default: 10 epochs, at most a tenth of the run)" };
+        var shuffle = new Option<int>("--shuffle-buffer") { Description = "Images held in memory for shuffling the shard stream", DefaultValueFactory = _ => 1024 };
         var precision = new Option<string?>("--precision") { Description = "bf16 (compute copy over fp32 masters) or fp32; default bf16 on cuda, fp32 on cpu" };
         precision.AcceptOnlyFromAmong("bf16", "fp32");
         var workers = new Option<int>("--workers") { Description = "Decode workers", DefaultValueFactory = _ => Environment.ProcessorCount };
         var command = new Command("pretrain", "Masked image modeling: BEiT (codes), BEiT v2 (codes + patch aggregation), MaskDistill (teacher features) from shards; iBOT (online EMA teacher, multi-crop) from a dataset");
-        foreach (var option in new Option[] { shards, data, layout, localCrops, objective, model, output, steps, epochs, batch, seed, every, resume, device, lr, minLr, warmup, workers, precision })
+        foreach (var option in new Option[] { shards, data, layout, localCrops, objective, model, output, steps, epochs, batch, seed, every, resume, device, lr, minLr, warmup, workers, precision, shuffle })
             command.Options.Add(option);
         command.SetAction(async (parsed, cancellationToken) =>
         {
@@ -51,7 +52,7 @@ internal static class PretrainCommand
                 OutputDirectory = parsed.GetRequiredValue(output), Steps = parsed.GetValue(steps), Epochs = parsed.GetValue(epochs),
                 BatchSize = parsed.GetValue(batch), Seed = parsed.GetValue(seed), CheckpointEvery = parsed.GetValue(every), Resume = parsed.GetValue(resume),
                 Device = cuda ? backend.DefaultDevice : torch.CPU, LearningRate = parsed.GetValue(lr), MinLearningRate = parsed.GetValue(minLr),
-                WarmupSteps = parsed.GetValue(warmup), DecodeWorkers = parsed.GetValue(workers),
+                WarmupSteps = parsed.GetValue(warmup), DecodeWorkers = parsed.GetValue(workers), ShuffleBuffer = parsed.GetValue(shuffle),
                 ComputeType = parsed.GetValue(precision) switch { "bf16" => torch.ScalarType.BFloat16, "fp32" => torch.ScalarType.Float32, _ => null },
             };
             PretrainResult? result = null;

@@ -41,6 +41,9 @@ public sealed record PretrainRequest
     public Device? Device { get; init; }
     public int DecodeWorkers { get; init; } = Environment.ProcessorCount;
 
+    /// <summary>Images held for shuffling within the shard stream (memory grows with this × row size).</summary>
+    public int ShuffleBuffer { get; init; } = 1024;
+
     /// <summary>Peak learning rate (BEiT: 1.5e-3 at batch 2048); the cosine schedule ends at <see cref="MinLearningRate"/>.</summary>
     public double LearningRate { get; init; } = 1.5e-3;
     public double MinLearningRate { get; init; } = 1e-5;
@@ -245,7 +248,7 @@ public static class Pretrainer
             MinBlockPatches: Math.Min(16, Math.Max(1, config.NumPatches / 12)));
         var feeder = new ShardFeeder(request.Shards!, new FeederOptions
         {
-            BatchSize = request.BatchSize, Seed = request.Seed, Masks = masks, DecodeWorkers = request.DecodeWorkers,
+            BatchSize = request.BatchSize, Seed = request.Seed, Masks = masks, DecodeWorkers = request.DecodeWorkers, ShuffleBuffer = request.ShuffleBuffer,
         });
         IMimObjective objective = request.Objective switch
         {
