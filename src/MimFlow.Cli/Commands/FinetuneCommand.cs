@@ -5,18 +5,19 @@ using MimFlow.Core.IO;
 using MimFlow.Data.Sources;
 using MimFlow.Torch.Backend;
 using MimFlow.Training.Finetuning;
+using MimFlow.Training.Segmentation;
 using Spectre.Console;
 using TorchSharp;
 
 namespace MimFlow.Cli.Commands;
 
-/// <summary><c>mimflow finetune</c> (full fine-tuning or a linear probe on a labelled dataset) and <c>mimflow eval</c> (top-1 / top-5 of a classifier).</summary>
+/// <summary><c>mimflow finetune</c> (full fine-tuning, a linear probe, or ADE20K segmentation) and <c>mimflow eval</c> (top-1 / top-5 of a classifier, mIoU of a segmenter).</summary>
 internal static class FinetuneCommand
 {
     public static Command Create(CliContext context)
     {
-        var task = new Option<string>("--task") { Description = "classify (full fine-tuning) or linear-probe (frozen backbone, only the head trains)", Required = true };
-        task.AcceptOnlyFromAmong(FinetuneRequest.Classify, FinetuneRequest.LinearProbe);
+        var task = new Option<string>("--task") { Description = "classify (full fine-tuning), linear-probe (frozen backbone, only the head trains) or segment (ADE20K, SETR-PUP head)", Required = true };
+        task.AcceptOnlyFromAmong(FinetuneRequest.Classify, FinetuneRequest.LinearProbe, Segmenter.Task);
         var model = new Option<string>("--model") { Description = "A ViT model directory (e.g. a pretraining checkpoint's backbone/) or an architecture for random init", Required = true };
         var data = new Option<string>("--data") { Description = "Labelled dataset root: train/ to learn from, val/ to evaluate each epoch", Required = true };
         var layout = LayoutOption();
@@ -37,11 +38,26 @@ internal static class FinetuneCommand
         var workers = new Option<int>("--workers") { Description = "Decode workers", DefaultValueFactory = _ => Environment.ProcessorCount };
         var device = DeviceOption();
         var imageSize = new Option<int?>("--img-size") { Description = "Train at this input size (positions resampled); default: the model's" };
+        var cropSize = new Option<int>("--crop-size") { Description = "segment: training crop and model input size (positions resampled)", DefaultValueFactory = _ => 512 };
+        var warmupSteps = new Option<long?>("--warmup-steps") { Description = "segment: linear warmup steps (default: 1500, at most a tenth of the run)" };
         var command = new Command("finetune", "Image classification from a (pretrained) ViT: full fine-tuning with BEiT's recipe, or a linear probe; top-1/top-5 on val/ each epoch");
-        foreach (var option in new Option[] { task, model, data, layout, groundTruth, output, epochs, batch, lr, minLr, warmup, layerDecay, weightDecay, dropPath, seed, noMixup, noRandAugment, reprob, workers, device, imageSize })
+        foreach (var option in new Option[] { task, model, data, layout, groundTruth, output, epochs, batch, lr, minLr, warmup, layerDecay, weightDecay, dropPath, seed, noMixup, noRandAugment, reprob, workers, device, imageSize, cropSize, warmupSteps })
             command.Options.Add(option);
         command.SetAction(async (parsed, cancellationToken) =>
         {
+            if (parsed.GetRequiredValue(task) == Segmenter.Task)
+            {
+                var segment = new SegmentRequest
+                {
+                    Model = parsed.GetRequiredValue(model), Data = parsed.GetRequiredValue(data), Layout = Layout(parsed, layout),
+                    OutputDirectory = parsed.GetRequiredValue(output), Epochs = parsed.GetValue(epochs), BatchSize = parsed.GetValue(batch),
+                    CropSize = parsed.GetValue(cropSize), LearningRate = parsed.GetValue(lr), MinLearningRate = parsed.GetValue(minLr) ?? 0,
+                    WarmupSteps = parsed.GetValue(warmupSteps), LayerDecay = parsed.GetValue(layerDecay), WeightDecay = parsed.GetValue(weightDecay) ?? 0.05,
+                    DropPath = parsed.GetValue(dropPath), Seed = parsed.GetValue(seed), DecodeWorkers = parsed.GetValue(workers),
+                };
+                segment.Validate();
+                return await SegmentAsync(context, segment with { Device = Device(parsed, device) }, cancellationToken);
+            }
             var request = new FinetuneRequest
             {
                 Task = parsed.GetRequiredValue(task), Model = parsed.GetRequiredValue(model), Data = parsed.GetRequiredValue(data),
@@ -50,7 +66,7 @@ internal static class FinetuneCommand
                 WarmupEpochs = parsed.GetValue(warmup), LayerDecay = parsed.GetValue(layerDecay), WeightDecay = parsed.GetValue(weightDecay),
                 DropPath = parsed.GetValue(dropPath), Seed = parsed.GetValue(seed), Mixup = !parsed.GetValue(noMixup), DecodeWorkers = parsed.GetValue(workers),
                 ImageSize = parsed.GetValue(imageSize), RandAugment = parsed.GetValue(noRandAugment) ? null : new Data.Augment.RandAugment(),
-                RandomErasing = parsed.GetValue(reprob),
+                RandomErasing = parsed.GetValue(reprob), Layout = Layout(parsed, layout),
             };
             request.Validate();
             request = request with { Device = Device(parsed, device) };
@@ -80,11 +96,38 @@ internal static class FinetuneCommand
         return command;
     }
 
+    /// <summary>Runs <c>--task segment</c> with a progress bar and prints the final mIoU.</summary>
+    private static async Task<int> SegmentAsync(CliContext context, SegmentRequest request, CancellationToken cancellationToken)
+    {
+        SegmentResult? result = null;
+        await context.Console.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+            .StartAsync(async progress =>
+            {
+                var bar = progress.AddTask(Segmenter.Task, maxValue: 1);
+                string lastEval = "";
+                result = await Segmenter.RunAsync(request, new Progress<SegmentProgress>(p =>
+                {
+                    bar.MaxValue = p.TotalSteps;
+                    bar.Value = p.Step + 1;
+                    if (p.Evaluation is { } e) lastEval = $" val mIoU {e.MeanIou:P1}";
+                    bar.Description = $"epoch {p.Epoch + 1} step {p.Step + 1}/{p.TotalSteps} loss {p.Loss:F3}{lastEval}";
+                }), cancellationToken);
+                bar.Value = bar.MaxValue;
+            });
+        var r = result!;
+        string evaluation = r.Final is { } final
+            ? $"; val mIoU {final.MeanIou.ToString("P2", CultureInfo.InvariantCulture)}, pixel accuracy {final.PixelAccuracy.ToString("P2", CultureInfo.InvariantCulture)} on {final.Images} images"
+            : "";
+        context.Console.MarkupLineInterpolated($"segment: {r.Steps} steps, loss {r.FirstLoss:F4} → {r.LastLoss:F4}, {r.ImagesPerSecond:F1} img/s, {r.SkippedSteps} skipped{evaluation}; checkpoint {r.Checkpoint}");
+        return 0;
+    }
+
     public static Command CreateEval(CliContext context)
     {
-        var task = new Option<string>("--task") { Description = "classify: top-1 / top-5 accuracy and per-class top-1", Required = true };
-        task.AcceptOnlyFromAmong(FinetuneRequest.Classify);
-        var model = new Option<string>("--model") { Description = "A ViT model directory with a classification head (a fine-tuning checkpoint's backbone/)", Required = true };
+        var task = new Option<string>("--task") { Description = "classify: top-1 / top-5 accuracy and per-class top-1; segment: mIoU, pixel accuracy and per-class IoU", Required = true };
+        task.AcceptOnlyFromAmong(FinetuneRequest.Classify, Segmenter.Task);
+        var model = new Option<string>("--model") { Description = "classify: a ViT model directory with a classification head (a fine-tuning checkpoint's backbone/); segment: a segmentation checkpoint or run folder", Required = true };
         var data = new Option<string>("--data") { Description = "Labelled dataset root", Required = true };
         var layout = LayoutOption();
         var split = new Option<string>("--split") { Description = "train or val", DefaultValueFactory = _ => "val" };
@@ -107,7 +150,28 @@ internal static class FinetuneCommand
             options.Validate();
             options = options with { Device = Device(parsed, device) };
             var splitName = parsed.GetValue(split) == "val" ? DatasetSplit.Validation : DatasetSplit.Train;
-            var index = DatasetSource.Open(parsed.GetRequiredValue(data), DatasetLayout.ImageNet, splitName, parsed.GetValue(groundTruth));
+            if (parsed.GetRequiredValue(task) == Segmenter.Task)
+            {
+                if (Layout(parsed, layout) != DatasetLayout.Ade20k) throw new ArgumentException("segmentation reads ADE20K-layout data (--layout ade20k)");
+                var segments = DatasetSource.Open(parsed.GetRequiredValue(data), DatasetLayout.Ade20k, splitName);
+                var metrics = await Segmenter.EvaluateAsync(parsed.GetRequiredValue(model), segments,
+                    new SegmentEvaluateOptions { BatchSize = options.BatchSize, DecodeWorkers = options.DecodeWorkers, Device = options.Device }, cancellationToken);
+                var iou = new Table().AddColumns("class", "name", "pixels", "IoU");
+                foreach (var row in metrics.PerClass.Where(c => !double.IsNaN(c.Iou)))
+                    iou.AddRow(row.Class.ToString(CultureInfo.InvariantCulture), Markup.Escape(row.Name), row.TruthPixels.ToString(CultureInfo.InvariantCulture),
+                        row.Iou.ToString("P1", CultureInfo.InvariantCulture));
+                context.Console.Write(iou);
+                context.Console.MarkupLineInterpolated(
+                    $"mIoU {metrics.MeanIou.ToString("P2", CultureInfo.InvariantCulture)}, pixel accuracy {metrics.PixelAccuracy.ToString("P2", CultureInfo.InvariantCulture)}, loss {metrics.Loss:F4} on {metrics.Images} images ({parsed.GetValue(split)}){(metrics.Quarantined > 0 ? $", {metrics.Quarantined} quarantined" : "")}");
+                if (parsed.GetValue(output) is { } file)
+                {
+                    AtomicFile.WriteAllText(file, Segmenter.EvaluationJson([new SegmentEpochEvaluation(0, 0, metrics)]));
+                    context.Console.MarkupLineInterpolated($"wrote {file}");
+                }
+                return 0;
+            }
+            var index = DatasetSource.Open(parsed.GetRequiredValue(data), Layout(parsed, layout) == DatasetLayout.ImageNet ? DatasetLayout.ImageNet
+                : throw new ArgumentException("classification reads ImageNet-layout data (--layout imagenet)"), splitName, parsed.GetValue(groundTruth));
             var result = await Evaluator.EvaluateAsync(parsed.GetRequiredValue(model), index, options, cancellationToken);
             var table = new Table().AddColumns("class", "name", "images", "top-1");
             foreach (var row in result.PerClass)
@@ -131,10 +195,13 @@ internal static class FinetuneCommand
 
     private static Option<string> LayoutOption()
     {
-        var option = new Option<string>("--layout") { Description = "imagenet (class folders under train/ and val/)", Required = true };
-        option.AcceptOnlyFromAmong("imagenet");
+        var option = new Option<string>("--layout") { Description = "imagenet (class folders under train/ and val/) or ade20k (ADEChallengeData2016/, for segment)", Required = true };
+        option.AcceptOnlyFromAmong("imagenet", "ade20k");
         return option;
     }
+
+    private static DatasetLayout Layout(ParseResult parsed, Option<string> layout) =>
+        parsed.GetRequiredValue(layout) == "ade20k" ? DatasetLayout.Ade20k : DatasetLayout.ImageNet;
 
     private static Option<string> DeviceOption()
     {

@@ -1,0 +1,503 @@
+using System.Diagnostics;
+using System.Text.Json;
+using MimFlow.Core.IO;
+using MimFlow.Core.Randomness;
+using MimFlow.Data.Augment;
+using MimFlow.Data.Pipeline;
+using MimFlow.Data.Sources;
+using MimFlow.Models.Backbones;
+using MimFlow.Models.Interop;
+using MimFlow.Training.Finetuning;
+using MimFlow.Training.Optimization;
+using MimFlow.Training.Runs;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MimFlow.Training.Segmentation;
+
+/// <summary>
+/// What <c>mimflow finetune --task segment</c> runs. Optimiser and schedule defaults are BEiT-base's self-supervised
+/// ADE20K recipe (unilm <c>semantic_segmentation/configs/beit/upernet/upernet_beit_base_12_512_slide_160k_ade20k.py</c>:
+/// AdamW lr 4e-4, β 0.9/0.999, weight decay 0.05, layer decay 0.65, drop path 0.1, 8 GPUs × 2 images, 160k iterations,
+/// linear warmup 1500 iterations then poly with power 1 to 0); the decoder is SETR-PUP, not UperNet (see
+/// <see cref="SegmentationHead"/>).
+/// </summary>
+public sealed record SegmentRequest
+{
+    /// <summary>A ViT model directory (a pretraining checkpoint's <c>backbone/</c>, an imported model) or an architecture name (random init).</summary>
+    public required string Model { get; init; }
+
+    /// <summary>A dataset root holding <c>ADEChallengeData2016/</c> (training/ to learn from, validation/ to evaluate).</summary>
+    public required string Data { get; init; }
+
+    public DatasetLayout Layout { get; init; } = DatasetLayout.Ade20k;
+
+    public required string OutputDirectory { get; init; }
+
+    /// <summary>Epochs over the training split; 127 ≈ BEiT's 160k iterations × 16 images over ADE20K's 20,210.</summary>
+    public int Epochs { get; init; } = 127;
+
+    /// <summary>Images per step (BEiT: 16); a last partial batch of an epoch is dropped.</summary>
+    public int BatchSize { get; init; } = 16;
+
+    /// <summary>
+    /// Training crop and model input size (BEiT: 512). The backbone is rebuilt at this size; loaded weights have their
+    /// absolute positions and relative position tables resampled to the new patch grid.
+    /// </summary>
+    public int CropSize { get; init; } = 512;
+
+    public ulong Seed { get; init; }
+    public Device? Device { get; init; }
+    public int DecodeWorkers { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>Peak learning rate as given; null: BEiT's 4e-4 at batch 16, scaled linearly to <see cref="BatchSize"/>.</summary>
+    public double? LearningRate { get; init; }
+
+    /// <summary>End of the poly decay (mmseg's min_lr 0).</summary>
+    public double MinLearningRate { get; init; }
+
+    /// <summary>Linear warmup steps; null: BEiT's 1500 but at most a tenth of the run.</summary>
+    public long? WarmupSteps { get; init; }
+
+    /// <summary>Poly power (BEiT: 1, i.e. linear decay).</summary>
+    public double PolyPower { get; init; } = 1.0;
+
+    /// <summary>Layer-wise learning-rate decay of the backbone (BEiT-base self-supervised: 0.65); the head keeps the full rate; 1 turns it off.</summary>
+    public double LayerDecay { get; init; } = 0.65;
+
+    public double WeightDecay { get; init; } = 0.05;
+
+    /// <summary>Stochastic depth of the backbone's last block (BEiT-base: 0.1).</summary>
+    public double DropPath { get; init; } = 0.1;
+
+    public SegmentationHeadConfig Head { get; init; } = new();
+
+    /// <summary>Gradient clipping by global norm; null: none (BEiT's ADE20K configs use none).</summary>
+    public double? ClipGradient { get; init; }
+
+    /// <summary>Evaluate on the validation split after each epoch; off: train only.</summary>
+    public bool EvaluateEachEpoch { get; init; } = true;
+
+    /// <summary>Images per evaluation batch; null: the training batch.</summary>
+    public int? EvalBatchSize { get; init; }
+
+    /// <summary>Consecutive non-finite losses tolerated (each step skipped; a crop without labelled pixels is one) before the run stops.</summary>
+    public int MaxConsecutiveNonFinite { get; init; } = 5;
+
+    public void Validate()
+    {
+        if (Layout != DatasetLayout.Ade20k) throw new ArgumentException("segmentation reads ADE20K-layout data (--layout ade20k)");
+        if (Epochs < 1 || BatchSize < 1 || DecodeWorkers < 1) throw new ArgumentException("epochs, batch size and workers must be at least 1");
+        if (CropSize < 1) throw new ArgumentException($"the crop size must be positive (got {CropSize})");
+        if (LearningRate is <= 0 || MinLearningRate < 0 || WeightDecay < 0) throw new ArgumentException("the learning rate must be positive, the minimum rate and weight decay not negative");
+        if (WarmupSteps is < 0) throw new ArgumentException($"warmup steps must not be negative (got {WarmupSteps})");
+        if (PolyPower <= 0) throw new ArgumentException($"the poly power must be positive (got {PolyPower})");
+        if (LayerDecay is <= 0 or > 1) throw new ArgumentException($"layer decay must lie in (0, 1] (got {LayerDecay})");
+        if (DropPath is < 0 or >= 1) throw new ArgumentException($"drop path must lie in [0, 1) (got {DropPath})");
+        if (ClipGradient is <= 0) throw new ArgumentException($"the gradient clipping norm must be positive (got {ClipGradient})");
+        if (EvalBatchSize is < 1) throw new ArgumentException("the evaluation batch must be positive");
+        Head.Validate();
+    }
+}
+
+public sealed record SegmentProgress(long Step, long TotalSteps, int Epoch, double Loss, double ImagesPerSecond, SegmentationMetrics? Evaluation);
+
+public sealed record SegmentEpochEvaluation(int Epoch, long Step, SegmentationMetrics Result);
+
+public sealed record SegmentResult(long Steps, double FirstLoss, double LastLoss, long SkippedSteps, double ImagesPerSecond,
+    IReadOnlyList<SegmentEpochEvaluation> Evaluations, string Checkpoint)
+{
+    public SegmentationMetrics? Final => Evaluations.Count == 0 ? null : Evaluations[^1].Result;
+}
+
+/// <summary>What a segmentation checkpoint needs besides its weights to be rebuilt: <c>segmenter.json</c> in the checkpoint folder.</summary>
+public sealed record SegmenterFile(int Classes, int CropSize, SegmentationHeadConfig Head);
+
+/// <summary>
+/// Semantic segmentation on top of a (pretrained) ViT, as BEiT evaluates its representations on ADE20K, with a
+/// SETR-PUP decoder in place of UperNet.
+/// <para>
+/// The backbone is rebuilt at <see cref="SegmentRequest.CropSize"/> without head or mask token, with stochastic
+/// depth, and (as BEiT's segmentation backbone does) one relative position table per block, each starting from a
+/// shared one; loaded weights are resampled to the crop's patch grid by <see cref="ModelDirectory.LoadVit"/>.
+/// Training: <see cref="SegmentationRecipe"/> (mmseg's ADE20K pipeline) with its (2048, 512) scale scaled to the crop
+/// size (4·crop, crop), pixel cross-entropy averaged over labelled pixels (ignore index 255), AdamW with BEiT's
+/// parameter groups and layer decay on the backbone (the head is the top "layer", full rate), linear warmup then poly
+/// decay per step (<see cref="PolySchedule"/>, mmseg's per-iteration schedule rather than the classification cosine).
+/// </para>
+/// <para>
+/// Evaluation after each epoch: <see cref="SegmentationEvalRecipe"/> (shorter side to the crop size, centre crop; a
+/// simplification of mmseg's sliding window) and <see cref="MeanIoU"/>. Outputs: <c>metrics.jsonl</c> (per step:
+/// step, epoch, loss, lr, images_per_second, input_wait), <c>eval.json</c> (every epoch's mIoU / pixel accuracy /
+/// loss, and the last epoch's per-class IoU table with ADE20K's class names), and at the end a checkpoint whose
+/// <c>backbone/</c> is the fine-tuned ViT (a model directory), whose <c>training.safetensors</c> holds the whole
+/// segmenter (<c>backbone.*</c>, <c>decode_head.*</c>) and the optimiser, plus <c>segmenter.json</c>, which
+/// <see cref="Load"/> reads to rebuild it. On CPU a run is a function of its seed.
+/// </para>
+/// </summary>
+public static class Segmenter
+{
+    public const string Task = "segment";
+    public const string EvalFileName = "eval.json";
+    public const string SegmenterFileName = "segmenter.json";
+
+    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+
+    public static async Task<SegmentResult> RunAsync(SegmentRequest request, IProgress<SegmentProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        request.Validate();
+        var device = request.Device ?? CPU;
+        var store = new CheckpointStore(request.OutputDirectory);
+        if (Directory.Exists(request.OutputDirectory) && store.Latest() is not null)
+            throw new ArgumentException($"{request.OutputDirectory}: holds a finished run already; choose a new folder");
+
+        var train = DatasetSource.Open(request.Data, request.Layout, DatasetSplit.Train);
+        int classes = train.Classes.Count;
+        var validation = request.EvaluateEachEpoch ? DatasetSource.Open(request.Data, request.Layout, DatasetSplit.Validation) : null;
+        if (validation is { Count: 0 }) throw new ArgumentException($"{request.Data}: the validation split holds no images (or turn evaluation off)");
+        long perEpoch = train.Count / request.BatchSize;
+        if (perEpoch == 0) throw new ArgumentException($"{request.Data}: {train.Count} training images make no full batch of {request.BatchSize}");
+        long totalSteps = request.Epochs * perEpoch;
+
+        var (spec, model) = Build(request, classes);
+        using var ownedModel = model;
+        Directory.CreateDirectory(request.OutputDirectory);
+        model.to(device);
+
+        using var optimizer = new FlatAdamW(
+            ParameterGroups.Build(model, new ParameterGroupOptions
+            {
+                LayerDecay = request.LayerDecay == 1 ? null : request.LayerDecay, Depth = model.Backbone.Config.Depth,
+            }),
+            new AdamWOptions { Beta2 = 0.999, WeightDecay = request.WeightDecay });
+        double lr = request.LearningRate ?? 4e-4 * request.BatchSize / 16;
+        long warmup = request.WarmupSteps ?? Math.Min(1500, totalSteps / 10);
+        var schedule = new PolySchedule(lr, request.MinLearningRate, totalSteps, warmup, request.PolyPower);
+
+        int crop = request.CropSize;
+        var recipe = new SegmentationRecipe(CropSize: crop, LongScale: 4 * crop, ShortScale: crop);
+        var evalOptions = new SegmentEvaluateOptions { BatchSize = request.EvalBatchSize ?? request.BatchSize, DecodeWorkers = request.DecodeWorkers };
+
+        using var metrics = MetricsLog.Open(request.OutputDirectory, null);
+        model.train();
+        long step = 0, skipped = 0, images = 0;
+        int consecutiveNonFinite = 0;
+        double firstLoss = double.NaN, lastLoss = double.NaN;
+        var evaluations = new List<SegmentEpochEvaluation>();
+        var clock = Stopwatch.StartNew();
+        for (int epoch = 0; epoch < request.Epochs && step < totalSteps; epoch++)
+        {
+            var loader = new DataflowLoader(train, recipe, new LoaderOptions
+            {
+                BatchSize = request.BatchSize, Seed = request.Seed, Epoch = epoch, Shuffle = true, KeepPartialBatch = false,
+                DecodeWorkers = request.DecodeWorkers, ReadConcurrency = Math.Max(2, request.DecodeWorkers), Format = PixelFormat.Float32,
+            });
+            var stepClock = Stopwatch.StartNew();
+            var wait = Stopwatch.StartNew();
+            await foreach (var batch in loader.ReadEpochAsync(cancellationToken))
+            {
+                double waited = wait.Elapsed.TotalSeconds;
+                double rate = schedule.ValueAt(step);
+                double loss;
+                int count;
+                using (batch)
+                {
+                    loss = TrainStep(model, optimizer, batch, device, rate, request, step);
+                    count = batch.Count;
+                }
+                if (double.IsFinite(loss))
+                {
+                    consecutiveNonFinite = 0;
+                    if (double.IsNaN(firstLoss)) firstLoss = loss;
+                    lastLoss = loss;
+                }
+                else
+                {
+                    skipped++;
+                    consecutiveNonFinite++;
+                }
+                double seconds = stepClock.Elapsed.TotalSeconds;
+                images += count;
+                var entry = new Dictionary<string, object>
+                {
+                    ["step"] = step, ["epoch"] = epoch, ["loss"] = loss, ["lr"] = rate,
+                    ["images_per_second"] = count / seconds, ["input_wait"] = waited / seconds,
+                };
+                if (!double.IsFinite(loss)) entry["skipped"] = true;
+                metrics.Write(entry);
+                progress?.Report(new SegmentProgress(step, totalSteps, epoch, loss, count / seconds, null));
+                step++;
+                if (consecutiveNonFinite > request.MaxConsecutiveNonFinite)
+                    throw new InvalidOperationException($"{consecutiveNonFinite} non-finite losses in a row up to step {step - 1}: stopped (lower --lr)");
+                if (step == totalSteps) break;
+                stepClock.Restart();
+                wait.Restart();
+            }
+            if (validation is not null)
+            {
+                var result = await EvaluateAsync(model, validation, evalOptions, cancellationToken);
+                evaluations.Add(new SegmentEpochEvaluation(epoch, step, result));
+                WriteEvaluations(request.OutputDirectory, evaluations);
+                progress?.Report(new SegmentProgress(step - 1, totalSteps, epoch, lastLoss, 0, result));
+            }
+        }
+        clock.Stop();
+
+        var state = new TrainerState(step, request.Epochs, 0, skipped, Task, spec.Architecture, request.Seed);
+        var optimizerState = optimizer.StateTensors();
+        string checkpoint;
+        try
+        {
+            checkpoint = store.Save(state, spec, model.Backbone, model, optimizerState);
+        }
+        finally
+        {
+            foreach (var tensor in optimizerState.Values) tensor.Dispose();
+        }
+        AtomicFile.WriteAllText(Path.Combine(checkpoint, SegmenterFileName),
+            JsonSerializer.Serialize(new SegmenterFile(classes, crop, request.Head), Json));
+        return new SegmentResult(step, firstLoss, lastLoss, skipped, images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), evaluations, checkpoint);
+    }
+
+    /// <summary>One step; synchronous, so its dispose scope and grad mode stay on one thread.</summary>
+    private static double TrainStep(SegmentationModel model, FlatAdamW optimizer, Batch batch, Device device, double lr, SegmentRequest request, long step)
+    {
+        using var scope = NewDisposeScope();
+        var (pixels, labels) = Upload(batch, device);
+        using var generator = new Generator(StableRandom.For(request.Seed, "drop-path", (ulong)step).NextUInt64(), device);
+        Block.UseGenerator(model, generator);
+        try
+        {
+            var loss = nn.functional.cross_entropy(model.forward(pixels), labels, ignore_index: SegmentationRecipe.Ignore);
+            double value = loss.item<float>();
+            if (double.IsFinite(value))
+            {
+                loss.backward();
+                if (request.ClipGradient is double clip) optimizer.ClipGradNorm(clip);
+                optimizer.Step(lr);
+            }
+            optimizer.ZeroGrad();
+            return value;
+        }
+        finally
+        {
+            Block.UseGenerator(model, null);
+        }
+    }
+
+    /// <summary>A float32 segmentation batch as pixels [B, 3, S, S] and int64 label maps [B, S, S] (255 = ignored) on <paramref name="device"/>.</summary>
+    internal static (Tensor Pixels, Tensor Labels) Upload(Batch batch, Device device)
+    {
+        var view = batch.Views[0];
+        var pixels = tensor(batch.ViewFloats(0).ToArray(), [batch.Count, 3, view.Height, view.Width]);
+        var maps = batch.LabelMaps.AsSpan(0, batch.Count * batch.LabelMapCells);
+        long[] values = new long[maps.Length];
+        for (int i = 0; i < maps.Length; i++) values[i] = maps[i];
+        var labels = tensor(values, [batch.Count, view.Height, view.Width]);
+        return device.type == DeviceType.CPU ? (pixels, labels) : (pixels.to(device), labels.to(device));
+    }
+
+    /// <summary>
+    /// The segmenter for <paramref name="classes"/> classes at the request's crop size: the backbone (loaded and
+    /// resampled, or initialised as BEiT does for an architecture name) and a new head.
+    /// </summary>
+    public static (ModelSpec BackboneSpec, SegmentationModel Model) Build(SegmentRequest request, int classes)
+    {
+        ModelSpec sourceSpec;
+        VisionTransformer? source = null;
+        int crop = request.CropSize;
+        if (Directory.Exists(request.Model))
+        {
+            sourceSpec = ModelDirectory.ReadSpec(request.Model);
+            if (sourceSpec.Kind != ModelKind.Vit) throw new ArgumentException($"{request.Model}: a {sourceSpec.Kind.ToString().ToLowerInvariant()} model cannot be a segmentation backbone");
+            if (crop % sourceSpec.Config!.PatchSize != 0) throw new ArgumentException($"the crop size {crop} is not a multiple of the patch size {sourceSpec.Config.PatchSize}");
+            (sourceSpec, source) = ModelDirectory.LoadVit(request.Model, crop == sourceSpec.Config!.ImgSize ? null : crop);
+        }
+        else
+        {
+            if (request.Model.Contains('/') || request.Model.Contains('\\'))
+                throw new ArgumentException($"{request.Model}: neither a model directory nor an architecture name");
+            sourceSpec = ModelCatalog.Spec(request.Model);
+            if (sourceSpec.Kind != ModelKind.Vit) throw new ArgumentException($"{request.Model}: not a ViT architecture");
+            if (crop % sourceSpec.Config!.PatchSize != 0) throw new ArgumentException($"the crop size {crop} is not a multiple of the patch size {sourceSpec.Config.PatchSize}");
+            sourceSpec = sourceSpec with { Config = sourceSpec.Config with { ImgSize = crop } };
+        }
+        using var loaded = source;
+        var sourceConfig = sourceSpec.Config!;
+        var config = sourceConfig with
+        {
+            NumClasses = 0, UseMaskToken = false, DropPathRate = request.DropPath,
+            UseRelPosBias = sourceConfig.UseRelPosBias || sourceConfig.UseSharedRelPosBias, UseSharedRelPosBias = false,
+        };
+        var backbone = new VisionTransformer(config);
+        SegmentationHead? head = null;
+        try
+        {
+            Initialization.Apply(backbone, (long)request.Seed);
+            if (loaded is not null) CopyBackbone(loaded, backbone, request.Model);
+            head = new SegmentationHead(config.EmbedDim, classes, request.Head, (long)StableRandom.For(request.Seed, "segmentation-head").NextUInt64());
+            return (sourceSpec with { Config = config }, new SegmentationModel(backbone, head));
+        }
+        catch
+        {
+            head?.Dispose();
+            backbone.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Copies the backbone tensors by name, as <see cref="Finetuner"/> does: any old head and the mask token are left
+    /// out, a missing final norm keeps its 1/0 init, a shared relative position table seeds every block's own table.
+    /// </summary>
+    private static void CopyBackbone(VisionTransformer source, VisionTransformer target, string origin)
+    {
+        const string sharedTable = "rel_pos_bias.relative_position_bias_table";
+        var from = source.state_dict();
+        using var noGrad = no_grad();
+        foreach (var (name, destination) in target.state_dict())
+        {
+            if (name.EndsWith("relative_position_index", StringComparison.Ordinal)) continue;
+            Tensor? value = from.TryGetValue(name, out var same) ? same
+                : name.EndsWith("attn.relative_position_bias_table", StringComparison.Ordinal) && from.TryGetValue(sharedTable, out var shared) ? shared
+                : null;
+            if (value is null)
+            {
+                if (name.StartsWith("fc_norm.", StringComparison.Ordinal) || name.StartsWith("norm.", StringComparison.Ordinal)) continue;
+                throw new InvalidDataException($"{origin}: '{name}' is missing for the segmentation backbone");
+            }
+            if (!value.shape.SequenceEqual(destination.shape))
+                throw new InvalidDataException($"{origin}: '{name}' has shape [{string.Join(", ", value.shape)}], the backbone expects [{string.Join(", ", destination.shape)}]");
+            destination.copy_(value);
+        }
+    }
+
+    /// <summary>The checkpoint a path names: a checkpoint folder (with <c>segmenter.json</c>) or a run folder (its latest).</summary>
+    public static string ResolveCheckpoint(string path)
+    {
+        if (File.Exists(Path.Combine(path, SegmenterFileName))) return path;
+        if (Directory.Exists(path) && new CheckpointStore(path).Latest() is { } latest && File.Exists(Path.Combine(latest, SegmenterFileName))) return latest;
+        throw new ArgumentException($"{path}: neither a segmentation checkpoint ({SegmenterFileName}) nor a segmentation run folder");
+    }
+
+    /// <summary>Rebuilds a saved segmenter from a checkpoint or run folder (weights restored strictly).</summary>
+    public static (SegmenterFile File, SegmentationModel Model) Load(string path)
+    {
+        string checkpoint = ResolveCheckpoint(path);
+        var file = JsonSerializer.Deserialize<SegmenterFile>(File.ReadAllText(Path.Combine(checkpoint, SegmenterFileName)), Json)
+            ?? throw new InvalidDataException($"{checkpoint}: empty {SegmenterFileName}");
+        var (_, backbone) = ModelDirectory.LoadVit(Path.Combine(checkpoint, "backbone"));
+        SegmentationModel? model = null;
+        try
+        {
+            model = new SegmentationModel(backbone, new SegmentationHead(backbone.Config.EmbedDim, file.Classes, file.Head, 0));
+            foreach (var tensor in CheckpointStore.Restore(checkpoint, model).Values) tensor.Dispose();
+            return (file, model);
+        }
+        catch
+        {
+            if (model is not null) model.Dispose();
+            else backbone.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Loads a saved segmenter and evaluates it on <paramref name="data"/>.</summary>
+    public static async Task<SegmentationMetrics> EvaluateAsync(string path, SampleIndex data, SegmentEvaluateOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new SegmentEvaluateOptions();
+        var (_, model) = Load(path);
+        using (model)
+        {
+            model.to(options.Device ?? CPU);
+            return await EvaluateAsync(model, data, options, cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// mIoU, pixel accuracy and per-class IoU of <paramref name="model"/> on a labelled split, where the model is, in
+    /// eval mode (training mode restored afterwards); see <see cref="SegmentationEvalRecipe"/> for the view scored.
+    /// </summary>
+    public static async Task<SegmentationMetrics> EvaluateAsync(SegmentationModel model, SampleIndex data, SegmentEvaluateOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new SegmentEvaluateOptions();
+        options.Validate();
+        int classes = model.Head.Classes;
+        if (data.Classes.Count != classes) throw new ArgumentException($"{data.Root}: {data.Classes.Count} classes, but the segmenter predicts {classes}");
+        if (data.Count == 0) throw new ArgumentException($"{data.Root}: no images to evaluate");
+        var device = model.parameters().First().device;
+        var loader = new DataflowLoader(data, new SegmentationEvalRecipe(model.Backbone.Config.ImgSize), new LoaderOptions
+        {
+            BatchSize = options.BatchSize, Shuffle = false, KeepPartialBatch = true, DecodeWorkers = options.DecodeWorkers,
+            ReadConcurrency = Math.Max(2, options.DecodeWorkers), Format = PixelFormat.Float32,
+        });
+        var counter = new MeanIoU(classes, SegmentationRecipe.Ignore);
+        bool wasTraining = model.training;
+        model.eval();
+        try
+        {
+            await foreach (var batch in loader.ReadEpochAsync(cancellationToken))
+                using (batch)
+                {
+                    using var scope = NewDisposeScope();
+                    using var noGrad = no_grad();
+                    var (pixels, labels) = Upload(batch, device);
+                    var logits = model.forward(pixels);
+                    long[] predicted = logits.argmax(1).cpu().contiguous().data<long>().ToArray();
+                    counter.Add(predicted, batch.LabelMaps.AsSpan(0, batch.Count * batch.LabelMapCells), batch.Count);
+                    var labelled = labels.ne(SegmentationRecipe.Ignore).sum().item<long>();
+                    if (labelled > 0)
+                        counter.AddLoss(nn.functional.cross_entropy(logits.to(ScalarType.Float32), labels, ignore_index: SegmentationRecipe.Ignore,
+                            reduction: nn.Reduction.Sum).item<float>(), labelled);
+                }
+        }
+        finally
+        {
+            if (wasTraining) model.train();
+        }
+        return counter.Result(data.Classes, loader.Quarantine.Count);
+    }
+
+    private static double? Finite(double value) => double.IsFinite(value) ? value : null;
+
+    private static void WriteEvaluations(string runDirectory, IReadOnlyList<SegmentEpochEvaluation> evaluations) =>
+        AtomicFile.WriteAllText(Path.Combine(runDirectory, EvalFileName), EvaluationJson(evaluations));
+
+    /// <summary>eval.json: every epoch's figures, the best mIoU, and the last epoch's per-class table (classes never seen: IoU null).</summary>
+    public static string EvaluationJson(IReadOnlyList<SegmentEpochEvaluation> evaluations)
+    {
+        var last = evaluations[^1].Result;
+        var document = new
+        {
+            epochs = evaluations.Select(e => new
+            {
+                epoch = e.Epoch, step = e.Step, images = e.Result.Images, labelled_pixels = e.Result.LabelledPixels, miou = Finite(e.Result.MeanIou),
+                pixel_accuracy = Finite(e.Result.PixelAccuracy), mean_accuracy = Finite(e.Result.MeanAccuracy), loss = Finite(e.Result.Loss),
+                quarantined = e.Result.Quarantined,
+            }),
+            best_miou = evaluations.Select(e => e.Result.MeanIou).Where(double.IsFinite).DefaultIfEmpty(double.NaN).Max() is var best && double.IsFinite(best) ? best : (double?)null,
+            miou = Finite(last.MeanIou),
+            pixel_accuracy = Finite(last.PixelAccuracy),
+            per_class = last.PerClass.Select(c => new
+            {
+                @class = c.Class, name = c.Name, iou = Finite(c.Iou), accuracy = Finite(c.Accuracy), truth_pixels = c.TruthPixels, predicted_pixels = c.PredictedPixels,
+            }),
+        };
+        return JsonSerializer.Serialize(document, Json);
+    }
+}
+
+/// <summary>How <see cref="Segmenter"/> reads an evaluation split.</summary>
+public sealed record SegmentEvaluateOptions
+{
+    public int BatchSize { get; init; } = 8;
+    public int DecodeWorkers { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>Where a loaded segmenter runs (a given model stays where it is).</summary>
+    public Device? Device { get; init; }
+
+    public void Validate()
+    {
+        if (BatchSize < 1 || DecodeWorkers < 1) throw new ArgumentException("the evaluation batch size and decode workers must be at least 1");
+    }
+}
