@@ -224,9 +224,8 @@ public static class Finetuner
         using var metrics = MetricsLog.Open(request.OutputDirectory, null);
         if (probe) model.eval();
         else model.train();
-        long step = 0, skipped = 0, images = 0;
-        int consecutiveNonFinite = 0;
-        double firstLoss = double.NaN, lastLoss = double.NaN;
+        long step = 0;
+        var tracker = new StepTracker(metrics, request.MaxConsecutiveNonFinite);
         var evaluations = new List<EpochEvaluation>();
         var clock = Stopwatch.StartNew();
         for (int epoch = 0; epoch < request.Epochs && step < totalSteps; epoch++)
@@ -247,35 +246,15 @@ public static class Finetuner
                     outcome = probe
                         ? ProbeStep(model, optimizer, batch, device, rate)
                         : ClassifyStep(model, optimizer, mixer, batch, device, rate, smoothing, classes, request, step);
-                if (double.IsFinite(outcome.Loss))
-                {
-                    consecutiveNonFinite = 0;
-                    if (double.IsNaN(firstLoss)) firstLoss = outcome.Loss;
-                    lastLoss = outcome.Loss;
-                }
-                else
-                {
-                    skipped++;
-                    consecutiveNonFinite++;
-                }
                 double seconds = stepClock.Elapsed.TotalSeconds;
-                images += outcome.Images;
-                var entry = new Dictionary<string, object>
+                var terms = probe ? null : new Dictionary<string, object>
                 {
-                    ["step"] = step, ["epoch"] = epoch, ["loss"] = outcome.Loss, ["lr"] = rate,
-                    ["images_per_second"] = outcome.Images / seconds, ["input_wait"] = waited / seconds,
+                    ["mix"] = outcome.Mix.Kind.ToString().ToLowerInvariant(), ["lambda"] = outcome.Mix.Lambda,
                 };
-                if (!probe)
-                {
-                    entry["mix"] = outcome.Mix.Kind.ToString().ToLowerInvariant();
-                    entry["lambda"] = outcome.Mix.Lambda;
-                }
-                if (!double.IsFinite(outcome.Loss)) entry["skipped"] = true;
-                metrics.Write(entry);
+                bool stop = tracker.Record(step, epoch, outcome.Loss, rate, outcome.Images, seconds, waited, terms);
                 progress?.Report(new FinetuneProgress(step, totalSteps, epoch, outcome.Loss, outcome.Images / seconds, null));
                 step++;
-                if (consecutiveNonFinite > request.MaxConsecutiveNonFinite)
-                    throw new InvalidOperationException($"{consecutiveNonFinite} non-finite losses in a row up to step {step - 1}: stopped (lower --lr)");
+                if (stop) throw new InvalidOperationException($"{tracker.StopReason(step - 1)}: stopped (lower --lr)");
                 if (step == totalSteps) break;
                 stepClock.Restart();
                 wait.Restart();
@@ -285,12 +264,12 @@ public static class Finetuner
                 var result = await Evaluator.EvaluateAsync(model, validation, evalOptions, cancellationToken);
                 evaluations.Add(new EpochEvaluation(epoch, step, result));
                 WriteEvaluations(request.OutputDirectory, evaluations);
-                progress?.Report(new FinetuneProgress(step - 1, totalSteps, epoch, lastLoss, 0, result));
+                progress?.Report(new FinetuneProgress(step - 1, totalSteps, epoch, tracker.LastLoss, 0, result));
             }
         }
         clock.Stop();
 
-        var state = new TrainerState(step, request.Epochs, 0, skipped, request.Task, spec.Architecture, request.Seed);
+        var state = new TrainerState(step, request.Epochs, 0, tracker.Skipped, request.Task, spec.Architecture, request.Seed);
         var optimizerState = optimizer.StateTensors();
         string checkpoint;
         try
@@ -301,7 +280,7 @@ public static class Finetuner
         {
             foreach (var tensor in optimizerState.Values) tensor.Dispose();
         }
-        return new FinetuneResult(step, firstLoss, lastLoss, skipped, images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), evaluations, checkpoint);
+        return new FinetuneResult(step, tracker.FirstLoss, tracker.LastLoss, tracker.Skipped, tracker.Images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), evaluations, checkpoint);
     }
 
     private readonly record struct StepOutcome(double Loss, int Images, MixDraw Mix);

@@ -147,12 +147,10 @@ public static class Pretrainer
         using var metrics = MetricsLog.Open(request.OutputDirectory, resumeFrom is null ? null : state.Step - 1);
 
         module.train();
-        long step = state.Step, firstStep = step, skipped = state.SkippedSteps;
-        int consecutiveNonFinite = 0;
-        double firstLoss = double.NaN, lastLoss = double.NaN;
+        long step = state.Step, firstStep = step;
+        var tracker = new StepTracker(metrics, request.MaxConsecutiveNonFinite, state.SkippedSteps);
         var clock = Stopwatch.StartNew();
         var waiting = new Stopwatch();
-        long images = 0;
         string checkpoint = resumeFrom ?? "";
         var stepClock = Stopwatch.StartNew();
         var wait = Stopwatch.StartNew();
@@ -160,6 +158,7 @@ public static class Pretrainer
         await foreach (var batch in input.ReadAsync(state.Epoch, state.BatchInEpoch, device, cancellationToken))
         {
             waiting.Stop();
+            bool stop;
             double waited = wait.Elapsed.TotalSeconds;
             using (batch)
             using (var scope = NewDisposeScope())
@@ -173,15 +172,9 @@ public static class Pretrainer
                 var values = loss.ToMetrics();
                 double total = values["loss"];
                 double gradientNorm = double.NaN;
-                if (!double.IsFinite(total))
-                {
-                    skipped++;
-                    consecutiveNonFinite++;
-                    optimizer.ZeroGrad();
-                }
+                if (!double.IsFinite(total)) optimizer.ZeroGrad();
                 else
                 {
-                    consecutiveNonFinite = 0;
                     loss.Total.backward();
                     shadow?.PushGradients();
                     if (objective is IbotObjective ibotEpochZero && batch.Epoch == 0) ibotEpochZero.FreezeLastLayerGradients();
@@ -189,30 +182,22 @@ public static class Pretrainer
                     optimizer.Step(lr);
                     optimizer.ZeroGrad();
                     if (objective is IbotObjective ibot) ibot.UpdateTeacher(momentum.ValueAt(step));
-                    if (double.IsNaN(firstLoss)) firstLoss = total;
-                    lastLoss = total;
                 }
                 Block.UseGenerator((nn.Module)runner, null);
                 double seconds = stepClock.Elapsed.TotalSeconds;
-                images += batch.Count;
-                var entry = new Dictionary<string, object> { ["step"] = step, ["epoch"] = batch.Epoch };
-                foreach (var (name, value) in values) entry[name == "loss" ? "loss" : $"loss_{name}"] = value;
-                entry["lr"] = lr;
-                entry["grad_norm"] = gradientNorm;
-                entry["images_per_second"] = batch.Count / seconds;
-                entry["input_wait"] = waited / seconds;
-                if (!double.IsFinite(total)) entry["skipped"] = true;
-                metrics.Write(entry);
+                var terms = values.Where(p => p.Key != "loss").ToDictionary(p => $"loss_{p.Key}", p => (object)p.Value);
+                terms["grad_norm"] = gradientNorm;
+                stop = tracker.Record(step, batch.Epoch, total, lr, batch.Count, seconds, waited, terms);
                 progress?.Report(new PretrainProgress(step, totalSteps, total, batch.Count / seconds, waited / seconds));
             }
             step++;
-            if (consecutiveNonFinite > request.MaxConsecutiveNonFinite)
+            if (stop)
             {
-                checkpoint = Save(store, step, batch.Epoch, batch.ResumePosition, skipped, request, spec, backbone, module, optimizer);
-                throw new InvalidOperationException($"{consecutiveNonFinite} non-finite losses in a row up to step {step - 1}: stopped with a checkpoint in {checkpoint} (lower --lr, check the shards)");
+                checkpoint = Save(store, step, batch.Epoch, batch.ResumePosition, tracker.Skipped, request, spec, backbone, module, optimizer);
+                throw new InvalidOperationException($"{tracker.StopReason(step - 1)}: stopped with a checkpoint in {checkpoint} (lower --lr, check the shards)");
             }
             if (step % request.CheckpointEvery == 0 || step == totalSteps)
-                checkpoint = Save(store, step, batch.Epoch, batch.ResumePosition, skipped, request, spec, backbone, module, optimizer);
+                checkpoint = Save(store, step, batch.Epoch, batch.ResumePosition, tracker.Skipped, request, spec, backbone, module, optimizer);
             if (step >= totalSteps) break;
             stepClock.Restart();
             wait.Restart();
@@ -220,7 +205,7 @@ public static class Pretrainer
         }
         waiting.Stop();
         clock.Stop();
-        return new PretrainResult(firstStep, step - 1, firstLoss, lastLoss, skipped, images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9),
+        return new PretrainResult(firstStep, step - 1, tracker.FirstLoss, tracker.LastLoss, tracker.Skipped, tracker.Images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9),
             waiting.Elapsed.TotalSeconds / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), checkpoint);
     }
 

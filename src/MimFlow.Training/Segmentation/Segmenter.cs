@@ -180,9 +180,8 @@ public static class Segmenter
 
         using var metrics = MetricsLog.Open(request.OutputDirectory, null);
         model.train();
-        long step = 0, skipped = 0, images = 0;
-        int consecutiveNonFinite = 0;
-        double firstLoss = double.NaN, lastLoss = double.NaN;
+        long step = 0;
+        var tracker = new StepTracker(metrics, request.MaxConsecutiveNonFinite);
         var evaluations = new List<SegmentEpochEvaluation>();
         var clock = Stopwatch.StartNew();
         for (int epoch = 0; epoch < request.Epochs && step < totalSteps; epoch++)
@@ -205,30 +204,11 @@ public static class Segmenter
                     loss = TrainStep(model, optimizer, batch, device, rate, request, step);
                     count = batch.Count;
                 }
-                if (double.IsFinite(loss))
-                {
-                    consecutiveNonFinite = 0;
-                    if (double.IsNaN(firstLoss)) firstLoss = loss;
-                    lastLoss = loss;
-                }
-                else
-                {
-                    skipped++;
-                    consecutiveNonFinite++;
-                }
                 double seconds = stepClock.Elapsed.TotalSeconds;
-                images += count;
-                var entry = new Dictionary<string, object>
-                {
-                    ["step"] = step, ["epoch"] = epoch, ["loss"] = loss, ["lr"] = rate,
-                    ["images_per_second"] = count / seconds, ["input_wait"] = waited / seconds,
-                };
-                if (!double.IsFinite(loss)) entry["skipped"] = true;
-                metrics.Write(entry);
+                bool stop = tracker.Record(step, epoch, loss, rate, count, seconds, waited);
                 progress?.Report(new SegmentProgress(step, totalSteps, epoch, loss, count / seconds, null));
                 step++;
-                if (consecutiveNonFinite > request.MaxConsecutiveNonFinite)
-                    throw new InvalidOperationException($"{consecutiveNonFinite} non-finite losses in a row up to step {step - 1}: stopped (lower --lr)");
+                if (stop) throw new InvalidOperationException($"{tracker.StopReason(step - 1)}: stopped (lower --lr)");
                 if (step == totalSteps) break;
                 stepClock.Restart();
                 wait.Restart();
@@ -238,12 +218,12 @@ public static class Segmenter
                 var result = await EvaluateAsync(model, validation, evalOptions, cancellationToken);
                 evaluations.Add(new SegmentEpochEvaluation(epoch, step, result));
                 WriteEvaluations(request.OutputDirectory, evaluations);
-                progress?.Report(new SegmentProgress(step - 1, totalSteps, epoch, lastLoss, 0, result));
+                progress?.Report(new SegmentProgress(step - 1, totalSteps, epoch, tracker.LastLoss, 0, result));
             }
         }
         clock.Stop();
 
-        var state = new TrainerState(step, request.Epochs, 0, skipped, Task, spec.Architecture, request.Seed);
+        var state = new TrainerState(step, request.Epochs, 0, tracker.Skipped, Task, spec.Architecture, request.Seed);
         var optimizerState = optimizer.StateTensors();
         string checkpoint;
         try
@@ -256,7 +236,7 @@ public static class Segmenter
         }
         AtomicFile.WriteAllText(Path.Combine(checkpoint, SegmenterFileName),
             JsonSerializer.Serialize(new SegmenterFile(classes, crop, request.Head), Json));
-        return new SegmentResult(step, firstLoss, lastLoss, skipped, images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), evaluations, checkpoint);
+        return new SegmentResult(step, tracker.FirstLoss, tracker.LastLoss, tracker.Skipped, tracker.Images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), evaluations, checkpoint);
     }
 
     /// <summary>One step; synchronous, so its dispose scope and grad mode stay on one thread.</summary>

@@ -1,0 +1,47 @@
+namespace MimFlow.Training.Runs;
+
+/// <summary>
+/// The per-step bookkeeping every training loop shares: the metrics line (<c>step</c>, <c>epoch</c>, <c>loss</c>,
+/// <c>lr</c>, <c>images_per_second</c>, <c>input_wait</c>, plus the loop's own terms), first and last finite loss,
+/// images seen, and non-finite losses: each skips its step and is counted; more than the allowed number in a row
+/// means the run must stop.
+/// </summary>
+public sealed class StepTracker(MetricsLog metrics, int maxConsecutiveNonFinite, long skippedBefore = 0)
+{
+    private int consecutiveNonFinite;
+
+    public double FirstLoss { get; private set; } = double.NaN;
+    public double LastLoss { get; private set; } = double.NaN;
+    public long Skipped { get; private set; } = skippedBefore;
+    public long Images { get; private set; }
+
+    /// <summary>Records one step; true when the run must stop (too many non-finite losses in a row).</summary>
+    /// <param name="terms">Further values for the metrics line (loss terms, gradient norm, mixing), written after the common ones.</param>
+    public bool Record(long step, int epoch, double loss, double lr, int images, double seconds, double waited, IReadOnlyDictionary<string, object>? terms = null)
+    {
+        if (double.IsFinite(loss))
+        {
+            consecutiveNonFinite = 0;
+            if (double.IsNaN(FirstLoss)) FirstLoss = loss;
+            LastLoss = loss;
+        }
+        else
+        {
+            Skipped++;
+            consecutiveNonFinite++;
+        }
+        Images += images;
+        var entry = new Dictionary<string, object> { ["step"] = step, ["epoch"] = epoch, ["loss"] = loss };
+        if (terms is not null)
+            foreach (var (name, value) in terms) entry[name] = value;
+        entry["lr"] = lr;
+        entry["images_per_second"] = images / seconds;
+        entry["input_wait"] = waited / seconds;
+        if (!double.IsFinite(loss)) entry["skipped"] = true;
+        metrics.Write(entry);
+        return consecutiveNonFinite > maxConsecutiveNonFinite;
+    }
+
+    /// <summary>Why the run stopped, for the error it raises.</summary>
+    public string StopReason(long step) => $"{consecutiveNonFinite} non-finite losses in a row up to step {step}";
+}
