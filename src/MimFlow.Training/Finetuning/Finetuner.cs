@@ -224,49 +224,32 @@ public static class Finetuner
         using var metrics = MetricsLog.Open(request.OutputDirectory, null);
         if (probe) model.eval();
         else model.train();
-        long step = 0;
         var tracker = new StepTracker(metrics, request.MaxConsecutiveNonFinite);
         var evaluations = new List<EpochEvaluation>();
         var clock = Stopwatch.StartNew();
-        for (int epoch = 0; epoch < request.Epochs && step < totalSteps; epoch++)
-        {
-            var loader = new DataflowLoader(train, recipe, new LoaderOptions
+        long step = await SupervisedEpochs.RunAsync(
+            new SupervisedData(train, recipe, request.BatchSize, request.Seed, request.DecodeWorkers), request.Epochs, totalSteps, schedule.ValueAt, tracker,
+            (batch, at, rate) =>
             {
-                BatchSize = request.BatchSize, Seed = request.Seed, Epoch = epoch, Shuffle = true, KeepPartialBatch = false,
-                DecodeWorkers = request.DecodeWorkers, ReadConcurrency = Math.Max(2, request.DecodeWorkers), Format = PixelFormat.Float32,
-            });
-            var stepClock = Stopwatch.StartNew();
-            var wait = Stopwatch.StartNew();
-            await foreach (var batch in loader.ReadEpochAsync(cancellationToken))
-            {
-                double waited = wait.Elapsed.TotalSeconds;
-                double rate = schedule.ValueAt(step);
-                StepOutcome outcome;
-                using (batch)
-                    outcome = probe
-                        ? ProbeStep(model, optimizer, batch, device, rate)
-                        : ClassifyStep(model, optimizer, mixer, batch, device, rate, smoothing, classes, request, step);
-                double seconds = stepClock.Elapsed.TotalSeconds;
+                var outcome = probe
+                    ? ProbeStep(model, optimizer, batch, device, rate)
+                    : ClassifyStep(model, optimizer, mixer, batch, device, rate, smoothing, classes, request, at);
                 var terms = probe ? null : new Dictionary<string, object>
                 {
                     ["mix"] = outcome.Mix.Kind.ToString().ToLowerInvariant(), ["lambda"] = outcome.Mix.Lambda,
                 };
-                bool stop = tracker.Record(step, epoch, outcome.Loss, rate, outcome.Images, seconds, waited, terms);
-                progress?.Report(new FinetuneProgress(step, totalSteps, epoch, outcome.Loss, outcome.Images / seconds, null));
-                step++;
-                if (stop) throw new InvalidOperationException($"{tracker.StopReason(step - 1)}: stopped (lower --lr)");
-                if (step == totalSteps) break;
-                stepClock.Restart();
-                wait.Restart();
-            }
-            if (validation is not null)
+                return new SupervisedStep(outcome.Loss, outcome.Images, terms);
+            },
+            (at, epoch, outcome, seconds) => progress?.Report(new FinetuneProgress(at, totalSteps, epoch, outcome.Loss, outcome.Images / seconds, null)),
+            async (epoch, at) =>
             {
+                if (validation is null) return;
                 var result = await Evaluator.EvaluateAsync(model, validation, evalOptions, cancellationToken);
-                evaluations.Add(new EpochEvaluation(epoch, step, result));
+                evaluations.Add(new EpochEvaluation(epoch, at, result));
                 WriteEvaluations(request.OutputDirectory, evaluations);
-                progress?.Report(new FinetuneProgress(step - 1, totalSteps, epoch, tracker.LastLoss, 0, result));
-            }
-        }
+                progress?.Report(new FinetuneProgress(at - 1, totalSteps, epoch, tracker.LastLoss, 0, result));
+            },
+            cancellationToken);
         clock.Stop();
 
         var state = new TrainerState(step, request.Epochs, 0, tracker.Skipped, request.Task, spec.Architecture, request.Seed);

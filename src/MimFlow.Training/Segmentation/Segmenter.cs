@@ -180,47 +180,22 @@ public static class Segmenter
 
         using var metrics = MetricsLog.Open(request.OutputDirectory, null);
         model.train();
-        long step = 0;
         var tracker = new StepTracker(metrics, request.MaxConsecutiveNonFinite);
         var evaluations = new List<SegmentEpochEvaluation>();
         var clock = Stopwatch.StartNew();
-        for (int epoch = 0; epoch < request.Epochs && step < totalSteps; epoch++)
-        {
-            var loader = new DataflowLoader(train, recipe, new LoaderOptions
+        long step = await SupervisedEpochs.RunAsync(
+            new SupervisedData(train, recipe, request.BatchSize, request.Seed, request.DecodeWorkers), request.Epochs, totalSteps, schedule.ValueAt, tracker,
+            (batch, at, rate) => new SupervisedStep(TrainStep(model, optimizer, batch, device, rate, request, at), batch.Count),
+            (at, epoch, outcome, seconds) => progress?.Report(new SegmentProgress(at, totalSteps, epoch, outcome.Loss, outcome.Images / seconds, null)),
+            async (epoch, at) =>
             {
-                BatchSize = request.BatchSize, Seed = request.Seed, Epoch = epoch, Shuffle = true, KeepPartialBatch = false,
-                DecodeWorkers = request.DecodeWorkers, ReadConcurrency = Math.Max(2, request.DecodeWorkers), Format = PixelFormat.Float32,
-            });
-            var stepClock = Stopwatch.StartNew();
-            var wait = Stopwatch.StartNew();
-            await foreach (var batch in loader.ReadEpochAsync(cancellationToken))
-            {
-                double waited = wait.Elapsed.TotalSeconds;
-                double rate = schedule.ValueAt(step);
-                double loss;
-                int count;
-                using (batch)
-                {
-                    loss = TrainStep(model, optimizer, batch, device, rate, request, step);
-                    count = batch.Count;
-                }
-                double seconds = stepClock.Elapsed.TotalSeconds;
-                bool stop = tracker.Record(step, epoch, loss, rate, count, seconds, waited);
-                progress?.Report(new SegmentProgress(step, totalSteps, epoch, loss, count / seconds, null));
-                step++;
-                if (stop) throw new InvalidOperationException($"{tracker.StopReason(step - 1)}: stopped (lower --lr)");
-                if (step == totalSteps) break;
-                stepClock.Restart();
-                wait.Restart();
-            }
-            if (validation is not null)
-            {
+                if (validation is null) return;
                 var result = await EvaluateAsync(model, validation, evalOptions, cancellationToken);
-                evaluations.Add(new SegmentEpochEvaluation(epoch, step, result));
+                evaluations.Add(new SegmentEpochEvaluation(epoch, at, result));
                 WriteEvaluations(request.OutputDirectory, evaluations);
-                progress?.Report(new SegmentProgress(step - 1, totalSteps, epoch, tracker.LastLoss, 0, result));
-            }
-        }
+                progress?.Report(new SegmentProgress(at - 1, totalSteps, epoch, tracker.LastLoss, 0, result));
+            },
+            cancellationToken);
         clock.Stop();
 
         var state = new TrainerState(step, request.Epochs, 0, tracker.Skipped, Task, spec.Architecture, request.Seed);

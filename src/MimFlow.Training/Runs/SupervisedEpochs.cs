@@ -1,0 +1,56 @@
+using System.Diagnostics;
+using MimFlow.Data.Augment;
+using MimFlow.Data.Pipeline;
+using MimFlow.Data.Sources;
+
+namespace MimFlow.Training.Runs;
+
+/// <summary>What one supervised step did: its loss, its images and any further values for the metrics line.</summary>
+public readonly record struct SupervisedStep(double Loss, int Images, IReadOnlyDictionary<string, object>? Terms = null);
+
+/// <summary>How a supervised loop reads its training split.</summary>
+public sealed record SupervisedData(SampleIndex Train, IAugmentRecipe Recipe, int BatchSize, ulong Seed, int DecodeWorkers);
+
+/// <summary>
+/// The loop fine-tuning and segmentation share: epoch after epoch of the data pipeline (seeded shuffle, full batches,
+/// float32), one step per batch with the scheduled learning rate, the step recorded by the <see cref="StepTracker"/>
+/// (a run with too many non-finite losses in a row stops with an error), then the caller's end-of-epoch work
+/// (evaluation). Ends after <paramref name="epochs"/> epochs or <paramref name="totalSteps"/> steps.
+/// </summary>
+public static class SupervisedEpochs
+{
+    /// <returns>The steps run.</returns>
+    public static async Task<long> RunAsync(SupervisedData data, int epochs, long totalSteps, Func<long, double> learningRate, StepTracker tracker,
+        Func<Batch, long, double, SupervisedStep> step, Action<long, int, SupervisedStep, double> reported, Func<int, long, Task> afterEpoch,
+        CancellationToken cancellationToken)
+    {
+        long steps = 0;
+        for (int epoch = 0; epoch < epochs && steps < totalSteps; epoch++)
+        {
+            var loader = new DataflowLoader(data.Train, data.Recipe, new LoaderOptions
+            {
+                BatchSize = data.BatchSize, Seed = data.Seed, Epoch = epoch, Shuffle = true, KeepPartialBatch = false,
+                DecodeWorkers = data.DecodeWorkers, ReadConcurrency = Math.Max(2, data.DecodeWorkers), Format = PixelFormat.Float32,
+            });
+            var stepClock = Stopwatch.StartNew();
+            var wait = Stopwatch.StartNew();
+            await foreach (var batch in loader.ReadEpochAsync(cancellationToken))
+            {
+                double waited = wait.Elapsed.TotalSeconds;
+                double rate = learningRate(steps);
+                SupervisedStep outcome;
+                using (batch) outcome = step(batch, steps, rate);
+                double seconds = stepClock.Elapsed.TotalSeconds;
+                bool stop = tracker.Record(steps, epoch, outcome.Loss, rate, outcome.Images, seconds, waited, outcome.Terms);
+                reported(steps, epoch, outcome, seconds);
+                steps++;
+                if (stop) throw new InvalidOperationException($"{tracker.StopReason(steps - 1)}: stopped (lower --lr)");
+                if (steps == totalSteps) break;
+                stepClock.Restart();
+                wait.Restart();
+            }
+            await afterEpoch(epoch, steps);
+        }
+        return steps;
+    }
+}
