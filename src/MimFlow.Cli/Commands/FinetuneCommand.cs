@@ -40,7 +40,7 @@ internal static class FinetuneCommand
         var imageSize = new Option<int?>("--img-size") { Description = "Train at this input size (positions resampled); default: the model's" };
         var cropSize = new Option<int>("--crop-size") { Description = "segment: training crop and model input size (positions resampled)", DefaultValueFactory = _ => 512 };
         var warmupSteps = new Option<long?>("--warmup-steps") { Description = "segment: linear warmup steps (default: 1500, at most a tenth of the run)" };
-        var command = new Command("finetune", "Image classification from a (pretrained) ViT: full fine-tuning with BEiT's recipe, or a linear probe; top-1/top-5 on val/ each epoch");
+        var command = new Command("finetune", "Fine-tune a (pretrained) ViT: image classification with BEiT's recipe or a linear probe (top-1/top-5 on val/ each epoch), or ADE20K segmentation (mIoU each epoch)");
         foreach (var option in new Option[] { task, model, data, layout, groundTruth, output, epochs, batch, lr, minLr, warmup, layerDecay, weightDecay, dropPath, seed, noMixup, noRandAugment, reprob, workers, device, imageSize, cropSize, warmupSteps })
             command.Options.Add(option);
         command.SetAction(async (parsed, cancellationToken) =>
@@ -138,7 +138,7 @@ internal static class FinetuneCommand
         var device = DeviceOption();
         var imageSize = new Option<int?>("--img-size") { Description = "Evaluate at this input size (positions resampled); default: the model's" };
         var output = new Option<string?>("--out") { Description = "Also write the result (with the per-class table) as JSON to this file" };
-        var command = new Command("eval", "Evaluate a classifier on a labelled split (resize + centre crop as BEiT): top-1, top-5 and per-class accuracy");
+        var command = new Command("eval", "Evaluate a classifier (top-1, top-5, per-class accuracy) or a segmenter (mIoU, pixel accuracy, per-class IoU) on a labelled split");
         foreach (var option in new Option[] { task, model, data, layout, split, groundTruth, batch, workers, device, imageSize, output })
             command.Options.Add(option);
         command.SetAction(async (parsed, cancellationToken) =>
