@@ -56,14 +56,6 @@ internal static class DatasetsCommand
 
     /// <summary>Runs a generation with a progress bar (images done, images/s).</summary>
     public static Task<SynthesisResult> Synthesize(IAnsiConsole console, SynthesisOptions options, CancellationToken cancellationToken) =>
-        console.Progress()
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
-            .StartAsync(async progress =>
-            {
-                var task = progress.AddTask($"synth {options.Kind.ToString().ToLowerInvariant()}", maxValue: options.Images);
-                var result = await SyntheticDatasets.WriteAsync(
-                    options, new Progress<SynthesisProgress>(p => task.Value = Math.Max(task.Value, p.Done)), cancellationToken);
-                task.Value = task.MaxValue;
-                return result;
-            });
+        CliProgress.RunAsync(console, $"synth {options.Kind.ToString().ToLowerInvariant()}", options.Images, task => SyntheticDatasets.WriteAsync(
+            options, new Progress<SynthesisProgress>(p => task.Value = Math.Max(task.Value, p.Done)), cancellationToken));
 }

@@ -70,23 +70,14 @@ internal static class FinetuneCommand
             };
             request.Validate();
             request = request with { Device = Device(parsed, device) };
-            FinetuneResult? result = null;
-            await context.Console.Progress()
-                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
-                .StartAsync(async progress =>
-                {
-                    var bar = progress.AddTask(request.Task, maxValue: 1);
-                    string lastEval = "";
-                    result = await Finetuner.RunAsync(request, new Progress<FinetuneProgress>(p =>
-                    {
-                        bar.MaxValue = p.TotalSteps;
-                        bar.Value = p.Step + 1;
-                        if (p.Evaluation is { } e) lastEval = $" val top-1 {e.Top1:P1}";
-                        bar.Description = $"epoch {p.Epoch + 1} step {p.Step + 1}/{p.TotalSteps} loss {p.Loss:F3}{lastEval}";
-                    }), cancellationToken);
-                    bar.Value = bar.MaxValue;
-                });
-            var r = result!;
+            string lastEval = "";
+            var r = await CliProgress.RunAsync(context.Console, request.Task, 1, bar => Finetuner.RunAsync(request, new Progress<FinetuneProgress>(p =>
+            {
+                bar.MaxValue = p.TotalSteps;
+                bar.Value = p.Step + 1;
+                if (p.Evaluation is { } e) lastEval = $" val top-1 {e.Top1:P1}";
+                bar.Description = $"epoch {p.Epoch + 1} step {p.Step + 1}/{p.TotalSteps} loss {p.Loss:F3}{lastEval}";
+            }), cancellationToken));
             string evaluation = r.Final is { } final
                 ? $"; val top-1 {final.Top1:P2}, top-5 {final.Top5:P2} on {final.Images} images (best top-1 {r.Evaluations.Max(e => e.Result.Top1):P2})"
                 : "";
@@ -99,23 +90,14 @@ internal static class FinetuneCommand
     /// <summary>Runs <c>--task segment</c> with a progress bar and prints the final mIoU.</summary>
     private static async Task<int> SegmentAsync(CliContext context, SegmentRequest request, CancellationToken cancellationToken)
     {
-        SegmentResult? result = null;
-        await context.Console.Progress()
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
-            .StartAsync(async progress =>
-            {
-                var bar = progress.AddTask(Segmenter.Task, maxValue: 1);
-                string lastEval = "";
-                result = await Segmenter.RunAsync(request, new Progress<SegmentProgress>(p =>
-                {
-                    bar.MaxValue = p.TotalSteps;
-                    bar.Value = p.Step + 1;
-                    if (p.Evaluation is { } e) lastEval = $" val mIoU {e.MeanIou:P1}";
-                    bar.Description = $"epoch {p.Epoch + 1} step {p.Step + 1}/{p.TotalSteps} loss {p.Loss:F3}{lastEval}";
-                }), cancellationToken);
-                bar.Value = bar.MaxValue;
-            });
-        var r = result!;
+        string lastEval = "";
+        var r = await CliProgress.RunAsync(context.Console, Segmenter.Task, 1, bar => Segmenter.RunAsync(request, new Progress<SegmentProgress>(p =>
+        {
+            bar.MaxValue = p.TotalSteps;
+            bar.Value = p.Step + 1;
+            if (p.Evaluation is { } e) lastEval = $" val mIoU {e.MeanIou:P1}";
+            bar.Description = $"epoch {p.Epoch + 1} step {p.Step + 1}/{p.TotalSteps} loss {p.Loss:F3}{lastEval}";
+        }), cancellationToken));
         string evaluation = r.Final is { } final
             ? $"; val mIoU {final.MeanIou.ToString("P2", CultureInfo.InvariantCulture)}, pixel accuracy {final.PixelAccuracy.ToString("P2", CultureInfo.InvariantCulture)} on {final.Images} images"
             : "";

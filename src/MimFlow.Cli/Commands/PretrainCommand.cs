@@ -55,21 +55,12 @@ internal static class PretrainCommand
                 WarmupSteps = parsed.GetValue(warmup), DecodeWorkers = parsed.GetValue(workers), ShuffleBuffer = parsed.GetValue(shuffle),
                 ComputeType = parsed.GetValue(precision) switch { "bf16" => torch.ScalarType.BFloat16, "fp32" => torch.ScalarType.Float32, _ => null },
             };
-            PretrainResult? result = null;
-            await context.Console.Progress()
-                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
-                .StartAsync(async progress =>
-                {
-                    var task = progress.AddTask("pretrain", maxValue: 1);
-                    result = await Pretrainer.RunAsync(request, new Progress<PretrainProgress>(p =>
-                    {
-                        task.MaxValue = p.TotalSteps;
-                        task.Value = p.Step + 1;
-                        task.Description = $"step {p.Step + 1}/{p.TotalSteps} loss {p.Loss:F3} {p.ImagesPerSecond:F1} img/s";
-                    }), cancellationToken);
-                    task.Value = task.MaxValue;
-                });
-            var r = result!;
+            var r = await CliProgress.RunAsync(context.Console, "pretrain", 1, task => Pretrainer.RunAsync(request, new Progress<PretrainProgress>(p =>
+            {
+                task.MaxValue = p.TotalSteps;
+                task.Value = p.Step + 1;
+                task.Description = $"step {p.Step + 1}/{p.TotalSteps} loss {p.Loss:F3} {p.ImagesPerSecond:F1} img/s";
+            }), cancellationToken));
             context.Console.MarkupLineInterpolated($"steps {r.FirstStep}–{r.LastStep}: loss {r.FirstLoss:F4} → {r.LastLoss:F4}, {r.ImagesPerSecond:F1} img/s, input-bound {r.InputBoundShare:P1}, {r.SkippedSteps} skipped; checkpoint {r.Checkpoint}");
             return 0;
         });

@@ -36,20 +36,12 @@ internal static class ScanCommand
     }
 
     public static Task<ScanReport> Run(IAnsiConsole console, SampleIndex index, string output, DatasetSplit split, LoaderOptions options, CancellationToken cancellationToken) =>
-        console.Progress()
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
-            .StartAsync(async progress =>
+        CliProgress.RunAsync(console, "scan", Math.Max(1, index.Count), task => DatasetScan.RunAsync(index, output, split, options,
+            new Progress<ScanProgress>(p =>
             {
-                var task = progress.AddTask("scan", maxValue: Math.Max(1, index.Count));
-                var report = await DatasetScan.RunAsync(index, output, split, options,
-                    new Progress<ScanProgress>(p =>
-                    {
-                        task.Value = Math.Max(task.Value, p.Done);
-                        task.Description = $"scan {p.ImagesPerSecond:F0} img/s";
-                    }), cancellationToken);
-                task.Value = task.MaxValue;
-                return report;
-            });
+                task.Value = Math.Max(task.Value, p.Done);
+                task.Description = $"scan {p.ImagesPerSecond:F0} img/s";
+            }), cancellationToken));
 
     public static void Render(IAnsiConsole console, ScanReport report) =>
         console.MarkupLineInterpolated(

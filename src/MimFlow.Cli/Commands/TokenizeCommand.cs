@@ -63,24 +63,13 @@ internal static class TokenizeCommand
         return command;
     }
 
-    public static async Task<TokenizeResult> Run(IAnsiConsole console, TokenizeRequest request, CancellationToken cancellationToken)
-    {
-        TokenizeResult? result = null;
-        await console.Progress()
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
-            .StartAsync(async progress =>
-            {
-                var task = progress.AddTask("tokenize", maxValue: 1);
-                result = await TokenizeJob.RunAsync(request, new Progress<TokenizeProgress>(p =>
-                {
-                    task.MaxValue = Math.Max(1, p.SamplesTotal);
-                    task.Value = Math.Min(task.MaxValue, p.SamplesDone);
-                    task.Description = $"tokenize {p.Rows:N0} rows, {p.Shards} shards, {p.Quarantined} quarantined";
-                }), cancellationToken);
-                task.Value = task.MaxValue;
-            });
-        return result!;
-    }
+    public static Task<TokenizeResult> Run(IAnsiConsole console, TokenizeRequest request, CancellationToken cancellationToken) =>
+        CliProgress.RunAsync(console, "tokenize", 1, task => TokenizeJob.RunAsync(request, new Progress<TokenizeProgress>(p =>
+        {
+            task.MaxValue = Math.Max(1, p.SamplesTotal);
+            task.Value = Math.Min(task.MaxValue, p.SamplesDone);
+            task.Description = $"tokenize {p.Rows:N0} rows, {p.Shards} shards, {p.Quarantined} quarantined";
+        }), cancellationToken));
 
     public static void Render(IAnsiConsole console, TokenizeRequest request, TokenizeResult result)
     {

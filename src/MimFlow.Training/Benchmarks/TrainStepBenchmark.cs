@@ -54,7 +54,10 @@ public static class TrainStepBenchmark
         using var optimizer = new FlatAdamW(ParameterGroups.Build(master), new AdamWOptions());
         using var shadow = request.ComputeType == ScalarType.Float32 ? null : new LowPrecisionShadow(shadowModule, optimizer, request.ComputeType);
 
-        var generator = new Generator(0, device);
+        using var generator = new Generator(0, device);
+        // Both copies drop the same paths (stochastic depth from one seed), so only the arithmetic differs.
+        using var masterPaths = new Generator(1, device);
+        using var shadowPaths = new Generator(1, device);
         var pixels = randn([request.BatchSize, 3, config.ImgSize, config.ImgSize], generator: generator, device: device);
         var codes = randint(0, request.Codebook, [request.BatchSize, config.NumPatches], generator: generator, device: device);
         var mask = rand([request.BatchSize, config.NumPatches], generator: generator, device: device).argsort(1).lt(request.MaskedPatches);
@@ -64,8 +67,7 @@ public static class TrainStepBenchmark
         using (var scope = NewDisposeScope())
         {
             optimizer.ZeroGrad();
-            // Both passes drop the same paths (stochastic depth from one seed), so only the arithmetic differs.
-            Block.UseGenerator(master, new Generator(1, device));
+            Block.UseGenerator(master, masterPaths);
             using var fp32 = master.Loss(pixels, mask, codes);
             fp32.Total.backward();
             lossFp32 = fp32.Total.item<float>();
@@ -79,7 +81,7 @@ public static class TrainStepBenchmark
             else
             {
                 shadow.PullWeights();
-                Block.UseGenerator(shadowObjective, new Generator(1, device));
+                Block.UseGenerator(shadowObjective, shadowPaths);
                 using var low = shadowObjective.Loss(pixels.to(request.ComputeType), mask, codes);
                 low.Total.backward();
                 lossCompute = low.Total.to(ScalarType.Float32).item<float>();

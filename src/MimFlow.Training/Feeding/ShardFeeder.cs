@@ -287,7 +287,7 @@ public sealed class ShardFeeder
     }
 
     /// <summary>fp16 values, or int8 values times their token's fp16 scale.</summary>
-    public static void DecodeFeatures(ReadOnlySpan<byte> features, ReadOnlySpan<byte> scales, Span<float> target)
+    private static void DecodeFeatures(ReadOnlySpan<byte> features, ReadOnlySpan<byte> scales, Span<float> target)
     {
         if (scales.IsEmpty)
         {
