@@ -40,7 +40,8 @@ public static class MimFlowCli
         root.Subcommands.Add(FinetuneCommand.Create(context));
         root.Subcommands.Add(FinetuneCommand.CreateEval(context));
         root.Subcommands.Add(BenchCommand.Create(context));
-        root.Subcommands.Add(DemoCommand.Create(context));
+        root.Subcommands.Add(RunCommand.Create(context));
+        root.Subcommands.Add(RunCommand.CreateDemo(context));
         return root;
     }
 
@@ -75,7 +76,8 @@ public static class MimFlowCli
         }
         catch (Exception e) when (e is TorchBackendException or ArgumentException or OutputFolderNotEmptyException
                                        or IOException or UnauthorizedAccessException or InvalidDataException
-                                       or MimFlow.Core.Safetensors.SafetensorsFormatException or KeyNotFoundException)
+                                       or MimFlow.Core.Safetensors.SafetensorsFormatException or KeyNotFoundException
+                                       or MimFlow.Pipelines.Definition.PipelineException)
         {
             context.Error.WriteLine($"mimflow: error: {e.Message}");
             return Failure;

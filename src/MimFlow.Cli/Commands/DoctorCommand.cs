@@ -35,6 +35,8 @@ internal static class DoctorCommand
             else
                 Render(context.Console, report);
             if (report.BackendError is not null) context.Error.WriteLine($"mimflow: error: {report.BackendError}");
+            if (report.SelfTest is { } test)
+                context.Report($"matmul + backward checked on {test.Device} ({(test.Passed ? "passed" : "FAILED")}); libstdc++ fix {(report.Backend!.Fix.Applied ? "applied" : "not needed")}");
             return Task.FromResult(report.Healthy ? 0 : MimFlowCli.Failure);
         });
         return command;

@@ -81,6 +81,7 @@ internal static class FinetuneCommand
             string evaluation = r.Final is { } final
                 ? $"; val top-1 {final.Top1:P2}, top-5 {final.Top5:P2} on {final.Images} images (best top-1 {r.Evaluations.Max(e => e.Result.Top1):P2})"
                 : "";
+            context.Report($"{r.Steps} steps, loss {r.FirstLoss:F3} → {r.LastLoss:F3}" + (r.Final is { } top ? $", val top-1 {top.Top1:P1} on {top.Images} images" : ""));
             context.Console.MarkupLineInterpolated($"{request.Task}: {r.Steps} steps, loss {r.FirstLoss:F4} → {r.LastLoss:F4}, {r.ImagesPerSecond:F1} img/s, {r.SkippedSteps} skipped{evaluation}; checkpoint {r.Checkpoint}");
             return 0;
         });
@@ -101,6 +102,7 @@ internal static class FinetuneCommand
         string evaluation = r.Final is { } final
             ? $"; val mIoU {final.MeanIou.ToString("P2", CultureInfo.InvariantCulture)}, pixel accuracy {final.PixelAccuracy.ToString("P2", CultureInfo.InvariantCulture)} on {final.Images} images"
             : "";
+        context.Report($"{r.Steps} steps, loss {r.FirstLoss:F3} → {r.LastLoss:F3}" + (r.Final is { } miou ? $", val mIoU {miou.MeanIou:P1} on {miou.Images} images" : ""));
         context.Console.MarkupLineInterpolated($"segment: {r.Steps} steps, loss {r.FirstLoss:F4} → {r.LastLoss:F4}, {r.ImagesPerSecond:F1} img/s, {r.SkippedSteps} skipped{evaluation}; checkpoint {r.Checkpoint}");
         return 0;
     }

@@ -30,15 +30,36 @@ internal static class ModelCommand
         var output = new Option<string>("--out") { Description = "Model directory to write", Required = true };
         var seed = new Option<long>("--seed") { Description = "Seed of the initialisation", DefaultValueFactory = _ => 0 };
         var classes = new Option<int>("--classes") { Description = "Classification head size for ViTs (0: none)", DefaultValueFactory = _ => 0 };
+        // A smaller or larger shape of the same architecture (the demo's 64 px models, quick experiments).
+        var imageSize = new Option<int?>("--img-size") { Description = "Override the input size (ViT, or a VQ-KD's encoder)" };
+        var patchSize = new Option<int?>("--patch-size") { Description = "Override the patch size" };
+        var embedDim = new Option<int?>("--embed-dim") { Description = "Override the width" };
+        var depth = new Option<int?>("--depth") { Description = "Override the number of blocks" };
+        var heads = new Option<int?>("--num-heads") { Description = "Override the attention heads" };
         var command = new Command("init", "Write a randomly initialised model directory (the reference initialisation, seeded)");
-        foreach (var option in new Option[] { arch, output, seed, classes }) command.Options.Add(option);
+        foreach (var option in new Option[] { arch, output, seed, classes, imageSize, patchSize, embedDim, depth, heads }) command.Options.Add(option);
         command.SetAction((parsed, _) =>
         {
             TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
             var spec = ModelCatalog.Spec(parsed.GetRequiredValue(arch), parsed.GetValue(classes));
+            VitConfig Reshape(VitConfig config) => config with
+            {
+                ImgSize = parsed.GetValue(imageSize) ?? config.ImgSize, PatchSize = parsed.GetValue(patchSize) ?? config.PatchSize,
+                EmbedDim = parsed.GetValue(embedDim) ?? config.EmbedDim, Depth = parsed.GetValue(depth) ?? config.Depth, NumHeads = parsed.GetValue(heads) ?? config.NumHeads,
+            };
+            bool reshaped = new[] { imageSize, patchSize, embedDim, depth, heads }.Any(o => parsed.GetValue(o) is not null);
+            if (reshaped)
+                spec = spec.Kind switch
+                {
+                    ModelKind.Vit => spec with { Config = Reshape(spec.Config!) },
+                    ModelKind.Vqkd => spec with { Vqkd = spec.Vqkd! with { Encoder = Reshape(spec.Vqkd!.Encoder) } },
+                    _ => throw new ArgumentException($"{spec.Architecture}: the shape options apply to ViTs and VQ-KD encoders only"),
+                };
+            (spec.Config ?? spec.Vqkd?.Encoder)?.Validate();
             using var network = ModelCatalog.Create(spec, parsed.GetValue(seed));
             string directory = parsed.GetRequiredValue(output);
             ModelDirectory.Save(directory, spec, network);
+            context.Report($"{spec.Architecture}: {Parameters(network):N0} parameters, seed {parsed.GetValue(seed)}");
             context.Console.MarkupLineInterpolated($"initialised {spec.Architecture} ({Parameters(network):N0} parameters, seed {parsed.GetValue(seed)}) in {directory}");
             return Task.FromResult(0);
         });

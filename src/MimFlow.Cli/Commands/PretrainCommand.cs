@@ -61,6 +61,7 @@ internal static class PretrainCommand
                 task.Value = p.Step + 1;
                 task.Description = $"step {p.Step + 1}/{p.TotalSteps} loss {p.Loss:F3} {p.ImagesPerSecond:F1} img/s";
             }), cancellationToken));
+            context.Report($"steps {r.FirstStep}–{r.LastStep}: loss {r.FirstLoss:F3} → {r.LastLoss:F3}, {r.ImagesPerSecond:F0} img/s, input-bound {r.InputBoundShare:P0}");
             context.Console.MarkupLineInterpolated($"steps {r.FirstStep}–{r.LastStep}: loss {r.FirstLoss:F4} → {r.LastLoss:F4}, {r.ImagesPerSecond:F1} img/s, input-bound {r.InputBoundShare:P1}, {r.SkippedSteps} skipped; checkpoint {r.Checkpoint}");
             return 0;
         });
@@ -76,8 +77,9 @@ internal static class PretrainCommand
         command.Options.Add(output);
         command.SetAction((parsed, _) =>
         {
-            foreach (string picture in RunPlots.Draw(parsed.GetRequiredValue(run), parsed.GetValue(output)))
-                context.Console.MarkupLineInterpolated($"wrote {picture}");
+            var pictures = RunPlots.Draw(parsed.GetRequiredValue(run), parsed.GetValue(output));
+            foreach (string picture in pictures) context.Console.MarkupLineInterpolated($"wrote {picture}");
+            context.Report($"{pictures.Count} PNGs: {string.Join(", ", pictures.Select(Path.GetFileName))}");
             return Task.FromResult(0);
         });
         return command;
@@ -120,6 +122,7 @@ internal static class TrainTokenizerCommand
                 Layout = parsed.GetValue(layout) switch { "ade20k" => MimFlow.Data.Sources.DatasetLayout.Ade20k, "folder" => MimFlow.Data.Sources.DatasetLayout.Folder, _ => MimFlow.Data.Sources.DatasetLayout.ImageNet },
             };
             var result = await MimFlow.Training.Tokenizer.VqKdTrainer.RunAsync(request, cancellationToken: cancellationToken);
+            context.Report($"{result.Steps} steps: loss {result.FirstLoss:F3} → {result.LastLoss:F3}, codebook in use {result.CodebookUsage:P1}");
             context.Console.MarkupLineInterpolated($"{result.Steps} steps: loss {result.FirstLoss:F4} → {result.LastLoss:F4}, codebook in use {result.CodebookUsage:P1} ({result.CodesRestarted} dead codes restarted), {result.ImagesPerSecond:F1} img/s; tokenizer in {result.Tokenizer}");
             return 0;
         });

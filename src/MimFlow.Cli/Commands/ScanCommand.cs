@@ -30,6 +30,7 @@ internal static class ScanCommand
             };
             var report = await Run(context.Console, index, parsed.GetRequiredValue(output), data.SplitOf(parsed), options, cancellationToken);
             Render(context.Console, report);
+            context.Report($"{report.Ok} ok, {report.Quarantined} quarantined, {report.ImagesPerSecond:F0} img/s");
             return 0;
         });
         return command;

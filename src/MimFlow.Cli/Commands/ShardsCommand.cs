@@ -82,6 +82,7 @@ internal static class ShardsCommand
                 throw new InvalidDataException(report.Problems.Count == 1 ? report.Problems[0] : $"{report.Problems[0]} (and {report.Problems.Count - 1} more problems above)");
             }
             var manifest = report.Manifest!;
+            context.Report($"{manifest.Shards.Count} shards, {report.RowsChecked:N0} rows: checksums, schema, codes, features");
             context.Console.MarkupLineInterpolated($"[green]ok[/]: {manifest.Shards.Count} shards, {report.RowsChecked:N0} rows checked against {ShardManifest.FileName} (checksums, schema, codes, features)");
             return 0;
         });

@@ -58,6 +58,9 @@ internal static class TokenizeCommand
             };
             var result = await Run(context.Console, request, cancellationToken);
             Render(context.Console, request, result);
+            var manifest = result.Manifest;
+            context.Report(result.AlreadyComplete ? $"already complete: {manifest.Rows:N0} rows in {manifest.Shards.Count} shards"
+                : $"{manifest.Rows:N0} rows ({manifest.Configuration.Views} views × {manifest.SampleCount - manifest.Quarantined} images), {manifest.Shards.Count} shards, {manifest.Quarantined} quarantined, {result.ImagesPerSecond:F0} img/s");
             return 0;
         });
         return command;

@@ -34,8 +34,33 @@ public static class ModelDirectory
     public static void Save(string directory, string architecture, VisionTransformer model) =>
         Save(directory, new ModelSpec(architecture, Config: model.Config), model);
 
+    /// <summary>
+    /// The model directory a path names: the path itself, or, for a training run folder (a <c>latest.json</c> naming
+    /// <c>checkpoints/NAME/</c>), that checkpoint's <c>backbone/</c>, so a later stage can name the run it continues.
+    /// </summary>
+    public static string Locate(string path)
+    {
+        if (File.Exists(Path.Combine(path, ConfigFileName))) return path;
+        string pointer = Path.Combine(path, RunPointerFileName);
+        if (!File.Exists(pointer)) return path;
+        string? checkpoint;
+        try
+        {
+            using var document = JsonDocument.Parse(File.ReadAllText(pointer));
+            checkpoint = document.RootElement.TryGetProperty("checkpoint", out var name) ? name.GetString() : null;
+        }
+        catch (JsonException e) { throw new InvalidDataException($"{pointer}: not a run pointer ({e.Message})", e); }
+        if (string.IsNullOrEmpty(checkpoint) || checkpoint.Contains('/') || checkpoint.Contains('\\'))
+            throw new InvalidDataException($"{pointer}: no valid 'checkpoint' name");
+        return Path.Combine(path, "checkpoints", checkpoint, "backbone");
+    }
+
+    /// <summary>The file in a training run folder that names its latest checkpoint.</summary>
+    public const string RunPointerFileName = "latest.json";
+
     public static ModelSpec ReadSpec(string directory)
     {
+        directory = Locate(directory);
         string configPath = Path.Combine(directory, ConfigFileName);
         if (!File.Exists(configPath)) throw new FileNotFoundException($"{configPath}: not a model directory (config.json missing)", configPath);
         ModelSpec? spec;
@@ -49,6 +74,7 @@ public static class ModelDirectory
     /// <summary>The model (any kind) with its weights loaded strictly.</summary>
     public static (ModelSpec Spec, nn.Module Model) Load(string directory)
     {
+        directory = Locate(directory);
         var spec = ReadSpec(directory);
         var model = ModelCatalog.Build(spec);
         try
@@ -70,6 +96,7 @@ public static class ModelDirectory
     /// </summary>
     public static (ModelSpec Spec, VisionTransformer Model) LoadVit(string directory, int? imageSize = null)
     {
+        directory = Locate(directory);
         var spec = ReadSpec(directory);
         if (spec.Kind != ModelKind.Vit)
             throw new InvalidDataException($"{Path.Combine(directory, ConfigFileName)}: '{spec.Architecture}' is a {spec.Kind.ToString().ToLowerInvariant()} model, not a ViT");

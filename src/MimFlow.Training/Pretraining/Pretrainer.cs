@@ -266,7 +266,7 @@ public static class Pretrainer
     /// <summary>Starting weights from a model directory (a missing mask token keeps its initialisation).</summary>
     private static void LoadBackbone(string directory, VisionTransformer backbone)
     {
-        using var weights = Core.Safetensors.SafetensorsFile.Open(Path.Combine(directory, ModelDirectory.WeightsFileName));
+        using var weights = Core.Safetensors.SafetensorsFile.Open(Path.Combine(ModelDirectory.Locate(directory), ModelDirectory.WeightsFileName));
         using var noGrad = no_grad();
         foreach (var (name, target) in backbone.state_dict())
         {

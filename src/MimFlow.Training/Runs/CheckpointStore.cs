@@ -18,7 +18,7 @@ public sealed record TrainerState(long Step, int Epoch, long BatchInEpoch, long 
 /// </summary>
 public sealed class CheckpointStore(string runDirectory, int keep = 2)
 {
-    public const string LatestFileName = "latest.json";
+    public const string LatestFileName = ModelDirectory.RunPointerFileName;
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
     private string Root => Path.Combine(runDirectory, "checkpoints");

@@ -127,29 +127,33 @@ public sealed class CommandLineTests
     }
 
     [Fact]
-    public async Task Demo_runs_every_stage_and_prints_the_summary()
+    public async Task Demo_runs_the_embedded_pipeline_then_skips_every_complete_stage()
     {
         using var dir = new TemporaryDirectory();
         var outcome = await CliHarness.RunAsync("demo", "--out", dir.Path);
         Assert.True(outcome.ExitCode == 0, outcome.Error);
-        foreach (string stage in new[] { "backend", "synth imagenet", "synth ade20k", "decode check", "scan imagenet", "scan ade20k", "masked batch", "segmentation batch",
-                     "model init", "tokenize", "shards verify", "pretrain beit", "fine-tune", "demo finished" })
-            Assert.Contains(stage, outcome.Output);
-        Assert.Contains($"{MimFlow.Cli.Demo.DemoRun.ImageNetImages + MimFlow.Cli.Demo.DemoRun.Ade20kImages} images and {MimFlow.Cli.Demo.DemoRun.Ade20kImages} label maps decoded", outcome.Output);
+        string[] stages = ["backend", "synth-imagenet", "synth-ade20k", "check-imagenet", "check-ade20k", "scan-imagenet", "scan-ade20k", "preview-masks",
+            "preview-segmentation", "init-tokenizer", "init-student", "tokenize", "verify-shards", "pretrain", "plot-pretrain", "finetune-pretrained", "finetune-random"];
+        foreach (string stage in stages) Assert.Contains($"{stage}: done in", outcome.Output);
+        Assert.Contains($"{stages.Length} stage(s) ran, 0 skipped", outcome.Output);
+        Assert.Contains("20 images and 20 label maps decoded", outcome.Output);
         Assert.True(File.Exists(Path.Combine(dir.Path, "imagenet", "synth.json")));
-        Assert.True(File.Exists(Path.Combine(dir.Path, "ade20k", "synth.json")));
         Assert.True(File.Exists(Path.Combine(dir.Path, "scan", "imagenet", "scan.json")));
         Assert.True(new FileInfo(Path.Combine(dir.Path, "masked-batch.png")).Length > 0);
         Assert.True(new FileInfo(Path.Combine(dir.Path, "segmentation-batch.png")).Length > 0);
         Assert.True(File.Exists(Path.Combine(dir.Path, "shards", "manifest.json")));
+        Assert.True(File.Exists(Path.Combine(dir.Path, "runs", "beit-plots", "loss.png")));
         var losses = MimFlow.Training.Runs.MetricsLog.Read(Path.Combine(dir.Path, "runs", "beit")).Select(e => e["loss"]!.GetValue<double>()).ToList();
-        Assert.Equal(MimFlow.Cli.Demo.DemoRun.PretrainSteps, losses.Count);
+        Assert.Equal(30, losses.Count);
         Assert.True(losses.TakeLast(5).Average() < losses.Take(5).Average(), "the demo's pretraining loss must fall");
         foreach (string run in new[] { "finetune-pretrained", "finetune-random" })
             Assert.True(File.Exists(Path.Combine(dir.Path, "runs", run, "eval.json")), run);
+        foreach (string stage in stages) Assert.True(File.Exists(Path.Combine(dir.Path, ".mimflow", "stages", stage + ".json")), stage);
 
-        // A second run into the same folder works (its own PNG outputs are not taken for dataset files).
+        // Everything is complete and unchanged: the second run runs nothing and says why.
         var again = await CliHarness.RunAsync("demo", "--out", dir.Path);
         Assert.True(again.ExitCode == 0, again.Error);
+        Assert.Contains($"0 stage(s) ran, {stages.Length} skipped", again.Output);
+        Assert.Contains("tokenize: skipped (complete: outputs and inputs unchanged)", again.Output);
     }
 }
