@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using MimFlow.Cli.Benchmarks;
 using MimFlow.Core.Diagnostics;
 using MimFlow.Core.IO;
 using MimFlow.Data.Augment;
@@ -16,11 +17,115 @@ internal static partial class BenchCommand
 {
     public static Command Create(CliContext context)
     {
-        var bench = new Command("bench", "Throughput benchmarks, each next to its peer measured in the same run");
+        var bench = new Command("bench", "Throughput of every stage (decode, shard write/read, feeder, tokenizer, train step, train end-to-end) as medians and as ratios to same-run references; --check compares with a baseline. Subcommands: one stage next to its peer");
+        var shortForm = new Option<bool>("--short") { Description = "CI's form: small sizes (about a minute on 2 cores)" };
+        var repeats = new Option<int>("--repeats") { Description = "Measurements per stage (the median is the figure)", DefaultValueFactory = _ => 3 };
+        var device = new Option<string>("--device") { Description = "cpu or cuda (compute stages and the matmul reference)", DefaultValueFactory = _ => "cpu" };
+        device.AcceptOnlyFromAmong("cpu", "cuda");
+        var workers = new Option<int>("--workers") { Description = "Decode workers", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var stages = new Option<string?>("--stages") { Description = $"Comma-separated subset of: {string.Join(", ", BenchSuite.StageNames)}" };
+        var trainModel = new Option<string?>("--train-model") { Description = "Model of the train-step stage (default: beit-base on cuda, beit-tiny on cpu)" };
+        var work = new Option<string>("--work") { Description = "Scratch folder for the generated data, models and shards (replaced)", DefaultValueFactory = _ => Path.Combine(Path.GetTempPath(), "mimflow-bench") };
+        var json = new Option<string?>("--json") { Description = "Write every figure (samples, medians, ratios, peak memory, device, versions) as JSON to this file" };
+        var results = new Option<string?>("--results") { Description = "Use the figures of an earlier --json file instead of measuring" };
+        var check = new Option<string?>("--check") { Description = "Baseline (ops/bench/baseline.json): print stage, baseline, now, change; exit 1 when a stage falls below its tolerance" };
+        var accept = new Option<string?>("--accept") { Description = "Write this run's ratios as a new baseline file" };
+        var tolerance = new Option<double>("--tolerance") { Description = "Tolerance written with --accept (relative drop allowed)", DefaultValueFactory = _ => 0.35 };
+        var peers = new Option<string?>("--peers") { Description = "Folder with peer_beit_step.py and peer_data.py: run them in the same invocation and add their rows (GPU form)" };
+        var python = new Option<string>("--python") { Description = "Python for the peers", DefaultValueFactory = _ => "python3" };
+        foreach (var option in new Option[] { shortForm, repeats, device, workers, stages, trainModel, work, json, results, check, accept, tolerance, peers, python }) bench.Options.Add(option);
+        bench.SetAction(async (parsed, cancellationToken) =>
+        {
+            SuiteResult result;
+            if (parsed.GetValue(results) is { } earlier)
+            {
+                result = SuiteJson.Read(earlier);
+            }
+            else
+            {
+                var backend = MimFlow.Torch.Backend.TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
+                bool cuda = parsed.GetValue(device) == "cuda";
+                if (cuda && backend.DefaultDevice.type != TorchSharp.DeviceType.CUDA) throw new ArgumentException("--device cuda needs the CUDA libtorch (MIMFLOW_LIBTORCH or --libtorch)");
+                var wanted = parsed.GetValue(stages)?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet(StringComparer.Ordinal);
+                foreach (string stage in wanted ?? [])
+                    if (!BenchSuite.StageNames.Contains(stage)) throw new ArgumentException($"--stages: unknown stage '{stage}' (stages: {string.Join(", ", BenchSuite.StageNames)})");
+                if (parsed.GetValue(repeats) < 1) throw new ArgumentException("--repeats must be at least 1");
+                var options = new SuiteOptions(parsed.GetValue(shortForm), parsed.GetValue(repeats), parsed.GetRequiredValue(work), cuda ? backend.DefaultDevice : TorchSharp.torch.CPU,
+                    parsed.GetValue(workers), wanted, parsed.GetValue(trainModel));
+                result = await new BenchSuite(options, line => context.Console.WriteLine(line)).RunAsync(cancellationToken);
+                if (parsed.GetValue(peers) is { } peerFolder)
+                    result = result with { Peers = await RunPeers(context.Console, parsed.GetRequiredValue(python), peerFolder, result, options, cancellationToken) };
+            }
+            RenderSuite(context.Console, result);
+            if (parsed.GetValue(json) is { } jsonPath) AtomicFile.WriteAllText(jsonPath, SuiteJson.Write(result));
+            if (parsed.GetValue(accept) is { } acceptPath)
+            {
+                AtomicFile.WriteAllText(acceptPath, BenchBaseline.Accept(result, parsed.GetValue(tolerance)).ToJson());
+                context.Console.WriteLine($"wrote the baseline {acceptPath}");
+            }
+            if (parsed.GetValue(check) is { } baselinePath)
+            {
+                var baseline = BenchBaseline.Read(baselinePath);
+                if (baseline.Form != result.Form)
+                    context.Console.WriteLine($"note: the baseline is the {baseline.Form} form, this run the {result.Form} form; ratios compare less well");
+                // A subset run (--stages) is checked on its own stages; a full run must measure every baseline stage.
+                if (parsed.GetValue(stages) is not null)
+                    baseline = baseline with { Stages = baseline.Stages.Where(s => result.Stages.Any(r => r.Stage == s.Key)).ToDictionary() };
+                var checks = BaselineCheck.Compare(baseline, result);
+                RenderCheck(context.Console, baselinePath, checks);
+                var regressed = checks.Where(c => c.Regressed).ToList();
+                if (regressed.Count > 0)
+                {
+                    context.Error.WriteLine($"mimflow: regression against {baselinePath}: {string.Join(", ", regressed.Select(c => c.Now is null ? $"{c.Stage} (not measured)" : $"{c.Stage} {c.Change:+0.0%;-0.0%}"))}");
+                    return MimFlowCli.Failure;
+                }
+            }
+            return 0;
+        });
         bench.Subcommands.Add(CreateData(context));
         bench.Subcommands.Add(CreateTokenize(context));
         bench.Subcommands.Add(CreateTrain(context));
         return bench;
+    }
+
+    private static void RenderSuite(IAnsiConsole console, SuiteResult result)
+    {
+        var table = new Table().Title($"mimflow bench ({result.Form} form) on {result.Device}: {string.Join(", ", result.References.Select(r => $"{r.Key} {r.Value:F1}"))}")
+            .AddColumns("stage", "median", "ratio", "vs", "peak MiB", "samples");
+        foreach (var stage in result.Stages)
+            table.AddRow(new Text(stage.Stage), new Text($"{stage.Median:F1} {stage.Unit}"), new Text($"{stage.Ratio:F3}"), new Text(stage.Reference),
+                new Text($"{stage.PeakMemoryBytes / 1048576.0:F0}" + (stage.DeviceMemoryBytes is long d ? $" (GPU {d / 1048576.0:F0})" : "")),
+                new Text(string.Join(" ", stage.Samples.Select(v => v.ToString("F1", CultureInfo.InvariantCulture)))));
+        foreach (var peer in result.Peers ?? [])
+            table.AddRow(new Text($"peer {peer.Stage} {peer.Mode}"), new Text($"{peer.Value:F1} {peer.Unit}"), new Text($"ours/peer {peer.OursOverPeer:F2}"), new Text("-"),
+                new Text(peer.Memory ?? "-"), new Text("1"));
+        console.Write(table);
+    }
+
+    private static void RenderCheck(IAnsiConsole console, string baselinePath, IReadOnlyList<StageCheck> checks)
+    {
+        var table = new Table().Title($"bench --check {baselinePath}").AddColumns("stage", "baseline", "now", "change", "tolerance", "status");
+        foreach (var c in checks)
+            table.AddRow(new Text(c.Stage), new Text($"{c.Baseline:F3}"), new Text(c.Now is double now ? $"{now:F3}" : "not measured"),
+                new Text(c.Change is double change ? change.ToString("+0.0%;-0.0%", CultureInfo.InvariantCulture) : "-"), new Text($"-{c.Tolerance:P0}"),
+                new Text(c.Regressed ? "REGRESSED" : "ok"));
+        console.Write(table);
+    }
+
+    /// <summary>The GPU form's peers: the BEiT step (eager and torch.compile) and torchvision+PIL decode, in this invocation.</summary>
+    private static async Task<IReadOnlyList<PeerFigure>> RunPeers(IAnsiConsole console, string python, string folder, SuiteResult result, SuiteOptions options, CancellationToken cancellationToken)
+    {
+        var figures = new List<PeerFigure>();
+        if (result.Stages.FirstOrDefault(s => s.Stage == "train-step") is { } step && File.Exists(Path.Combine(folder, "peer_beit_step.py")))
+            foreach (var line in await RunTrainPeer(python, Path.Combine(folder, "peer_beit_step.py"), options.Device.type == TorchSharp.DeviceType.CUDA ? 128 : 8, cancellationToken))
+                figures.Add(new PeerFigure("train-step", line.Mode, line.Rate, "img/s", step.Median / line.Rate, line.Memory, $"peer_beit_step.py {line.Mode}"));
+        if (result.Stages.FirstOrDefault(s => s.Stage == "decode") is { } decode && File.Exists(Path.Combine(folder, "peer_data.py")))
+        {
+            var rates = await RunPeer(console, python, Path.Combine(folder, "peer_data.py"), Path.Combine(options.WorkDirectory, "data"), options.Short ? 64 : 512, [options.Workers], cancellationToken);
+            foreach (var (count, rate) in rates)
+                figures.Add(new PeerFigure("decode", $"{count} workers", rate, "img/s", decode.Median / rate, null, "peer_data.py (torchvision + PIL)"));
+        }
+        return figures;
     }
 
     private static Command CreateTrain(CliContext context)
@@ -60,21 +165,9 @@ internal static partial class BenchCommand
             };
             context.Console.MarkupLineInterpolated($"mimflow: {request.Model} batch {request.BatchSize} {parsed.GetValue(dtype)} on {request.Device} …");
             var result = MimFlow.Training.Benchmarks.TrainStepBenchmark.Run(request, cancellationToken);
-            var peerLines = new List<(string Mode, double Rate, double Ms, string Memory)>();
-            if (parsed.GetValue(peer) is { } script)
-            {
-                var start = new ProcessStartInfo(parsed.GetRequiredValue(python)) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-                start.ArgumentList.Add(script);
-                start.ArgumentList.Add(request.BatchSize.ToString(CultureInfo.InvariantCulture));
-                using var process = Process.Start(start) ?? throw new IOException($"could not start {start.FileName}");
-                var stderr = process.StandardError.ReadToEndAsync(cancellationToken);
-                string output = await process.StandardOutput.ReadToEndAsync(cancellationToken);
-                await process.WaitForExitAsync(cancellationToken);
-                if (process.ExitCode != 0) throw new IOException($"the peer {script} failed (exit {process.ExitCode}): {(await stderr).Trim().Split('\n').LastOrDefault()}");
-                foreach (Match match in PeerStepLine().Matches(output))
-                    peerLines.Add((match.Groups[1].Value, double.Parse(match.Groups[2].Value, CultureInfo.InvariantCulture),
-                        double.Parse(match.Groups[3].Value, CultureInfo.InvariantCulture), match.Groups[4].Value + " GiB"));
-            }
+            var peerLines = parsed.GetValue(peer) is { } script
+                ? await RunTrainPeer(parsed.GetRequiredValue(python), script, request.BatchSize, cancellationToken)
+                : [];
             var table = new Table().Title($"bench train: {result.Model}, batch {result.BatchSize}, {result.Device}").AddColumns("run", "img/s", "step ms", "MFU", "note");
             table.AddRow(new Text($"mimflow {result.ComputeType}"), new Text($"{result.ImagesPerSecond:F1}"), new Text($"{result.StepMilliseconds:F1}"),
                 new Text(result.Mfu is double m ? $"{m:P1}" : "-"),
@@ -98,6 +191,20 @@ internal static partial class BenchCommand
             return 0;
         });
         return command;
+    }
+
+    private static async Task<IReadOnlyList<(string Mode, double Rate, double Ms, string Memory)>> RunTrainPeer(string python, string script, int batchSize, CancellationToken cancellationToken)
+    {
+        var start = new ProcessStartInfo(python) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        start.ArgumentList.Add(script);
+        start.ArgumentList.Add(batchSize.ToString(CultureInfo.InvariantCulture));
+        using var process = Process.Start(start) ?? throw new IOException($"could not start {start.FileName}");
+        var stderr = process.StandardError.ReadToEndAsync(cancellationToken);
+        string output = await process.StandardOutput.ReadToEndAsync(cancellationToken);
+        await process.WaitForExitAsync(cancellationToken);
+        if (process.ExitCode != 0) throw new IOException($"the peer {script} failed (exit {process.ExitCode}): {(await stderr).Trim().Split('\n').LastOrDefault()}");
+        return PeerStepLine().Matches(output).Select(match => (match.Groups[1].Value, double.Parse(match.Groups[2].Value, CultureInfo.InvariantCulture),
+            double.Parse(match.Groups[3].Value, CultureInfo.InvariantCulture), match.Groups[4].Value + " GiB")).ToList();
     }
 
     [GeneratedRegex(@"(\w+)\s+batch\s+\d+:\s+([\d.]+) img/s\s+step\s+([\d.]+) ms\s+peak mem\s+([\d.]+) GiB")]

@@ -1,0 +1,249 @@
+using System.Diagnostics;
+using MimFlow.Core.Diagnostics;
+using MimFlow.Data.Augment;
+using MimFlow.Data.Masking;
+using MimFlow.Data.Pipeline;
+using MimFlow.Data.Sources;
+using MimFlow.Datasets.Synthetic;
+using MimFlow.Models.Interop;
+using MimFlow.Precompute.Shards;
+using MimFlow.Precompute.Tokenize;
+using MimFlow.Training.Benchmarks;
+using MimFlow.Training.Feeding;
+using MimFlow.Training.Pretraining;
+using NetVips;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MimFlow.Cli.Benchmarks;
+
+/// <param name="Short">CI's form: small sizes, a minute or so on 2 cores.</param>
+/// <param name="Repeats">Measurements per stage; the median is the figure.</param>
+/// <param name="TrainModel">The train-step model (default beit-base on CUDA, beit-tiny on the CPU).</param>
+internal sealed record SuiteOptions(bool Short, int Repeats, string WorkDirectory, Device Device, int Workers, IReadOnlySet<string>? Stages, string? TrainModel);
+
+/// <summary>One stage's figure: the median of its repeats, and that median over its same-run reference.</summary>
+/// <param name="Reference">cpu-decode (a fixed single-threaded libvips loop) for data stages, matmul for compute stages.</param>
+internal sealed record StageFigure(string Stage, string Unit, double Median, IReadOnlyList<double> Samples, string Reference, double Ratio,
+    long PeakMemoryBytes, long? DeviceMemoryBytes, string Detail);
+
+internal sealed record SuiteResult(IReadOnlyList<StageFigure> Stages, IReadOnlyDictionary<string, double> References, string Form, string Device, IReadOnlyDictionary<string, string> Versions)
+{
+    public IReadOnlyList<PeerFigure>? Peers { get; init; }
+}
+
+/// <summary>A peer's figure for a stage, measured in the same invocation.</summary>
+internal sealed record PeerFigure(string Stage, string Mode, double Value, string Unit, double OursOverPeer, string? Memory, string Detail);
+
+/// <summary>The suite's JSON file (<c>mimflow bench --json</c>), read back by <c>--results</c>.</summary>
+internal static class SuiteJson
+{
+    private static readonly System.Text.Json.JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true, PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull,
+    };
+
+    public static string Write(SuiteResult result) => System.Text.Json.JsonSerializer.Serialize(result, Json);
+
+    public static SuiteResult Read(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: no such results file", path);
+        try { return System.Text.Json.JsonSerializer.Deserialize<SuiteResult>(File.ReadAllText(path), Json) ?? throw new InvalidDataException($"{path}: empty results"); }
+        catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"{path}: not a mimflow bench results file ({e.Message})", e); }
+    }
+}
+
+/// <summary>
+/// Every stage's throughput on one generated dataset, each figure also as a ratio to a reference measured in the same
+/// run, so figures compare across machines and a slower machine does not read as a regression: data stages against a
+/// fixed libvips decode loop, compute stages against a fixed matmul on the same device.
+/// </summary>
+internal sealed class BenchSuite(SuiteOptions options, Action<string> say)
+{
+    public static IReadOnlyList<string> StageNames { get; } = ["decode", "shard-write", "shard-read", "feeder", "tokenizer-forward", "tokenize", "train-step", "train-e2e"];
+
+    public const string CpuReference = "cpu-decode";
+    public const string ComputeReference = "matmul";
+
+    private int Images => options.Short ? 64 : 512;
+
+    private bool Wanted(string stage) => options.Stages is null || options.Stages.Contains(stage);
+
+    public async Task<SuiteResult> RunAsync(CancellationToken cancellationToken)
+    {
+        var backend = MimFlow.Torch.Backend.TorchBackend.EnsureLoaded();
+        string root = Path.GetFullPath(options.WorkDirectory);
+        if (Directory.Exists(root)) Directory.Delete(root, recursive: true);
+        Directory.CreateDirectory(root);
+        say($"generating {Images} images, a 224 px VQ-KD and its shards in {root} …");
+        string data = Path.Combine(root, "data");
+        await SyntheticDatasets.WriteAsync(new SynthesisOptions { Kind = SyntheticKind.ImageNet, OutputDirectory = data, Images = Images, Classes = 8, MinSide = 200, MaxSide = 400, ValidationFraction = 0.1 },
+            null, cancellationToken);
+        var index = DatasetSource.Open(data, DatasetLayout.ImageNet);
+        string tokenizer = Path.Combine(root, "vqkd");
+        var tokenizerSpec = ModelCatalog.Spec("vqkd-tiny");
+        using (var model = ModelCatalog.Create(tokenizerSpec, 0)) ModelDirectory.Save(tokenizer, tokenizerSpec, model);
+        var tokenizeRequest = new TokenizeRequest
+        {
+            DataRoot = data, TokenizerDirectory = tokenizer, OutputDirectory = Path.Combine(root, "shards"), StoreImageMaxSide = 256,
+            BatchSize = options.Short ? 16 : 64, DecodeWorkers = options.Workers, Device = options.Device, TargetShardBytes = 4L << 20,
+        };
+        await TokenizeJob.RunAsync(tokenizeRequest, cancellationToken: cancellationToken);
+        string shards = tokenizeRequest.OutputDirectory;
+        byte[] sampleJpeg = File.ReadAllBytes(index.FullPath(index[0]));
+
+        var references = new Dictionary<string, double>
+        {
+            [CpuReference] = Median(Repeat(() => DecodeLoop(sampleJpeg, options.Short ? 40 : 200))),
+            [ComputeReference] = Median(Repeat(() => MatmulGflops(options.Device, options.Short ? 10 : 50))),
+        };
+        say($"references: {CpuReference} {references[CpuReference]:F1} img/s, {ComputeReference} {references[ComputeReference]:F1} GFLOP/s on {options.Device}");
+
+        var figures = new List<StageFigure>();
+        async Task Measure(string stage, string unit, string reference, Func<Task<(double Value, string Detail)>> run)
+        {
+            if (!Wanted(stage)) return;
+            cancellationToken.ThrowIfCancellationRequested();
+            ProcessMemory.ResetPeak();
+            var samples = new List<double>();
+            string detail = "";
+            for (int i = 0; i < options.Repeats; i++)
+            {
+                var (value, d) = await run();
+                samples.Add(value);
+                detail = d;
+            }
+            double median = Median(samples);
+            long? deviceMemory = options.Device.type == DeviceType.CUDA ? MimFlow.Torch.Diagnostics.GpuInventory.Read().FirstOrDefault() is { } gpu ? gpu.TotalMemoryBytes - gpu.FreeMemoryBytes : null : null;
+            var figure = new StageFigure(stage, unit, median, samples, reference, median / references[reference], ProcessMemory.PeakBytes(), deviceMemory, detail);
+            figures.Add(figure);
+            say($"{stage}: {median:F1} {unit} (ratio {figure.Ratio:F3} to {reference}; {string.Join(", ", samples.Select(s => s.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))})");
+        }
+
+        await Measure("decode", "img/s", CpuReference, async () =>
+        {
+            var r = await LoaderBenchmark.RunAsync(index, new PretrainRecipe(SecondViewSize: null), options.Workers, index.Count, options.Short ? 8 : 32, cancellationToken);
+            return (r.ImagesPerSecond, $"pretraining recipe, {options.Workers} workers, float32 batches of {(options.Short ? 8 : 32)}");
+        });
+
+        var rows = new List<ShardRow>();
+        foreach (var shard in ShardManifest.Read(shards).Shards)
+            await foreach (var row in ShardReader.ReadAsync(Path.Combine(shards, shard.Name), cancellationToken)) rows.Add(row);
+        var columns = ShardManifest.Read(shards).Columns;
+        await Measure("shard-write", "MB/s", CpuReference, async () =>
+        {
+            string path = Path.Combine(root, "write-bench", $"{Guid.NewGuid():N}.parquet");
+            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+            var watch = Stopwatch.StartNew();
+            await using var writer = await ShardFileWriter.CreateAsync(new ShardSchema(columns), path, cancellationToken);
+            foreach (var group in rows.Chunk(256)) await writer.WriteRowGroupAsync(group, cancellationToken);
+            var file = await writer.CompleteAsync();
+            double seconds = watch.Elapsed.TotalSeconds;
+            File.Delete(path);
+            return (file.Bytes / 1e6 / seconds, $"{rows.Count} rows, zstd, row groups of 256");
+        });
+        await Measure("shard-read", "MB/s", CpuReference, async () =>
+        {
+            var watch = Stopwatch.StartNew();
+            long bytes = 0, count = 0;
+            foreach (var shard in ShardManifest.Read(shards).Shards)
+            {
+                bytes += shard.Bytes;
+                await foreach (var _ in ShardReader.ReadAsync(Path.Combine(shards, shard.Name), cancellationToken)) count++;
+            }
+            return (bytes / 1e6 / watch.Elapsed.TotalSeconds, $"{count} rows");
+        });
+        await Measure("feeder", "img/s", CpuReference, async () =>
+        {
+            var feeder = new ShardFeeder(shards, new FeederOptions { BatchSize = 16, DecodeWorkers = options.Workers, Masks = new BlockwiseMaskGenerator(14, 14, 75), ShuffleBuffer = 256 });
+            var watch = Stopwatch.StartNew();
+            long images = 0;
+            await foreach (var batch in feeder.ReadEpochAsync(0, cancellationToken: cancellationToken)) images += batch.Count;
+            return (images / watch.Elapsed.TotalSeconds, "stored JPEG decoded, augmentation replayed, blockwise masks, batches of 16");
+        });
+
+        async Task<TokenizeBenchmarkResult> TokenizeOnce() => await TokenizeBenchmark.RunAsync(tokenizeRequest with { OutputDirectory = Path.Combine(root, "tokenize-bench") },
+            options.Short ? 32 : 256, cancellationToken);
+        await Measure("tokenizer-forward", "img/s", ComputeReference, async () =>
+        {
+            var r = await TokenizeOnce();
+            return (r.ForwardOnlyImagesPerSecond, $"vqkd-tiny at 224, batch {tokenizeRequest.BatchSize}, {r.Arithmetic}");
+        });
+        await Measure("tokenize", "img/s", ComputeReference, async () =>
+        {
+            var r = await TokenizeOnce();
+            return (r.PipelineImagesPerSecond, $"decode + augment + vqkd-tiny + shard write; model waited for input {r.InputWaitShare:P0}");
+        });
+
+        bool cuda = options.Device.type == DeviceType.CUDA;
+        string trainModel = options.TrainModel ?? (cuda ? "beit-base" : "beit-tiny");
+        int trainBatch = cuda ? 128 : options.Short ? 8 : 32;
+        await Measure("train-step", "img/s", ComputeReference, () =>
+        {
+            var r = TrainStepBenchmark.Run(new TrainStepRequest
+            {
+                Model = trainModel, BatchSize = trainBatch, Steps = options.Short ? 2 : 10, WarmupSteps = options.Short ? 1 : 3, Device = options.Device,
+                ComputeType = cuda ? ScalarType.BFloat16 : ScalarType.Float32,
+            }, cancellationToken);
+            return Task.FromResult((r.ImagesPerSecond, $"{trainModel} batch {trainBatch} {r.ComputeType}, synthetic batches, step {r.StepMilliseconds:F0} ms"));
+        });
+        await Measure("train-e2e", "img/s", ComputeReference, async () =>
+        {
+            string run = Path.Combine(root, "e2e", Guid.NewGuid().ToString("N"));
+            var r = await Pretrainer.RunAsync(new PretrainRequest
+            {
+                Shards = shards, Objective = "beit", Model = "beit-tiny", OutputDirectory = run, Steps = options.Short ? 3 : 20, BatchSize = options.Short ? 8 : 32,
+                CheckpointEvery = 1_000_000, Device = options.Device, DecodeWorkers = options.Workers, ShuffleBuffer = 256, WarmupSteps = 1,
+            }, cancellationToken: cancellationToken);
+            Directory.Delete(run, recursive: true);
+            return (r.ImagesPerSecond, $"beit-tiny from the shards (feeder + prefetch + step), input-bound {r.InputBoundShare:P0}");
+        });
+
+        var versions = new Dictionary<string, string>
+        {
+            ["dotnet"] = Environment.Version.ToString(), ["libvips"] = MimFlow.Data.Decoding.LibvipsSettings.Version,
+            ["torchsharp"] = backend.TorchSharpVersion, ["libtorch"] = backend.LibTorchVersion, ["os"] = System.Runtime.InteropServices.RuntimeInformation.OSDescription,
+            ["cores"] = Environment.ProcessorCount.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["gpu"] = MimFlow.Torch.Diagnostics.GpuInventory.Read().FirstOrDefault()?.Name ?? "none",
+        };
+        return new SuiteResult(figures, references, options.Short ? "short" : "full", options.Device.ToString(), versions);
+    }
+
+    private IEnumerable<double> Repeat(Func<double> measure) => Enumerable.Range(0, options.Repeats).Select(_ => measure()).ToList();
+
+    public static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+
+    /// <summary>The CPU reference: one thread decoding a fixed JPEG and shrinking it to 224, images/s.</summary>
+    private static double DecodeLoop(byte[] jpeg, int iterations)
+    {
+        MimFlow.Data.Decoding.LibvipsSettings.ForGraphParallelism();
+        var watch = Stopwatch.StartNew();
+        for (int i = 0; i < iterations; i++)
+        {
+            using var image = Image.ThumbnailBuffer(jpeg, 224, height: 224, crop: Enums.Interesting.Centre);
+            _ = image.WriteToMemory<byte>();
+        }
+        return iterations / watch.Elapsed.TotalSeconds;
+    }
+
+    /// <summary>The compute reference: a fixed fp32 1024×1024 matmul chain on the device, GFLOP/s.</summary>
+    private static double MatmulGflops(Device device, int iterations)
+    {
+        using var scope = NewDisposeScope();
+        const int n = 1024;
+        var generator = new Generator(0, device);
+        var a = randn([n, n], generator: generator, device: device);
+        var b = randn([n, n], generator: generator, device: device);
+        _ = a.matmul(b).sum().item<float>();
+        var watch = Stopwatch.StartNew();
+        var c = a;
+        for (int i = 0; i < iterations; i++) c = a.matmul(b);
+        _ = c.sum().item<float>();
+        return 2.0 * n * n * n * iterations / watch.Elapsed.TotalSeconds / 1e9;
+    }
+}
