@@ -13,3 +13,14 @@ internal static class SharedFixtures
         throw new FileNotFoundException($"shared/fixtures/{string.Join('/', parts)} was not found above {AppContext.BaseDirectory}; the repository must sit beside ../shared.");
     }
 }
+
+/// <summary>Files of this repository (pipelines, ops), found above the test assembly.</summary>
+internal static class RepositoryFiles
+{
+    public static string PathOf(params string[] parts)
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "MimFlow.sln"))) return Path.Combine([dir.FullName, .. parts]);
+        throw new FileNotFoundException($"MimFlow.sln not found above {AppContext.BaseDirectory}");
+    }
+}

@@ -5,13 +5,6 @@ namespace MimFlow.Tests.Cli;
 
 public sealed class BenchSuiteTests
 {
-    private static string RepositoryFile(params string[] parts)
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "MimFlow.sln"))) return Path.Combine([dir.FullName, .. parts]);
-        throw new FileNotFoundException($"MimFlow.sln not found above {AppContext.BaseDirectory}");
-    }
-
     private static SuiteResult Result(params (string Stage, double Ratio)[] stages) => new(
         stages.Select(s => new StageFigure(s.Stage, "img/s", s.Ratio * 100, [s.Ratio * 100], BenchSuite.CpuReference, s.Ratio, 1 << 20, null, "")).ToList(),
         new Dictionary<string, double> { [BenchSuite.CpuReference] = 100 }, "short", "cpu",
@@ -50,7 +43,7 @@ public sealed class BenchSuiteTests
     [Fact]
     public void The_committed_baseline_covers_every_stage_of_the_short_form()
     {
-        var baseline = BenchBaseline.Read(RepositoryFile("ops", "bench", "baseline.json"));
+        var baseline = BenchBaseline.Read(RepositoryFiles.PathOf("ops", "bench", "baseline.json"));
         Assert.Equal("short", baseline.Form);
         Assert.Equal(BenchSuite.StageNames.Order(), baseline.Stages.Keys.Order());
         Assert.All(baseline.Stages.Values, s => Assert.True(s.Ratio > 0 && s.Tolerance is > 0 and < 1));

@@ -7,19 +7,12 @@ namespace MimFlow.Tests.Cli;
 
 public sealed class RunCommandTests
 {
-    private static string RepositoryFile(params string[] parts)
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "MimFlow.sln"))) return Path.Combine([dir.FullName, .. parts]);
-        throw new FileNotFoundException($"MimFlow.sln not found above {AppContext.BaseDirectory}");
-    }
-
     private static CliStageExecutor Executor() => new(new CliContext(Spectre.Console.AnsiConsole.Console, TextWriter.Null), []);
 
     public static TheoryData<string> CommittedPipelines()
     {
         var data = new TheoryData<string>();
-        foreach (string file in Directory.EnumerateFiles(RepositoryFile("pipelines"), "*.json").Order(StringComparer.Ordinal)) data.Add(Path.GetFileName(file));
+        foreach (string file in Directory.EnumerateFiles(RepositoryFiles.PathOf("pipelines"), "*.json").Order(StringComparer.Ordinal)) data.Add(Path.GetFileName(file));
         return data;
     }
 
@@ -27,7 +20,7 @@ public sealed class RunCommandTests
     [MemberData(nameof(CommittedPipelines))]
     public void Every_committed_pipeline_names_real_commands_and_options(string file)
     {
-        var pipeline = PipelineFile.Load(RepositoryFile("pipelines", file), Executor());
+        var pipeline = PipelineFile.Load(RepositoryFiles.PathOf("pipelines", file), Executor());
         Assert.Equal(Path.GetFileNameWithoutExtension(file), pipeline.Name);
         Assert.NotEmpty(PipelineOrder.Of(pipeline));
     }
@@ -35,7 +28,7 @@ public sealed class RunCommandTests
     [Fact]
     public void The_committed_set_has_the_three_pipelines_operators_start_from() =>
         Assert.Equal(["ade20k-finetune.json", "demo.json", "imagenet-beitv2.json"],
-            Directory.EnumerateFiles(RepositoryFile("pipelines"), "*.json").Select(Path.GetFileName).Order(StringComparer.Ordinal));
+            Directory.EnumerateFiles(RepositoryFiles.PathOf("pipelines"), "*.json").Select(Path.GetFileName).Order(StringComparer.Ordinal));
 
     [Fact]
     public async Task A_dry_run_prints_the_plan_with_each_command_line_and_runs_nothing()
@@ -43,7 +36,7 @@ public sealed class RunCommandTests
         using var dir = new TemporaryDirectory();
         Directory.CreateDirectory(dir.Combine("ade"));
         Directory.CreateDirectory(dir.Combine("backbone"));
-        var outcome = await CliHarness.RunAsync("run", RepositoryFile("pipelines", "ade20k-finetune.json"), "--out", dir.Combine("run"), "--dry-run",
+        var outcome = await CliHarness.RunAsync("run", RepositoryFiles.PathOf("pipelines", "ade20k-finetune.json"), "--out", dir.Combine("run"), "--dry-run",
             "--var", $"ade20k={dir.Combine("ade")}", "--var", $"backbone={dir.Combine("backbone")}", "--var", "device=cpu");
         Assert.True(outcome.ExitCode == 0, outcome.Error);
         Assert.Contains("plan (dry run)", outcome.Output);
@@ -56,7 +49,7 @@ public sealed class RunCommandTests
     public async Task A_missing_external_input_is_named_before_anything_runs()
     {
         using var dir = new TemporaryDirectory();
-        var outcome = await CliHarness.RunAsync("run", RepositoryFile("pipelines", "ade20k-finetune.json"), "--out", dir.Path, "--var", $"ade20k={dir.Combine("nowhere")}");
+        var outcome = await CliHarness.RunAsync("run", RepositoryFiles.PathOf("pipelines", "ade20k-finetune.json"), "--out", dir.Path, "--var", $"ade20k={dir.Combine("nowhere")}");
         Assert.Equal(MimFlowCli.Failure, outcome.ExitCode);
         Assert.Contains("stage 'scan': missing input: 'data' is " + dir.Combine("nowhere") + ", which does not exist", outcome.Error);
     }
