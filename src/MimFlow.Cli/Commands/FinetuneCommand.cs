@@ -22,7 +22,7 @@ internal static class FinetuneCommand
         var data = new Option<string>("--data") { Description = "Labelled dataset root: train/ to learn from, val/ to evaluate each epoch", Required = true };
         var layout = LayoutOption();
         var groundTruth = new Option<string?>("--ground-truth") { Description = "A flat val/: file of '<file name> <label>' lines" };
-        var output = new Option<string>("--out") { Description = "Run folder: metrics.jsonl, eval.json, checkpoints/ (backbone/ is the classifier)", Required = true };
+        var output = new Option<string>("--out") { Description = "Run folder: metrics.jsonl, eval.json, checkpoints/ (one per epoch; backbone/ is the classifier)", Required = true };
         var epochs = new Option<int>("--epochs") { Description = "Epochs over train/ (BEiT-base: 100)", DefaultValueFactory = _ => 100 };
         var batch = new Option<int>("--batch") { Description = "Images per step (a last partial batch is dropped)", DefaultValueFactory = _ => 64 };
         var lr = new Option<double?>("--lr") { Description = "Peak learning rate (default: 4e-3·batch/1024 for classify, 1e-3·batch/256 for linear-probe)" };
@@ -40,8 +40,12 @@ internal static class FinetuneCommand
         var imageSize = new Option<int?>("--img-size") { Description = "Train at this input size (positions resampled); default: the model's" };
         var cropSize = new Option<int>("--crop-size") { Description = "segment: training crop and model input size (positions resampled)", DefaultValueFactory = _ => 512 };
         var warmupSteps = new Option<long?>("--warmup-steps") { Description = "segment: linear warmup steps (default: 1500, at most a tenth of the run)" };
+        var resume = new Option<bool>("--resume")
+        {
+            Description = "Continue the run in --out from its latest checkpoint (one per epoch), exactly; give the same arguments. A finished run is reported and left as it is",
+        };
         var command = new Command("finetune", "Fine-tune a (pretrained) ViT: image classification with BEiT's recipe or a linear probe (top-1/top-5 on val/ each epoch), or ADE20K segmentation (mIoU each epoch)");
-        foreach (var option in new Option[] { task, model, data, layout, groundTruth, output, epochs, batch, lr, minLr, warmup, layerDecay, weightDecay, dropPath, seed, noMixup, noRandAugment, reprob, workers, device, imageSize, cropSize, warmupSteps })
+        foreach (var option in new Option[] { task, model, data, layout, groundTruth, output, epochs, batch, lr, minLr, warmup, layerDecay, weightDecay, dropPath, seed, noMixup, noRandAugment, reprob, workers, device, imageSize, cropSize, warmupSteps, resume })
             command.Options.Add(option);
         command.SetAction(async (parsed, cancellationToken) =>
         {
@@ -53,7 +57,7 @@ internal static class FinetuneCommand
                     OutputDirectory = parsed.GetRequiredValue(output), Epochs = parsed.GetValue(epochs), BatchSize = parsed.GetValue(batch),
                     CropSize = parsed.GetValue(cropSize), LearningRate = parsed.GetValue(lr), MinLearningRate = parsed.GetValue(minLr) ?? 0,
                     WarmupSteps = parsed.GetValue(warmupSteps), LayerDecay = parsed.GetValue(layerDecay), WeightDecay = parsed.GetValue(weightDecay) ?? 0.05,
-                    DropPath = parsed.GetValue(dropPath), Seed = parsed.GetValue(seed), DecodeWorkers = parsed.GetValue(workers),
+                    DropPath = parsed.GetValue(dropPath), Seed = parsed.GetValue(seed), DecodeWorkers = parsed.GetValue(workers), Resume = parsed.GetValue(resume),
                 };
                 segment.Validate();
                 return await SegmentAsync(context, segment with { Device = Device(parsed, device) }, cancellationToken);
@@ -66,7 +70,7 @@ internal static class FinetuneCommand
                 WarmupEpochs = parsed.GetValue(warmup), LayerDecay = parsed.GetValue(layerDecay), WeightDecay = parsed.GetValue(weightDecay),
                 DropPath = parsed.GetValue(dropPath), Seed = parsed.GetValue(seed), Mixup = !parsed.GetValue(noMixup), DecodeWorkers = parsed.GetValue(workers),
                 ImageSize = parsed.GetValue(imageSize), RandAugment = parsed.GetValue(noRandAugment) ? null : new Data.Augment.RandAugment(),
-                RandomErasing = parsed.GetValue(reprob), Layout = Layout(parsed, layout),
+                RandomErasing = parsed.GetValue(reprob), Layout = Layout(parsed, layout), Resume = parsed.GetValue(resume),
             };
             request.Validate();
             request = request with { Device = Device(parsed, device) };
@@ -82,7 +86,10 @@ internal static class FinetuneCommand
                 ? $"; val top-1 {final.Top1:P2}, top-5 {final.Top5:P2} on {final.Images} images (best top-1 {r.Evaluations.Max(e => e.Result.Top1):P2})"
                 : "";
             context.Report($"{r.Steps} steps, loss {r.FirstLoss:F3} → {r.LastLoss:F3}" + (r.Final is { } top ? $", val top-1 {top.Top1:P1} on {top.Images} images" : ""));
-            context.Console.MarkupLineInterpolated($"{request.Task}: {r.Steps} steps, loss {r.FirstLoss:F4} → {r.LastLoss:F4}, {r.ImagesPerSecond:F1} img/s, {r.SkippedSteps} skipped{evaluation}; checkpoint {r.Checkpoint}");
+            if (r.WasComplete)
+                context.Console.MarkupLineInterpolated($"{request.Task}: the run in {request.OutputDirectory} is complete ({r.Steps} steps), nothing to train{evaluation}; checkpoint {r.Checkpoint}");
+            else
+                context.Console.MarkupLineInterpolated($"{request.Task}: {r.Steps} steps, loss {r.FirstLoss:F4} → {r.LastLoss:F4}, {r.ImagesPerSecond:F1} img/s, {r.SkippedSteps} skipped{evaluation}; checkpoint {r.Checkpoint}");
             return 0;
         });
         return command;
@@ -103,7 +110,10 @@ internal static class FinetuneCommand
             ? $"; val mIoU {final.MeanIou.ToString("P2", CultureInfo.InvariantCulture)}, pixel accuracy {final.PixelAccuracy.ToString("P2", CultureInfo.InvariantCulture)} on {final.Images} images"
             : "";
         context.Report($"{r.Steps} steps, loss {r.FirstLoss:F3} → {r.LastLoss:F3}" + (r.Final is { } miou ? $", val mIoU {miou.MeanIou:P1} on {miou.Images} images" : ""));
-        context.Console.MarkupLineInterpolated($"segment: {r.Steps} steps, loss {r.FirstLoss:F4} → {r.LastLoss:F4}, {r.ImagesPerSecond:F1} img/s, {r.SkippedSteps} skipped{evaluation}; checkpoint {r.Checkpoint}");
+        if (r.WasComplete)
+            context.Console.MarkupLineInterpolated($"segment: the run in {request.OutputDirectory} is complete ({r.Steps} steps), nothing to train{evaluation}; checkpoint {r.Checkpoint}");
+        else
+            context.Console.MarkupLineInterpolated($"segment: {r.Steps} steps, loss {r.FirstLoss:F4} → {r.LastLoss:F4}, {r.ImagesPerSecond:F1} img/s, {r.SkippedSteps} skipped{evaluation}; checkpoint {r.Checkpoint}");
         return 0;
     }
 

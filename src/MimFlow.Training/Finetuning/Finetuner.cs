@@ -101,6 +101,12 @@ public sealed record FinetuneRequest
     /// <summary>Consecutive non-finite losses tolerated (each step skipped) before the run stops.</summary>
     public int MaxConsecutiveNonFinite { get; init; } = 5;
 
+    /// <summary>
+    /// Continue the run in <see cref="OutputDirectory"/> from its latest checkpoint (one per epoch), given the same
+    /// request; off: a folder with a checkpoint is refused.
+    /// </summary>
+    public bool Resume { get; init; }
+
     public bool IsLinearProbe => Task == LinearProbe;
 
     public void Validate()
@@ -129,6 +135,9 @@ public sealed record FinetuneResult(long Steps, double FirstLoss, double LastLos
 {
     /// <summary>The last epoch's evaluation, or null when none ran.</summary>
     public EvaluationResult? Final => Evaluations.Count == 0 ? null : Evaluations[^1].Result;
+
+    /// <summary>A resumed run that had already finished: nothing trained, the figures are the saved run's.</summary>
+    public bool WasComplete { get; init; }
 }
 
 /// <summary>
@@ -162,9 +171,10 @@ public sealed record FinetuneResult(long Steps, double FirstLoss, double LastLos
 /// <para>
 /// Outputs in the run folder: <c>metrics.jsonl</c> (per step: step, epoch, loss, lr, images_per_second, input_wait,
 /// mix, lambda), <c>eval.json</c> (rewritten after each epoch: every epoch's top-1/top-5/loss and the last epoch's
-/// per-class table), and at the end a checkpoint (<see cref="CheckpointStore"/>) whose <c>backbone/</c> is the whole
-/// classifier, head included. On CPU a run is a function of its seed: batches, augmentations, mixing (a StableRandom
-/// from (seed, step)) and stochastic depth (a generator from (seed, step)) are all derived from it.
+/// per-class table), and after each epoch a checkpoint (<see cref="SupervisedCheckpoints{TEvaluation}"/>) whose
+/// <c>backbone/</c> is the whole classifier, head included. On CPU a run is a function of its seed: batches,
+/// augmentations, mixing (a StableRandom from (seed, step)) and stochastic depth (a generator from (seed, step)) are
+/// all derived from it, so <see cref="FinetuneRequest.Resume"/> continues from the last epoch's checkpoint exactly.
 /// </para>
 /// </summary>
 public static class Finetuner
@@ -178,9 +188,9 @@ public static class Finetuner
         request.Validate();
         bool probe = request.IsLinearProbe;
         var device = request.Device ?? CPU;
-        var store = new CheckpointStore(request.OutputDirectory);
-        if (Directory.Exists(request.OutputDirectory) && store.Latest() is not null)
-            throw new ArgumentException($"{request.OutputDirectory}: holds a finished run already; choose a new folder");
+        var run = SupervisedCheckpoints<EpochEvaluation>.Open(request.OutputDirectory, request.Task, request.Seed, request.BatchSize, request.Epochs, request.Resume);
+        if (run.Complete)
+            return new FinetuneResult(run.StepsTaken, run.Tally.FirstLoss, run.Tally.LastLoss, run.Tally.Skipped, 0, run.Evaluations, run.Checkpoint!) { WasComplete = true };
 
         var train = DatasetSource.Open(request.Data, request.Layout, DatasetSplit.Train);
         int classes = train.Classes.Count;
@@ -206,6 +216,8 @@ public static class Finetuner
         double lr = request.LearningRate ?? (probe ? 1e-3 * request.BatchSize / 256 : 4e-3 * request.BatchSize / 1024);
         long warmup = request.WarmupEpochs is int epochs ? epochs * perEpoch : probe ? 0 : Math.Min(5 * perEpoch, totalSteps / 5);
         var schedule = CosineSchedule.LearningRate(lr, request.MinLearningRate ?? (probe ? 0 : 1e-6), totalSteps, warmup);
+        run.Restore(spec.Architecture, model, optimizer);
+        var start = run.Start(perEpoch);
 
         int size = model.Config.ImgSize;
         IAugmentRecipe recipe = probe
@@ -221,14 +233,14 @@ public static class Finetuner
             BatchSize = request.EvalBatchSize ?? Math.Max(1, (int)(1.5 * request.BatchSize)), DecodeWorkers = request.DecodeWorkers,
         };
 
-        using var metrics = MetricsLog.Open(request.OutputDirectory, null);
+        using var metrics = run.OpenMetrics();
         if (probe) model.eval();
         else model.train();
-        var tracker = new StepTracker(metrics, request.MaxConsecutiveNonFinite);
-        var evaluations = new List<EpochEvaluation>();
+        var tracker = run.Tracker(metrics, request.MaxConsecutiveNonFinite);
+        var evaluations = run.Evaluations;
         var clock = Stopwatch.StartNew();
         long step = await SupervisedEpochs.RunAsync(
-            new SupervisedData(train, recipe, request.BatchSize, request.Seed, request.DecodeWorkers), request.Epochs, totalSteps, schedule.ValueAt, tracker,
+            new SupervisedData(train, recipe, request.BatchSize, request.Seed, request.DecodeWorkers), request.Epochs, totalSteps, start, schedule.ValueAt, tracker,
             (batch, at, rate) =>
             {
                 var outcome = probe
@@ -243,27 +255,21 @@ public static class Finetuner
             (at, epoch, outcome, seconds) => progress?.Report(new FinetuneProgress(at, totalSteps, epoch, outcome.Loss, outcome.Images / seconds, null)),
             async (epoch, at) =>
             {
-                if (validation is null) return;
-                var result = await Evaluator.EvaluateAsync(model, validation, evalOptions, cancellationToken);
-                evaluations.Add(new EpochEvaluation(epoch, at, result));
-                WriteEvaluations(request.OutputDirectory, evaluations);
-                progress?.Report(new FinetuneProgress(at - 1, totalSteps, epoch, tracker.LastLoss, 0, result));
+                EvaluationResult? result = null;
+                if (validation is not null)
+                {
+                    result = await Evaluator.EvaluateAsync(model, validation, evalOptions, cancellationToken);
+                    evaluations.Add(new EpochEvaluation(epoch, at, result));
+                    WriteEvaluations(request.OutputDirectory, evaluations);
+                }
+                // Saved before the progress report, so a run stopped from it (Ctrl-C) still resumes after this epoch.
+                run.Save(at, epoch + 1, tracker, spec with { Config = model.Config }, model, model, optimizer);
+                if (result is not null) progress?.Report(new FinetuneProgress(at - 1, totalSteps, epoch, tracker.LastLoss, 0, result));
             },
             cancellationToken);
         clock.Stop();
-
-        var state = new TrainerState(step, request.Epochs, 0, tracker.Skipped, request.Task, spec.Architecture, request.Seed);
-        var optimizerState = optimizer.StateTensors();
-        string checkpoint;
-        try
-        {
-            checkpoint = store.Save(state, spec with { Config = model.Config }, model, model, optimizerState);
-        }
-        finally
-        {
-            foreach (var tensor in optimizerState.Values) tensor.Dispose();
-        }
-        return new FinetuneResult(step, tracker.FirstLoss, tracker.LastLoss, tracker.Skipped, tracker.Images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), evaluations, checkpoint);
+        return new FinetuneResult(step, tracker.FirstLoss, tracker.LastLoss, tracker.Skipped, tracker.Images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), evaluations,
+            run.Checkpoint!);
     }
 
     private readonly record struct StepOutcome(double Loss, int Images, MixDraw Mix);

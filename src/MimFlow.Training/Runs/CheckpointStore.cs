@@ -14,7 +14,9 @@ public sealed record TrainerState(long Step, int Epoch, long BatchInEpoch, long 
 /// <c>mimflow model export</c>), <c>training.safetensors</c> (every parameter and buffer of the objective, and the
 /// optimiser state under <c>optimizer.*</c>) and <c>state.json</c>. A checkpoint is built in a hidden folder and
 /// renamed into place, then <c>latest.json</c> is replaced atomically, so a crash at any point leaves the previous
-/// checkpoint intact and current. Older checkpoints beyond <c>keep</c> are removed.
+/// checkpoint intact and current. Older checkpoints beyond <c>keep</c> are removed. A loop's own files (a supervised
+/// run's <c>supervised.json</c>, a segmenter's <c>segmenter.json</c>) go into the hidden folder too, so no checkpoint is
+/// ever visible without them.
 /// </summary>
 public sealed class CheckpointStore(string runDirectory, int keep = 2)
 {
@@ -23,7 +25,9 @@ public sealed class CheckpointStore(string runDirectory, int keep = 2)
 
     private string Root => Path.Combine(runDirectory, "checkpoints");
 
-    public string Save(TrainerState state, ModelSpec backboneSpec, nn.Module backbone, nn.Module objective, IReadOnlyDictionary<string, Tensor> optimizerState)
+    /// <param name="files">Further text files of the checkpoint (name → content).</param>
+    public string Save(TrainerState state, ModelSpec backboneSpec, nn.Module backbone, nn.Module objective, IReadOnlyDictionary<string, Tensor> optimizerState,
+        IReadOnlyDictionary<string, string>? files = null)
     {
         Directory.CreateDirectory(Root);
         string name = $"step-{state.Step:D8}";
@@ -39,6 +43,7 @@ public sealed class CheckpointStore(string runDirectory, int keep = 2)
             foreach (var (key, value) in optimizerState) AddFloat32(writer, "optimizer." + key, value);
             writer.Write(Path.Combine(building, "training.safetensors"));
             AtomicFile.WriteAllText(Path.Combine(building, "state.json"), JsonSerializer.Serialize(state, Json));
+            foreach (var (file, content) in files ?? new Dictionary<string, string>()) AtomicFile.WriteAllText(Path.Combine(building, file), content);
             if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
             Directory.Move(building, final);
         }

@@ -1,19 +1,37 @@
 namespace MimFlow.Training.Runs;
 
 /// <summary>
+/// What a <see cref="StepTracker"/> has counted so far, for a checkpoint to carry into the resumed run (the run of
+/// non-finite losses included, so a resumed run stops exactly where the uninterrupted one would).
+/// </summary>
+public readonly record struct StepTally(long Skipped, int ConsecutiveNonFinite, double FirstLoss, double LastLoss)
+{
+    public static StepTally None => new(0, 0, double.NaN, double.NaN);
+}
+
+/// <summary>
 /// The per-step bookkeeping every training loop shares: the metrics line (<c>step</c>, <c>epoch</c>, <c>loss</c>,
 /// <c>lr</c>, <c>images_per_second</c>, <c>input_wait</c>, plus the loop's own terms), first and last finite loss,
 /// images seen, and non-finite losses: each skips its step and is counted; more than the allowed number in a row
 /// means the run must stop.
 /// </summary>
-public sealed class StepTracker(MetricsLog metrics, int maxConsecutiveNonFinite, long skippedBefore = 0)
+public sealed class StepTracker(MetricsLog metrics, int maxConsecutiveNonFinite, StepTally before)
 {
-    private int consecutiveNonFinite;
+    private int consecutiveNonFinite = before.ConsecutiveNonFinite;
 
-    public double FirstLoss { get; private set; } = double.NaN;
-    public double LastLoss { get; private set; } = double.NaN;
-    public long Skipped { get; private set; } = skippedBefore;
+    public StepTracker(MetricsLog metrics, int maxConsecutiveNonFinite, long skippedBefore = 0)
+        : this(metrics, maxConsecutiveNonFinite, StepTally.None with { Skipped = skippedBefore })
+    {
+    }
+
+    public double FirstLoss { get; private set; } = before.FirstLoss;
+    public double LastLoss { get; private set; } = before.LastLoss;
+    public long Skipped { get; private set; } = before.Skipped;
+
+    /// <summary>Images of the steps this tracker recorded (not those before a resume: a throughput figure).</summary>
     public long Images { get; private set; }
+
+    public StepTally Tally => new(Skipped, consecutiveNonFinite, FirstLoss, LastLoss);
 
     /// <summary>Records one step; true when the run must stop (too many non-finite losses in a row).</summary>
     /// <param name="terms">Further values for the metrics line (loss terms, gradient norm, mixing), written after the common ones.</param>

@@ -11,21 +11,30 @@ public readonly record struct SupervisedStep(double Loss, int Images, IReadOnlyD
 /// <summary>How a supervised loop reads its training split.</summary>
 public sealed record SupervisedData(SampleIndex Train, IAugmentRecipe Recipe, int BatchSize, ulong Seed, int DecodeWorkers);
 
+/// <summary>Where a supervised loop begins: epoch 0 at step 0, or a checkpoint's epoch boundary when resuming.</summary>
+public readonly record struct EpochStart(int Epoch, long Step)
+{
+    public static EpochStart Beginning => new(0, 0);
+}
+
 /// <summary>
 /// The loop fine-tuning and segmentation share: epoch after epoch of the data pipeline (seeded shuffle, full batches,
 /// float32), one step per batch with the scheduled learning rate, the step recorded by the <see cref="StepTracker"/>
 /// (a run with too many non-finite losses in a row stops with an error), then the caller's end-of-epoch work
-/// (evaluation). Ends after <paramref name="epochs"/> epochs or <paramref name="totalSteps"/> steps.
+/// (evaluation, checkpoint). Ends after <paramref name="epochs"/> epochs or <paramref name="totalSteps"/> steps.
+/// Every input of a step is a function of (seed, epoch, position) or (seed, step) and each epoch has its own loader,
+/// so a loop started at a later epoch (<see cref="SupervisedCheckpoints{TEvaluation}"/>) reads the very batches an
+/// uninterrupted one would.
 /// </summary>
 public static class SupervisedEpochs
 {
-    /// <returns>The steps run.</returns>
-    public static async Task<long> RunAsync(SupervisedData data, int epochs, long totalSteps, Func<long, double> learningRate, StepTracker tracker,
+    /// <returns>The steps taken by the end (those before <paramref name="start"/> included).</returns>
+    public static async Task<long> RunAsync(SupervisedData data, int epochs, long totalSteps, EpochStart start, Func<long, double> learningRate, StepTracker tracker,
         Func<Batch, long, double, SupervisedStep> step, Action<long, int, SupervisedStep, double> reported, Func<int, long, Task> afterEpoch,
         CancellationToken cancellationToken)
     {
-        long steps = 0;
-        for (int epoch = 0; epoch < epochs && steps < totalSteps; epoch++)
+        long steps = start.Step;
+        for (int epoch = start.Epoch; epoch < epochs && steps < totalSteps; epoch++)
         {
             var loader = new DataflowLoader(data.Train, data.Recipe, new LoaderOptions
             {

@@ -84,6 +84,9 @@ public sealed record SegmentRequest
     /// <summary>Consecutive non-finite losses tolerated (each step skipped; a crop without labelled pixels is one) before the run stops.</summary>
     public int MaxConsecutiveNonFinite { get; init; } = 5;
 
+    /// <summary>Continue the run in <see cref="OutputDirectory"/> from its latest checkpoint (one per epoch), given the same request; off: a folder with a checkpoint is refused.</summary>
+    public bool Resume { get; init; }
+
     public void Validate()
     {
         if (Layout != DatasetLayout.Ade20k) throw new ArgumentException("segmentation reads ADE20K-layout data (--layout ade20k)");
@@ -108,6 +111,9 @@ public sealed record SegmentResult(long Steps, double FirstLoss, double LastLoss
     IReadOnlyList<SegmentEpochEvaluation> Evaluations, string Checkpoint)
 {
     public SegmentationMetrics? Final => Evaluations.Count == 0 ? null : Evaluations[^1].Result;
+
+    /// <summary>A resumed run that had already finished: nothing trained, the figures are the saved run's.</summary>
+    public bool WasComplete { get; init; }
 }
 
 /// <summary>What a segmentation checkpoint needs besides its weights to be rebuilt: <c>segmenter.json</c> in the checkpoint folder.</summary>
@@ -129,10 +135,11 @@ public sealed record SegmenterFile(int Classes, int CropSize, SegmentationHeadCo
 /// Evaluation after each epoch: <see cref="SegmentationEvalRecipe"/> (shorter side to the crop size, centre crop; a
 /// simplification of mmseg's sliding window) and <see cref="MeanIoU"/>. Outputs: <c>metrics.jsonl</c> (per step:
 /// step, epoch, loss, lr, images_per_second, input_wait), <c>eval.json</c> (every epoch's mIoU / pixel accuracy /
-/// loss, and the last epoch's per-class IoU table with ADE20K's class names), and at the end a checkpoint whose
-/// <c>backbone/</c> is the fine-tuned ViT (a model directory), whose <c>training.safetensors</c> holds the whole
-/// segmenter (<c>backbone.*</c>, <c>decode_head.*</c>) and the optimiser, plus <c>segmenter.json</c>, which
-/// <see cref="Load"/> reads to rebuild it. On CPU a run is a function of its seed.
+/// loss, and the last epoch's per-class IoU table with ADE20K's class names), and after each epoch a checkpoint
+/// (<see cref="SupervisedCheckpoints{TEvaluation}"/>) whose <c>backbone/</c> is the fine-tuned ViT (a model
+/// directory), whose <c>training.safetensors</c> holds the whole segmenter (<c>backbone.*</c>, <c>decode_head.*</c>)
+/// and the optimiser, plus <c>segmenter.json</c>, which <see cref="Load"/> reads to rebuild it. On CPU a run is a
+/// function of its seed, so <see cref="SegmentRequest.Resume"/> continues from the last epoch's checkpoint exactly.
 /// </para>
 /// </summary>
 public static class Segmenter
@@ -147,9 +154,9 @@ public static class Segmenter
     {
         request.Validate();
         var device = request.Device ?? CPU;
-        var store = new CheckpointStore(request.OutputDirectory);
-        if (Directory.Exists(request.OutputDirectory) && store.Latest() is not null)
-            throw new ArgumentException($"{request.OutputDirectory}: holds a finished run already; choose a new folder");
+        var run = SupervisedCheckpoints<SegmentEpochEvaluation>.Open(request.OutputDirectory, Task, request.Seed, request.BatchSize, request.Epochs, request.Resume);
+        if (run.Complete)
+            return new SegmentResult(run.StepsTaken, run.Tally.FirstLoss, run.Tally.LastLoss, run.Tally.Skipped, 0, run.Evaluations, run.Checkpoint!) { WasComplete = true };
 
         var train = DatasetSource.Open(request.Data, request.Layout, DatasetSplit.Train);
         int classes = train.Classes.Count;
@@ -173,45 +180,40 @@ public static class Segmenter
         double lr = request.LearningRate ?? 4e-4 * request.BatchSize / 16;
         long warmup = request.WarmupSteps ?? Math.Min(1500, totalSteps / 10);
         var schedule = new PolySchedule(lr, request.MinLearningRate, totalSteps, warmup, request.PolyPower);
+        run.Restore(spec.Architecture, model, optimizer);
+        var start = run.Start(perEpoch);
 
         int crop = request.CropSize;
         var recipe = new SegmentationRecipe(CropSize: crop, LongScale: 4 * crop, ShortScale: crop);
         var evalOptions = new SegmentEvaluateOptions { BatchSize = request.EvalBatchSize ?? request.BatchSize, DecodeWorkers = request.DecodeWorkers };
 
-        using var metrics = MetricsLog.Open(request.OutputDirectory, null);
+        var segmenterFile = new Dictionary<string, string> { [SegmenterFileName] = JsonSerializer.Serialize(new SegmenterFile(classes, crop, request.Head), Json) };
+        using var metrics = run.OpenMetrics();
         model.train();
-        var tracker = new StepTracker(metrics, request.MaxConsecutiveNonFinite);
-        var evaluations = new List<SegmentEpochEvaluation>();
+        var tracker = run.Tracker(metrics, request.MaxConsecutiveNonFinite);
+        var evaluations = run.Evaluations;
         var clock = Stopwatch.StartNew();
         long step = await SupervisedEpochs.RunAsync(
-            new SupervisedData(train, recipe, request.BatchSize, request.Seed, request.DecodeWorkers), request.Epochs, totalSteps, schedule.ValueAt, tracker,
+            new SupervisedData(train, recipe, request.BatchSize, request.Seed, request.DecodeWorkers), request.Epochs, totalSteps, start, schedule.ValueAt, tracker,
             (batch, at, rate) => new SupervisedStep(TrainStep(model, optimizer, batch, device, rate, request, at), batch.Count),
             (at, epoch, outcome, seconds) => progress?.Report(new SegmentProgress(at, totalSteps, epoch, outcome.Loss, outcome.Images / seconds, null)),
             async (epoch, at) =>
             {
-                if (validation is null) return;
-                var result = await EvaluateAsync(model, validation, evalOptions, cancellationToken);
-                evaluations.Add(new SegmentEpochEvaluation(epoch, at, result));
-                WriteEvaluations(request.OutputDirectory, evaluations);
-                progress?.Report(new SegmentProgress(at - 1, totalSteps, epoch, tracker.LastLoss, 0, result));
+                SegmentationMetrics? result = null;
+                if (validation is not null)
+                {
+                    result = await EvaluateAsync(model, validation, evalOptions, cancellationToken);
+                    evaluations.Add(new SegmentEpochEvaluation(epoch, at, result));
+                    WriteEvaluations(request.OutputDirectory, evaluations);
+                }
+                // Saved before the progress report, so a run stopped from it (Ctrl-C) still resumes after this epoch.
+                run.Save(at, epoch + 1, tracker, spec, model.Backbone, model, optimizer, segmenterFile);
+                if (result is not null) progress?.Report(new SegmentProgress(at - 1, totalSteps, epoch, tracker.LastLoss, 0, result));
             },
             cancellationToken);
         clock.Stop();
-
-        var state = new TrainerState(step, request.Epochs, 0, tracker.Skipped, Task, spec.Architecture, request.Seed);
-        var optimizerState = optimizer.StateTensors();
-        string checkpoint;
-        try
-        {
-            checkpoint = store.Save(state, spec, model.Backbone, model, optimizerState);
-        }
-        finally
-        {
-            foreach (var tensor in optimizerState.Values) tensor.Dispose();
-        }
-        AtomicFile.WriteAllText(Path.Combine(checkpoint, SegmenterFileName),
-            JsonSerializer.Serialize(new SegmenterFile(classes, crop, request.Head), Json));
-        return new SegmentResult(step, tracker.FirstLoss, tracker.LastLoss, tracker.Skipped, tracker.Images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), evaluations, checkpoint);
+        return new SegmentResult(step, tracker.FirstLoss, tracker.LastLoss, tracker.Skipped, tracker.Images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), evaluations,
+            run.Checkpoint!);
     }
 
     /// <summary>One step; synchronous, so its dispose scope and grad mode stay on one thread.</summary>

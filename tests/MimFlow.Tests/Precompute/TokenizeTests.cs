@@ -169,7 +169,7 @@ public sealed class TokenizeTests
         string output = fixture.Combine("resumed");
         using (var stop = new CancellationTokenSource())
         {
-            var progress = new SynchronousProgress(p => { if (p.Shards >= 2) stop.Cancel(); });
+            var progress = new SynchronousProgress<TokenizeProgress>(p => { if (p.Shards >= 2) stop.Cancel(); });
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => TokenizeJob.RunAsync(fixture.Request(output), progress, stop.Token));
         }
         Assert.False(File.Exists(Path.Combine(output, ShardManifest.FileName)));
@@ -336,11 +336,5 @@ public sealed class TokenizeTests
         Assert.Equal(pipeline / forward, root.GetProperty("ratio").GetDouble(), 6);
         Assert.InRange(root.GetProperty("input_wait_share").GetDouble(), 0, 1);
         Assert.Equal("cpu-float32", root.GetProperty("arithmetic").GetString());
-    }
-
-    /// <summary>Reports on the caller's thread (Progress&lt;T&gt; posts to the thread pool, too late to stop at a point).</summary>
-    private sealed class SynchronousProgress(Action<TokenizeProgress> report) : IProgress<TokenizeProgress>
-    {
-        public void Report(TokenizeProgress value) => report(value);
     }
 }

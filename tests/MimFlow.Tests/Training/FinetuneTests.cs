@@ -341,6 +341,119 @@ public sealed class FinetuneTests(FinetuneFixture fixture, ITestOutputHelper out
         }
     }
 
+    /// <summary>
+    /// Runs <paramref name="request"/> whole, then again into another folder stopped (cancelled) once
+    /// <paramref name="stopAt"/> says so, then resumes that; asserts the two runs logged the same steps with bit-equal
+    /// losses and end in the same evaluations, eval.json and weights. Returns both results and the steps the stopped run had logged.
+    /// </summary>
+    private async Task<(FinetuneResult Whole, FinetuneResult Resumed, int LoggedWhenStopped)> StopAndResume(FinetuneRequest request, string stopped, Func<FinetuneProgress, bool> stopAt,
+        long expectedCheckpointStep)
+    {
+        var whole = await Finetuner.RunAsync(request);
+        var interrupted = request with { OutputDirectory = fixture.Combine(stopped) };
+        using (var stop = new CancellationTokenSource())
+        {
+            var progress = new SynchronousProgress<FinetuneProgress>(p => { if (stopAt(p)) stop.Cancel(); });
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Finetuner.RunAsync(interrupted, progress, stop.Token));
+        }
+        Assert.EndsWith($"step-{expectedCheckpointStep:D8}", new CheckpointStore(interrupted.OutputDirectory).Latest());
+        int logged = MetricsLog.Read(interrupted.OutputDirectory).Count();
+        var resumed = await Finetuner.RunAsync(interrupted with { Resume = true });
+
+        Assert.Equal(Enumerable.Range(0, (int)whole.Steps).Select(i => (long)i), RunAssertions.Steps(interrupted.OutputDirectory));
+        Assert.Equal(RunAssertions.Losses(request.OutputDirectory), RunAssertions.Losses(interrupted.OutputDirectory));
+        Assert.Equal((whole.Steps, whole.FirstLoss, whole.LastLoss), (resumed.Steps, resumed.FirstLoss, resumed.LastLoss));
+        Assert.Equal(whole.Evaluations.Select(e => (e.Epoch, e.Step, e.Result.Top1, e.Result.Top5, e.Result.Loss)),
+            resumed.Evaluations.Select(e => (e.Epoch, e.Step, e.Result.Top1, e.Result.Top5, e.Result.Loss)));
+        Assert.Equal(File.ReadAllText(Path.Combine(request.OutputDirectory, Finetuner.EvalFileName)),
+            File.ReadAllText(Path.Combine(interrupted.OutputDirectory, Finetuner.EvalFileName)));
+        RunAssertions.SameTrainingState(whole.Checkpoint, resumed.Checkpoint);
+        return (whole, resumed, logged);
+    }
+
+    [Fact]
+    public async Task A_fine_tuning_run_stopped_mid_epoch_resumes_with_every_loss_and_the_final_top1_of_the_uninterrupted_run()
+    {
+        // RandAugment, random erasing, Mixup/CutMix and drop path all on: every random draw must replay after the resume.
+        var request = Request(FinetuneRequest.Classify, "resume-whole") with { Epochs = 3, RandAugment = new(), RandomErasing = 0.25 };
+        // Step 12 lies in the second epoch (9 steps each): the steps logged after the epoch-1 checkpoint must be dropped.
+        var (whole, resumed, logged) = await StopAndResume(request, "resume-stopped", p => p.Step == 12, expectedCheckpointStep: 9);
+        Assert.Equal(27, whole.Steps);
+        Assert.True(logged >= 13, $"{logged} steps logged when stopped");
+        Assert.Equal(whole.Final!.Top1, resumed.Final!.Top1);
+        Assert.Contains(MetricsLog.Read(request.OutputDirectory), m => m["mix"]!.GetValue<string>() != "none");
+
+        // Without --resume the stopped-then-finished folder is refused; resumed once more, it is complete and left as it is.
+        string run = fixture.Combine("resume-stopped");
+        var refused = await Assert.ThrowsAsync<ArgumentException>(() => Finetuner.RunAsync(request with { OutputDirectory = run }));
+        Assert.Contains("holds a finished run", refused.Message);
+        string metrics = File.ReadAllText(Path.Combine(run, MetricsLog.FileName)), evaluation = File.ReadAllText(Path.Combine(run, Finetuner.EvalFileName));
+        var again = await Finetuner.RunAsync(request with { OutputDirectory = run, Resume = true });
+        Assert.True(again.WasComplete);
+        Assert.Equal(resumed.Checkpoint, again.Checkpoint);
+        Assert.Equal((resumed.Steps, resumed.LastLoss, resumed.Final.Top1), (again.Steps, again.LastLoss, again.Final!.Top1));
+        Assert.Equal(3, again.Evaluations.Count);
+        Assert.Equal(metrics, File.ReadAllText(Path.Combine(run, MetricsLog.FileName)));
+        Assert.Equal(evaluation, File.ReadAllText(Path.Combine(run, Finetuner.EvalFileName)));
+    }
+
+    [Fact]
+    public async Task A_linear_probe_stopped_after_an_epoch_resumes_exactly_and_resume_without_a_checkpoint_names_the_folder()
+    {
+        var request = Request(FinetuneRequest.LinearProbe, "probe-resume-whole") with { Epochs = 2, LearningRate = 1e-2 };
+        var (_, resumed, _) = await StopAndResume(request, "probe-resume-stopped", p => p.Evaluation is not null && p.Epoch == 0, expectedCheckpointStep: 9);
+        Assert.Equal(2, resumed.Evaluations.Count);
+
+        // An unfinished run without --resume is pointed at it; --resume where no run was saved names the folder.
+        string unfinished = fixture.Combine("probe-unfinished");
+        using (var stop = new CancellationTokenSource())
+        {
+            var progress = new SynchronousProgress<FinetuneProgress>(p => { if (p.Evaluation is not null) stop.Cancel(); });
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Finetuner.RunAsync(request with { OutputDirectory = unfinished }, progress, stop.Token));
+        }
+        var refused = await Assert.ThrowsAsync<ArgumentException>(() => Finetuner.RunAsync(request with { OutputDirectory = unfinished }));
+        Assert.Contains("pass --resume", refused.Message);
+        var otherSeed = await Assert.ThrowsAsync<ArgumentException>(() => Finetuner.RunAsync(request with { OutputDirectory = unfinished, Resume = true, Seed = 2 }));
+        Assert.Contains("--seed", otherSeed.Message);
+        string empty = fixture.Combine("probe-nothing-saved");
+        var missing = await Assert.ThrowsAsync<ArgumentException>(() => Finetuner.RunAsync(request with { OutputDirectory = empty, Resume = true }));
+        Assert.Contains(empty, missing.Message);
+        Assert.Contains("no checkpoint", missing.Message);
+    }
+
+    [Fact]
+    public async Task The_cli_resume_flag_continues_a_stopped_run_exactly_and_reports_a_finished_one()
+    {
+        // The request the command line below builds (its defaults spelled out), run whole and stopped after epoch 0.
+        FinetuneRequest CliRequest(string run) => new()
+        {
+            Task = FinetuneRequest.Classify, Model = fixture.Backbone, Data = fixture.SixClasses, OutputDirectory = fixture.Combine(run), Epochs = 2,
+            BatchSize = 2, LearningRate = 1e-3, Seed = 3, DecodeWorkers = 2, Mixup = false, RandAugment = null, RandomErasing = 0.25, Device = CPU,
+        };
+        await Finetuner.RunAsync(CliRequest("cli-resume-whole"));
+        string run = fixture.Combine("cli-resume");
+        using (var stop = new CancellationTokenSource())
+        {
+            var progress = new SynchronousProgress<FinetuneProgress>(p => { if (p.Evaluation is not null) stop.Cancel(); });
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Finetuner.RunAsync(CliRequest("cli-resume"), progress, stop.Token));
+        }
+        string[] arguments = ["finetune", "--task", "classify", "--model", fixture.Backbone, "--data", fixture.SixClasses, "--layout", "imagenet", "--out", run,
+            "--epochs", "2", "--batch", "2", "--lr", "1e-3", "--seed", "3", "--workers", "2", "--no-mixup", "--no-randaugment", "--resume"];
+        var resumed = await CliHarness.RunAsync(arguments);
+        Assert.True(resumed.ExitCode == 0, resumed.Error);
+        Assert.Contains("val top-1", resumed.Output);
+        Assert.Equal(RunAssertions.Losses(fixture.Combine("cli-resume-whole")), RunAssertions.Losses(run));
+
+        var complete = await CliHarness.RunAsync(arguments);
+        Assert.True(complete.ExitCode == 0, complete.Error);
+        Assert.Contains("is complete", complete.Output);
+
+        string empty = fixture.Combine("cli-resume-empty");
+        var missing = await CliHarness.RunAsync([.. arguments.Select(a => a == run ? empty : a)]);
+        Assert.Equal(1, missing.ExitCode);
+        Assert.StartsWith($"mimflow: error: {empty}: no checkpoint", missing.Error);
+    }
+
     [Fact]
     public async Task The_cli_fine_tunes_and_evaluates_end_to_end_and_reports_errors_in_one_line()
     {

@@ -5,6 +5,7 @@ using MimFlow.Tests.Cli;
 using MimFlow.Tests.Precompute;
 using MimFlow.Training.Pretraining;
 using MimFlow.Training.Runs;
+using static MimFlow.Tests.Training.RunAssertions;
 
 namespace MimFlow.Tests.Training;
 
@@ -19,8 +20,6 @@ public sealed class PretrainTests
         ModelDirectory.Save(directory, new ModelSpec("beit-test", Config: config), model);
         return directory;
     }
-
-    private static List<double> Losses(string run) => MetricsLog.Read(run).Select(e => e["loss"]!.GetValue<double>()).ToList();
 
     private static PretrainRequest Request(TokenizeFixture fixture, string shards, string student, string run, string objective = "beit") => new()
     {
@@ -49,7 +48,7 @@ public sealed class PretrainTests
         string resumed = fixture.Combine("resumed");
         using (var stop = new CancellationTokenSource())
         {
-            var progress = new SynchronousProgress(p => { if (p.Step == 8) stop.Cancel(); });
+            var progress = new SynchronousProgress<PretrainProgress>(p => { if (p.Step == 8) stop.Cancel(); });
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Pretrainer.RunAsync(Request(fixture, shards, student, resumed), progress, stop.Token));
         }
         Assert.EndsWith("step-00000008", new CheckpointStore(resumed).Latest());
@@ -114,7 +113,7 @@ public sealed class PretrainTests
         string resumed = fixture.Combine("resumed");
         using (var stop = new CancellationTokenSource())
         {
-            var progress = new SynchronousProgress(p => { if (p.Step == 3) stop.Cancel(); });
+            var progress = new SynchronousProgress<PretrainProgress>(p => { if (p.Step == 3) stop.Cancel(); });
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Pretrainer.RunAsync(Ibot(resumed), progress, stop.Token));
         }
         await Pretrainer.RunAsync(Ibot(resumed) with { Resume = true });
@@ -133,10 +132,5 @@ public sealed class PretrainTests
         Assert.Contains("non-finite", error.Message);
         Assert.NotNull(new CheckpointStore(run).Latest());
         Assert.Contains(MetricsLog.Read(run), e => e.ContainsKey("skipped"));
-    }
-
-    private sealed class SynchronousProgress(Action<PretrainProgress> report) : IProgress<PretrainProgress>
-    {
-        public void Report(PretrainProgress value) => report(value);
     }
 }

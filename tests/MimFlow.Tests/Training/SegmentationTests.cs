@@ -168,6 +168,42 @@ public sealed class SegmentationTests(SegmentationFixture fixture, ITestOutputHe
     }
 
     [Fact]
+    public async Task A_segmentation_run_stopped_after_an_epoch_resumes_with_every_loss_and_the_final_miou_of_the_uninterrupted_run()
+    {
+        // Drop path on, so its per-step draws must replay too; crop 32 keeps the test short.
+        SegmentRequest Resumable(string run) => Request(run, epochs: 2) with { CropSize = 32, DropPath = 0.1 };
+        var whole = await Segmenter.RunAsync(Resumable("resume-whole"));
+        string run = fixture.Combine("resume-stopped");
+        using (var stop = new CancellationTokenSource())
+        {
+            var progress = new SynchronousProgress<SegmentProgress>(p => { if (p.Evaluation is not null) stop.Cancel(); });
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Segmenter.RunAsync(Resumable("resume-stopped"), progress, stop.Token));
+        }
+        string checkpoint = new CheckpointStore(run).Latest()!;
+        Assert.EndsWith("step-00000003", checkpoint);
+        Assert.True(File.Exists(Path.Combine(checkpoint, Segmenter.SegmenterFileName)), "every checkpoint is a loadable segmenter");
+        var refused = await Assert.ThrowsAsync<ArgumentException>(() => Segmenter.RunAsync(Resumable("resume-stopped")));
+        Assert.Contains("pass --resume", refused.Message);
+
+        var resumed = await Segmenter.RunAsync(Resumable("resume-stopped") with { Resume = true });
+        Assert.Equal([0L, 1, 2, 3, 4, 5], RunAssertions.Steps(run));
+        Assert.Equal(RunAssertions.Losses(fixture.Combine("resume-whole")), RunAssertions.Losses(run));
+        Assert.Equal(whole.Final!.MeanIou, resumed.Final!.MeanIou);
+        Assert.Equal(whole.Final.PixelAccuracy, resumed.Final.PixelAccuracy);
+        Assert.Equal(whole.Final.Loss, resumed.Final.Loss);
+        Assert.Equal(File.ReadAllText(Path.Combine(fixture.Combine("resume-whole"), Segmenter.EvalFileName)), File.ReadAllText(Path.Combine(run, Segmenter.EvalFileName)));
+        RunAssertions.SameTrainingState(whole.Checkpoint, resumed.Checkpoint);
+
+        string evaluation = File.ReadAllText(Path.Combine(run, Segmenter.EvalFileName));
+        var again = await Segmenter.RunAsync(Resumable("resume-stopped") with { Resume = true });
+        Assert.True(again.WasComplete);
+        Assert.Equal(resumed.Final.MeanIou, again.Final!.MeanIou);
+        Assert.Equal(evaluation, File.ReadAllText(Path.Combine(run, Segmenter.EvalFileName)));
+        var missing = await Assert.ThrowsAsync<ArgumentException>(() => Segmenter.RunAsync(Resumable("resume-none") with { Resume = true }));
+        Assert.Contains(fixture.Combine("resume-none"), missing.Message);
+    }
+
+    [Fact]
     public async Task The_cli_segments_and_evaluates_end_to_end()
     {
         string run = fixture.Combine("cli");
