@@ -15,6 +15,7 @@ internal sealed class CliStageExecutor : IStageExecutor
     {
         ["tokenize"] = ResumeRule.Continues,
         ["pretrain"] = ResumeRule.WithFlag("--resume", "latest.json"),
+        ["finetune"] = ResumeRule.WithFlag("--resume", "latest.json"),
     };
 
     private readonly CliContext context;

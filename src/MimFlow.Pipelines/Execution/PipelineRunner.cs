@@ -75,10 +75,13 @@ public sealed class PipelineRunner(IStageExecutor executor, IPipelineObserver? o
         var pipeline = request.Pipeline;
         string root = Path.GetFullPath(request.OutputDirectory);
         var records = new StageRecords(root);
+        using var runLock = request.DryRun ? null : Lock(pipeline, root);
         var order = PipelineOrder.Of(pipeline);
         var (selected, forced) = Select(pipeline, order, request);
         var reports = new List<StageReport>();
         var scheduled = new HashSet<string>(StringComparer.Ordinal);
+        // An external dataset is listed once per run, not once per stage that reads it (ImageNet: 1.3 M files).
+        var externalFingerprints = new Dictionary<string, string?>(StringComparer.Ordinal);
         int position = 0;
         foreach (var stage in order.Where(s => selected.Contains(s.Name)))
         {
@@ -87,7 +90,7 @@ public sealed class PipelineRunner(IStageExecutor executor, IPipelineObserver? o
             string? pendingUpstream = request.DryRun ? stage.Upstream.FirstOrDefault(scheduled.Contains) : null;
             var (action, reason, key) = pendingUpstream is not null
                 ? (StageAction.Run, $"after '{pendingUpstream}' runs", null)
-                : Decide(pipeline, stage, root, records, forced.Contains(stage.Name));
+                : Decide(pipeline, stage, root, records, forced.Contains(stage.Name), externalFingerprints);
             var resolved = Resolve(pipeline, stage, root, action == StageAction.Resume);
             var outputs = stage.Outputs.Values.Select(o => Path.Combine(root, o)).ToList();
             var plan = new StageReport(stage.Name, stage.Command, action, reason, TimeSpan.Zero, null, outputs, executor.CommandLine(resolved));
@@ -141,9 +144,10 @@ public sealed class PipelineRunner(IStageExecutor executor, IPipelineObserver? o
         return (all, []);
     }
 
-    private (StageAction, string, string) Decide(PipelineDefinition pipeline, StageDefinition stage, string root, StageRecords records, bool forced)
+    private (StageAction, string, string) Decide(PipelineDefinition pipeline, StageDefinition stage, string root, StageRecords records, bool forced,
+        Dictionary<string, string?> externalFingerprints)
     {
-        string key = Key(pipeline, stage, root, records);
+        string key = Key(pipeline, stage, records, externalFingerprints);
         if (forced) return (StageAction.Run, "asked for (--from/--only)", key);
         var record = records.Finished(stage.Name);
         if (record is not null && record.Key == key)
@@ -167,23 +171,28 @@ public sealed class PipelineRunner(IStageExecutor executor, IPipelineObserver? o
     }
 
     /// <summary>The stage's identity: when any part changes, its earlier result no longer counts.</summary>
-    private static string Key(PipelineDefinition pipeline, StageDefinition stage, string root, StageRecords records)
+    private static string Key(PipelineDefinition pipeline, StageDefinition stage, StageRecords records, Dictionary<string, string?> externalFingerprints)
     {
         var text = new StringBuilder().Append("command\t").Append(stage.Command).Append('\n');
         foreach (var (name, value) in stage.Parameters.OrderBy(p => p.Key, StringComparer.Ordinal))
             text.Append("parameter\t").Append(name).Append('\t').Append(value).Append('\n');
         foreach (var (name, input) in stage.Inputs.OrderBy(p => p.Key, StringComparer.Ordinal))
-            text.Append("input\t").Append(name).Append('\t').Append(InputFingerprint(pipeline, stage, name, input, records)).Append('\n');
+            text.Append("input\t").Append(name).Append('\t').Append(InputFingerprint(pipeline, stage, name, input, records, externalFingerprints)).Append('\n');
         foreach (var (name, path) in stage.Outputs.OrderBy(p => p.Key, StringComparer.Ordinal))
             text.Append("output\t").Append(name).Append('\t').Append(path).Append('\n');
         return PathFingerprint.Hash(text.ToString());
     }
 
-    private static string InputFingerprint(PipelineDefinition pipeline, StageDefinition stage, string name, StageInput input, StageRecords records)
+    private static string InputFingerprint(PipelineDefinition pipeline, StageDefinition stage, string name, StageInput input, StageRecords records,
+        Dictionary<string, string?> externalFingerprints)
     {
         if (input.ExternalPath is { } external)
-            return PathFingerprint.Of(Path.GetFullPath(external))
+        {
+            string path = Path.GetFullPath(external);
+            if (!externalFingerprints.TryGetValue(path, out string? fingerprint)) externalFingerprints[path] = fingerprint = PathFingerprint.Of(path);
+            return fingerprint
                 ?? throw new PipelineException(pipeline.Source, $"stage '{stage.Name}': missing input: '{name}' is {Path.GetFullPath(external)}, which does not exist");
+        }
         var upstream = records.Finished(input.Stage!)
             ?? throw new PipelineException(pipeline.Source, $"stage '{stage.Name}' reads {input}, but stage '{input.Stage}' has not finished in this run folder (run it first, or use --from {input.Stage})");
         return upstream.Outputs[input.Output!] + "/" + input.SubPath;
@@ -196,6 +205,21 @@ public sealed class PipelineRunner(IStageExecutor executor, IPipelineObserver? o
             : Path.Combine(root, pipeline.Stage(i.Value.Stage!).Outputs[i.Value.Output!], i.Value.SubPath), StringComparer.Ordinal);
         var outputs = stage.Outputs.ToDictionary(o => o.Key, o => Path.Combine(root, o.Value), StringComparer.Ordinal);
         return new ResolvedStage(stage, inputs, outputs, resume);
+    }
+
+    /// <summary>One run per folder at a time: a second would race the first over the same outputs and records.</summary>
+    private static FileStream Lock(PipelineDefinition pipeline, string root)
+    {
+        string path = Path.Combine(root, StageRecords.Folder, "run.lock");
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        try
+        {
+            return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.DeleteOnClose);
+        }
+        catch (IOException)
+        {
+            throw new PipelineException(pipeline.Source, $"another mimflow run is using the run folder {root} (it holds {path}); wait for it or choose another --out");
+        }
     }
 
     private static void Clear(IEnumerable<string> outputs)

@@ -82,6 +82,8 @@ public sealed class RunCommandTests
         Assert.EndsWith("--out /run/r --resume", executor.CommandLine(new ResolvedStage(train, inputs, outputs, Resume: true)));
         Assert.Equal("mimflow shards verify /s", executor.CommandLine(new ResolvedStage(pipeline.Stage("check"), new Dictionary<string, string> { ["DIR"] = "/s" }, new Dictionary<string, string>(), false)));
         Assert.Equal(ResumeRule.Continues, executor.ResumeRuleOf("tokenize"));
+        Assert.Equal("--resume", executor.ResumeRuleOf("finetune").Flag);
+        Assert.Equal(ResumeRule.Restart, executor.ResumeRuleOf("datasets synth"));
         Assert.Null(executor.Find("demo"));
     }
 }

@@ -152,4 +152,20 @@ public sealed class PipelineRunnerTests
         Assert.Empty(stages.Runs);
         Assert.Equal([StageAction.Run, StageAction.Run, StageAction.Skip, StageAction.Run], after.Stages.Select(s => s.Action));
     }
+
+    [Fact]
+    public async Task A_second_run_on_the_same_folder_is_refused_while_the_first_holds_it()
+    {
+        using var dir = new TemporaryDirectory();
+        Directory.CreateDirectory(dir.Combine(".mimflow"));
+        using (new FileStream(dir.Combine(".mimflow", "run.lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None))
+        {
+            var stages = new FakeStages();
+            var error = await Assert.ThrowsAsync<PipelineException>(() => Run(stages, dir.Path));
+            Assert.Contains("another mimflow run is using the run folder", error.Message);
+            Assert.Empty(stages.Runs);
+        }
+        Assert.True((await Run(new FakeStages(), dir.Path)).Succeeded);
+        Assert.False(File.Exists(dir.Combine(".mimflow", "run.lock")), "the lock goes with the run");
+    }
 }
