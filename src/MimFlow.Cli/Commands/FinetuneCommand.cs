@@ -45,7 +45,11 @@ internal static class FinetuneCommand
             Description = "Continue the run in --out from its latest checkpoint (one per epoch), exactly; give the same arguments. A finished run is reported and left as it is",
         };
         var command = new Command("finetune", "Fine-tune a (pretrained) ViT: image classification with BEiT's recipe or a linear probe (top-1/top-5 on val/ each epoch), or ADE20K segmentation (mIoU each epoch)");
-        foreach (var option in new Option[] { task, model, data, layout, groundTruth, output, epochs, batch, lr, minLr, warmup, layerDecay, weightDecay, dropPath, seed, noMixup, noRandAugment, reprob, workers, device, imageSize, cropSize, warmupSteps, resume })
+        var decoder = new Option<string>("--decoder") { Description = "segment: upernet (BEiT's: four block outputs, feature pyramid, pyramid pooling, auxiliary FCN head) or setr-pup (final tokens, progressive upsampling)", DefaultValueFactory = _ => SegmentRequest.UperNetDecoder };
+        decoder.AcceptOnlyFromAmong(SegmentRequest.UperNetDecoder, SegmentRequest.SetrDecoder);
+        var decoderChannels = new Option<int?>("--decoder-channels") { Description = "segment: decoder width (default: UperNet 768, SETR-PUP 256)" };
+        var evalMode = EvalModeOption();
+        foreach (var option in new Option[] { task, model, data, layout, groundTruth, output, epochs, batch, lr, minLr, warmup, layerDecay, weightDecay, dropPath, seed, noMixup, noRandAugment, reprob, workers, device, imageSize, cropSize, warmupSteps, resume, decoder, decoderChannels, evalMode })
             command.Options.Add(option);
         command.SetAction(async (parsed, cancellationToken) =>
         {
@@ -58,7 +62,10 @@ internal static class FinetuneCommand
                     CropSize = parsed.GetValue(cropSize), LearningRate = parsed.GetValue(lr), MinLearningRate = parsed.GetValue(minLr) ?? 0,
                     WarmupSteps = parsed.GetValue(warmupSteps), LayerDecay = parsed.GetValue(layerDecay), WeightDecay = parsed.GetValue(weightDecay) ?? 0.05,
                     DropPath = parsed.GetValue(dropPath), Seed = parsed.GetValue(seed), DecodeWorkers = parsed.GetValue(workers), Resume = parsed.GetValue(resume),
+                    Decoder = parsed.GetRequiredValue(decoder), EvalMode = EvalMode(parsed, evalMode),
                 };
+                if (parsed.GetValue(decoderChannels) is int width)
+                    segment = segment with { Head = segment.Head with { Channels = width }, UperNet = segment.UperNet with { Channels = width } };
                 segment.Validate();
                 return await SegmentAsync(context, segment with { Device = Device(parsed, device) }, cancellationToken);
             }
@@ -133,7 +140,8 @@ internal static class FinetuneCommand
         var imageSize = new Option<int?>("--img-size") { Description = "Evaluate at this input size (positions resampled); default: the model's" };
         var output = new Option<string?>("--out") { Description = "Also write the result (with the per-class table) as JSON to this file" };
         var command = new Command("eval", "Evaluate a classifier (top-1, top-5, per-class accuracy) or a segmenter (mIoU, pixel accuracy, per-class IoU) on a labelled split");
-        foreach (var option in new Option[] { task, model, data, layout, split, groundTruth, batch, workers, device, imageSize, output })
+        var evalMode = EvalModeOption();
+        foreach (var option in new Option[] { task, model, data, layout, split, groundTruth, batch, workers, device, imageSize, output, evalMode })
             command.Options.Add(option);
         command.SetAction(async (parsed, cancellationToken) =>
         {
@@ -149,7 +157,7 @@ internal static class FinetuneCommand
                 if (Layout(parsed, layout) != DatasetLayout.Ade20k) throw new ArgumentException("segmentation reads ADE20K-layout data (--layout ade20k)");
                 var segments = DatasetSource.Open(parsed.GetRequiredValue(data), DatasetLayout.Ade20k, splitName);
                 var metrics = await Segmenter.EvaluateAsync(parsed.GetRequiredValue(model), segments,
-                    new SegmentEvaluateOptions { BatchSize = options.BatchSize, DecodeWorkers = options.DecodeWorkers, Device = options.Device }, cancellationToken);
+                    new SegmentEvaluateOptions { BatchSize = options.BatchSize, DecodeWorkers = options.DecodeWorkers, Device = options.Device, Mode = EvalMode(parsed, evalMode) }, cancellationToken);
                 var iou = new Table().AddColumns("class", "name", "pixels", "IoU");
                 foreach (var row in metrics.PerClass.Where(c => !double.IsNaN(c.Iou)))
                     iou.AddRow(row.Class.ToString(CultureInfo.InvariantCulture), Markup.Escape(row.Name), row.TruthPixels.ToString(CultureInfo.InvariantCulture),
@@ -186,6 +194,16 @@ internal static class FinetuneCommand
         });
         return command;
     }
+
+    private static Option<string> EvalModeOption()
+    {
+        var option = new Option<string>("--eval-mode") { Description = "segment: slide (mmseg's keep-ratio rescale and sliding window; every pixel) or centre (the centre crop only)", DefaultValueFactory = _ => "slide" };
+        option.AcceptOnlyFromAmong("slide", "centre");
+        return option;
+    }
+
+    private static SegmentationEvalMode EvalMode(ParseResult parsed, Option<string> option) =>
+        parsed.GetRequiredValue(option) == "centre" ? SegmentationEvalMode.CentreCrop : SegmentationEvalMode.Slide;
 
     private static Option<string> LayoutOption()
     {

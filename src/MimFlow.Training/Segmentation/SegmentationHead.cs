@@ -39,7 +39,7 @@ public sealed record SegmentationHeadConfig(int Channels = 256, int Stages = 4, 
 /// is a function of its seed.
 /// </para>
 /// </summary>
-public sealed class SegmentationHead : Module<Tensor, long, long, Tensor>
+public sealed class SegmentationHead : DecodeHead
 {
     private readonly LayerNorm norm;
     private readonly ModuleList<Conv2d> convs;
@@ -81,19 +81,21 @@ public sealed class SegmentationHead : Module<Tensor, long, long, Tensor>
 
     public SegmentationHeadConfig Config { get; }
 
-    public int Classes { get; }
+    public override int Classes { get; }
+
+    /// <summary>The backbone's final, normed tokens.</summary>
+    public override IReadOnlyList<int> Layers => [];
+
+    public override Tensor forward(IReadOnlyList<Tensor> levels, long height, long width) => forward(levels[0], height, width);
 
     /// <param name="patches">[B, g·g, D] patch tokens ([CLS] removed), row-major over the grid.</param>
     /// <param name="height">Input height in pixels (the logits are resized to it).</param>
     /// <param name="width">Input width in pixels.</param>
     /// <returns>Logits [B, K, height, width].</returns>
-    public override Tensor forward(Tensor patches, long height, long width)
+    public Tensor forward(Tensor patches, long height, long width)
     {
         using var scope = NewDisposeScope();
-        long batch = patches.shape[0], tokens = patches.shape[1];
-        long grid = (long)Math.Round(Math.Sqrt(tokens));
-        if (grid * grid != tokens) throw new ArgumentException($"{tokens} patch tokens do not form a square grid");
-        var x = norm.forward(patches).transpose(1, 2).reshape(batch, -1, grid, grid);
+        var x = ToGrid(norm.forward(patches));
         for (int i = 0; i < convs.Count; i++)
         {
             x = functional.relu(norms[i].forward(convs[i].forward(x)));

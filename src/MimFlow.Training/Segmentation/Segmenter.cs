@@ -19,8 +19,8 @@ namespace MimFlow.Training.Segmentation;
 /// What <c>mimflow finetune --task segment</c> runs. Optimiser and schedule defaults are BEiT-base's self-supervised
 /// ADE20K recipe (unilm <c>semantic_segmentation/configs/beit/upernet/upernet_beit_base_12_512_slide_160k_ade20k.py</c>:
 /// AdamW lr 4e-4, β 0.9/0.999, weight decay 0.05, layer decay 0.65, drop path 0.1, 8 GPUs × 2 images, 160k iterations,
-/// linear warmup 1500 iterations then poly with power 1 to 0); the decoder is SETR-PUP, not UperNet (see
-/// <see cref="SegmentationHead"/>).
+/// linear warmup 1500 iterations then poly with power 1 to 0), with its UperNet decoder (<see cref="UperNetHead"/>)
+/// and sliding-window evaluation; SETR-PUP (<see cref="SegmentationHead"/>) is the light alternative.
 /// </summary>
 public sealed record SegmentRequest
 {
@@ -70,7 +70,20 @@ public sealed record SegmentRequest
     /// <summary>Stochastic depth of the backbone's last block (BEiT-base: 0.1).</summary>
     public double DropPath { get; init; } = 0.1;
 
+    /// <summary><see cref="UperNetDecoder"/> (BEiT's) or <see cref="SetrDecoder"/>.</summary>
+    public string Decoder { get; init; } = UperNetDecoder;
+
+    public const string UperNetDecoder = "upernet";
+    public const string SetrDecoder = "setr-pup";
+
+    /// <summary>The SETR-PUP head's shape (with <see cref="Decoder"/> setr-pup).</summary>
     public SegmentationHeadConfig Head { get; init; } = new();
+
+    /// <summary>The UperNet head's shape (with <see cref="Decoder"/> upernet).</summary>
+    public UperNetConfig UperNet { get; init; } = new();
+
+    /// <summary>How each epoch's evaluation scores the validation split (BEiT: sliding window).</summary>
+    public SegmentationEvalMode EvalMode { get; init; } = SegmentationEvalMode.Slide;
 
     /// <summary>Gradient clipping by global norm; null: none (BEiT's ADE20K configs use none).</summary>
     public double? ClipGradient { get; init; }
@@ -99,7 +112,9 @@ public sealed record SegmentRequest
         if (DropPath is < 0 or >= 1) throw new ArgumentException($"drop path must lie in [0, 1) (got {DropPath})");
         if (ClipGradient is <= 0) throw new ArgumentException($"the gradient clipping norm must be positive (got {ClipGradient})");
         if (EvalBatchSize is < 1) throw new ArgumentException("the evaluation batch must be positive");
+        if (Decoder is not (UperNetDecoder or SetrDecoder)) throw new ArgumentException($"unknown decoder '{Decoder}' ({UperNetDecoder} or {SetrDecoder})");
         Head.Validate();
+        UperNet.Validate();
     }
 }
 
@@ -117,11 +132,18 @@ public sealed record SegmentResult(long Steps, double FirstLoss, double LastLoss
 }
 
 /// <summary>What a segmentation checkpoint needs besides its weights to be rebuilt: <c>segmenter.json</c> in the checkpoint folder.</summary>
-public sealed record SegmenterFile(int Classes, int CropSize, SegmentationHeadConfig Head);
+/// <param name="Decoder">null in files written before UperNet existed: SETR-PUP.</param>
+public sealed record SegmenterFile(int Classes, int CropSize, SegmentationHeadConfig Head, string? Decoder = null, UperNetConfig? UperNet = null)
+{
+    /// <summary>A new decode head of this shape (weights to be loaded or trained).</summary>
+    public DecodeHead CreateHead(VitConfig backbone, long seed) => (Decoder ?? SegmentRequest.SetrDecoder) == SegmentRequest.UperNetDecoder
+        ? new UperNetHead(backbone.EmbedDim, backbone.Depth, Classes, UperNet ?? new UperNetConfig(), seed)
+        : new SegmentationHead(backbone.EmbedDim, Classes, Head, seed);
+}
 
 /// <summary>
-/// Semantic segmentation on top of a (pretrained) ViT, as BEiT evaluates its representations on ADE20K, with a
-/// SETR-PUP decoder in place of UperNet.
+/// Semantic segmentation on top of a (pretrained) ViT, as BEiT evaluates its representations on ADE20K: UperNet (or
+/// SETR-PUP) on the backbone, sliding-window evaluation.
 /// <para>
 /// The backbone is rebuilt at <see cref="SegmentRequest.CropSize"/> without head or mask token, with stochastic
 /// depth, and (as BEiT's segmentation backbone does) one relative position table per block, each starting from a
@@ -132,8 +154,8 @@ public sealed record SegmenterFile(int Classes, int CropSize, SegmentationHeadCo
 /// decay per step (<see cref="PolySchedule"/>, mmseg's per-iteration schedule rather than the classification cosine).
 /// </para>
 /// <para>
-/// Evaluation after each epoch: <see cref="SegmentationEvalRecipe"/> (shorter side to the crop size, centre crop; a
-/// simplification of mmseg's sliding window) and <see cref="MeanIoU"/>. Outputs: <c>metrics.jsonl</c> (per step:
+/// Evaluation after each epoch: <see cref="SegmentationEvalRecipe"/> (mmseg's keep-ratio rescale and sliding window, or
+/// a centre crop) and <see cref="MeanIoU"/>; with UperNet, the auxiliary FCN head's loss (weight 0.4) joins training. Outputs: <c>metrics.jsonl</c> (per step:
 /// step, epoch, loss, lr, images_per_second, input_wait), <c>eval.json</c> (every epoch's mIoU / pixel accuracy /
 /// loss, and the last epoch's per-class IoU table with ADE20K's class names), and after each epoch a checkpoint
 /// (<see cref="SupervisedCheckpoints{TEvaluation}"/>) whose <c>backbone/</c> is the fine-tuned ViT (a model
@@ -185,9 +207,9 @@ public static class Segmenter
 
         int crop = request.CropSize;
         var recipe = new SegmentationRecipe(CropSize: crop, LongScale: 4 * crop, ShortScale: crop);
-        var evalOptions = new SegmentEvaluateOptions { BatchSize = request.EvalBatchSize ?? request.BatchSize, DecodeWorkers = request.DecodeWorkers };
+        var evalOptions = new SegmentEvaluateOptions { BatchSize = request.EvalBatchSize ?? request.BatchSize, DecodeWorkers = request.DecodeWorkers, Mode = request.EvalMode };
 
-        var segmenterFile = new Dictionary<string, string> { [SegmenterFileName] = JsonSerializer.Serialize(new SegmenterFile(classes, crop, request.Head), Json) };
+        var segmenterFile = new Dictionary<string, string> { [SegmenterFileName] = JsonSerializer.Serialize(FileOf(request, classes), Json) };
         using var metrics = run.OpenMetrics();
         model.train();
         var tracker = run.Tracker(metrics, request.MaxConsecutiveNonFinite);
@@ -225,7 +247,10 @@ public static class Segmenter
         Block.UseGenerator(model, generator);
         try
         {
-            var loss = nn.functional.cross_entropy(model.forward(pixels), labels, ignore_index: SegmentationRecipe.Ignore);
+            var (logits, auxiliary) = model.ForwardTraining(pixels);
+            var loss = nn.functional.cross_entropy(logits, labels, ignore_index: SegmentationRecipe.Ignore);
+            if (auxiliary is not null)
+                loss = loss + request.UperNet.AuxiliaryWeight * nn.functional.cross_entropy(auxiliary, labels, ignore_index: SegmentationRecipe.Ignore);
             double value = loss.item<float>();
             if (double.IsFinite(value))
             {
@@ -287,12 +312,12 @@ public static class Segmenter
             UseRelPosBias = sourceConfig.UseRelPosBias || sourceConfig.UseSharedRelPosBias, UseSharedRelPosBias = false,
         };
         var backbone = new VisionTransformer(config);
-        SegmentationHead? head = null;
+        DecodeHead? head = null;
         try
         {
             Initialization.Apply(backbone, (long)request.Seed);
             if (loaded is not null) CopyBackbone(loaded, backbone, request.Model);
-            head = new SegmentationHead(config.EmbedDim, classes, request.Head, (long)StableRandom.For(request.Seed, "segmentation-head").NextUInt64());
+            head = FileOf(request, classes).CreateHead(config, (long)StableRandom.For(request.Seed, "segmentation-head").NextUInt64());
             return (sourceSpec with { Config = config }, new SegmentationModel(backbone, head));
         }
         catch
@@ -302,6 +327,9 @@ public static class Segmenter
             throw;
         }
     }
+
+    private static SegmenterFile FileOf(SegmentRequest request, int classes) =>
+        new(classes, request.CropSize, request.Head, request.Decoder, request.Decoder == SegmentRequest.UperNetDecoder ? request.UperNet : null);
 
     /// <summary>
     /// Copies the backbone tensors by name, as <see cref="Finetuner"/> does: any old head and the mask token are left
@@ -347,7 +375,7 @@ public static class Segmenter
         SegmentationModel? model = null;
         try
         {
-            model = new SegmentationModel(backbone, new SegmentationHead(backbone.Config.EmbedDim, file.Classes, file.Head, 0));
+            model = new SegmentationModel(backbone, file.CreateHead(backbone.Config, 0));
             foreach (var tensor in CheckpointStore.Restore(checkpoint, model).Values) tensor.Dispose();
             return (file, model);
         }
@@ -383,9 +411,12 @@ public static class Segmenter
         if (data.Classes.Count != classes) throw new ArgumentException($"{data.Root}: {data.Classes.Count} classes, but the segmenter predicts {classes}");
         if (data.Count == 0) throw new ArgumentException($"{data.Root}: no images to evaluate");
         var device = model.parameters().First().device;
-        var loader = new DataflowLoader(data, new SegmentationEvalRecipe(model.Backbone.Config.ImgSize), new LoaderOptions
+        int crop = model.Backbone.Config.ImgSize;
+        var recipe = new SegmentationEvalRecipe(crop, Mode: options.Mode);
+        var loader = new DataflowLoader(data, recipe, new LoaderOptions
         {
-            BatchSize = options.BatchSize, Shuffle = false, KeepPartialBatch = true, DecodeWorkers = options.DecodeWorkers,
+            // A sliding-window view is a (4·crop)² canvas: keep few in flight.
+            BatchSize = options.Mode == SegmentationEvalMode.Slide ? 1 : options.BatchSize, Shuffle = false, KeepPartialBatch = true, DecodeWorkers = options.DecodeWorkers,
             ReadConcurrency = Math.Max(2, options.DecodeWorkers), Format = PixelFormat.Float32,
         });
         var counter = new MeanIoU(classes, SegmentationRecipe.Ignore);
@@ -399,7 +430,7 @@ public static class Segmenter
                     using var scope = NewDisposeScope();
                     using var noGrad = no_grad();
                     var (pixels, labels) = Upload(batch, device);
-                    var logits = model.forward(pixels);
+                    var logits = options.Mode == SegmentationEvalMode.Slide ? SlideLogits(model, pixels, batch, crop, options.BatchSize) : model.forward(pixels);
                     long[] predicted = logits.argmax(1).cpu().contiguous().data<long>().ToArray();
                     counter.Add(predicted, batch.LabelMaps.AsSpan(0, batch.Count * batch.LabelMapCells), batch.Count);
                     var labelled = labels.ne(SegmentationRecipe.Ignore).sum().item<long>();
@@ -413,6 +444,36 @@ public static class Segmenter
             if (wasTraining) model.train();
         }
         return counter.Result(data.Classes, loader.Quarantine.Count);
+    }
+
+    /// <summary>
+    /// mmseg's slide_inference per image: crop-sized windows over the image's extent (<see cref="SegmentationEvalRecipe.SlidingWindows"/>),
+    /// run <paramref name="windowBatch"/> at a time, overlapping logits averaged. Logits outside the image stay 0;
+    /// their labels are all ignored.
+    /// </summary>
+    private static Tensor SlideLogits(SegmentationModel model, Tensor pixels, Batch batch, int crop, int windowBatch)
+    {
+        long canvas = pixels.shape[2];
+        var logits = zeros(pixels.shape[0], model.Head.Classes, canvas, canvas, device: pixels.device);
+        for (int i = 0; i < batch.Count; i++)
+        {
+            var view = batch.Params[i].Views[0];
+            var windows = SegmentationEvalRecipe.SlidingWindows(view.Height, view.Width, crop);
+            var counts = zeros(1, 1, canvas, canvas, device: pixels.device);
+            foreach (var chunk in windows.Chunk(windowBatch))
+            {
+                var crops = stack(chunk.Select(w => pixels[i, .., w.Top..(w.Top + crop), w.Left..(w.Left + crop)]).ToArray());
+                var output = model.forward(crops).to(ScalarType.Float32);
+                for (int k = 0; k < chunk.Length; k++)
+                {
+                    var (top, left) = chunk[k];
+                    logits[i, .., top..(top + crop), left..(left + crop)].add_(output[k]);
+                    counts[0, .., top..(top + crop), left..(left + crop)].add_(1);
+                }
+            }
+            logits[i].div_(counts[0].clamp_min(1));
+        }
+        return logits;
     }
 
     private static double? Finite(double value) => double.IsFinite(value) ? value : null;
@@ -452,6 +513,9 @@ public sealed record SegmentEvaluateOptions
 
     /// <summary>Where a loaded segmenter runs (a given model stays where it is).</summary>
     public Device? Device { get; init; }
+
+    /// <summary>Sliding window (mmseg's test) or centre crop; with a sliding window the batch counts windows per forward.</summary>
+    public SegmentationEvalMode Mode { get; init; } = SegmentationEvalMode.Slide;
 
     public void Validate()
     {
