@@ -87,7 +87,7 @@ public sealed class LoaderTests
                 for (int i = 0; i < raw.Length; i += 97)
                 {
                     int channel = i / plane % 3;
-                    Assert.Equal((raw[i] / 255f - mean[channel]) / std[channel], floats[i], 5);
+                    Assert.Equal((raw[i] / 255f - mean[channel]) / std[channel], floats[i], 1e-5);
                 }
                 Assert.InRange(batch.ViewFloats(1).ToArray().Max(), 0f, 1f);
             }
