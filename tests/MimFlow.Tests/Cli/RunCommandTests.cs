@@ -27,7 +27,7 @@ public sealed class RunCommandTests
 
     [Fact]
     public void The_committed_set_has_the_three_pipelines_operators_start_from() =>
-        Assert.Equal(["ade20k-finetune.json", "demo.json", "imagenet-beitv2.json"],
+        Assert.Equal(["ade20k-finetune.json", "demo.json", "imagenet-beitv2.json", "pretrain-proof.json"],
             Directory.EnumerateFiles(RepositoryFiles.PathOf("pipelines"), "*.json").Select(Path.GetFileName).Order(StringComparer.Ordinal));
 
     [Fact]
