@@ -101,25 +101,38 @@ internal sealed class BenchSuite(SuiteOptions options, Action<string> say)
         say($"references: {CpuReference} {references[CpuReference]:F1} img/s, {ComputeReference} {references[ComputeReference]:F1} GFLOP/s on {options.Device}");
 
         var figures = new List<StageFigure>();
-        async Task Measure(string stage, string unit, string reference, Func<Task<(double Value, string Detail)>> run)
+        // One measurement may give several stages' figures (the tokenize benchmark times forward-only and the whole
+        // pipeline in one go), so each repeat runs once for all of them.
+        async Task MeasureTogether(string[] stages, string unit, string reference, Func<Task<(double Value, string Detail)[]>> run)
         {
-            if (!Wanted(stage)) return;
+            if (!stages.Any(Wanted)) return;
             cancellationToken.ThrowIfCancellationRequested();
             ProcessMemory.ResetPeak();
-            var samples = new List<double>();
-            string detail = "";
+            var samples = stages.Select(_ => new List<double>()).ToArray();
+            var details = new string[stages.Length];
             for (int i = 0; i < options.Repeats; i++)
             {
-                var (value, d) = await run();
-                samples.Add(value);
-                detail = d;
+                var results = await run();
+                for (int k = 0; k < stages.Length; k++)
+                {
+                    samples[k].Add(results[k].Value);
+                    details[k] = results[k].Detail;
+                }
             }
-            double median = Median(samples);
+            long peak = ProcessMemory.PeakBytes();
             long? deviceMemory = options.Device.type == DeviceType.CUDA ? MimFlow.Torch.Diagnostics.GpuInventory.Read().FirstOrDefault() is { } gpu ? gpu.TotalMemoryBytes - gpu.FreeMemoryBytes : null : null;
-            var figure = new StageFigure(stage, unit, median, samples, reference, median / references[reference], ProcessMemory.PeakBytes(), deviceMemory, detail);
-            figures.Add(figure);
-            say($"{stage}: {median:F1} {unit} (ratio {figure.Ratio:F3} to {reference}; {string.Join(", ", samples.Select(s => s.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))})");
+            for (int k = 0; k < stages.Length; k++)
+            {
+                if (!Wanted(stages[k])) continue;
+                double median = Median(samples[k]);
+                var figure = new StageFigure(stages[k], unit, median, samples[k], reference, median / references[reference], peak, deviceMemory, details[k]);
+                figures.Add(figure);
+                say($"{stages[k]}: {median:F1} {unit} (ratio {figure.Ratio:F3} to {reference}; {string.Join(", ", samples[k].Select(v => v.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))})");
+            }
         }
+
+        Task Measure(string stage, string unit, string reference, Func<Task<(double Value, string Detail)>> run) =>
+            MeasureTogether([stage], unit, reference, async () => [await run()]);
 
         await Measure("decode", "img/s", CpuReference, async () =>
         {
@@ -127,16 +140,18 @@ internal sealed class BenchSuite(SuiteOptions options, Action<string> say)
             return (r.ImagesPerSecond, $"pretraining recipe, {options.Workers} workers, float32 batches of {(options.Short ? 8 : 32)}");
         });
 
+        var manifest = ShardManifest.Read(shards);
+        // The rows to write are read beforehand, so shard-write times writing only.
         var rows = new List<ShardRow>();
-        foreach (var shard in ShardManifest.Read(shards).Shards)
-            await foreach (var row in ShardReader.ReadAsync(Path.Combine(shards, shard.Name), cancellationToken)) rows.Add(row);
-        var columns = ShardManifest.Read(shards).Columns;
+        if (Wanted("shard-write"))
+            foreach (var shard in manifest.Shards)
+                await foreach (var row in ShardReader.ReadAsync(Path.Combine(shards, shard.Name), cancellationToken)) rows.Add(row);
         await Measure("shard-write", "MB/s", CpuReference, async () =>
         {
             string path = Path.Combine(root, "write-bench", $"{Guid.NewGuid():N}.parquet");
             Directory.CreateDirectory(Path.GetDirectoryName(path)!);
             var watch = Stopwatch.StartNew();
-            await using var writer = await ShardFileWriter.CreateAsync(new ShardSchema(columns), path, cancellationToken);
+            await using var writer = await ShardFileWriter.CreateAsync(new ShardSchema(manifest.Columns), path, cancellationToken);
             foreach (var group in rows.Chunk(256)) await writer.WriteRowGroupAsync(group, cancellationToken);
             var file = await writer.CompleteAsync();
             double seconds = watch.Elapsed.TotalSeconds;
@@ -147,7 +162,7 @@ internal sealed class BenchSuite(SuiteOptions options, Action<string> say)
         {
             var watch = Stopwatch.StartNew();
             long bytes = 0, count = 0;
-            foreach (var shard in ShardManifest.Read(shards).Shards)
+            foreach (var shard in manifest.Shards)
             {
                 bytes += shard.Bytes;
                 await foreach (var _ in ShardReader.ReadAsync(Path.Combine(shards, shard.Name), cancellationToken)) count++;
@@ -163,17 +178,11 @@ internal sealed class BenchSuite(SuiteOptions options, Action<string> say)
             return (images / watch.Elapsed.TotalSeconds, "stored JPEG decoded, augmentation replayed, blockwise masks, batches of 16");
         });
 
-        async Task<TokenizeBenchmarkResult> TokenizeOnce() => await TokenizeBenchmark.RunAsync(tokenizeRequest with { OutputDirectory = Path.Combine(root, "tokenize-bench") },
-            options.Short ? 32 : 256, cancellationToken);
-        await Measure("tokenizer-forward", "img/s", ComputeReference, async () =>
+        await MeasureTogether(["tokenizer-forward", "tokenize"], "img/s", ComputeReference, async () =>
         {
-            var r = await TokenizeOnce();
-            return (r.ForwardOnlyImagesPerSecond, $"vqkd-tiny at 224, batch {tokenizeRequest.BatchSize}, {r.Arithmetic}");
-        });
-        await Measure("tokenize", "img/s", ComputeReference, async () =>
-        {
-            var r = await TokenizeOnce();
-            return (r.PipelineImagesPerSecond, $"decode + augment + vqkd-tiny + shard write; model waited for input {r.InputWaitShare:P0}");
+            var r = await TokenizeBenchmark.RunAsync(tokenizeRequest with { OutputDirectory = Path.Combine(root, "tokenize-bench") }, options.Short ? 32 : 256, cancellationToken);
+            return [(r.ForwardOnlyImagesPerSecond, $"vqkd-tiny at 224, batch {tokenizeRequest.BatchSize}, {r.Arithmetic}"),
+                (r.PipelineImagesPerSecond, $"decode + augment + vqkd-tiny + shard write; model waited for input {r.InputWaitShare:P0}")];
         });
 
         bool cuda = options.Device.type == DeviceType.CUDA;

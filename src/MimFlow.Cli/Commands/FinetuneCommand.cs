@@ -92,11 +92,8 @@ internal static class FinetuneCommand
             string evaluation = r.Final is { } final
                 ? $"; val top-1 {final.Top1:P2}, top-5 {final.Top5:P2} on {final.Images} images (best top-1 {r.Evaluations.Max(e => e.Result.Top1):P2})"
                 : "";
-            context.Report($"{r.Steps} steps, loss {r.FirstLoss:F3} → {r.LastLoss:F3}" + (r.Final is { } top ? $", val top-1 {top.Top1:P1} on {top.Images} images" : ""));
-            if (r.WasComplete)
-                context.Console.MarkupLineInterpolated($"{request.Task}: the run in {request.OutputDirectory} is complete ({r.Steps} steps), nothing to train{evaluation}; checkpoint {r.Checkpoint}");
-            else
-                context.Console.MarkupLineInterpolated($"{request.Task}: {r.Steps} steps, loss {r.FirstLoss:F4} → {r.LastLoss:F4}, {r.ImagesPerSecond:F1} img/s, {r.SkippedSteps} skipped{evaluation}; checkpoint {r.Checkpoint}");
+            Finish(context, request.Task, request.OutputDirectory, r.WasComplete, r.Steps, r.FirstLoss, r.LastLoss, r.ImagesPerSecond, r.SkippedSteps, r.Checkpoint,
+                evaluation, r.Final is { } top ? $", val top-1 {top.Top1:P1} on {top.Images} images" : "");
             return 0;
         });
         return command;
@@ -116,12 +113,20 @@ internal static class FinetuneCommand
         string evaluation = r.Final is { } final
             ? $"; val mIoU {final.MeanIou.ToString("P2", CultureInfo.InvariantCulture)}, pixel accuracy {final.PixelAccuracy.ToString("P2", CultureInfo.InvariantCulture)} on {final.Images} images"
             : "";
-        context.Report($"{r.Steps} steps, loss {r.FirstLoss:F3} → {r.LastLoss:F3}" + (r.Final is { } miou ? $", val mIoU {miou.MeanIou:P1} on {miou.Images} images" : ""));
-        if (r.WasComplete)
-            context.Console.MarkupLineInterpolated($"segment: the run in {request.OutputDirectory} is complete ({r.Steps} steps), nothing to train{evaluation}; checkpoint {r.Checkpoint}");
-        else
-            context.Console.MarkupLineInterpolated($"segment: {r.Steps} steps, loss {r.FirstLoss:F4} → {r.LastLoss:F4}, {r.ImagesPerSecond:F1} img/s, {r.SkippedSteps} skipped{evaluation}; checkpoint {r.Checkpoint}");
+        Finish(context, Segmenter.Task, request.OutputDirectory, r.WasComplete, r.Steps, r.FirstLoss, r.LastLoss, r.ImagesPerSecond, r.SkippedSteps, r.Checkpoint,
+            evaluation, r.Final is { } miou ? $", val mIoU {miou.MeanIou:P1} on {miou.Images} images" : "");
         return 0;
+    }
+
+    /// <summary>The closing line of a fine-tuning run (or of a resumed run that was already complete) and its pipeline summary.</summary>
+    private static void Finish(CliContext context, string task, string outputDirectory, bool wasComplete, long steps, double firstLoss, double lastLoss,
+        double imagesPerSecond, long skipped, string checkpoint, string evaluation, string summaryEvaluation)
+    {
+        context.Report($"{steps} steps, loss {firstLoss:F3} → {lastLoss:F3}{summaryEvaluation}");
+        if (wasComplete)
+            context.Console.MarkupLineInterpolated($"{task}: the run in {outputDirectory} is complete ({steps} steps), nothing to train{evaluation}; checkpoint {checkpoint}");
+        else
+            context.Console.MarkupLineInterpolated($"{task}: {steps} steps, loss {firstLoss:F4} → {lastLoss:F4}, {imagesPerSecond:F1} img/s, {skipped} skipped{evaluation}; checkpoint {checkpoint}");
     }
 
     public static Command CreateEval(CliContext context)
