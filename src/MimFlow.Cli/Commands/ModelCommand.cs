@@ -68,10 +68,10 @@ internal static class ModelCommand
 
     private static Command CreateImport(CliContext context)
     {
-        var from = new Option<string>("--from") { Description = $"Source format: timm, {string.Join(", ", ForeignCheckpoints.Formats)} (see docs/model-interop.md)", Required = true };
-        from.AcceptOnlyFromAmong(["timm", .. ForeignCheckpoints.Formats]);
+        var from = new Option<string>("--from") { Description = $"Naming scheme of the checkpoint: {string.Join(", ", ModelImportRequest.Schemes)} (see docs/model-interop.md)", Required = true };
+        from.AcceptOnlyFromAmong([.. ModelImportRequest.Schemes]);
         var config = new Option<string?>("--config") { Description = "timm_config.json (timm only: timm_class Beit or VisionTransformer and its constructor arguments)" };
-        var weights = new Option<string>("--weights") { Description = "The checkpoint as safetensors", Required = true };
+        var weights = new Option<string>("--weights") { Description = "The checkpoint (format detected from its content)", Required = true };
         var output = new Option<string>("--out") { Description = "Model directory to write", Required = true };
         var heads = new Option<int?>("--heads") { Description = "Attention heads, where the checkpoint does not tell (non-standard widths without relative position tables)" };
         var imageSize = new Option<int?>("--img-size") { Description = "Build the ViT for this input size, resampling position embeddings and relative position tables" };
@@ -80,30 +80,14 @@ internal static class ModelCommand
         command.SetAction((parsed, _) =>
         {
             TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
-            string format = parsed.GetRequiredValue(from);
-            using var file = SafetensorsFile.Open(parsed.GetRequiredValue(weights));
-            ForeignCheckpoint checkpoint;
-            if (format == "timm")
+            var request = new ModelImportRequest(parsed.GetRequiredValue(from), parsed.GetRequiredValue(weights), parsed.GetRequiredValue(output))
             {
-                string configPath = parsed.GetValue(config) ?? throw new ArgumentException("--from timm needs --config timm_config.json");
-                var vit = TimmConfig.Parse(File.ReadAllText(configPath), configPath);
-                checkpoint = new ForeignCheckpoint(new ModelSpec(vit.BeitAttention ? "beit" : "vit", Config: vit), new SafetensorsTensors(file), []);
-            }
-            else checkpoint = ForeignCheckpoints.Read(format, file, parsed.GetValue(heads));
-
-            var spec = checkpoint.Spec;
-            if (parsed.GetValue(imageSize) is int size)
-            {
-                if (spec.Kind != ModelKind.Vit) throw new ArgumentException($"--img-size applies to ViTs, not a {spec.Kind.ToString().ToLowerInvariant()} model");
-                spec = spec with { Config = spec.Config! with { ImgSize = size } };
-            }
-            using var network = ModelCatalog.Build(spec);
-            WeightLoader.LoadStrict(network, checkpoint.Tensors, resamplePositions: parsed.GetValue(imageSize) is not null);
-            string directory = parsed.GetRequiredValue(output);
-            ModelDirectory.Save(directory, spec, network);
-            context.Console.MarkupLineInterpolated($"imported {network.state_dict().Count} tensors ({Parameters(network):N0} parameters) as {spec.Architecture} into {directory}");
-            if (checkpoint.LeftOut.Count > 0)
-                context.Console.MarkupLineInterpolated($"left out {checkpoint.LeftOut.Count} tensors that are not part of the model: {string.Join(", ", checkpoint.LeftOut.Take(6))}{(checkpoint.LeftOut.Count > 6 ? ", …" : "")}");
+                Config = parsed.GetValue(config), Heads = parsed.GetValue(heads), ImageSize = parsed.GetValue(imageSize),
+            };
+            var result = ModelImport.Run(request);
+            context.Console.MarkupLineInterpolated($"imported {result.Tensors} tensors ({result.Parameters:N0} parameters) from {result.Format} as {result.Spec.Architecture} into {result.Directory}");
+            if (result.LeftOut.Count > 0)
+                context.Console.MarkupLineInterpolated($"left out {result.LeftOut.Count} entries that are not part of the model: {string.Join(", ", result.LeftOut.Take(6))}{(result.LeftOut.Count > 6 ? ", …" : "")}");
             return Task.FromResult(0);
         });
         return command;

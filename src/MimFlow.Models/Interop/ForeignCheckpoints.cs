@@ -40,7 +40,7 @@ public static partial class ForeignCheckpoints
 {
     public static IReadOnlyList<string> Formats { get; } = ["unilm-beit", "unilm-vqkd", "openai-clip", "dall-e"];
 
-    public static ForeignCheckpoint Read(string format, SafetensorsFile file, int? heads = null) => format switch
+    public static ForeignCheckpoint Read(string format, INamedTensors file, int? heads = null) => format switch
     {
         "unilm-beit" => UnilmBeit(file, heads),
         "unilm-vqkd" => UnilmVqkd(file, heads),
@@ -54,7 +54,7 @@ public static partial class ForeignCheckpoints
     /// <c>lm_head</c> (the MIM head) and <c>cls_pt_layers</c>/<c>cls_pt_norm</c> (BEiT v2 patch aggregation) are
     /// pretraining heads and are left out, as are the non-persistent <c>relative_position_index</c> buffers.
     /// </summary>
-    public static ForeignCheckpoint UnilmBeit(SafetensorsFile file, int? heads = null)
+    public static ForeignCheckpoint UnilmBeit(INamedTensors file, int? heads = null)
     {
         var (kept, leftOut) = Partition(file, name => name.EndsWith("relative_position_index", StringComparison.Ordinal)
             || name.StartsWith("lm_head.", StringComparison.Ordinal) || name.StartsWith("cls_pt_layers.", StringComparison.Ordinal)
@@ -69,7 +69,7 @@ public static partial class ForeignCheckpoints
     /// the teacher (<c>teacher_model.*</c>, <c>scaling_layer.*</c>) and the EMA bookkeeping of the codebook
     /// (<c>quantize.embedding.cluster_size/embed_avg/initted</c>) are left out.
     /// </summary>
-    public static ForeignCheckpoint UnilmVqkd(SafetensorsFile file, int? heads = null)
+    public static ForeignCheckpoint UnilmVqkd(INamedTensors file, int? heads = null)
     {
         var (kept, leftOut) = Partition(file, name => name.EndsWith("relative_position_index", StringComparison.Ordinal)
             || name.StartsWith("teacher_model.", StringComparison.Ordinal) || name.StartsWith("scaling_layer.", StringComparison.Ordinal)
@@ -80,8 +80,8 @@ public static partial class ForeignCheckpoints
         string decoderOut = Require(file, kept, "decode_task_layer.2.weight");
         var config = VqKdConfig.ForEncoder(encoder) with
         {
-            Codes = (int)file[codebook].Shape[0], CodeDim = (int)file[codebook].Shape[1],
-            DecoderDepth = CountBlocks(kept.Keys, "decoder."), TeacherDim = (int)file[decoderOut].Shape[0],
+            Codes = (int)file.ShapeOf(codebook)[0], CodeDim = (int)file.ShapeOf(codebook)[1],
+            DecoderDepth = CountBlocks(kept.Keys, "decoder."), TeacherDim = (int)file.ShapeOf(decoderOut)[0],
         };
         return new ForeignCheckpoint(new ModelSpec("vqkd", Vqkd: config), OneToOne(file, kept), leftOut);
     }
@@ -94,40 +94,40 @@ public static partial class ForeignCheckpoints
     /// applied as x·proj) → head.weight = projᵀ with a zero head.bias. Heads: width / 64, as CLIP builds them.
     /// The text tower and the logit scale are left out.
     /// </summary>
-    public static ForeignCheckpoint OpenAiClip(SafetensorsFile file)
+    public static ForeignCheckpoint OpenAiClip(INamedTensors file)
     {
-        bool wholeClip = file.Entries.Any(e => e.Name.StartsWith("visual.", StringComparison.Ordinal));
+        bool wholeClip = file.Names.Any(n => n.StartsWith("visual.", StringComparison.Ordinal));
         var leftOut = new List<string>();
         var visual = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var entry in file.Entries)
+        foreach (var entryName in file.Names)
         {
-            if (wholeClip && !entry.Name.StartsWith("visual.", StringComparison.Ordinal)) leftOut.Add(entry.Name);
-            else visual[wholeClip ? entry.Name["visual.".Length..] : entry.Name] = entry.Name;
+            if (wholeClip && !entryName.StartsWith("visual.", StringComparison.Ordinal)) leftOut.Add(entryName);
+            else visual[wholeClip ? entryName["visual.".Length..] : entryName] = entryName;
         }
         string conv = Require(file, visual, "conv1.weight"), positions = Require(file, visual, "positional_embedding"), projection = Require(file, visual, "proj");
-        long[] convShape = file[conv].Shape;
-        int width = (int)convShape[0], patch = (int)convShape[2], grid = GridOf(file[positions].Shape[0] - 1, positions, file);
-        var tensors = new TranslatedTensors(file.Path);
+        long[] convShape = file.ShapeOf(conv);
+        int width = (int)convShape[0], patch = (int)convShape[2], grid = GridOf(file.ShapeOf(positions)[0] - 1, positions, file);
+        var tensors = new TranslatedTensors(file.Origin);
         void Map(string target, string source, long[]? shape = null, Func<Tensor, Tensor>? transform = null)
         {
             string name = Require(file, visual, source);
             visual.Remove(source);
-            tensors.Add(target, shape ?? file[name].Shape, () =>
+            tensors.Add(target, shape ?? file.ShapeOf(name), () =>
             {
-                var raw = WeightLoader.Read(file, name);
+                var raw = file.Read(name);
                 if (transform is null) return raw;
                 using (raw) return transform(raw);
             });
         }
         Map("patch_embed.proj.weight", "conv1.weight");
         Map("cls_token", "class_embedding", [1, 1, width], t => t.reshape(1, 1, width));
-        Map("pos_embed", "positional_embedding", [1, file[positions].Shape[0], width], t => t.unsqueeze(0));
+        Map("pos_embed", "positional_embedding", [1, file.ShapeOf(positions)[0], width], t => t.unsqueeze(0));
         foreach (string part in new[] { "weight", "bias" })
         {
             Map($"norm_pre.{part}", $"ln_pre.{part}");
             Map($"norm.{part}", $"ln_post.{part}");
         }
-        long embed = file[projection].Shape[1];
+        long embed = file.ShapeOf(projection)[1];
         Map("head.weight", "proj", [embed, width], t => t.t().contiguous());
         tensors.Add("head.bias", [embed], () => zeros(embed));
         int depth = 0;
@@ -144,8 +144,8 @@ public static partial class ForeignCheckpoints
                 Map($"{to}mlp.fc2.{part}", $"{from}mlp.c_proj.{part}");
             }
         }
-        if (visual.Count > 0) throw new InvalidDataException($"{file.Path}: unexpected tensors for a CLIP visual encoder: {string.Join(", ", visual.Values.Take(8))}");
-        long hidden = file[$"{(wholeClip ? "visual." : "")}transformer.resblocks.0.mlp.c_fc.weight"].Shape[0];
+        if (visual.Count > 0) throw new InvalidDataException($"{file.Origin}: unexpected tensors for a CLIP visual encoder: {string.Join(", ", visual.Values.Take(8))}");
+        long hidden = file.ShapeOf($"{(wholeClip ? "visual." : "")}transformer.resblocks.0.mlp.c_fc.weight")[0];
         var config = new VitConfig
         {
             ImgSize = grid * patch, PatchSize = patch, InChannels = (int)convShape[1], EmbedDim = width, Depth = depth, NumHeads = width / 64,
@@ -159,22 +159,22 @@ public static partial class ForeignCheckpoints
     /// read off the shapes: width and input channels from <c>blocks.input.w</c>, vocabulary from
     /// <c>blocks.output.conv.w</c>, groups and blocks per group from the names.
     /// </summary>
-    public static ForeignCheckpoint DallE(SafetensorsFile file)
+    public static ForeignCheckpoint DallE(INamedTensors file)
     {
-        var names = file.Entries.ToDictionary(e => e.Name, e => e.Name, StringComparer.Ordinal);
-        long[] input = file[Require(file, names, "blocks.input.w")].Shape;
-        long[] output = file[Require(file, names, "blocks.output.conv.w")].Shape;
+        var names = file.Names.ToDictionary(n => n, n => n, StringComparer.Ordinal);
+        long[] input = file.ShapeOf(Require(file, names, "blocks.input.w"));
+        long[] output = file.ShapeOf(Require(file, names, "blocks.output.conv.w"));
         var group = new Regex(@"^blocks\.group_(\d+)\.block_(\d+)\.");
         var blocks = names.Keys.Select(n => group.Match(n)).Where(m => m.Success)
             .Select(m => (Group: int.Parse(m.Groups[1].Value), Block: int.Parse(m.Groups[2].Value))).ToList();
-        if (blocks.Count == 0) throw new InvalidDataException($"{file.Path}: no blocks.group_*.block_* tensors: not a DALL-E encoder");
+        if (blocks.Count == 0) throw new InvalidDataException($"{file.Origin}: no blocks.group_*.block_* tensors: not a DALL-E encoder");
         var config = new DalleEncoderConfig(GroupCount: blocks.Max(b => b.Group), HiddenSize: (int)input[0], BlocksPerGroup: blocks.Max(b => b.Block),
             InputChannels: (int)input[1], VocabSize: (int)output[0]);
         return new ForeignCheckpoint(new ModelSpec("dvae", Dvae: config), OneToOne(file, names), []);
     }
 
     /// <summary>The checkpoint's names (without <c>module.</c>) → file names, split into kept and left out (file names).</summary>
-    private static (Dictionary<string, string> Kept, List<string> LeftOut) Partition(SafetensorsFile file, Func<string, bool> leaveOut)
+    private static (Dictionary<string, string> Kept, List<string> LeftOut) Partition(INamedTensors file, Func<string, bool> leaveOut)
     {
         var kept = new Dictionary<string, string>(StringComparer.Ordinal);
         var leftOut = new List<string>();
@@ -184,22 +184,22 @@ public static partial class ForeignCheckpoints
         return (kept, leftOut);
     }
 
-    private static TranslatedTensors OneToOne(SafetensorsFile file, Dictionary<string, string> names)
+    private static TranslatedTensors OneToOne(INamedTensors file, Dictionary<string, string> names)
     {
-        var tensors = new TranslatedTensors(file.Path);
-        foreach (var (name, source) in names) tensors.Add(name, file[source].Shape, () => WeightLoader.Read(file, source));
+        var tensors = new TranslatedTensors(file.Origin);
+        foreach (var (name, source) in names) tensors.Add(name, file.ShapeOf(source), () => file.Read(source));
         return tensors;
     }
 
     /// <summary>Names without a leading <c>module.</c> (DistributedDataParallel) → the names in the file.</summary>
-    private static Dictionary<string, string> StrippedNames(SafetensorsFile file) =>
-        file.Entries.ToDictionary(e => e.Name.StartsWith("module.", StringComparison.Ordinal) ? e.Name["module.".Length..] : e.Name, e => e.Name, StringComparer.Ordinal);
+    private static Dictionary<string, string> StrippedNames(INamedTensors file) =>
+        file.Names.ToDictionary(n => n.StartsWith("module.", StringComparison.Ordinal) ? n["module.".Length..] : n, n => n, StringComparer.Ordinal);
 
     /// <summary>A BEiT-style ViT's configuration read off its tensors (names under <paramref name="prefix"/>).</summary>
-    private static VitConfig BeitConfigOf(SafetensorsFile file, Dictionary<string, string> names, int? heads, string prefix)
+    private static VitConfig BeitConfigOf(INamedTensors file, Dictionary<string, string> names, int? heads, string prefix)
     {
         string patchWeight = Require(file, names, prefix + "patch_embed.proj.weight");
-        long[] patchShape = file[patchWeight].Shape;
+        long[] patchShape = file.ShapeOf(patchWeight);
         int dim = (int)patchShape[0], patch = (int)patchShape[2];
         int depth = CountBlocks(names.Keys, prefix);
         string? perLayerTable = names.GetValueOrDefault(prefix + "blocks.0.attn.relative_position_bias_table");
@@ -207,17 +207,17 @@ public static partial class ForeignCheckpoints
         string? positions = names.GetValueOrDefault(prefix + "pos_embed");
         string? table = perLayerTable ?? sharedTable;
         int grid = positions is not null
-            ? GridOf(file[positions].Shape[1] - 1, positions, file)
-            : table is not null ? TableGridOf(file[table].Shape[0], table, file)
-            : throw new InvalidDataException($"{file.Path}: neither pos_embed nor a relative position table: the patch grid is unknown");
-        int headCount = table is not null ? (int)file[table].Shape[1] : heads ?? StandardHeads(dim, file);
-        if (heads is int given && given != headCount) throw new InvalidDataException($"{file.Path}: --heads {given} disagrees with the relative position table ({headCount} heads)");
+            ? GridOf(file.ShapeOf(positions)[1] - 1, positions, file)
+            : table is not null ? TableGridOf(file.ShapeOf(table)[0], table, file)
+            : throw new InvalidDataException($"{file.Origin}: neither pos_embed nor a relative position table: the patch grid is unknown");
+        int headCount = table is not null ? (int)file.ShapeOf(table)[1] : heads ?? StandardHeads(dim, file);
+        if (heads is int given && given != headCount) throw new InvalidDataException($"{file.Origin}: --heads {given} disagrees with the relative position table ({headCount} heads)");
         string fc1 = Require(file, names, prefix + "blocks.0.mlp.fc1.weight");
         string? head = names.GetValueOrDefault(prefix + "head.weight");
         return new VitConfig
         {
             ImgSize = grid * patch, PatchSize = patch, InChannels = (int)patchShape[1], EmbedDim = dim, Depth = depth, NumHeads = headCount,
-            MlpRatio = (double)file[fc1].Shape[0] / dim, NumClasses = head is null ? 0 : (int)file[head].Shape[0],
+            MlpRatio = (double)file.ShapeOf(fc1)[0] / dim, NumClasses = head is null ? 0 : (int)file.ShapeOf(head)[0],
             BeitAttention = true, QkvBias = names.ContainsKey(prefix + "blocks.0.attn.q_bias"),
             UseAbsPosEmb = positions is not null, UseRelPosBias = perLayerTable is not null, UseSharedRelPosBias = sharedTable is not null,
             InitValues = names.ContainsKey(prefix + "blocks.0.gamma_1") ? (dim >= 1024 ? 1e-5 : 0.1) : null,
@@ -232,18 +232,18 @@ public static partial class ForeignCheckpoints
         return names.Select(n => block.Match(n)).Where(m => m.Success).Select(m => int.Parse(m.Groups[1].Value) + 1).DefaultIfEmpty(0).Max();
     }
 
-    private static int StandardHeads(int dim, SafetensorsFile file) => dim switch
+    private static int StandardHeads(int dim, INamedTensors file) => dim switch
     {
         192 => 3, 384 => 6, 768 => 12, 1024 => 16, 1280 => 16,
-        _ => throw new InvalidDataException($"{file.Path}: embed dim {dim} is not a standard size and the checkpoint has no relative position table; give --heads"),
+        _ => throw new InvalidDataException($"{file.Origin}: embed dim {dim} is not a standard size and the checkpoint has no relative position table; give --heads"),
     };
 
-    private static int GridOf(long positions, string name, SafetensorsFile file) => PositionResampling.SquareGrid(positions)
-        ?? throw new InvalidDataException($"{file.Path}: '{name}' has {positions} patch positions, not a square grid");
+    private static int GridOf(long positions, string name, INamedTensors file) => PositionResampling.SquareGrid(positions)
+        ?? throw new InvalidDataException($"{file.Origin}: '{name}' has {positions} patch positions, not a square grid");
 
-    private static int TableGridOf(long rows, string name, SafetensorsFile file) => PositionResampling.GridOfTable(rows)
-        ?? throw new InvalidDataException($"{file.Path}: '{name}' has {rows} rows, not (2g − 1)² + 3 for a square grid");
+    private static int TableGridOf(long rows, string name, INamedTensors file) => PositionResampling.GridOfTable(rows)
+        ?? throw new InvalidDataException($"{file.Origin}: '{name}' has {rows} rows, not (2g − 1)² + 3 for a square grid");
 
-    private static string Require(SafetensorsFile file, Dictionary<string, string> names, string name) =>
-        names.TryGetValue(name, out var source) ? source : throw new InvalidDataException($"{file.Path}: '{name}' is missing");
+    private static string Require(INamedTensors file, Dictionary<string, string> names, string name) =>
+        names.TryGetValue(name, out var source) ? source : throw new InvalidDataException($"{file.Origin}: '{name}' is missing");
 }

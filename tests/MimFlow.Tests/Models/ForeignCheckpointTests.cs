@@ -58,7 +58,7 @@ public sealed class ForeignCheckpointTests
         Write(path, tensors);
 
         using var file = SafetensorsFile.Open(path);
-        var checkpoint = ForeignCheckpoints.Read("unilm-beit", file);
+        var checkpoint = ForeignCheckpoints.Read("unilm-beit", new SafetensorsTensors(file));
         Assert.Equal(config with { DropPathRate = 0 }, checkpoint.Spec.Config);
         Assert.Contains("module.blocks.0.attn.relative_position_index", checkpoint.LeftOut);
         Assert.Equal(pretraining ? 4 : 1, checkpoint.LeftOut.Count);
@@ -105,7 +105,7 @@ public sealed class ForeignCheckpointTests
         Write(path, clip);
 
         using var file = SafetensorsFile.Open(path);
-        var checkpoint = ForeignCheckpoints.Read("openai-clip", file);
+        var checkpoint = ForeignCheckpoints.Read("openai-clip", new SafetensorsTensors(file));
         Assert.Equal(config with { DropPathRate = 0 }, checkpoint.Spec.Config);
         Assert.Equal(["logit_scale", "token_embedding.weight"], checkpoint.LeftOut.Order());
         using var imported = (VisionTransformer)Imported(checkpoint);
@@ -137,8 +137,8 @@ public sealed class ForeignCheckpointTests
 
         using var file = SafetensorsFile.Open(path);
         // A 32-wide encoder is not a standard size and has no relative table: the heads must be given.
-        Assert.Contains("--heads", Assert.Throws<InvalidDataException>(() => ForeignCheckpoints.Read("unilm-vqkd", file)).Message);
-        var checkpoint = ForeignCheckpoints.Read("unilm-vqkd", file, heads: 2);
+        Assert.Contains("--heads", Assert.Throws<InvalidDataException>(() => ForeignCheckpoints.Read("unilm-vqkd", new SafetensorsTensors(file))).Message);
+        var checkpoint = ForeignCheckpoints.Read("unilm-vqkd", new SafetensorsTensors(file), heads: 2);
         Assert.Equal(vqkdConfig, checkpoint.Spec.Vqkd);
         Assert.Equal(3, checkpoint.LeftOut.Count);
         using var imported = (VqKd)Imported(checkpoint);
@@ -157,7 +157,7 @@ public sealed class ForeignCheckpointTests
         string path = dir.Combine("encoder.safetensors");
         Write(path, original.state_dict().Select(p => (p.Key, p.Value)));
         using var file = SafetensorsFile.Open(path);
-        var checkpoint = ForeignCheckpoints.Read("dall-e", file);
+        var checkpoint = ForeignCheckpoints.Read("dall-e", new SafetensorsTensors(file));
         Assert.Equal(config, checkpoint.Spec.Dvae);
         using var imported = (DalleEncoder)Imported(checkpoint);
         using var noGrad = no_grad();
@@ -172,7 +172,7 @@ public sealed class ForeignCheckpointTests
         string path = dir.Combine("odd.safetensors");
         Write(path, [("conv1.weight", zeros(64, 3, 8, 8)), ("positional_embedding", zeros(5, 64)), ("proj", zeros(64, 8)), ("adapter.weight", zeros(2))]);
         using var file = SafetensorsFile.Open(path);
-        var error = Assert.Throws<InvalidDataException>(() => ForeignCheckpoints.Read("openai-clip", file));
+        var error = Assert.Throws<InvalidDataException>(() => ForeignCheckpoints.Read("openai-clip", new SafetensorsTensors(file)));
         Assert.Contains("class_embedding", error.Message);
         Assert.Contains(path, error.Message);
     }
