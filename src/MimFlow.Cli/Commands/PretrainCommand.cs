@@ -13,8 +13,8 @@ internal static class PretrainCommand
     public static Command Create(CliContext context)
     {
         var shards = new Option<string?>("--shards") { Description = "Pre-tokenized shard folder (mimflow tokenize): beit, beitv2, maskdistill" };
-        var data = new Option<string?>("--data") { Description = "Dataset folder: ibot reads its multi-crop views from the data pipeline" };
-        var layout = new Option<string>("--layout") { Description = "imagenet, ade20k or folder (with --data)", DefaultValueFactory = _ => "imagenet" };
+        var data = new Option<string?>("--data") { Description = "Dataset: ibot reads its multi-crop views from it; with --shards, the dataset the shards were tokenized from, whose originals each row's view is replayed on (shards stored without images need it)" };
+        var layout = new Option<string?>("--layout") { Description = "Layout of --data: imagenet, ade20k or folder (default: the one the shards record; imagenet for ibot)" };
         layout.AcceptOnlyFromAmong("imagenet", "ade20k", "folder");
         var localCrops = new Option<int>("--local-crops") { Description = "iBOT local crops per image", DefaultValueFactory = _ => 10 };
         var objective = new Option<string>("--objective") { Description = "beit, beitv2, maskdistill (from shards) or ibot (from --data)", Required = true };
@@ -47,7 +47,7 @@ internal static class PretrainCommand
             var request = new PretrainRequest
             {
                 Shards = parsed.GetValue(shards), Data = parsed.GetValue(data), LocalCrops = parsed.GetValue(localCrops),
-                Layout = parsed.GetValue(layout) switch { "ade20k" => MimFlow.Data.Sources.DatasetLayout.Ade20k, "folder" => MimFlow.Data.Sources.DatasetLayout.Folder, _ => MimFlow.Data.Sources.DatasetLayout.ImageNet },
+                Layout = parsed.GetValue(layout) switch { null => null, "ade20k" => MimFlow.Data.Sources.DatasetLayout.Ade20k, "folder" => MimFlow.Data.Sources.DatasetLayout.Folder, _ => MimFlow.Data.Sources.DatasetLayout.ImageNet },
                 Objective = parsed.GetRequiredValue(objective), Model = parsed.GetRequiredValue(model),
                 OutputDirectory = parsed.GetRequiredValue(output), Steps = parsed.GetValue(steps), Epochs = parsed.GetValue(epochs),
                 BatchSize = parsed.GetValue(batch), Seed = parsed.GetValue(seed), CheckpointEvery = parsed.GetValue(every), Resume = parsed.GetValue(resume),

@@ -47,6 +47,20 @@ public static class ShardReader
         }
     }
 
+    /// <summary>The <c>path</c> column alone, row by row (a cheap pass over a set: no codes, features or images are read).</summary>
+    public static async IAsyncEnumerable<string> ReadPathsAsync(string path, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await using var stream = File.OpenRead(path);
+        await using var reader = await ParquetReader.CreateAsync(stream, null, leaveStreamOpen: false, cancellationToken);
+        var schema = new ShardSchema(ColumnsOf(reader.Schema));
+        for (int g = 0; g < reader.RowGroupCount; g++)
+        {
+            using var group = reader.OpenRowGroupReader(g);
+            foreach (string value in await Strings(group, schema.PathField, checked((int)group.RowCount), cancellationToken))
+                yield return value;
+        }
+    }
+
     private static async Task<string[]> Strings(ParquetRowGroupReader group, DataField field, int count, CancellationToken cancellationToken)
     {
         var values = new string[count];

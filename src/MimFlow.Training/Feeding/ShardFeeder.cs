@@ -7,6 +7,7 @@ using MimFlow.Data.Augment;
 using MimFlow.Data.Decoding;
 using MimFlow.Data.Masking;
 using MimFlow.Data.Pipeline;
+using MimFlow.Data.Sources;
 using MimFlow.Precompute.Shards;
 
 namespace MimFlow.Training.Feeding;
@@ -26,8 +27,11 @@ public sealed record FeederOptions
     /// <summary>BEiT's blockwise masking (or another generator) over the tokenizer's grid; null: no masks.</summary>
     public IMaskGenerator? Masks { get; init; }
 
-    /// <summary>The original dataset, for shard sets stored without images (the <c>path</c> column is relative to it).</summary>
-    public string? DataRoot { get; init; }
+    /// <summary>
+    /// The dataset the shards were tokenized from (any layout): each row's view is then replayed on its original image
+    /// (the <c>path</c> column names it) instead of the stored one. Needed for shards stored without images.
+    /// </summary>
+    public SampleIndex? Originals { get; init; }
 
     public void Validate()
     {
@@ -80,8 +84,9 @@ public sealed class ShardFeeder
         directory = shardDirectory;
         this.options = options;
         Manifest = ShardManifest.Read(shardDirectory);
-        if (!Manifest.Columns.Image && options.DataRoot is null)
-            throw new ArgumentException($"{shardDirectory}: the shards hold no images (tokenize --store-image); give the dataset root to replay from the originals");
+        if (!Manifest.Columns.Image && options.Originals is null)
+            throw new ArgumentException($"{shardDirectory}: the shards hold no images (tokenized without --store-image): give --data with the dataset they were " +
+                                        $"tokenized from ({Manifest.Configuration.Layout}, {Manifest.Configuration.Split} split) to replay each row's view on its original image");
         if (options.Masks is { } masks && Manifest.CodeLength > 0 && masks.Height * masks.Width != Manifest.CodeLength)
             throw new ArgumentException($"the mask grid {masks.Height}×{masks.Width} does not match the {Manifest.CodeLength} codes per row");
         Images = (int)(Manifest.Rows / Manifest.Configuration.Views);
@@ -104,6 +109,7 @@ public sealed class ShardFeeder
     /// </summary>
     public async IAsyncEnumerable<TrainingBatch> ReadEpochsAsync(int firstEpoch, long skipBatches = 0, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
+        await VerifyOriginalsAsync(cancellationToken);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var channel = System.Threading.Channels.Channel.CreateBounded<TrainingBatch>(
             new System.Threading.Channels.BoundedChannelOptions(options.PrefetchBatches) { SingleReader = true, SingleWriter = true });
@@ -195,6 +201,33 @@ public sealed class ShardFeeder
         }
     }
 
+    private bool originalsVerified;
+
+    /// <summary>
+    /// Before the first batch: every image the shards name is in the originals' listing, so a moved or different
+    /// dataset ends the run at once, naming the first missing image, rather than hours into training. Reads only the
+    /// shards' <c>path</c> column.
+    /// </summary>
+    public async Task VerifyOriginalsAsync(CancellationToken cancellationToken = default)
+    {
+        if (options.Originals is not { } originals || originalsVerified) return;
+        long checkedImages = 0;
+        foreach (var shard in Manifest.Shards)
+        {
+            string previous = "";
+            await foreach (string path in ShardReader.ReadPathsAsync(Path.Combine(directory, shard.Name), cancellationToken))
+            {
+                if (path == previous) continue;
+                previous = path;
+                if (!originals.TryFind(path, out _))
+                    throw new FileNotFoundException($"{originals.Root}: '{path}' (shard {shard.Name}) is not in this {originals.Layout} dataset: " +
+                                                    $"give --data the dataset the shards were tokenized from ({checkedImages:N0} images before it were found)");
+                checkedImages++;
+            }
+        }
+        originalsVerified = true;
+    }
+
     /// <summary>One row per image (its view for this epoch), shards in a seeded order, images through a seeded shuffle buffer.</summary>
     private async IAsyncEnumerable<ShardRow> ShuffledRowsAsync(int epoch, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
@@ -237,7 +270,7 @@ public sealed class ShardFeeder
         }
         catch (BadImageException e)
         {
-            throw new InvalidDataException($"{row.Path} (view {row.View}, sample {row.SampleId}): the stored image does not decode: {e.Reason}", e);
+            throw new InvalidDataException($"{row.Path} (view {row.View}, sample {row.SampleId}): the {(options.Originals is null ? "stored" : "original")} image does not decode: {e.Reason}", e);
         }
     }
 
@@ -245,8 +278,11 @@ public sealed class ShardFeeder
     {
         var parameters = AugmentParams.FromJson(row.Augment);
         var view = parameters.Views[0];
-        byte[] encoded = row.Image ?? File.ReadAllBytes(Path.Combine(options.DataRoot!, row.Path));
+        byte[] encoded = options.Originals is { } originals ? Original(originals, row) : row.Image!;
         var header = ImageHeader.Read(encoded, DecodeLimits.Default);
+        if (options.Originals is not null && (header.Width != row.SourceWidth || header.Height != row.SourceHeight))
+            throw new InvalidDataException($"{options.Originals.Root}: '{row.Path}' is {header.Width}×{header.Height}, but it was tokenized at " +
+                                           $"{row.SourceWidth}×{row.SourceHeight}: not the image the shards were made from");
         // A stored image is the source shrunk: the same crop in its pixels.
         double scaleX = (double)header.Width / row.SourceWidth, scaleY = (double)header.Height / row.SourceHeight;
         var crop = view.Crop;
@@ -264,6 +300,13 @@ public sealed class ShardFeeder
             generator.Next(ref random).CopyTo(mask);
         }
         return new Decoded(row, pixels, mask, view.Width);
+    }
+
+    private static byte[] Original(SampleIndex originals, ShardRow row)
+    {
+        if (!originals.TryFind(row.Path, out var sample))
+            throw new FileNotFoundException($"{originals.Root}: '{row.Path}' is not in the dataset the shards are replayed on");
+        return originals.ReadImage(sample);
     }
 
     private TrainingBatch Collate(List<Decoded> items, int epoch, long number)

@@ -19,9 +19,14 @@ public sealed record PretrainRequest
     /// <summary>Pre-tokenized shards (beit, beitv2, maskdistill).</summary>
     public string? Shards { get; init; }
 
-    /// <summary>A dataset folder (ibot reads its multi-crop views from the data pipeline).</summary>
+    /// <summary>
+    /// A dataset: ibot reads its multi-crop views from it; with <see cref="Shards"/>, the dataset the shards were
+    /// tokenized from, whose original images each row's view is replayed on (needed for shards stored without images).
+    /// </summary>
     public string? Data { get; init; }
-    public DatasetLayout Layout { get; init; } = DatasetLayout.ImageNet;
+
+    /// <summary>The layout of <see cref="Data"/>; null: the one the shards record, else ImageNet.</summary>
+    public DatasetLayout? Layout { get; init; }
 
     /// <summary>iBOT's local crops per image (10 in the paper).</summary>
     public int LocalCrops { get; init; } = 10;
@@ -217,13 +222,24 @@ public static class Pretrainer
         return store.Save(state, spec with { Config = backbone.Config }, backbone, module, optimizer.StateTensors());
     }
 
+    /// <summary>The dataset the shards were tokenized from, in the layout and split the manifest records unless told otherwise.</summary>
+    private static SampleIndex Originals(string data, DatasetLayout? layout, Precompute.Shards.ShardManifest manifest)
+    {
+        var recorded = manifest.Configuration;
+        var split = string.Equals(recorded.Split, "validation", StringComparison.OrdinalIgnoreCase) ? DatasetSplit.Validation : DatasetSplit.Train;
+        if (layout is { } given) return DatasetSource.Open(data, given, split);
+        if (!Enum.TryParse(recorded.Layout, ignoreCase: true, out DatasetLayout parsed))
+            throw new InvalidDataException($"the shards record the layout '{recorded.Layout}', which this version does not read; give --layout");
+        return DatasetSource.Open(data, parsed, split);
+    }
+
     private static (IMimObjective Objective, IPretrainingInput Input) Build(PretrainRequest request, VisionTransformer backbone)
     {
         var config = backbone.Config;
         if (request.Objective == "ibot")
         {
             var ibot = new IbotObjective(backbone);
-            var index = DatasetSource.Open(request.Data!, request.Layout);
+            var index = DatasetSource.Open(request.Data!, request.Layout ?? DatasetLayout.ImageNet);
             return (ibot, new MultiCropInput(index, ibot, request.BatchSize, request.LocalCrops, request.Seed, request.DecodeWorkers));
         }
         var manifest = Precompute.Shards.ShardManifest.Read(request.Shards!);
@@ -234,6 +250,7 @@ public static class Pretrainer
         var feeder = new ShardFeeder(request.Shards!, new FeederOptions
         {
             BatchSize = request.BatchSize, Seed = request.Seed, Masks = masks, DecodeWorkers = request.DecodeWorkers, ShuffleBuffer = request.ShuffleBuffer,
+            Originals = request.Data is { } data ? Originals(data, request.Layout, manifest) : null,
         });
         IMimObjective objective = request.Objective switch
         {

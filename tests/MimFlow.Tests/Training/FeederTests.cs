@@ -60,30 +60,34 @@ public sealed class FeederTests
     }
 
     [Fact]
-    public async Task Without_stored_images_the_feeder_replays_the_recorded_view_exactly_on_the_originals()
+    public async Task Without_stored_images_the_feeder_replays_each_rows_view_on_the_originals_as_the_data_pipeline_rendered_it()
     {
         using var fixture = await TokenizeFixture.CreateAsync(images: 6);
         string shards = fixture.Combine("shards");
-        await TokenizeJob.RunAsync(fixture.Request(shards) with { StoreImageMaxSide = null, Views = 1 });
-        Assert.Throws<ArgumentException>(() => new ShardFeeder(shards, Options()));
-        var feeder = new ShardFeeder(shards, Options() with { DataRoot = fixture.Data });
-        var rows = new Dictionary<string, ShardRow>();
-        foreach (var shard in feeder.Manifest.Shards)
-            await foreach (var row in ShardReader.ReadAsync(Path.Combine(shards, shard.Name))) rows[row.SampleId] = row;
+        var request = fixture.Request(shards) with { StoreImageMaxSide = null, Views = 1 };
+        await TokenizeJob.RunAsync(request);
+        Assert.Contains("--data", Assert.Throws<ArgumentException>(() => new ShardFeeder(shards, Options())).Message);
+        var feeder = new ShardFeeder(shards, Options() with { Originals = fixture.Index });
 
+        // The data pipeline's own rendering of the tokenized views: the tokenize recipe, seed and order, float32 batches.
+        var rendered = new Dictionary<string, (float[] Pixels, int Label)>();
+        var loader = new DataflowLoader(fixture.Index, new RepeatedDraws(new PretrainRecipe(32, null), 1), new LoaderOptions
+        {
+            BatchSize = 2, Seed = request.Seed, Epoch = 0, Format = PixelFormat.Float32, Shuffle = false, DecodeWorkers = 2,
+        });
+        await foreach (var batch in loader.ReadEpochAsync())
+            using (batch)
+                for (int r = 0; r < batch.Count; r++)
+                    rendered[TokenizeJob.SampleId(batch.Samples[r].RelativePath)] = (batch.ViewFloats(0).Slice(r * 3 * 32 * 32, 3 * 32 * 32).ToArray(), batch.Labels[r]);
+
+        int compared = 0;
         foreach (var batch in await Epoch(feeder, 0))
-            for (int r = 0; r < batch.Count; r++)
+            for (int r = 0; r < batch.Count; r++, compared++)
             {
-                var row = rows[batch.SampleIds[r]];
-                byte[] bytes = File.ReadAllBytes(Path.Combine(fixture.Data, row.Path));
-                var parameters = AugmentParams.FromJson(row.Augment);
-                var planar = new byte[3 * 32 * 32];
-                Augmenter.Render(bytes, ImageHeader.Read(bytes, DecodeLimits.Default), AugmentParams.Of(parameters.Views[0]), [new ViewShape(32, 32)], [planar]);
-                var expected = new float[planar.Length];
-                PixelNormalizer.ToFloat(planar, expected, imageNetStatistics: true);
-                Assert.Equal(expected, batch.Pixels.AsSpan(r * planar.Length, planar.Length).ToArray());
-                Assert.Equal(row.Codes!.Select(c => (long)c), batch.Codes.AsSpan(r * 16, 16).ToArray());
-                Assert.Equal(row.Label, batch.Labels[r]);
+                var (pixels, label) = rendered[batch.SampleIds[r]];
+                Assert.Equal(pixels, batch.Pixels.AsSpan(r * pixels.Length, pixels.Length).ToArray());
+                Assert.Equal(label, batch.Labels[r]);
             }
+        Assert.Equal(6, compared);
     }
 }

@@ -66,6 +66,53 @@ public sealed class PretrainTests
     }
 
     [Fact]
+    public async Task Codes_only_shards_pretrain_on_the_originals_given_with_data_and_resume_exactly()
+    {
+        using var fixture = await TokenizeFixture.CreateAsync(images: 12);
+        string shards = fixture.Combine("shards");
+        await TokenizeJob.RunAsync(fixture.Request(shards) with { StoreImageMaxSide = null, TeacherDirectory = null });
+        string student = Student(fixture);
+        var refused = await Assert.ThrowsAsync<ArgumentException>(() => Pretrainer.RunAsync(Request(fixture, shards, student, fixture.Combine("refused"))));
+        Assert.Contains("--data", refused.Message);
+
+        PretrainRequest FromOriginals(string run, string? data = null) => Request(fixture, shards, student, run) with { Data = data ?? fixture.Data };
+        string whole = fixture.Combine("whole");
+        await Pretrainer.RunAsync(FromOriginals(whole));
+        var losses = Losses(whole);
+        Assert.Equal(12, losses.Count);
+        Assert.True(losses.Skip(8).Average() < losses.Take(4).Average(), $"loss must fall: {string.Join(", ", losses.Select(l => l.ToString("F3")))}");
+
+        string resumed = fixture.Combine("resumed");
+        using (var stop = new CancellationTokenSource())
+        {
+            var progress = new SynchronousProgress<PretrainProgress>(p => { if (p.Step == 6) stop.Cancel(); });
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Pretrainer.RunAsync(FromOriginals(resumed), progress, stop.Token));
+        }
+        await Pretrainer.RunAsync(FromOriginals(resumed) with { Resume = true });
+        Assert.Equal(losses, Losses(resumed));
+
+        // Another dataset (one image gone) ends the run before its first step, naming the first missing image.
+        string moved = fixture.Combine("moved");
+        CopyFolder(fixture.Data, moved);
+        string gone = Directory.EnumerateFiles(Path.Combine(moved, "train"), "*.JPEG", SearchOption.AllDirectories).Order(StringComparer.Ordinal).Skip(3).First();
+        File.Delete(gone);
+        string lost = fixture.Combine("lost");
+        var missing = await Assert.ThrowsAsync<FileNotFoundException>(() => Pretrainer.RunAsync(FromOriginals(lost, moved)));
+        Assert.Contains(Path.GetRelativePath(moved, gone).Replace('\\', '/'), missing.Message);
+        Assert.False(File.Exists(Path.Combine(lost, "metrics.jsonl")) && File.ReadAllText(Path.Combine(lost, "metrics.jsonl")).Length > 0);
+    }
+
+    private static void CopyFolder(string from, string to)
+    {
+        foreach (string file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories))
+        {
+            string target = Path.Combine(to, Path.GetRelativePath(from, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            File.Copy(file, target);
+        }
+    }
+
+    [Fact]
     public async Task Beit_v2_and_maskdistill_train_from_the_same_shards()
     {
         using var fixture = await TokenizeFixture.CreateAsync(images: 8);
