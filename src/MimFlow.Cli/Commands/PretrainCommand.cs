@@ -18,7 +18,7 @@ internal static class PretrainCommand
         layout.AcceptOnlyFromAmong("imagenet", "ade20k", "folder");
         var localCrops = new Option<int>("--local-crops") { Description = "iBOT local crops per image", DefaultValueFactory = _ => 10 };
         var objective = new Option<string>("--objective") { Description = "beit, beitv2, maskdistill (from shards) or ibot (from --data)", Required = true };
-        objective.AcceptOnlyFromAmong("beit", "beitv2", "maskdistill", "ibot");
+        objective.AcceptOnlyFromAmong([.. PretrainingObjectives.Names]);
         var model = new Option<string>("--model") { Description = "Architecture (beit-base, …) or a model directory to start from", Required = true };
         var output = new Option<string>("--out") { Description = "Run folder: checkpoints/, metrics.jsonl, latest.json", Required = true };
         var steps = new Option<long?>("--steps") { Description = "Optimisation steps" };

@@ -7,6 +7,7 @@ using MimFlow.Data.Pipeline;
 using MimFlow.Data.Sources;
 using MimFlow.Models.Backbones;
 using MimFlow.Models.Interop;
+using MimFlow.Training.Kernel;
 using MimFlow.Training.Optimization;
 using MimFlow.Training.Runs;
 using TorchSharp;
@@ -218,6 +219,8 @@ public static class Finetuner
         var schedule = CosineSchedule.LearningRate(lr, request.MinLearningRate ?? (probe ? 0 : 1e-6), totalSteps, warmup);
         run.Restore(spec.Architecture, model, optimizer);
         var start = run.Start(perEpoch);
+        // The linear probe's head is not clipped (BEiT's linear eval); fine-tuning clips only when asked.
+        var kernel = new TrainerKernel(optimizer, request.Seed, device, probe ? null : request.ClipGradient);
 
         int size = model.Config.ImgSize;
         IAugmentRecipe recipe = probe
@@ -244,8 +247,8 @@ public static class Finetuner
             (batch, at, rate) =>
             {
                 var outcome = probe
-                    ? ProbeStep(model, optimizer, batch, device, rate)
-                    : ClassifyStep(model, optimizer, mixer, batch, device, rate, smoothing, classes, request, at);
+                    ? ProbeStep(kernel, model, batch, device, rate, at)
+                    : ClassifyStep(kernel, model, mixer, batch, device, rate, smoothing, classes, request, at);
                 var terms = probe ? null : new Dictionary<string, object>
                 {
                     ["mix"] = outcome.Mix.Kind.ToString().ToLowerInvariant(), ["lambda"] = outcome.Mix.Lambda,
@@ -272,10 +275,10 @@ public static class Finetuner
             run.Checkpoint!);
     }
 
-    private readonly record struct StepOutcome(double Loss, int Images, MixDraw Mix);
+    private readonly record struct ClassifyOutcome(double Loss, int Images, MixDraw Mix);
 
     /// <summary>One fine-tuning step; synchronous, so its dispose scope and grad mode stay on one thread.</summary>
-    private static StepOutcome ClassifyStep(VisionTransformer model, FlatAdamW optimizer, MixupCutmix? mixer, Batch batch, Device device, double lr,
+    private static ClassifyOutcome ClassifyStep(TrainerKernel kernel, VisionTransformer model, MixupCutmix? mixer, Batch batch, Device device, double lr,
         double smoothing, int classes, FinetuneRequest request, long step)
     {
         using var scope = NewDisposeScope();
@@ -284,43 +287,22 @@ public static class Finetuner
         var (inputs, targets, draw) = mixer is null
             ? (pixels, MixupCutmix.Targets(labels, classes, 1.0, smoothing), new MixDraw(MixKind.None, 1.0, null))
             : mixer.Apply(pixels, labels, ref random);
-        using var generator = new Generator(StableRandom.For(request.Seed, "drop-path", (ulong)step).NextUInt64(), device);
-        Block.UseGenerator(model, generator);
-        try
-        {
-            var loss = MixupCutmix.SoftTargetCrossEntropy(model.ForwardHead(model.ForwardFeatures(inputs)), targets);
-            double value = loss.item<float>();
-            if (double.IsFinite(value))
-            {
-                loss.backward();
-                if (request.ClipGradient is double clip) optimizer.ClipGradNorm(clip);
-                optimizer.Step(lr);
-            }
-            optimizer.ZeroGrad();
-            return new StepOutcome(value, batch.Count, draw);
-        }
-        finally
-        {
-            Block.UseGenerator(model, null);
-        }
+        var outcome = kernel.Step(step, lr, model, () => MixupCutmix.SoftTargetCrossEntropy(model.ForwardHead(model.ForwardFeatures(inputs)), targets));
+        return new ClassifyOutcome(outcome.Loss, batch.Count, draw);
     }
 
     /// <summary>One linear-probe step: frozen features without autograd, then the head alone with plain cross-entropy.</summary>
-    private static StepOutcome ProbeStep(VisionTransformer model, FlatAdamW optimizer, Batch batch, Device device, double lr)
+    private static ClassifyOutcome ProbeStep(TrainerKernel kernel, VisionTransformer model, Batch batch, Device device, double lr, long step)
     {
         using var scope = NewDisposeScope();
         var (pixels, labels) = Evaluator.Upload(batch, device);
-        Tensor features;
-        using (no_grad()) features = model.ForwardFeatures(pixels);
-        var loss = nn.functional.cross_entropy(model.ForwardHead(features), labels);
-        double value = loss.item<float>();
-        if (double.IsFinite(value))
+        var outcome = kernel.Step(step, lr, model, () =>
         {
-            loss.backward();
-            optimizer.Step(lr);
-        }
-        optimizer.ZeroGrad();
-        return new StepOutcome(value, batch.Count, new MixDraw(MixKind.None, 1.0, null));
+            Tensor features;
+            using (no_grad()) features = model.ForwardFeatures(pixels);
+            return nn.functional.cross_entropy(model.ForwardHead(features), labels);
+        });
+        return new ClassifyOutcome(outcome.Loss, batch.Count, new MixDraw(MixKind.None, 1.0, null));
     }
 
     /// <summary>
@@ -330,30 +312,12 @@ public static class Finetuner
     public static (ModelSpec Spec, VisionTransformer Model) BuildClassifier(FinetuneRequest request, int classes)
     {
         bool probe = request.IsLinearProbe;
-        ModelSpec sourceSpec;
-        VisionTransformer? source = null;
-        if (Directory.Exists(request.Model))
-        {
-            sourceSpec = ModelDirectory.ReadSpec(request.Model);
-            if (sourceSpec.Kind != ModelKind.Vit) throw new ArgumentException($"{request.Model}: a {sourceSpec.Kind.ToString().ToLowerInvariant()} model cannot be fine-tuned as a classifier");
-            int? resize = request.ImageSize is int size && size != sourceSpec.Config!.ImgSize ? size : null;
-            (sourceSpec, source) = ModelDirectory.LoadVit(request.Model, resize);
-        }
-        else
-        {
-            if (request.Model.Contains('/') || request.Model.Contains('\\'))
-                throw new ArgumentException($"{request.Model}: neither a model directory nor an architecture name");
-            sourceSpec = ModelCatalog.Spec(request.Model);
-            if (sourceSpec.Kind != ModelKind.Vit) throw new ArgumentException($"{request.Model}: not a ViT architecture");
-            if (request.ImageSize is int size) sourceSpec = sourceSpec with { Config = sourceSpec.Config! with { ImgSize = size } };
-        }
-        using var loaded = source;
-        var sourceConfig = sourceSpec.Config!;
-        var config = sourceConfig with
+        var source = BackboneSource.Resolve(request.Model, "classifier", request.ImageSize);
+        var config = source.Config with
         {
             GlobalPool = "avg", NumClasses = classes, UseMaskToken = false, DropPathRate = probe ? 0 : request.DropPath,
             // BEiT fine-tunes a shared relative position bias as one table per block, each starting from the shared one.
-            UseRelPosBias = sourceConfig.UseRelPosBias || sourceConfig.UseSharedRelPosBias, UseSharedRelPosBias = false,
+            UseRelPosBias = source.Config.UseRelPosBias || source.Config.UseSharedRelPosBias, UseSharedRelPosBias = false,
         };
         var model = new VisionTransformer(config);
         try
@@ -365,37 +329,14 @@ public static class Finetuner
                 // BEiT's init_scale (0.001) for fine-tuning; std 0.01 = 0.02 × 0.5 for the linear probe (run_linear_eval).
                 foreach (var (_, parameter) in head) parameter.mul_(probe ? 0.5 : 0.001);
             }
-            if (loaded is not null) CopyBackbone(loaded, model, request.Model);
+            BackboneSource.CopyWeights(source, model, new BackboneTransfer("classifier", NotCopied: ["head."], MayBeMissing: ["fc_norm."]));
         }
         catch
         {
             model.Dispose();
             throw;
         }
-        return (sourceSpec with { Config = config }, model);
-    }
-
-    /// <summary>Copies every backbone tensor of <paramref name="source"/> into <paramref name="target"/> by name (see the class remarks).</summary>
-    private static void CopyBackbone(VisionTransformer source, VisionTransformer target, string origin)
-    {
-        const string sharedTable = "rel_pos_bias.relative_position_bias_table";
-        var from = source.state_dict();
-        using var noGrad = no_grad();
-        foreach (var (name, destination) in target.state_dict())
-        {
-            if (name.StartsWith("head.", StringComparison.Ordinal) || name.EndsWith("relative_position_index", StringComparison.Ordinal)) continue;
-            Tensor? value = from.TryGetValue(name, out var same) ? same
-                : name.EndsWith("attn.relative_position_bias_table", StringComparison.Ordinal) && from.TryGetValue(sharedTable, out var shared) ? shared
-                : null;
-            if (value is null)
-            {
-                if (name.StartsWith("fc_norm.", StringComparison.Ordinal)) continue;
-                throw new InvalidDataException($"{origin}: '{name}' is missing for the classifier");
-            }
-            if (!value.shape.SequenceEqual(destination.shape))
-                throw new InvalidDataException($"{origin}: '{name}' has shape [{string.Join(", ", value.shape)}], the classifier expects [{string.Join(", ", destination.shape)}]");
-            destination.copy_(value);
-        }
+        return (source.Spec with { Config = config }, model);
     }
 
     private static void WriteEvaluations(string runDirectory, IReadOnlyList<EpochEvaluation> evaluations)

@@ -18,7 +18,7 @@ namespace MimFlow.Training.Objectives;
 /// for average pooling has no such norm (only the fine-tuning <c>fc_norm</c>), so the MIM head then carries the
 /// LayerNorm itself: either way the head reads normalised final states.
 /// </remarks>
-public sealed class BeitObjective : nn.Module, IMimObjective
+public sealed class BeitObjective : nn.Module, IShardObjective
 {
     [ComponentName(Name = "backbone")] private readonly VisionTransformer backbone;
     [ComponentName(Name = "head")] private readonly MimHead head;
@@ -41,6 +41,12 @@ public sealed class BeitObjective : nn.Module, IMimObjective
 
     /// <summary>BEiT's initialisation (truncated normal 0.02, residual rescaling) of the backbone and the MIM head.</summary>
     public void Initialize(long seed) => Initialization.Apply(this, seed, backbone.Config.InitValues, _ => true);
+
+    /// <summary>BEiT pretrains with AdamW β 0.9/0.999.</summary>
+    public double DefaultBeta2 => 0.999;
+
+    public ObjectiveLoss Loss(Tensor pixels, Tensor mask, ShardTargets targets) =>
+        Loss(pixels, mask, targets.Codes ?? throw new ArgumentException("beit needs shards with codes (tokenize --tokenizer)"));
 
     /// <param name="pixels">[B, 3, H, W], normalised.</param>
     /// <param name="mask">[B, N], 1 (or true) where the patch is masked.</param>

@@ -35,7 +35,7 @@ public sealed record BeitV2Options
 /// can carry what layer l's patches lack. With an average-pooling backbone (no final norm) the head's own LayerNorm
 /// plays that shared role for both branches.
 /// </remarks>
-public sealed class BeitV2Objective : nn.Module, IMimObjective
+public sealed class BeitV2Objective : nn.Module, IShardObjective
 {
     [ComponentName(Name = "backbone")] private readonly VisionTransformer backbone;
     [ComponentName(Name = "aggregation")] private readonly PatchAggregation aggregation;
@@ -117,6 +117,12 @@ public sealed class BeitV2Objective : nn.Module, IMimObjective
         string weightName = name[..name.LastIndexOf('.')] + ".weight";
         return named_parameters().First(p => p.name == weightName).parameter.shape[1];
     }
+
+    /// <summary>BEiT v2 pretrains with AdamW β 0.9/0.98.</summary>
+    public double DefaultBeta2 => 0.98;
+
+    public ObjectiveLoss Loss(Tensor pixels, Tensor mask, ShardTargets targets) =>
+        Loss(pixels, mask, targets.Codes ?? throw new ArgumentException("beitv2 needs shards with codes (tokenize --tokenizer)"));
 
     /// <param name="pixels">[B, 3, H, W], normalised.</param>
     /// <param name="mask">[B, N], 1 (or true) where the patch is masked.</param>

@@ -22,6 +22,40 @@ public interface IMimObjective
 
     /// <summary>The initialisation the papers' code gives a fresh run, all from one seed; skip it when loading weights.</summary>
     void Initialize(long seed);
+
+    /// <summary>AdamW's β2 in the method's recipe, unless a run sets its own.</summary>
+    double DefaultBeta2 { get; }
+
+    /// <summary>Whether the objective may compute in a bf16 copy over fp32 master weights (an objective whose own state
+    /// trains beside the optimiser, such as an EMA teacher, may not).</summary>
+    bool SupportsLowPrecision => true;
+
+    /// <summary>Between backward and the optimizer step, with the gradients in place.</summary>
+    void AfterBackward(StepPosition at) { }
+
+    /// <summary>After the optimizer step, with the new weights.</summary>
+    void AfterStep(StepPosition at) { }
+}
+
+/// <summary>Where a step stands in its run, for objectives whose behaviour follows the schedule.</summary>
+public readonly record struct StepPosition(long Step, long TotalSteps, int Epoch);
+
+/// <summary>What a shard row gives an objective besides its view and mask: the tokenizer's codes [B, N] and the teacher's features [B, N, D], where stored.</summary>
+public sealed record ShardTargets(Tensor? Codes, Tensor? Features);
+
+/// <summary>An objective that trains from pre-tokenized shards: one view per image, its mask and the stored targets.</summary>
+public interface IShardObjective : IMimObjective
+{
+    /// <param name="pixels">[B, 3, S, S] in the objective's parameter type.</param>
+    /// <param name="mask">[B, N], 1 where masked.</param>
+    ObjectiveLoss Loss(Tensor pixels, Tensor mask, ShardTargets targets);
+}
+
+/// <summary>An objective that reads multi-crop views from the data pipeline: masked global crops and local crops.</summary>
+public interface IMultiCropObjective : IMimObjective
+{
+    /// <param name="epoch">The fractional epoch, for schedules that follow it (teacher temperatures).</param>
+    ObjectiveLoss Loss(IReadOnlyList<Tensor> globals, IReadOnlyList<Tensor> masks, IReadOnlyList<Tensor>? locals, double epoch);
 }
 
 internal static class ObjectiveInputs

@@ -1,5 +1,6 @@
 using MimFlow.Models.Backbones;
 using MimFlow.Models.Heads;
+using MimFlow.Training.Optimization;
 using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
@@ -23,6 +24,9 @@ public sealed record IbotOptions
     public bool NormLastLayer { get; init; } = true;
 
     public double StudentTemperature { get; init; } = 0.1;
+
+    /// <summary>Epochs during which the prototypes take no step (<c>freeze_last_layer</c>).</summary>
+    public int FreezeLastLayerEpochs { get; init; } = 1;
 
     /// <summary>EMA momentum of the [CLS] center (<c>center_momentum</c>).</summary>
     public double CenterMomentum { get; init; } = 0.9;
@@ -80,7 +84,7 @@ public sealed record TeacherTemperatureSchedule(double Warmup, double Final, int
 /// smaller than the globals (96 vs 224 px): the backbone then interpolates its absolute position embeddings as DINO
 /// does, which needs a backbone without relative position biases.
 /// </remarks>
-public sealed class IbotObjective : nn.Module, IMimObjective
+public sealed class IbotObjective : nn.Module, IMultiCropObjective
 {
     [ComponentName(Name = "backbone")] private readonly VisionTransformer backbone;
     [ComponentName(Name = "head")] private readonly DinoHead head;
@@ -129,6 +133,24 @@ public sealed class IbotObjective : nn.Module, IMimObjective
 
     /// <summary>The patch center [1, 1, K] (buffer <c>center2</c>).</summary>
     public Tensor PatchCenter => patchCenter;
+
+    /// <summary>iBOT (as DINO) uses AdamW's default β 0.9/0.999.</summary>
+    public double DefaultBeta2 => 0.999;
+
+    /// <summary>The EMA teacher moves with the fp32 masters, so iBOT computes in fp32.</summary>
+    public bool SupportsLowPrecision => false;
+
+    /// <summary>iBOT's freeze_last_layer: no step for the prototypes during the first epoch.</summary>
+    public void AfterBackward(StepPosition at)
+    {
+        if (at.Epoch < options.FreezeLastLayerEpochs) FreezeLastLayerGradients();
+    }
+
+    /// <summary>The teacher follows the student by EMA, its momentum on iBOT's cosine from 0.996 to 1 over the run.</summary>
+    public void AfterStep(StepPosition at) => UpdateTeacher(CosineSchedule.EmaMomentum(at.TotalSteps).ValueAt(at.Step));
+
+    public ObjectiveLoss Loss(IReadOnlyList<Tensor> globals, IReadOnlyList<Tensor> masks, IReadOnlyList<Tensor>? locals, double epoch) =>
+        Loss(globals, masks, locals, TeacherTemperatures.Ibot(epoch));
 
     /// <summary>The student's backbone and head; never the teacher (no gradients) nor a fixed prototype gain.</summary>
     public IReadOnlyList<Parameter> TrainableParameters() => ObjectiveInputs.Trainable(this);

@@ -33,7 +33,7 @@ public sealed record MaskDistillOptions
 /// alike whatever the teacher's feature magnitudes; no affine, because a learnable target scale would let the
 /// objective shrink its own target.
 /// </remarks>
-public sealed class MaskDistillObjective : nn.Module, IMimObjective
+public sealed class MaskDistillObjective : nn.Module, IShardObjective
 {
     [ComponentName(Name = "backbone")] private readonly VisionTransformer backbone;
     [ComponentName(Name = "head")] private readonly MimHead head;
@@ -68,6 +68,12 @@ public sealed class MaskDistillObjective : nn.Module, IMimObjective
     /// <summary>LayerNorm without affine over the feature dimension: the regression target of each token.</summary>
     public Tensor NormalizeTargets(Tensor teacherFeatures) =>
         nn.functional.layer_norm(teacherFeatures, [teacherFeatures.shape[^1]], eps: options.TargetEps);
+
+    /// <summary>MaskDistill pretrains with AdamW β 0.9/0.98.</summary>
+    public double DefaultBeta2 => 0.98;
+
+    public ObjectiveLoss Loss(Tensor pixels, Tensor mask, ShardTargets targets) =>
+        Loss(pixels, mask, targets.Features ?? throw new ArgumentException("maskdistill needs teacher features in the shards (tokenize --teacher)"));
 
     /// <param name="pixels">[B, 3, H, W], normalised for the student.</param>
     /// <param name="mask">[B, N], 1 (or true) where the patch is masked.</param>

@@ -6,6 +6,7 @@ using MimFlow.Models.Backbones;
 using MimFlow.Models.Interop;
 using MimFlow.Training.Feeding;
 using MimFlow.Training.Objectives;
+using MimFlow.Training.Kernel;
 using MimFlow.Training.Optimization;
 using MimFlow.Training.Runs;
 using TorchSharp;
@@ -73,9 +74,9 @@ public sealed record PretrainRequest
 
     public void Validate()
     {
-        if (Objective is not ("beit" or "beitv2" or "maskdistill" or "ibot")) throw new ArgumentException($"unknown objective '{Objective}' (beit, beitv2, maskdistill, ibot)");
-        if (Objective == "ibot" && Data is null) throw new ArgumentException("ibot reads its multi-crop views from a dataset: give --data (and --layout)");
-        if (Objective != "ibot" && Shards is null) throw new ArgumentException($"{Objective} trains from pre-tokenized shards: give --shards");
+        var source = PretrainingObjectives.Find(Objective).Source;
+        if (source == ObjectiveSource.Dataset && Data is null) throw new ArgumentException($"{Objective} reads its multi-crop views from a dataset: give --data (and --layout)");
+        if (source == ObjectiveSource.Shards && Shards is null) throw new ArgumentException($"{Objective} trains from pre-tokenized shards: give --shards");
         if ((Steps is null) == (Epochs is null)) throw new ArgumentException("give exactly one of --steps and --epochs");
         if (BatchSize < 1 || CheckpointEvery < 1) throw new ArgumentException("the batch size and the checkpoint interval must be at least 1");
         if (MaskRatio is <= 0 or >= 1) throw new ArgumentException($"the mask ratio must be in (0, 1) (got {MaskRatio})");
@@ -106,27 +107,29 @@ public static class Pretrainer
         if (!request.Resume && store.Latest() is not null)
             throw new InvalidOperationException($"{request.OutputDirectory}: holds a run already; pass --resume to continue it or choose a new folder");
 
-        var (spec, backbone) = Backbone(request.Model);
+        var source = BackboneSource.Resolve(request.Model, "pretraining backbone");
+        var spec = source.Spec with { Config = source.Config with { UseMaskToken = true, NumClasses = 0 } };
+        var backbone = new VisionTransformer(spec.Config!);
         var config = backbone.Config;
-        var (objective, input) = Build(request, backbone);
+        var (objective, input, createObjective) = Build(request, backbone);
         if (input.BatchesPerEpoch == 0) throw new ArgumentException($"{request.Shards ?? request.Data}: too few images for one full batch of {request.BatchSize}");
         long totalSteps = request.Steps ?? request.Epochs!.Value * input.BatchesPerEpoch;
 
         using var module = (nn.Module)objective;
         objective.Initialize((long)request.Seed);
-        if (Directory.Exists(request.Model)) LoadBackbone(request.Model, backbone);
+        BackboneSource.CopyWeights(source, backbone, new BackboneTransfer("pretraining backbone", NotCopied: [], MayBeMissing: ["mask_token"]));
         module.to(device);
         using var optimizer = new FlatAdamW(ParameterGroups.Build(module), new AdamWOptions
         {
-            Beta2 = request.Beta2 ?? (request.Objective == "beit" ? 0.999 : 0.98), WeightDecay = request.WeightDecay,
+            Beta2 = request.Beta2 ?? objective.DefaultBeta2, WeightDecay = request.WeightDecay,
         });
-        var computeType = request.Objective == "ibot" ? ScalarType.Float32
+        var computeType = !objective.SupportsLowPrecision ? ScalarType.Float32
             : request.ComputeType ?? (device.type == DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32);
         IMimObjective? compute = null;
         LowPrecisionShadow? shadow = null;
         if (computeType != ScalarType.Float32)
         {
-            compute = Build(request, new VisionTransformer(backbone.Config)).Objective;
+            compute = createObjective(new VisionTransformer(backbone.Config));
             ((nn.Module)compute).to(device);
             ((nn.Module)compute).train();
             shadow = new LowPrecisionShadow((nn.Module)compute, optimizer, computeType);
@@ -135,7 +138,7 @@ public static class Pretrainer
         using var shadowOwner = shadow;
         long warmup = request.WarmupSteps ?? Math.Min(totalSteps / 10, 10 * input.BatchesPerEpoch);
         var schedule = CosineSchedule.LearningRate(request.LearningRate, request.MinLearningRate, totalSteps, warmup);
-        var momentum = CosineSchedule.EmaMomentum(totalSteps);
+        var kernel = new TrainerKernel(optimizer, request.Seed, device, request.ClipGradient);
 
         var state = new TrainerState(0, 0, 0, 0, request.Objective, spec.Architecture, request.Seed);
         if (resumeFrom is not null)
@@ -169,26 +172,22 @@ public static class Pretrainer
             using (var scope = NewDisposeScope())
             {
                 double lr = schedule.ValueAt(step);
-                using var generator = new Generator(StableRandom.For(request.Seed, "drop-path", (ulong)step).NextUInt64(), device);
                 var runner = compute ?? objective;
-                shadow?.PullWeights();
-                Block.UseGenerator((nn.Module)runner, generator);
-                using var loss = batch.Loss(runner);
-                var values = loss.ToMetrics();
-                double total = values["loss"];
-                double gradientNorm = double.NaN;
-                if (!double.IsFinite(total)) optimizer.ZeroGrad();
-                else
-                {
-                    loss.Total.backward();
-                    shadow?.PushGradients();
-                    if (objective is IbotObjective ibotEpochZero && batch.Epoch == 0) ibotEpochZero.FreezeLastLayerGradients();
-                    gradientNorm = optimizer.ClipGradNorm(request.ClipGradient);
-                    optimizer.Step(lr);
-                    optimizer.ZeroGrad();
-                    if (objective is IbotObjective ibot) ibot.UpdateTeacher(momentum.ValueAt(step));
-                }
-                Block.UseGenerator((nn.Module)runner, null);
+                var at = new StepPosition(step, totalSteps, batch.Epoch);
+                var hooks = new StepHooks(
+                    BeforeForward: shadow is null ? null : shadow.PullWeights,
+                    AfterBackward: () =>
+                    {
+                        shadow?.PushGradients();
+                        objective.AfterBackward(at);
+                    },
+                    AfterStep: () => objective.AfterStep(at));
+                ObjectiveLoss? loss = null;
+                var outcome = kernel.Step(step, lr, (nn.Module)runner, () => (loss = batch.Loss(runner)).Total, hooks);
+                using var ownedLoss = loss;
+                var values = loss!.ToMetrics();
+                double total = outcome.Loss;
+                double gradientNorm = outcome.GradientNorm;
                 double seconds = stepClock.Elapsed.TotalSeconds;
                 var terms = values.Where(p => p.Key != "loss").ToDictionary(p => $"loss_{p.Key}", p => (object)p.Value);
                 terms["grad_norm"] = gradientNorm;
@@ -233,18 +232,26 @@ public static class Pretrainer
         return DatasetSource.Open(data, parsed, split);
     }
 
-    private static (IMimObjective Objective, IPretrainingInput Input) Build(PretrainRequest request, VisionTransformer backbone)
+    /// <summary>The objective over the backbone, its input, and how to build the same objective over another backbone
+    /// (the low-precision compute copy).</summary>
+    private static (IMimObjective Objective, IPretrainingInput Input, Func<VisionTransformer, IMimObjective> Create) Build(PretrainRequest request, VisionTransformer backbone)
     {
         var config = backbone.Config;
-        if (request.Objective == "ibot")
+        var entry = PretrainingObjectives.Find(request.Objective);
+        if (entry.Source == ObjectiveSource.Dataset)
         {
-            var ibot = new IbotObjective(backbone);
+            var setup = new ObjectiveSetup(request, null);
+            var objective = entry.Create(backbone, setup) as IMultiCropObjective
+                ?? throw new InvalidOperationException($"{entry.Name} is registered as reading multi-crop views but does not implement them");
             var index = DatasetSource.Open(request.Data!, request.Layout ?? DatasetLayout.ImageNet);
-            return (ibot, new MultiCropInput(index, ibot, request.BatchSize, request.LocalCrops, request.Seed, request.DecodeWorkers));
+            return (objective, new MultiCropInput(index, objective, request.BatchSize, request.LocalCrops, request.Seed, request.DecodeWorkers), b => entry.Create(b, setup));
         }
         var manifest = Precompute.Shards.ShardManifest.Read(request.Shards!);
         if (manifest.CodeLength > 0 && manifest.CodeLength != config.NumPatches)
             throw new ArgumentException($"{request.Shards}: {manifest.CodeLength} codes per image, but {request.Model} has {config.NumPatches} patches ({config.GridSize}×{config.GridSize})");
+        var shardSetup = new ObjectiveSetup(request, manifest);
+        var shardObjective = entry.Create(backbone, shardSetup) as IShardObjective
+            ?? throw new InvalidOperationException($"{entry.Name} is registered as reading shards but does not take shard targets");
         var masks = new BlockwiseMaskGenerator(config.GridSize, config.GridSize, (int)Math.Round(request.MaskRatio * config.NumPatches),
             MinBlockPatches: Math.Min(16, Math.Max(1, config.NumPatches / 12)));
         var feeder = new ShardFeeder(request.Shards!, new FeederOptions
@@ -252,48 +259,6 @@ public static class Pretrainer
             BatchSize = request.BatchSize, Seed = request.Seed, Masks = masks, DecodeWorkers = request.DecodeWorkers, ShuffleBuffer = request.ShuffleBuffer,
             Originals = request.Data is { } data ? Originals(data, request.Layout, manifest) : null,
         });
-        IMimObjective objective = request.Objective switch
-        {
-            "beit" => new BeitObjective(backbone, RequireCodes(manifest)),
-            "beitv2" => new BeitV2Objective(backbone, new BeitV2Options { CodebookSize = RequireCodes(manifest) }),
-            _ => new MaskDistillObjective(backbone, manifest.FeatureShape?[1] ?? throw new ArgumentException("maskdistill needs shards with teacher features (tokenize --teacher)")),
-        };
-        return (objective, new ShardInput(feeder, objective));
-    }
-
-    private static int RequireCodes(Precompute.Shards.ShardManifest manifest) =>
-        manifest.CodebookSize > 0 ? manifest.CodebookSize : throw new ArgumentException("this objective needs shards with codes (tokenize --tokenizer)");
-
-    /// <summary>A named architecture (with a mask token, as MIM needs) or a model directory to start from.</summary>
-    private static (ModelSpec Spec, VisionTransformer Backbone) Backbone(string model)
-    {
-        if (Directory.Exists(model))
-        {
-            var stored = ModelDirectory.ReadSpec(model);
-            if (stored.Kind != ModelKind.Vit) throw new ArgumentException($"{model}: a {stored.Kind} model cannot be a pretraining backbone");
-            var config = stored.Config! with { UseMaskToken = true, NumClasses = 0 };
-            return (stored with { Config = config }, new VisionTransformer(config));
-        }
-        var spec = ModelCatalog.Spec(model);
-        if (spec.Kind != ModelKind.Vit) throw new ArgumentException($"{model}: not a ViT architecture");
-        var mim = spec.Config! with { UseMaskToken = true, NumClasses = 0 };
-        return (spec with { Config = mim }, new VisionTransformer(mim));
-    }
-
-    /// <summary>Starting weights from a model directory (a missing mask token keeps its initialisation).</summary>
-    private static void LoadBackbone(string directory, VisionTransformer backbone)
-    {
-        using var weights = Core.Safetensors.SafetensorsFile.Open(Path.Combine(ModelDirectory.Locate(directory), ModelDirectory.WeightsFileName));
-        using var noGrad = no_grad();
-        foreach (var (name, target) in backbone.state_dict())
-        {
-            if (!weights.Contains(name))
-            {
-                if (name == "mask_token") continue;
-                throw new InvalidDataException($"{weights.Path}: '{name}' is missing for this backbone");
-            }
-            using var value = WeightLoader.Read(weights, name);
-            target.copy_(value);
-        }
+        return (shardObjective, new ShardInput(feeder), b => entry.Create(b, shardSetup));
     }
 }

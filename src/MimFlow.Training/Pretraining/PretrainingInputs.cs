@@ -29,8 +29,8 @@ internal interface IPretrainingInput
     IAsyncEnumerable<StepBatch> ReadAsync(int firstEpoch, long resumePosition, Device device, CancellationToken cancellationToken);
 }
 
-/// <summary>BEiT, BEiT v2, MaskDistill: pre-tokenized shards through the <see cref="ShardFeeder"/>.</summary>
-internal sealed class ShardInput(ShardFeeder feeder, IMimObjective objective) : IPretrainingInput
+/// <summary>Shard objectives (BEiT, BEiT v2, MaskDistill): pre-tokenized shards through the <see cref="ShardFeeder"/>.</summary>
+internal sealed class ShardInput(ShardFeeder feeder) : IPretrainingInput
 {
     public long BatchesPerEpoch => feeder.BatchesPerEpoch;
 
@@ -41,34 +41,28 @@ internal sealed class ShardInput(ShardFeeder feeder, IMimObjective objective) : 
             yield return new StepBatch(batch.Epoch, batch.Number, batch.Count, target => Loss(target, batch), batch, batch.Number + 1);
     }
 
-    private ObjectiveLoss Loss(IMimObjective target, DeviceBatch batch)
+    private static ObjectiveLoss Loss(IMimObjective target, DeviceBatch batch)
     {
+        var objective = target as IShardObjective ?? throw new InvalidOperationException($"{target.Name} does not train from shards");
         var dtype = target.Backbone.parameters().First().dtype;
         using var pixels = batch.Pixels.to(dtype);
-        return target switch
-        {
-            BeitObjective beit => beit.Loss(pixels, batch.Masks, batch.Codes),
-            BeitV2Objective beitv2 => beitv2.Loss(pixels, batch.Masks, batch.Codes),
-            MaskDistillObjective distill => distill.Loss(pixels, batch.Masks,
-                batch.Features ?? throw new InvalidDataException("maskdistill needs teacher features in the shards (tokenize --teacher)")),
-            _ => throw new InvalidOperationException($"{objective.Name} does not train from shards"),
-        };
+        return objective.Loss(pixels, batch.Masks, new ShardTargets(batch.Codes, batch.Features));
     }
 }
 
 /// <summary>
-/// iBOT: its own multi-crop views straight from the data pipeline (2 global crops at the backbone's size, masked with
-/// iBOT's random ratio masks, and local crops at 96/224 of it), ImageNet-normalised on the device; the teacher
-/// temperatures follow the fractional epoch.
+/// Multi-crop objectives (iBOT): views straight from the data pipeline (2 global crops at the backbone's size, masked
+/// with iBOT's random ratio masks, and local crops at 96/224 of it), ImageNet-normalised on the device; the objective
+/// is told the fractional epoch (its teacher temperatures follow it).
 /// </summary>
 internal sealed class MultiCropInput : IPretrainingInput
 {
     private readonly SampleIndex index;
-    private readonly IbotObjective objective;
+    private readonly IMultiCropObjective objective;
     private readonly MultiCropRecipe recipe;
     private readonly LoaderOptions options;
 
-    public MultiCropInput(SampleIndex index, IbotObjective objective, int batchSize, int localCrops, ulong seed, int decodeWorkers)
+    public MultiCropInput(SampleIndex index, IMultiCropObjective objective, int batchSize, int localCrops, ulong seed, int decodeWorkers)
     {
         this.index = index;
         this.objective = objective;
@@ -102,10 +96,9 @@ internal sealed class MultiCropInput : IPretrainingInput
                 {
                     var tensors = Upload(batch, device);
                     double fractionalEpoch = epoch + (double)number / Math.Max(1, BatchesPerEpoch);
-                    var temperatures = TeacherTemperatures.Ibot(fractionalEpoch);
                     long next = positionOf[batch.Samples[batch.Count - 1].Index] + 1;
                     yield return new StepBatch(epoch, number++, batch.Count,
-                        _ => objective.Loss(tensors.Globals, tensors.Masks, tensors.Locals, temperatures), tensors, next);
+                        _ => objective.Loss(tensors.Globals, tensors.Masks, tensors.Locals, fractionalEpoch), tensors, next);
                 }
             }
         }
@@ -119,8 +112,10 @@ internal sealed class MultiCropInput : IPretrainingInput
         }
     }
 
+    /// <summary>The batch's views on the device; the intermediates are disposed here, the views by the step.</summary>
     private static Views Upload(Batch batch, Device device)
     {
+        using var scope = NewDisposeScope();
         var mean = tensor(PixelNormalizer.ImageNetMean, [1, 3, 1, 1]).to(device);
         var std = tensor(PixelNormalizer.ImageNetStd, [1, 3, 1, 1]).to(device);
         Tensor View(int v)
@@ -136,8 +131,7 @@ internal sealed class MultiCropInput : IPretrainingInput
             return tensor(cells, [batch.Count, batch.MaskCells]).to(device).to(ScalarType.Bool);
         }
         var views = new Views([View(0), View(1)], [Mask(0), Mask(1)], Enumerable.Range(2, batch.Views.Count - 2).Select(View).ToArray());
-        mean.Dispose();
-        std.Dispose();
+        foreach (var tensor in views.Globals.Concat(views.Masks).Concat(views.Locals)) tensor.MoveToOuterDisposeScope();
         return views;
     }
 }

@@ -8,6 +8,7 @@ using MimFlow.Data.Sources;
 using MimFlow.Models.Backbones;
 using MimFlow.Models.Interop;
 using MimFlow.Training.Finetuning;
+using MimFlow.Training.Kernel;
 using MimFlow.Training.Optimization;
 using MimFlow.Training.Runs;
 using TorchSharp;
@@ -204,6 +205,7 @@ public static class Segmenter
         var schedule = new PolySchedule(lr, request.MinLearningRate, totalSteps, warmup, request.PolyPower);
         run.Restore(spec.Architecture, model, optimizer);
         var start = run.Start(perEpoch);
+        var kernel = new TrainerKernel(optimizer, request.Seed, device, request.ClipGradient);
 
         int crop = request.CropSize;
         var recipe = new SegmentationRecipe(CropSize: crop, LongScale: 4 * crop, ShortScale: crop);
@@ -217,7 +219,7 @@ public static class Segmenter
         var clock = Stopwatch.StartNew();
         long step = await SupervisedEpochs.RunAsync(
             new SupervisedData(train, recipe, request.BatchSize, request.Seed, request.DecodeWorkers), request.Epochs, totalSteps, start, schedule.ValueAt, tracker,
-            (batch, at, rate) => new SupervisedStep(TrainStep(model, optimizer, batch, device, rate, request, at), batch.Count),
+            (batch, at, rate) => new SupervisedStep(TrainStep(kernel, model, batch, device, rate, request, at), batch.Count),
             (at, epoch, outcome, seconds) => progress?.Report(new SegmentProgress(at, totalSteps, epoch, outcome.Loss, outcome.Images / seconds, null)),
             async (epoch, at) =>
             {
@@ -239,32 +241,17 @@ public static class Segmenter
     }
 
     /// <summary>One step; synchronous, so its dispose scope and grad mode stay on one thread.</summary>
-    private static double TrainStep(SegmentationModel model, FlatAdamW optimizer, Batch batch, Device device, double lr, SegmentRequest request, long step)
+    private static double TrainStep(TrainerKernel kernel, SegmentationModel model, Batch batch, Device device, double lr, SegmentRequest request, long step)
     {
         using var scope = NewDisposeScope();
         var (pixels, labels) = Upload(batch, device);
-        using var generator = new Generator(StableRandom.For(request.Seed, "drop-path", (ulong)step).NextUInt64(), device);
-        Block.UseGenerator(model, generator);
-        try
+        return kernel.Step(step, lr, model, () =>
         {
             var (logits, auxiliary) = model.ForwardTraining(pixels);
             var loss = nn.functional.cross_entropy(logits, labels, ignore_index: SegmentationRecipe.Ignore);
-            if (auxiliary is not null)
-                loss = loss + request.UperNet.AuxiliaryWeight * nn.functional.cross_entropy(auxiliary, labels, ignore_index: SegmentationRecipe.Ignore);
-            double value = loss.item<float>();
-            if (double.IsFinite(value))
-            {
-                loss.backward();
-                if (request.ClipGradient is double clip) optimizer.ClipGradNorm(clip);
-                optimizer.Step(lr);
-            }
-            optimizer.ZeroGrad();
-            return value;
-        }
-        finally
-        {
-            Block.UseGenerator(model, null);
-        }
+            return auxiliary is null ? loss
+                : loss + request.UperNet.AuxiliaryWeight * nn.functional.cross_entropy(auxiliary, labels, ignore_index: SegmentationRecipe.Ignore);
+        }).Loss;
     }
 
     /// <summary>A float32 segmentation batch as pixels [B, 3, S, S] and int64 label maps [B, S, S] (255 = ignored) on <paramref name="device"/>.</summary>
@@ -285,40 +272,20 @@ public static class Segmenter
     /// </summary>
     public static (ModelSpec BackboneSpec, SegmentationModel Model) Build(SegmentRequest request, int classes)
     {
-        ModelSpec sourceSpec;
-        VisionTransformer? source = null;
-        int crop = request.CropSize;
-        if (Directory.Exists(request.Model))
-        {
-            sourceSpec = ModelDirectory.ReadSpec(request.Model);
-            if (sourceSpec.Kind != ModelKind.Vit) throw new ArgumentException($"{request.Model}: a {sourceSpec.Kind.ToString().ToLowerInvariant()} model cannot be a segmentation backbone");
-            if (crop % sourceSpec.Config!.PatchSize != 0) throw new ArgumentException($"the crop size {crop} is not a multiple of the patch size {sourceSpec.Config.PatchSize}");
-            (sourceSpec, source) = ModelDirectory.LoadVit(request.Model, crop == sourceSpec.Config!.ImgSize ? null : crop);
-        }
-        else
-        {
-            if (request.Model.Contains('/') || request.Model.Contains('\\'))
-                throw new ArgumentException($"{request.Model}: neither a model directory nor an architecture name");
-            sourceSpec = ModelCatalog.Spec(request.Model);
-            if (sourceSpec.Kind != ModelKind.Vit) throw new ArgumentException($"{request.Model}: not a ViT architecture");
-            if (crop % sourceSpec.Config!.PatchSize != 0) throw new ArgumentException($"the crop size {crop} is not a multiple of the patch size {sourceSpec.Config.PatchSize}");
-            sourceSpec = sourceSpec with { Config = sourceSpec.Config with { ImgSize = crop } };
-        }
-        using var loaded = source;
-        var sourceConfig = sourceSpec.Config!;
-        var config = sourceConfig with
+        var source = BackboneSource.Resolve(request.Model, "segmentation backbone", request.CropSize);
+        var config = source.Config with
         {
             NumClasses = 0, UseMaskToken = false, DropPathRate = request.DropPath,
-            UseRelPosBias = sourceConfig.UseRelPosBias || sourceConfig.UseSharedRelPosBias, UseSharedRelPosBias = false,
+            UseRelPosBias = source.Config.UseRelPosBias || source.Config.UseSharedRelPosBias, UseSharedRelPosBias = false,
         };
         var backbone = new VisionTransformer(config);
         DecodeHead? head = null;
         try
         {
             Initialization.Apply(backbone, (long)request.Seed);
-            if (loaded is not null) CopyBackbone(loaded, backbone, request.Model);
+            BackboneSource.CopyWeights(source, backbone, new BackboneTransfer("segmentation backbone", NotCopied: [], MayBeMissing: ["fc_norm.", "norm."]));
             head = FileOf(request, classes).CreateHead(config, (long)StableRandom.For(request.Seed, "segmentation-head").NextUInt64());
-            return (sourceSpec with { Config = config }, new SegmentationModel(backbone, head));
+            return (source.Spec with { Config = config }, new SegmentationModel(backbone, head));
         }
         catch
         {
@@ -330,32 +297,6 @@ public static class Segmenter
 
     private static SegmenterFile FileOf(SegmentRequest request, int classes) =>
         new(classes, request.CropSize, request.Head, request.Decoder, request.Decoder == SegmentRequest.UperNetDecoder ? request.UperNet : null);
-
-    /// <summary>
-    /// Copies the backbone tensors by name, as <see cref="Finetuner"/> does: any old head and the mask token are left
-    /// out, a missing final norm keeps its 1/0 init, a shared relative position table seeds every block's own table.
-    /// </summary>
-    private static void CopyBackbone(VisionTransformer source, VisionTransformer target, string origin)
-    {
-        const string sharedTable = "rel_pos_bias.relative_position_bias_table";
-        var from = source.state_dict();
-        using var noGrad = no_grad();
-        foreach (var (name, destination) in target.state_dict())
-        {
-            if (name.EndsWith("relative_position_index", StringComparison.Ordinal)) continue;
-            Tensor? value = from.TryGetValue(name, out var same) ? same
-                : name.EndsWith("attn.relative_position_bias_table", StringComparison.Ordinal) && from.TryGetValue(sharedTable, out var shared) ? shared
-                : null;
-            if (value is null)
-            {
-                if (name.StartsWith("fc_norm.", StringComparison.Ordinal) || name.StartsWith("norm.", StringComparison.Ordinal)) continue;
-                throw new InvalidDataException($"{origin}: '{name}' is missing for the segmentation backbone");
-            }
-            if (!value.shape.SequenceEqual(destination.shape))
-                throw new InvalidDataException($"{origin}: '{name}' has shape [{string.Join(", ", value.shape)}], the backbone expects [{string.Join(", ", destination.shape)}]");
-            destination.copy_(value);
-        }
-    }
 
     /// <summary>The checkpoint a path names: a checkpoint folder (with <c>segmenter.json</c>) or a run folder (its latest).</summary>
     public static string ResolveCheckpoint(string path)

@@ -7,6 +7,7 @@ using MimFlow.Models.Backbones;
 using MimFlow.Models.Interop;
 using MimFlow.Models.Teachers;
 using MimFlow.Models.Tokenizers;
+using MimFlow.Training.Kernel;
 using MimFlow.Training.Optimization;
 using MimFlow.Training.Runs;
 using TorchSharp;
@@ -38,6 +39,14 @@ public sealed record VqKdTrainRequest
     public double LearningRate { get; init; } = 5e-5;
     public double MinLearningRate { get; init; } = 1e-5;
     public long? WarmupSteps { get; init; }
+    public double Beta2 { get; init; } = 0.99;
+    public double WeightDecay { get; init; } = 1e-4;
+
+    /// <summary>Gradient clipping by global norm (null: none).</summary>
+    public double? ClipGradient { get; init; } = 3.0;
+
+    /// <summary>Consecutive non-finite losses tolerated (each step skipped and counted) before the run stops.</summary>
+    public int MaxConsecutiveNonFinite { get; init; } = 5;
 
     /// <summary>Codes whose usage EMA falls below this are restarted from recent encoder outputs every <see cref="RestartEvery"/> steps.</summary>
     public double DeadCodeThreshold { get; init; } = 1e-3;
@@ -96,19 +105,22 @@ public static class VqKdTrainer
             long batchesPerEpoch = index.Count / request.BatchSize;
             if (batchesPerEpoch == 0) throw new ArgumentException($"{request.Data}: too few images for one batch of {request.BatchSize}");
             long totalSteps = request.Steps ?? request.Epochs!.Value * batchesPerEpoch;
-            using var optimizer = new FlatAdamW(ParameterGroups.Build(tokenizer), new AdamWOptions { Beta2 = 0.99, WeightDecay = 1e-4 });
+            using var optimizer = new FlatAdamW(ParameterGroups.Build(tokenizer), new AdamWOptions { Beta2 = request.Beta2, WeightDecay = request.WeightDecay });
+            var kernel = new TrainerKernel(optimizer, request.Seed, device, request.ClipGradient);
             var schedule = CosineSchedule.LearningRate(request.LearningRate, request.MinLearningRate, totalSteps, request.WarmupSteps ?? Math.Min(totalSteps / 10, batchesPerEpoch));
             using var metrics = MetricsLog.Open(request.OutputDirectory, null);
+            var tracker = new StepTracker(metrics, request.MaxConsecutiveNonFinite);
             var restartGenerator = new Generator((ulong)StableRandom.For(request.Seed, "dead-codes").NextUInt64());
-            double firstLoss = double.NaN, lastLoss = double.NaN;
             int restarted = 0;
-            long step = 0, images = 0;
+            long step = 0;
             var clock = Stopwatch.StartNew();
             for (int epoch = 0; step < totalSteps; epoch++)
             {
                 var loader = new DataflowLoader(index, new PretrainRecipe(size, SecondViewSize: null), options with { Epoch = epoch });
+                var wait = Stopwatch.StartNew();
                 await foreach (var batch in loader.ReadEpochAsync(cancellationToken))
                 {
+                    double waited = wait.Elapsed.TotalSeconds;
                     using (batch)
                     using (var scope = NewDisposeScope())
                     {
@@ -117,36 +129,33 @@ public static class VqKdTrainer
                         Tensor target;
                         using (no_grad())
                             target = TeacherFeatures.Extract(teacher, teacherStatistics.Normalise(pixels), teacherOptions);
-                        var (reconstruction, quantized) = tokenizer.forward(InputStatistics.ImageNet.Normalise(pixels));
-                        var loss = VqKd.Loss(reconstruction, target, quantized);
-                        var rec = loss - quantized.CommitmentLoss;
                         double lr = schedule.ValueAt(step);
-                        loss.backward();
-                        optimizer.ClipGradNorm(3.0);
-                        optimizer.Step(lr);
-                        optimizer.ZeroGrad();
-                        if ((step + 1) % request.RestartEvery == 0)
-                            restarted += tokenizer.Quantizer.RestartDeadCodes(quantized.Codes, request.DeadCodeThreshold, restartGenerator);
-                        double used = quantized.Indices.unique().output.shape[0] / (double)tokenizer.Quantizer.Codes;
-                        double total = loss.item<float>();
-                        if (double.IsNaN(firstLoss)) firstLoss = total;
-                        lastLoss = total;
-                        images += batch.Count;
-                        metrics.Write(new Dictionary<string, object>
+                        Quantized? quantized = null;
+                        var outcome = kernel.Step(step, lr, tokenizer, () =>
                         {
-                            ["step"] = step, ["epoch"] = epoch, ["loss"] = total, ["loss_rec"] = rec.item<float>(), ["loss_commit"] = quantized.CommitmentLoss.item<float>(),
-                            ["lr"] = lr, ["codebook_used_in_batch"] = used, ["images_per_second"] = batch.Count / stepClock.Elapsed.TotalSeconds,
+                            (var reconstruction, quantized) = tokenizer.forward(InputStatistics.ImageNet.Normalise(pixels));
+                            return VqKd.Loss(reconstruction, target, quantized);
                         });
-                        progress?.Report((step, totalSteps, total));
+                        if (outcome.Applied && (step + 1) % request.RestartEvery == 0)
+                            restarted += tokenizer.Quantizer.RestartDeadCodes(quantized!.Codes, request.DeadCodeThreshold, restartGenerator);
+                        double used = quantized!.Indices.unique().output.shape[0] / (double)tokenizer.Quantizer.Codes;
+                        double commitment = quantized.CommitmentLoss.item<float>();
+                        bool stop = tracker.Record(step, epoch, outcome.Loss, lr, batch.Count, stepClock.Elapsed.TotalSeconds, waited, new Dictionary<string, object>
+                        {
+                            ["loss_rec"] = outcome.Loss - commitment, ["loss_commit"] = commitment, ["codebook_used_in_batch"] = used,
+                        });
+                        progress?.Report((step, totalSteps, outcome.Loss));
+                        if (stop) throw new InvalidOperationException($"{tracker.StopReason(step)}: stopped (lower --lr)");
                     }
                     if (++step >= totalSteps) break;
+                    wait.Restart();
                 }
             }
             double usage;
             using (no_grad()) usage = tokenizer.Quantizer.ClusterSize.gt(request.DeadCodeThreshold).sum().item<long>() / (double)tokenizer.Quantizer.Codes;
             tokenizer.eval();
             ModelDirectory.Save(tokenizerDirectory, spec with { Architecture = spec.Architecture }, tokenizer);
-            return new VqKdTrainResult(step, firstLoss, lastLoss, usage, restarted, images / clock.Elapsed.TotalSeconds, tokenizerDirectory);
+            return new VqKdTrainResult(step, tracker.FirstLoss, tracker.LastLoss, usage, restarted, tracker.Images / clock.Elapsed.TotalSeconds, tokenizerDirectory);
         }
     }
 }

@@ -36,4 +36,25 @@ public sealed class VqKdTrainingTests
         var shards = await CliHarness.RunAsync("tokenize", "--data", fixture.Data, "--layout", "imagenet", "--tokenizer", result.Tokenizer, "--out", fixture.Combine("shards"));
         Assert.True(shards.ExitCode == 0, shards.Error);
     }
+
+    [Fact]
+    public async Task Non_finite_tokenizer_losses_are_skipped_then_stop_the_run()
+    {
+        using var fixture = await TokenizeFixture.CreateAsync(images: 12);
+        string teacher = fixture.Combine("teacher16");
+        var config = new VitConfig { ImgSize = 32, PatchSize = 8, EmbedDim = 16, Depth = 1, NumHeads = 2 };
+        using (var model = ModelCatalog.Create(new ModelSpec("vit-test", Config: config), seed: 9))
+            ModelDirectory.Save(teacher, new ModelSpec("vit-test", Config: config), model);
+        string run = fixture.Combine("run");
+        // An infinite learning rate makes every loss after the first step non-finite.
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => VqKdTrainer.RunAsync(new VqKdTrainRequest
+        {
+            Data = fixture.Data, Teacher = teacher, Model = fixture.Tokenizer, OutputDirectory = run, Steps = 24, BatchSize = 4, Seed = 3,
+            LearningRate = double.PositiveInfinity, WarmupSteps = 0, ClipGradient = null, MaxConsecutiveNonFinite = 2, DecodeWorkers = 2,
+        }));
+        Assert.Contains("non-finite", error.Message);
+        var lines = MetricsLog.Read(run).ToList();
+        Assert.InRange(lines.Count, 3, 23);
+        Assert.All(lines.TakeLast(3), line => Assert.True(line["skipped"]!.GetValue<bool>()));
+    }
 }
