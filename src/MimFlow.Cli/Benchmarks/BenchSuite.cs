@@ -6,7 +6,7 @@ using MimFlow.Data.Pipeline;
 using MimFlow.Data.Sources;
 using MimFlow.Datasets.Synthetic;
 using MimFlow.Models.Interop;
-using MimFlow.Precompute.Shards;
+using MimFlow.Shards;
 using MimFlow.Precompute.Tokenize;
 using MimFlow.Training.Benchmarks;
 using MimFlow.Training.Feeding;

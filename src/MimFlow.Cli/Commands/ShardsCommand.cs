@@ -1,5 +1,5 @@
 using System.CommandLine;
-using MimFlow.Precompute.Shards;
+using MimFlow.Shards;
 using Spectre.Console;
 
 namespace MimFlow.Cli.Commands;

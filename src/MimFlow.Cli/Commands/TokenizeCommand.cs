@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using MimFlow.Models.Teachers;
-using MimFlow.Precompute.Shards;
+using MimFlow.Shards;
 using MimFlow.Precompute.Tokenize;
 using MimFlow.Torch.Backend;
 using Spectre.Console;

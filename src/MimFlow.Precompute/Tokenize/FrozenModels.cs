@@ -5,7 +5,7 @@ using MimFlow.Models.Backbones;
 using MimFlow.Models.Interop;
 using MimFlow.Models.Teachers;
 using MimFlow.Models.Tokenizers;
-using MimFlow.Precompute.Shards;
+using MimFlow.Shards;
 using static TorchSharp.torch;
 
 namespace MimFlow.Precompute.Tokenize;
@@ -115,34 +115,13 @@ public sealed class FrozenModels : IDisposable
         var pixels = Upload(planar, rows, side);
         var normalised = (clipTeacher ? InputStatistics.Clip : InputStatistics.ImageNet).Normalise(pixels / 255f);
         var features = TeacherFeatures.Extract(teacher, normalised, teacherOptions).to(ScalarType.Float32);
-        return encoding == FeatureEncoding.Fp16 ? EncodeFp16(features, rows) : EncodeInt8(features, rows);
+        return FeatureCodec.Encode(features, encoding);
     }
 
     private Tensor Upload(ReadOnlySpan<byte> planar, int rows, int side)
     {
         var host = tensor(planar.ToArray(), [rows, 3, side, side], ScalarType.Byte);
         return host.to(Device).to(computeType);
-    }
-
-    private static (byte[], byte[]?)[] EncodeFp16(Tensor features, int rows)
-    {
-        var host = features.to(ScalarType.Float16).cpu().contiguous();
-        var flat = host.data<Half>().ToArray();
-        int perRow = flat.Length / rows;
-        return Enumerable.Range(0, rows).Select(r => (MemoryMarshal.AsBytes(flat.AsSpan(r * perRow, perRow)).ToArray(), (byte[]?)null)).ToArray();
-    }
-
-    /// <summary>Symmetric per-token int8: scale = max|x| / 127 rounded to fp16 first, q = round(x / scale) in [−127, 127].</summary>
-    private static (byte[], byte[]?)[] EncodeInt8(Tensor features, int rows)
-    {
-        var scales = (features.abs().amax([-1], keepdim: true) / 127f).to(ScalarType.Float16).to(ScalarType.Float32).clamp_min(1e-8f);
-        var quantised = (features / scales).round().clamp(-127, 127).to(ScalarType.Int8).cpu().contiguous();
-        var q = quantised.data<sbyte>().ToArray();
-        var h = scales.to(ScalarType.Float16).cpu().contiguous().data<Half>().ToArray();
-        int perRow = q.Length / rows, scalesPerRow = h.Length / rows;
-        return Enumerable.Range(0, rows).Select(r => (
-            MemoryMarshal.AsBytes(q.AsSpan(r * perRow, perRow)).ToArray(),
-            (byte[]?)MemoryMarshal.AsBytes(h.AsSpan(r * scalesPerRow, scalesPerRow)).ToArray())).ToArray();
     }
 
     public void Dispose()

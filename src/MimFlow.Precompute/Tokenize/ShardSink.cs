@@ -1,5 +1,5 @@
 using MimFlow.Data.Quarantine;
-using MimFlow.Precompute.Shards;
+using MimFlow.Shards;
 
 namespace MimFlow.Precompute.Tokenize;
 

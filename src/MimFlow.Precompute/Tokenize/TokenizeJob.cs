@@ -8,7 +8,7 @@ using MimFlow.Data.Pipeline;
 using MimFlow.Data.Quarantine;
 using MimFlow.Data.Sources;
 using MimFlow.Models.Teachers;
-using MimFlow.Precompute.Shards;
+using MimFlow.Shards;
 using static TorchSharp.torch;
 
 namespace MimFlow.Precompute.Tokenize;

@@ -1,7 +1,7 @@
 using System.Text.Json;
 using MimFlow.Core.IO;
 using MimFlow.Data.Quarantine;
-using MimFlow.Precompute.Shards;
+using MimFlow.Shards;
 
 namespace MimFlow.Precompute.Tokenize;
 

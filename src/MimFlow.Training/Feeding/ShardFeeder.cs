@@ -8,7 +8,7 @@ using MimFlow.Data.Decoding;
 using MimFlow.Data.Masking;
 using MimFlow.Data.Pipeline;
 using MimFlow.Data.Sources;
-using MimFlow.Precompute.Shards;
+using MimFlow.Shards;
 
 namespace MimFlow.Training.Feeding;
 
@@ -322,25 +322,10 @@ public sealed class ShardFeeder
             item.Mask?.CopyTo(batch.Masks, r * cells);
             if (item.Row.Codes is { } codes)
                 for (int c = 0; c < codes.Length; c++) batch.Codes[r * cells + c] = codes[c];
-            if (item.Row.Features is { } features) DecodeFeatures(features, item.Row.FeatureScales, batch.Features.AsSpan(r * featureValues, featureValues));
+            if (item.Row.Features is { } features) FeatureCodec.Decode(features, item.Row.FeatureScales, batch.Features.AsSpan(r * featureValues, featureValues));
             batch.Labels[r] = item.Row.Label ?? -1;
             batch.SampleIds[r] = item.Row.SampleId;
         }
         return batch;
-    }
-
-    /// <summary>fp16 values, or int8 values times their token's fp16 scale.</summary>
-    private static void DecodeFeatures(ReadOnlySpan<byte> features, ReadOnlySpan<byte> scales, Span<float> target)
-    {
-        if (scales.IsEmpty)
-        {
-            var halves = MemoryMarshal.Cast<byte, Half>(features);
-            for (int i = 0; i < target.Length; i++) target[i] = (float)halves[i];
-            return;
-        }
-        var values = MemoryMarshal.Cast<byte, sbyte>(features);
-        var tokenScales = MemoryMarshal.Cast<byte, Half>(scales);
-        int dim = target.Length / tokenScales.Length;
-        for (int i = 0; i < target.Length; i++) target[i] = values[i] * (float)tokenScales[i / dim];
     }
 }

@@ -4,6 +4,7 @@ using MimFlow.Data.Masking;
 using MimFlow.Data.Sources;
 using MimFlow.Models.Backbones;
 using MimFlow.Models.Interop;
+using MimFlow.Shards;
 using MimFlow.Training.Feeding;
 using MimFlow.Training.Objectives;
 using MimFlow.Training.Kernel;
@@ -222,7 +223,7 @@ public static class Pretrainer
     }
 
     /// <summary>The dataset the shards were tokenized from, in the layout and split the manifest records unless told otherwise.</summary>
-    private static SampleIndex Originals(string data, DatasetLayout? layout, Precompute.Shards.ShardManifest manifest)
+    private static SampleIndex Originals(string data, DatasetLayout? layout, ShardManifest manifest)
     {
         var recorded = manifest.Configuration;
         var split = string.Equals(recorded.Split, "validation", StringComparison.OrdinalIgnoreCase) ? DatasetSplit.Validation : DatasetSplit.Train;
@@ -246,7 +247,7 @@ public static class Pretrainer
             var index = DatasetSource.Open(request.Data!, request.Layout ?? DatasetLayout.ImageNet);
             return (objective, new MultiCropInput(index, objective, request.BatchSize, request.LocalCrops, request.Seed, request.DecodeWorkers), b => entry.Create(b, setup));
         }
-        var manifest = Precompute.Shards.ShardManifest.Read(request.Shards!);
+        var manifest = ShardManifest.Read(request.Shards!);
         if (manifest.CodeLength > 0 && manifest.CodeLength != config.NumPatches)
             throw new ArgumentException($"{request.Shards}: {manifest.CodeLength} codes per image, but {request.Model} has {config.NumPatches} patches ({config.GridSize}×{config.GridSize})");
         var shardSetup = new ObjectiveSetup(request, manifest);

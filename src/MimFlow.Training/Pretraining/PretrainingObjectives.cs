@@ -1,5 +1,5 @@
 using MimFlow.Models.Backbones;
-using MimFlow.Precompute.Shards;
+using MimFlow.Shards;
 using MimFlow.Training.Objectives;
 
 namespace MimFlow.Training.Pretraining;

@@ -2,7 +2,7 @@ using MimFlow.Data.Sources;
 using MimFlow.Models.Backbones;
 using MimFlow.Models.Interop;
 using MimFlow.Models.Tokenizers;
-using MimFlow.Precompute.Shards;
+using MimFlow.Shards;
 using MimFlow.Precompute.Tokenize;
 using MimFlow.Tests.Data;
 using MimFlow.Torch.Backend;

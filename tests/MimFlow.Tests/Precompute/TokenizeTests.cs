@@ -3,7 +3,7 @@ using MimFlow.Data.Decoding;
 using MimFlow.Data.Pipeline;
 using MimFlow.Models.Interop;
 using MimFlow.Models.Tokenizers;
-using MimFlow.Precompute.Shards;
+using MimFlow.Shards;
 using MimFlow.Precompute.Tokenize;
 using MimFlow.Tests.Cli;
 using ParquetSharp;

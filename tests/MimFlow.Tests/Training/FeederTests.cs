@@ -2,7 +2,7 @@ using MimFlow.Data.Augment;
 using MimFlow.Data.Decoding;
 using MimFlow.Data.Masking;
 using MimFlow.Data.Pipeline;
-using MimFlow.Precompute.Shards;
+using MimFlow.Shards;
 using MimFlow.Precompute.Tokenize;
 using MimFlow.Tests.Precompute;
 using MimFlow.Training.Feeding;

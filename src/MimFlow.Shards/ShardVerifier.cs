@@ -1,7 +1,7 @@
 using MimFlow.Data.Quarantine;
 using Parquet;
 
-namespace MimFlow.Precompute.Shards;
+namespace MimFlow.Shards;
 
 /// <summary>
 /// <c>mimflow shards verify</c>: everything a reader relies on, checked against the manifest — each shard present with

@@ -2,7 +2,7 @@ using System.Runtime.CompilerServices;
 using Parquet;
 using Parquet.Schema;
 
-namespace MimFlow.Precompute.Shards;
+namespace MimFlow.Shards;
 
 /// <summary>Streams the rows of one shard file, one row group at a time (memory: one group).</summary>
 public static class ShardReader

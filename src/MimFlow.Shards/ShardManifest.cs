@@ -3,7 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using MimFlow.Core.IO;
 
-namespace MimFlow.Precompute.Shards;
+namespace MimFlow.Shards;
 
 /// <summary>A frozen model's identity: its architecture and the SHA-256 of its config.json and weights.safetensors.</summary>
 public sealed record ModelIdentity(string Architecture, string ConfigSha256, string WeightsSha256)

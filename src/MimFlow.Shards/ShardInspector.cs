@@ -3,7 +3,7 @@ using MimFlow.Data.Augment;
 using NetVips;
 using Parquet;
 
-namespace MimFlow.Precompute.Shards;
+namespace MimFlow.Shards;
 
 /// <summary>Compressed bytes of one column over the whole set, and per row.</summary>
 public sealed record ColumnSize(string Column, long Bytes, double BytesPerRow);

@@ -1,7 +1,7 @@
 using MimFlow.Core.IO;
 using MimFlow.Data.Quarantine;
 
-namespace MimFlow.Precompute.Shards;
+namespace MimFlow.Shards;
 
 /// <summary>
 /// <c>mimflow shards merge</c>: joins the parts of a <c>--shard i/n</c> run (one folder per machine) into one set.

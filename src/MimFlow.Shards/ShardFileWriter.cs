@@ -2,7 +2,7 @@ using System.Security.Cryptography;
 using MimFlow.Core.IO;
 using Parquet;
 
-namespace MimFlow.Precompute.Shards;
+namespace MimFlow.Shards;
 
 /// <summary>What a finished shard file is: its name in the shard folder, rows, bytes and SHA-256 (lower-case hex).</summary>
 public sealed record ShardFile(string Name, long Rows, long Bytes, string Sha256);

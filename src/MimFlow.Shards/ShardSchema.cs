@@ -1,6 +1,6 @@
 using Parquet.Schema;
 
-namespace MimFlow.Precompute.Shards;
+namespace MimFlow.Shards;
 
 /// <summary>How teacher features are stored: fp16 (2 bytes per value) or int8 with one fp16 scale per token.</summary>
 public enum FeatureEncoding { Fp16, Int8 }
