@@ -14,10 +14,13 @@ public sealed record LossTerm(string Name, Tensor Value);
 /// </summary>
 public sealed record ObjectiveLoss(Tensor Total, IReadOnlyList<LossTerm> Terms, IReadOnlyList<LossTerm> Diagnostics) : IDisposable
 {
-    /// <summary>"loss", then the terms and diagnostics, read from the device in one transfer (one synchronisation per step).</summary>
+    /// <summary>
+    /// The metrics line's values, read from the device in one transfer (one synchronisation per step): "loss", each
+    /// term as "loss_NAME", each diagnostic under its own name (an accuracy is not a loss, and is not plotted as one).
+    /// </summary>
     public IReadOnlyDictionary<string, double> ToMetrics()
     {
-        var named = Terms.Concat(Diagnostics).Prepend(new LossTerm("loss", Total)).ToList();
+        var named = Terms.Select(t => t with { Name = "loss_" + t.Name }).Concat(Diagnostics).Prepend(new LossTerm("loss", Total)).ToList();
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var values = cat(named.Select(term => term.Value.detach().to(ScalarType.Float64).reshape(1)).ToArray())

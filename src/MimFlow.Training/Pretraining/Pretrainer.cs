@@ -190,7 +190,7 @@ public static class Pretrainer
                 double total = outcome.Loss;
                 double gradientNorm = outcome.GradientNorm;
                 double seconds = stepClock.Elapsed.TotalSeconds;
-                var terms = values.Where(p => p.Key != "loss").ToDictionary(p => $"loss_{p.Key}", p => (object)p.Value);
+                var terms = values.Where(p => p.Key != "loss").ToDictionary(p => p.Key, p => (object)p.Value);
                 terms["grad_norm"] = gradientNorm;
                 stop = tracker.Record(step, batch.Epoch, total, lr, batch.Count, seconds, waited, terms);
                 progress?.Report(new PretrainProgress(step, totalSteps, total, batch.Count / seconds, waited / seconds));

@@ -2,7 +2,10 @@ using MimFlow.Core.IO;
 
 namespace MimFlow.Training.Runs;
 
-/// <summary><c>mimflow plot RUN_DIR</c>: loss (with every logged term), learning rate and throughput against the step, as PNG.</summary>
+/// <summary>
+/// <c>mimflow plot RUN_DIR</c>: loss (with every logged term), accuracies (masked-token, aggregation, iBOT's
+/// teacher–student agreement) on their own 0–1 axis, learning rate and throughput against the step, as PNG.
+/// </summary>
 public static class RunPlots
 {
     public static IReadOnlyList<string> Draw(string runDirectory, string? outputDirectory = null)
@@ -26,6 +29,19 @@ public static class RunPlots
             }
             plot.ShowLegend();
         }));
+        var accuracyNames = entries[0].Select(p => p.Key).Where(IsAccuracy).ToList();
+        if (accuracyNames.Count > 0)
+            written.Add(Save(output, "accuracy.png", "accuracy", "step", "accuracy", plot =>
+            {
+                foreach (string name in accuracyNames)
+                {
+                    var line = plot.Add.Scatter(steps, Series(name));
+                    line.LegendText = name;
+                    line.MarkerSize = 0;
+                }
+                plot.Axes.SetLimitsY(0, 1);
+                plot.ShowLegend();
+            }));
         written.Add(Save(output, "lr.png", "learning rate", "step", "lr", plot =>
         {
             var line = plot.Add.Scatter(steps, Series("lr"));
@@ -38,6 +54,9 @@ public static class RunPlots
         }));
         return written;
     }
+
+    /// <summary>Accuracies are logged as <c>acc</c> or <c>NAME_acc</c> (as unilm and iBOT log them).</summary>
+    private static bool IsAccuracy(string name) => name == "acc" || name.EndsWith("_acc", StringComparison.Ordinal);
 
     private static string Save(string folder, string name, string title, string x, string y, Action<ScottPlot.Plot> draw)
     {

@@ -43,7 +43,7 @@ public sealed class ObjectiveTests
         double expected = CrossEntropyByHand(objective.Head.forward(stack(tokens)), labels);
         Assert.Equal(expected, loss.Total.item<float>(), 2e-5);
         Assert.Equal(new[] { "mim" }, loss.Terms.Select(t => t.Name));
-        Assert.Equal(expected, loss.ToMetrics()["mim"], 2e-5);
+        Assert.Equal(expected, loss.ToMetrics()["loss_mim"], 2e-5);
         Assert.InRange(loss.ToMetrics()["mim_acc"], 0, 1);
 
         // The mask may arrive as 0/1 bytes (shards, .npy) rather than bool.

@@ -43,7 +43,8 @@ public sealed class PretrainTests
         Assert.Equal(11, result.LastStep);
         Assert.EndsWith("step-00000012", result.Checkpoint);
         var metric = MetricsLog.Read(whole).First();
-        foreach (string key in new[] { "step", "loss", "loss_mim", "lr", "images_per_second", "input_wait", "grad_norm" }) Assert.True(metric.ContainsKey(key), key);
+        foreach (string key in new[] { "step", "loss", "loss_mim", "mim_acc", "lr", "images_per_second", "input_wait", "grad_norm" }) Assert.True(metric.ContainsKey(key), key);
+        Assert.DoesNotContain(metric, p => p.Key.StartsWith("loss_", StringComparison.Ordinal) && p.Key.EndsWith("acc", StringComparison.Ordinal));
 
         string resumed = fixture.Combine("resumed");
         using (var stop = new CancellationTokenSource())
@@ -63,6 +64,8 @@ public sealed class PretrainTests
         var plot = await CliHarness.RunAsync("plot", whole);
         Assert.True(plot.ExitCode == 0, plot.Error);
         Assert.True(File.Exists(Path.Combine(whole, "loss.png")));
+        // The masked-token accuracy has its own 0–1 chart, not the loss axis.
+        Assert.True(File.Exists(Path.Combine(whole, "accuracy.png")));
     }
 
     [Fact]
