@@ -116,8 +116,8 @@ internal sealed class MultiCropInput : IPretrainingInput
     private static Views Upload(Batch batch, Device device)
     {
         using var scope = NewDisposeScope();
-        var mean = tensor(PixelNormalizer.ImageNetMean, [1, 3, 1, 1]).to(device);
-        var std = tensor(PixelNormalizer.ImageNetStd, [1, 3, 1, 1]).to(device);
+        var mean = tensor(PixelNormalizer.ImageNetMean.ToArray(), [1, 3, 1, 1]).to(device);
+        var std = tensor(PixelNormalizer.ImageNetStd.ToArray(), [1, 3, 1, 1]).to(device);
         Tensor View(int v)
         {
             var shape = batch.Views[v];
