@@ -133,7 +133,7 @@ public sealed class CommandLineTests
         var outcome = await CliHarness.RunAsync("demo", "--out", dir.Path);
         Assert.True(outcome.ExitCode == 0, outcome.Error);
         string[] stages = ["backend", "synth-imagenet", "synth-ade20k", "check-imagenet", "check-ade20k", "scan-imagenet", "scan-ade20k", "preview-masks",
-            "preview-segmentation", "init-tokenizer", "init-student", "tokenize", "verify-shards", "pretrain", "plot-pretrain", "finetune-pretrained", "finetune-random"];
+            "preview-segmentation", "init-tokenizer", "init-student", "tokenize", "verify-shards", "pretrain", "plot-pretrain", "finetune"];
         foreach (string stage in stages) Assert.Contains($"{stage}: done in", outcome.Output);
         Assert.Contains($"{stages.Length} stage(s) ran, 0 skipped", outcome.Output);
         Assert.Contains("20 images and 20 label maps decoded", outcome.Output);
@@ -146,8 +146,9 @@ public sealed class CommandLineTests
         var losses = MimFlow.Training.Runs.MetricsLog.Read(Path.Combine(dir.Path, "runs", "beit")).Select(e => e["loss"]!.GetValue<double>()).ToList();
         Assert.Equal(30, losses.Count);
         Assert.True(losses.TakeLast(5).Average() < losses.Take(5).Average(), "the demo's pretraining loss must fall");
-        foreach (string run in new[] { "finetune-pretrained", "finetune-random" })
-            Assert.True(File.Exists(Path.Combine(dir.Path, "runs", run, "eval.json")), run);
+        Assert.True(File.Exists(Path.Combine(dir.Path, "runs", "finetune", "eval.json")));
+        // 60 generated images and an untrained tokenizer cannot show that pretraining helps: the demo does not pretend to.
+        Assert.DoesNotContain("random", outcome.Output);
         foreach (string stage in stages) Assert.True(File.Exists(Path.Combine(dir.Path, ".mimflow", "stages", stage + ".json")), stage);
 
         // Everything is complete and unchanged: the second run runs nothing and says why.
