@@ -1,4 +1,3 @@
 using MimFlow.Cli;
-using Spectre.Console;
 
-return await MimFlowCli.RunAsync(args, new CliContext(AnsiConsole.Console, Console.Error));
+return await MimFlowCli.RunAsync(args, new CliContext(CliConsole.ForProcess(), Console.Error));

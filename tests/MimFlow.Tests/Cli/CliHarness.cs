@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using MimFlow.Cli;
-using Spectre.Console;
 
 namespace MimFlow.Tests.Cli;
 
@@ -13,15 +12,7 @@ internal static class CliHarness
     {
         var output = new StringWriter();
         var error = new StringWriter();
-        var console = AnsiConsole.Create(new AnsiConsoleSettings
-        {
-            Ansi = AnsiSupport.No,
-            ColorSystem = ColorSystemSupport.NoColors,
-            Interactive = InteractionSupport.No,
-            Out = new AnsiConsoleOutput(output),
-        });
-        console.Profile.Width = 200;
-        int code = await MimFlowCli.RunAsync(args, new CliContext(console, error));
+        int code = await MimFlowCli.RunAsync(args, new CliContext(CliConsole.Plain(output), error));
         return new Outcome(code, output.ToString(), error.ToString());
     }
 

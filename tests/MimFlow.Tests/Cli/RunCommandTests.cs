@@ -46,6 +46,22 @@ public sealed class RunCommandTests
     }
 
     [Fact]
+    public async Task Redirected_output_prints_tables_plain_with_each_row_on_one_line()
+    {
+        using var dir = new TemporaryDirectory();
+        var outcome = await CliHarness.RunProcessAsync(new Dictionary<string, string>(), "run", RepositoryFiles.PathOf("pipelines", "demo.json"),
+            "--out", dir.Combine("run"), "--dry-run");
+        Assert.True(outcome.ExitCode == 0, outcome.Error);
+        var lines = outcome.Output.Split('\n');
+        // The tokenize stage's whole command line (far wider than 80 columns) stands on one line of the plan.
+        var tokenize = Assert.Single(lines, l => l.Contains("mimflow tokenize --layout imagenet"));
+        Assert.Contains("--shard-mb 0.25", tokenize);
+        Assert.True(tokenize.Length > 120, tokenize);
+        Assert.DoesNotContain('\u001b', outcome.Output);
+        Assert.DoesNotContain('│', outcome.Output);
+    }
+
+    [Fact]
     public async Task A_missing_external_input_is_named_before_anything_runs()
     {
         using var dir = new TemporaryDirectory();
