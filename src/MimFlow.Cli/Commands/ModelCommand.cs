@@ -1,5 +1,4 @@
 using System.CommandLine;
-using MimFlow.Core.IO;
 using MimFlow.Core.Safetensors;
 using MimFlow.Models.Backbones;
 using MimFlow.Models.Interop;
@@ -70,10 +69,13 @@ internal static class ModelCommand
     {
         var from = new Option<string>("--from") { Description = $"Naming scheme of the checkpoint: {string.Join(", ", ModelImportRequest.Schemes)} (see docs/model-interop.md)", Required = true };
         from.AcceptOnlyFromAmong([.. ModelImportRequest.Schemes]);
-        var config = new Option<string?>("--config") { Description = "timm_config.json (timm only: timm_class Beit or VisionTransformer and its constructor arguments)" };
-        var weights = new Option<string>("--weights") { Description = "The checkpoint (format detected from its content)", Required = true };
+        var config = new Option<string?>("--config") { Description = "timm_config.json (timm with a weights file: timm_class Beit or VisionTransformer and its constructor arguments)" };
+        var weights = new Option<string>("--weights")
+        {
+            Description = "The checkpoint (format detected from its content), or a hub folder for timm and hf-* (config.json + model.safetensors)", Required = true,
+        };
         var output = new Option<string>("--out") { Description = "Model directory to write", Required = true };
-        var heads = new Option<int?>("--heads") { Description = "Attention heads, where the checkpoint does not tell (non-standard widths without relative position tables)" };
+        var heads = new Option<int?>("--heads") { Description = "Attention heads, where the checkpoint does not tell (non-standard widths without relative position tables or config.json)" };
         var imageSize = new Option<int?>("--img-size") { Description = "Build the ViT for this input size, resampling position embeddings and relative position tables" };
         var command = new Command("import", "Import a checkpoint (strict: every tensor is used or listed as left out, shapes must match)");
         foreach (var option in new Option[] { from, config, weights, output, heads, imageSize }) command.Options.Add(option);
@@ -85,9 +87,13 @@ internal static class ModelCommand
                 Config = parsed.GetValue(config), Heads = parsed.GetValue(heads), ImageSize = parsed.GetValue(imageSize),
             };
             var result = ModelImport.Run(request);
-            context.Console.MarkupLineInterpolated($"imported {result.Tensors} tensors ({result.Parameters:N0} parameters) from {result.Format} as {result.Spec.Architecture} into {result.Directory}");
+            string source = result.SourceArchitecture is string name ? $"{name} ({result.Format})" : result.Format;
+            context.Console.MarkupLineInterpolated($"imported {result.Tensors} tensors ({result.Parameters:N0} parameters) from {source} as {result.Spec.Architecture} into {result.Directory}");
+            if (result.Labels is { } labels)
+                context.Console.MarkupLineInterpolated($"{labels.Count} label names in {ModelDirectory.LabelsFileName}");
             if (result.LeftOut.Count > 0)
                 context.Console.MarkupLineInterpolated($"left out {result.LeftOut.Count} entries that are not part of the model: {string.Join(", ", result.LeftOut.Take(6))}{(result.LeftOut.Count > 6 ? ", …" : "")}");
+            foreach (string note in result.Notes) context.Console.MarkupLineInterpolated($"note: {note}");
             return Task.FromResult(0);
         });
         return command;
@@ -95,24 +101,19 @@ internal static class ModelCommand
 
     private static Command CreateExport(CliContext context)
     {
-        var to = new Option<string>("--to") { Description = "Target format: timm", Required = true };
-        to.AcceptOnlyFromAmong("timm");
+        var to = new Option<string>("--to") { Description = $"Target layout: {string.Join(", ", ModelExportRequest.Targets)}", Required = true };
+        to.AcceptOnlyFromAmong([.. ModelExportRequest.Targets]);
         var modelDir = new Option<string>("--model") { Description = "Model directory (a ViT)", Required = true };
-        var output = new Option<string>("--out") { Description = "Folder for weights.safetensors and timm_config.json", Required = true };
-        var command = new Command("export", "Export a model directory for timm (load with strict=True)");
+        var output = new Option<string>("--out") { Description = "Folder for timm's hub layout: config.json, model.safetensors (and timm_config.json)", Required = true };
+        var command = new Command("export", "Export a model directory as a timm hub folder (timm.create_model('local-dir:OUT', pretrained=True) loads it strictly)");
         foreach (var option in new Option[] { to, modelDir, output }) command.Options.Add(option);
         command.SetAction((parsed, _) =>
         {
             TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
-            var (spec, network) = ModelDirectory.LoadVit(parsed.GetRequiredValue(modelDir));
-            using (network)
-            {
-                string directory = parsed.GetRequiredValue(output);
-                Directory.CreateDirectory(directory);
-                ModelDirectory.WriteWeights(Path.Combine(directory, "weights.safetensors"), network, ModelDirectory.NotInTimm);
-                AtomicFile.WriteAllText(Path.Combine(directory, "timm_config.json"), ModelDirectory.TimmConfigJson(spec.Config!));
-                context.Console.MarkupLineInterpolated($"exported {spec.Architecture} to {directory} (weights.safetensors, timm_config.json)");
-            }
+            var result = ModelExport.Run(new ModelExportRequest(parsed.GetRequiredValue(to), parsed.GetRequiredValue(modelDir), parsed.GetRequiredValue(output)));
+            string args = result.ModelArgs.Count == 0 ? "" : $" with model_args {string.Join(", ", result.ModelArgs.Select(a => $"{a.Key}={TimmConfig.Show(a.Value)}"))}";
+            context.Console.MarkupLineInterpolated($"exported {result.Spec.Architecture} as {result.Architecture}{args} to {result.Directory} ({string.Join(", ", result.Files)})");
+            foreach (string note in result.Notes) context.Console.MarkupLineInterpolated($"note: {note}");
             return Task.FromResult(0);
         });
         return command;

@@ -7,7 +7,14 @@ using static TorchSharp.torch;
 namespace MimFlow.Models.Interop;
 
 /// <summary>A checkpoint read as a MimFlow model: its spec, its tensors under our names, and what was left out (and why).</summary>
-public sealed record ForeignCheckpoint(ModelSpec Spec, INamedTensors Tensors, IReadOnlyList<string> LeftOut);
+public sealed record ForeignCheckpoint(ModelSpec Spec, INamedTensors Tensors, IReadOnlyList<string> LeftOut)
+{
+    /// <summary>The classifier's label names by index, where the checkpoint's configuration names them.</summary>
+    public IReadOnlyList<string>? Labels { get; init; }
+
+    /// <summary>What the reader wants the user to know (a parameter made because the checkpoint has none, …).</summary>
+    public IReadOnlyList<string> Notes { get; init; } = [];
+}
 
 /// <summary>
 /// A checkpoint's tensors under another naming: each target name is read from one source tensor through a transform
@@ -38,14 +45,22 @@ public sealed class TranslatedTensors(string origin) : INamedTensors
 /// </summary>
 public static partial class ForeignCheckpoints
 {
-    public static IReadOnlyList<string> Formats { get; } = ["unilm-beit", "unilm-vqkd", "openai-clip", "dall-e"];
+    /// <summary>The formats that come as a Hugging Face transformers folder (config.json + weights) or a lone weights file.</summary>
+    // Declared before Formats: static initialisers run in textual order.
+    public static IReadOnlyList<string> HuggingFaceFormats { get; } = ["hf-beit", "hf-clip", "hf-vit"];
 
-    public static ForeignCheckpoint Read(string format, INamedTensors file, int? heads = null) => format switch
+    public static IReadOnlyList<string> Formats { get; } = ["unilm-beit", "unilm-vqkd", "openai-clip", "dall-e", .. HuggingFaceFormats];
+
+    /// <param name="huggingFace">The transformers config.json of an hf-* checkpoint, where there is one.</param>
+    public static ForeignCheckpoint Read(string format, INamedTensors file, int? heads = null, HuggingFaceConfig? huggingFace = null) => format switch
     {
         "unilm-beit" => UnilmBeit(file, heads),
         "unilm-vqkd" => UnilmVqkd(file, heads),
         "openai-clip" => OpenAiClip(file),
         "dall-e" => DallE(file),
+        "hf-beit" => HuggingFaceBeit(file, huggingFace, heads),
+        "hf-clip" => HuggingFaceClip(file, huggingFace, heads),
+        "hf-vit" => HuggingFaceVit(file, huggingFace, heads),
         _ => throw new ArgumentException($"unknown checkpoint format '{format}' ({string.Join(", ", Formats)})"),
     };
 

@@ -55,6 +55,24 @@ public static class ModelDirectory
         return Path.Combine(path, "checkpoints", checkpoint, "backbone");
     }
 
+    /// <summary>
+    /// Beside config.json when the imported checkpoint named its classes (HF id2label, timm label_names): a JSON array
+    /// of label names by output index. Kept apart from the spec because a new head (fine-tuning) makes them stale.
+    /// </summary>
+    public const string LabelsFileName = "labels.json";
+
+    public static void WriteLabels(string directory, IReadOnlyList<string> labels) =>
+        AtomicFile.WriteAllText(Path.Combine(directory, LabelsFileName), JsonSerializer.Serialize(labels, new JsonSerializerOptions { WriteIndented = true }));
+
+    /// <summary>The label names of a model directory, or null where it has none.</summary>
+    public static IReadOnlyList<string>? ReadLabels(string directory)
+    {
+        string path = Path.Combine(Locate(directory), LabelsFileName);
+        if (!File.Exists(path)) return null;
+        try { return JsonSerializer.Deserialize<List<string>>(File.ReadAllText(path)) ?? throw new InvalidDataException($"{path}: empty"); }
+        catch (JsonException e) { throw new InvalidDataException($"{path}: not a JSON array of label names ({e.Message})", e); }
+    }
+
     /// <summary>The file in a training run folder that names its latest checkpoint.</summary>
     public const string RunPointerFileName = "latest.json";
 
@@ -64,7 +82,10 @@ public static class ModelDirectory
         string configPath = Path.Combine(directory, ConfigFileName);
         if (!File.Exists(configPath)) throw new FileNotFoundException($"{configPath}: not a model directory (config.json missing)", configPath);
         ModelSpec? spec;
-        try { spec = JsonSerializer.Deserialize<ModelSpec>(File.ReadAllText(configPath), Json); }
+        string text = File.ReadAllText(configPath);
+        if (TimmHub.IsHubConfig(text))
+            throw new InvalidDataException($"{configPath}: a timm hub folder, not a MimFlow model directory: import it with 'mimflow model import --from timm --weights {directory}'");
+        try { spec = JsonSerializer.Deserialize<ModelSpec>(text, Json); }
         catch (JsonException e) { throw new InvalidDataException($"{configPath}: not a model configuration ({e.Message})", e); }
         if (spec is null) throw new InvalidDataException($"{configPath}: empty configuration");
         spec.Validate(configPath);
@@ -132,34 +153,14 @@ public static class ModelDirectory
         writer.Write(path);
     }
 
-    /// <summary>timm's constructor arguments for this configuration (the inverse of <see cref="TimmConfig.Parse"/>).</summary>
+    /// <summary>timm_config.json for this configuration (the inverse of <see cref="TimmConfig.Parse"/>).</summary>
     public static string TimmConfigJson(VitConfig config)
     {
-        var arguments = new Dictionary<string, object?>
-        {
-            ["img_size"] = config.ImgSize, ["patch_size"] = config.PatchSize, ["in_chans"] = config.InChannels,
-            ["embed_dim"] = config.EmbedDim, ["depth"] = config.Depth, ["num_heads"] = config.NumHeads,
-            ["mlp_ratio"] = config.MlpRatio, ["num_classes"] = config.NumClasses, ["qkv_bias"] = config.QkvBias,
-            ["global_pool"] = config.GlobalPool, ["init_values"] = config.InitValues,
-        };
-        if (config.BeitAttention)
-        {
-            arguments["use_abs_pos_emb"] = config.UseAbsPosEmb;
-            arguments["use_rel_pos_bias"] = config.UseRelPosBias;
-            arguments["use_shared_rel_pos_bias"] = config.UseSharedRelPosBias;
-        }
-        else
-        {
-            arguments["pre_norm"] = config.PreNorm;
-            arguments["act_layer"] = config.Activation == Activation.QuickGelu ? "quick_gelu" : "gelu";
-            arguments["class_token"] = config.ClassToken;
-            if (!config.UseAbsPosEmb) arguments["pos_embed"] = "none";
-        }
         // timm takes the LayerNorm eps through norm_layer (e.g. partial(nn.LayerNorm, eps=1e-5) for CLIP), not as an
         // argument: it is recorded beside the constructor arguments so a re-import keeps it.
         var document = new
         {
-            timm_class = config.BeitAttention ? "Beit" : "VisionTransformer", config = arguments,
+            timm_class = TimmConfig.ClassOf(config), config = TimmConfig.ArgumentsOf(config),
             mimflow = new Dictionary<string, object> { ["layer_norm_eps"] = config.LayerNormEps },
         };
         return JsonSerializer.Serialize(document, new JsonSerializerOptions { WriteIndented = true });

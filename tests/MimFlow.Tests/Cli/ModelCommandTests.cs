@@ -29,12 +29,17 @@ public sealed class ModelCommandTests
 
         var export = await CliHarness.RunAsync("model", "export", "--to", "timm", "--model", dir.Combine("model"), "--out", dir.Combine("timm"));
         Assert.True(export.ExitCode == 0, export.Error);
-        var again = await CliHarness.RunAsync("model", "import", "--from", "timm", "--config", dir.Combine("timm", "timm_config.json"),
-            "--weights", dir.Combine("timm", "weights.safetensors"), "--out", dir.Combine("again"));
+        Assert.Contains(fixture == "beit_tiny_relpos" ? "as beit_base_patch16_224 with model_args embed_dim=192, depth=3, num_heads=3" : "as vit_tiny_patch16_224", export.Output);
+        // The hub folder alone, and the legacy pair (timm_config.json + the weights file) still.
+        var again = await CliHarness.RunAsync("model", "import", "--from", "timm", "--weights", dir.Combine("timm"), "--out", dir.Combine("again"));
         Assert.True(again.ExitCode == 0, again.Error);
+        var legacy = await CliHarness.RunAsync("model", "import", "--from", "timm", "--config", dir.Combine("timm", "timm_config.json"),
+            "--weights", dir.Combine("timm", "model.safetensors"), "--out", dir.Combine("legacy"));
+        Assert.True(legacy.ExitCode == 0, legacy.Error);
         Assert.Equal(File.ReadAllBytes(dir.Combine("model", "weights.safetensors")), File.ReadAllBytes(dir.Combine("again", "weights.safetensors")));
+        Assert.Equal(File.ReadAllBytes(dir.Combine("model", "weights.safetensors")), File.ReadAllBytes(dir.Combine("legacy", "weights.safetensors")));
         using var original = SafetensorsFile.Open(F("weights.safetensors"));
-        using var exported = SafetensorsFile.Open(dir.Combine("timm", "weights.safetensors"));
+        using var exported = SafetensorsFile.Open(dir.Combine("timm", "model.safetensors"));
         Assert.Equal(original.Entries.Select(e => e.Name).Order(), exported.Entries.Select(e => e.Name).Order());
         foreach (var entry in original.Entries) Assert.Equal(original.ReadFloat32(entry.Name), exported.ReadFloat32(entry.Name));
     }
@@ -50,6 +55,49 @@ public sealed class ModelCommandTests
         string line = Assert.Single(outcome.Error.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.Contains("missing [", line);
         Assert.Contains("q_bias", line);
+    }
+}
+
+public sealed class HubFolderCommandTests
+{
+    [Fact]
+    public async Task Hf_folders_import_with_labels_and_left_out_heads_and_export_to_a_timm_hub_folder()
+    {
+        using var dir = new TemporaryDirectory();
+        var schemes = await CliHarness.RunAsync("model", "import", "--from", "hf-nothing", "--weights", "x", "--out", dir.Combine("x"));
+        Assert.NotEqual(0, schemes.ExitCode);
+        foreach (string scheme in new[] { "hf-beit", "hf-clip", "hf-vit" }) Assert.Contains(scheme, schemes.Error);
+
+        MimFlow.Torch.Backend.TorchBackend.EnsureLoaded();
+        using (var scope = TorchSharp.torch.NewDisposeScope())
+        {
+            var timm = Models.HuggingFaceNaming.Read(SharedFixtures.PathOf("timm", "beit_tiny_relpos", "weights.safetensors"));
+            Directory.CreateDirectory(dir.Combine("hf"));
+            Models.HuggingFaceNaming.Write(dir.Combine("hf", "model.safetensors"), Models.HuggingFaceNaming.Beit(timm, prefix: "data2vec_vision."));
+            Models.HuggingFaceNaming.WriteJson(dir.Combine("hf", "config.json"), new Dictionary<string, object>
+            {
+                ["model_type"] = "data2vec-vision", ["hidden_size"] = 192, ["num_hidden_layers"] = 3, ["num_attention_heads"] = 3,
+                ["intermediate_size"] = 768, ["use_relative_position_bias"] = true, ["layer_norm_eps"] = 1e-6,
+                ["id2label"] = Enumerable.Range(0, 10).ToDictionary(i => i.ToString(), i => $"n{i}"),
+            });
+        }
+        var import = await CliHarness.RunAsync("model", "import", "--from", "hf-beit", "--weights", dir.Combine("hf"), "--out", dir.Combine("model"));
+        Assert.True(import.ExitCode == 0, import.Error);
+        Assert.Contains("10 label names in labels.json", import.Output);
+        Assert.Contains("left out 3 entries", import.Output);
+
+        var export = await CliHarness.RunAsync("model", "export", "--to", "timm", "--model", dir.Combine("model"), "--out", dir.Combine("hub"));
+        Assert.True(export.ExitCode == 0, export.Error);
+        Assert.Contains("as beit_base_patch16_224", export.Output);
+        var forward = await CliHarness.RunAsync("model", "forward", "--model", dir.Combine("hub"), "--input", SharedFixtures.PathOf("timm", "beit_tiny_relpos", "input.safetensors"),
+            "--output", dir.Combine("y.safetensors"));
+        Assert.Equal(1, forward.ExitCode);
+        Assert.Contains("--from timm --weights", forward.Error);
+        var again = await CliHarness.RunAsync("model", "import", "--from", "timm", "--weights", dir.Combine("hub"), "--out", dir.Combine("again"));
+        Assert.True(again.ExitCode == 0, again.Error);
+        Assert.Contains("from beit_base_patch16_224 (safetensors)", again.Output);
+        Assert.Equal(File.ReadAllBytes(dir.Combine("model", "weights.safetensors")), File.ReadAllBytes(dir.Combine("again", "weights.safetensors")));
+        Assert.Equal(File.ReadAllText(dir.Combine("model", "labels.json")), File.ReadAllText(dir.Combine("again", "labels.json")));
     }
 }
 
@@ -81,7 +129,7 @@ public sealed class ModelInitTests
 
         var export = await CliHarness.RunAsync("model", "export", "--to", "timm", "--model", dir.Combine("a"), "--out", dir.Combine("timm"));
         Assert.True(export.ExitCode == 0, export.Error);
-        using (var exported = SafetensorsFile.Open(dir.Combine("timm", "weights.safetensors")))
+        using (var exported = SafetensorsFile.Open(dir.Combine("timm", "model.safetensors")))
         {
             Assert.False(exported.Contains("mask_token"), "timm's Beit has no mask_token: strict loading would fail");
             Assert.Equal(weights.Entries.Count - 1, exported.Entries.Count);
