@@ -18,6 +18,9 @@ public sealed record ModelImportRequest(string From, string Weights, string Outp
     /// <summary>Build the ViT for this input size, resampling position tables.</summary>
     public int? ImageSize { get; init; }
 
+    /// <summary>Pickled checkpoints: the entry holding the state dict (<c>a/b</c> when nested), instead of the unwrap rules.</summary>
+    public string? StateDictKey { get; init; }
+
     public static IReadOnlyList<string> Schemes { get; } = ["timm", .. ForeignCheckpoints.Formats];
 }
 
@@ -29,7 +32,7 @@ public static class ModelImport
 {
     public static ModelImportResult Run(ModelImportRequest request)
     {
-        using var file = CheckpointFile.Open(request.Weights);
+        using var file = CheckpointFile.Open(request.Weights, new CheckpointReadOptions(request.StateDictKey));
         ForeignCheckpoint checkpoint;
         if (request.From == "timm")
         {
