@@ -24,6 +24,7 @@ public sealed class CheckpointFileTests
     [InlineData("beit_unilm_legacy.pth", "beit_unilm.ref.safetensors", "pytorch-legacy")]
     [InlineData("dino_checkpoint.pth", "dino_checkpoint.ref.safetensors", "pytorch-zip")]
     [InlineData("dtypes.pth", "dtypes.ref.safetensors", "pytorch-zip")]
+    [InlineData("dtypes_protocol4.pth", "dtypes.ref.safetensors", "pytorch-zip")]
     [InlineData("clip_vit_tiny.pt", "clip_vit_tiny.ref.safetensors", "torchscript")]
     [InlineData("dall_e_encoder.pkl", "dall_e_encoder.ref.safetensors", "pytorch-zip")]
     public void Each_format_opens_with_the_names_shapes_and_values_of_its_reference(string fixture, string reference, string format)
@@ -207,6 +208,15 @@ public sealed class CheckpointFileTests
         Assert.Equal(["safetensors", "pytorch-zip", "pytorch-legacy"], new[] { first.Format, second.Format, third.Format });
         AssertSameTensors(first, second);
         AssertSameTensors(first, third);
+    }
+
+    [Fact]
+    public void Reading_after_dispose_and_a_cancelled_open_are_exceptions_not_crashes()
+    {
+        var checkpoint = CheckpointFile.Open(Fixture("beit_unilm.pth"));
+        checkpoint.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => checkpoint.Read("cls_token").Dispose());
+        Assert.ThrowsAny<OperationCanceledException>(() => CheckpointFile.Open(Fixture("beit_unilm.pth"), cancellationToken: new CancellationToken(true)).Dispose());
     }
 
     [Fact]

@@ -12,6 +12,7 @@ internal sealed unsafe class MappedFile : IDisposable
     private readonly MemoryMappedFile map;
     private readonly MemoryMappedViewAccessor view;
     private readonly byte* pointer;
+    private bool disposed;
 
     private MappedFile(string path, long length)
     {
@@ -68,12 +69,16 @@ internal sealed unsafe class MappedFile : IDisposable
 
     private void CheckRange(long offset, long length)
     {
+        // A read after disposal would touch unmapped memory: a crash, not an exception.
+        ObjectDisposedException.ThrowIf(disposed, this);
         if (!Contains(offset, length))
             throw new InvalidDataException($"{Path}: a record at byte {offset} of {length} bytes runs past the end of the file ({Length} bytes; truncated?)");
     }
 
     public void Dispose()
     {
+        if (disposed) return;
+        disposed = true;
         view.SafeMemoryMappedViewHandle.ReleasePointer();
         view.Dispose();
         map.Dispose();

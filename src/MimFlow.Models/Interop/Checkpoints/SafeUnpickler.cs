@@ -305,7 +305,7 @@ internal sealed class SafeUnpickler
     private static string QuotedString(string text)
     {
         if (text.Length < 2 || text[0] != text[^1] || text[0] is not ('\'' or '"')) throw new PickleFormatException("STRING is not quoted");
-        return Unescape(text[1..^1], unicodeEscapes: false);
+        return Unescape(text[1..^1]);
     }
 
     /// <summary>Protocol 0's UNICODE: raw-unicode-escape, where only \uXXXX and \UXXXXXXXX are escapes.</summary>
@@ -328,7 +328,8 @@ internal sealed class SafeUnpickler
         return result.ToString();
     }
 
-    private static string Unescape(string text, bool unicodeEscapes)
+    /// <summary>Python's string escapes; an unknown one stays as written, as Python 2 keeps it.</summary>
+    private static string Unescape(string text)
     {
         var result = new StringBuilder(text.Length);
         for (int i = 0; i < text.Length; i++)
@@ -351,7 +352,6 @@ internal sealed class SafeUnpickler
                     i += 2;
                     break;
                 default:
-                    if (unicodeEscapes) throw new PickleFormatException($"unknown escape \\{next}");
                     result.Append('\\').Append(next);
                     break;
             }
