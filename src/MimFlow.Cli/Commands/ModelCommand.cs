@@ -77,14 +77,18 @@ internal static class ModelCommand
         var output = new Option<string>("--out") { Description = "Model directory to write", Required = true };
         var heads = new Option<int?>("--heads") { Description = "Attention heads, where the checkpoint does not tell (non-standard widths without relative position tables or config.json)" };
         var imageSize = new Option<int?>("--img-size") { Description = "Build the ViT for this input size, resampling position embeddings and relative position tables" };
+        var stateDictKey = new Option<string?>("--state-dict-key")
+        {
+            Description = "The entry of a wrapped checkpoint that holds the weights ('a/b' for nested entries); default: model, state_dict, module, teacher, or the only entry with tensors",
+        };
         var command = new Command("import", "Import a checkpoint (strict: every tensor is used or listed as left out, shapes must match)");
-        foreach (var option in new Option[] { from, config, weights, output, heads, imageSize }) command.Options.Add(option);
+        foreach (var option in new Option[] { from, config, weights, output, heads, imageSize, stateDictKey }) command.Options.Add(option);
         command.SetAction((parsed, _) =>
         {
             TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
             var request = new ModelImportRequest(parsed.GetRequiredValue(from), parsed.GetRequiredValue(weights), parsed.GetRequiredValue(output))
             {
-                Config = parsed.GetValue(config), Heads = parsed.GetValue(heads), ImageSize = parsed.GetValue(imageSize),
+                Config = parsed.GetValue(config), Heads = parsed.GetValue(heads), ImageSize = parsed.GetValue(imageSize), StateDictKey = parsed.GetValue(stateDictKey),
             };
             var result = ModelImport.Run(request);
             string source = result.SourceArchitecture is string name ? $"{name} ({result.Format})" : result.Format;

@@ -38,8 +38,8 @@ public sealed class TranslatedTensors(string origin) : INamedTensors
 }
 
 /// <summary>
-/// Imports of the reference implementations' checkpoints (converted from .pth to safetensors, see
-/// docs/model-interop.md): unilm BEiT and BEiT v2 backbones, unilm VQ-KD tokenizers and OpenAI CLIP visual encoders.
+/// Imports of the reference implementations' checkpoints, as <see cref="Checkpoints.CheckpointFile"/> reads them from
+/// safetensors, .pth pickles or TorchScript (docs/model-interop.md): unilm BEiT and BEiT v2 backbones, unilm VQ-KD tokenizers and OpenAI CLIP visual encoders.
 /// The configuration is read off the tensors' names and shapes; tensors that are not part of the model (training
 /// heads, the VQ-KD teacher, CLIP's text tower) are left out and listed; any other unknown name is an error.
 /// </summary>

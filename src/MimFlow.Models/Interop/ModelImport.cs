@@ -21,6 +21,9 @@ public sealed record ModelImportRequest(string From, string Weights, string Outp
     /// <summary>Build the ViT for this input size, resampling position tables.</summary>
     public int? ImageSize { get; init; }
 
+    /// <summary>Pickled checkpoints: the entry holding the state dict (<c>a/b</c> when nested), instead of the unwrap rules.</summary>
+    public string? StateDictKey { get; init; }
+
     public static IReadOnlyList<string> Schemes { get; } = ["timm", .. ForeignCheckpoints.Formats];
 }
 
@@ -43,7 +46,7 @@ public static class ModelImport
     public static ModelImportResult Run(ModelImportRequest request)
     {
         var (weightsPath, hub, huggingFace) = Locate(request);
-        using var file = CheckpointFile.Open(weightsPath);
+        using var file = CheckpointFile.Open(weightsPath, new CheckpointReadOptions(request.StateDictKey));
         ForeignCheckpoint checkpoint;
         if (request.From == "timm")
         {

@@ -45,6 +45,24 @@ public sealed class ModelCommandTests
     }
 
     [Fact]
+    public async Task A_wrapped_pth_imports_from_the_command_line_and_says_what_it_left_out()
+    {
+        using var dir = new TemporaryDirectory();
+        string pth = RepositoryFiles.PathOf("tests", "fixtures", "checkpoints", "beit_unilm.pth");
+        var import = await CliHarness.RunAsync("model", "import", "--from", "unilm-beit", "--weights", pth, "--out", dir.Combine("model"));
+        Assert.True(import.ExitCode == 0, import.Error);
+        Assert.Contains("from pytorch-zip", import.Output);
+        Assert.Contains("optimizer", import.Output);
+        Assert.Contains("args", import.Output);
+
+        var wrongKey = await CliHarness.RunAsync("model", "import", "--from", "unilm-beit", "--weights", pth, "--state-dict-key", "nope", "--out", dir.Combine("other"));
+        Assert.Equal(MimFlow.Cli.MimFlowCli.Failure, wrongKey.ExitCode);
+        Assert.Contains("nope", wrongKey.Error);
+        Assert.Contains("beit_unilm.pth", wrongKey.Error);
+        Assert.False(Directory.Exists(dir.Combine("other")) && Directory.EnumerateFileSystemEntries(dir.Combine("other")).Any());
+    }
+
+    [Fact]
     public async Task Mismatched_weights_are_refused_naming_the_parameters()
     {
         using var dir = new TemporaryDirectory();
