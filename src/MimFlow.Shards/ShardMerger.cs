@@ -29,6 +29,7 @@ public static class ShardMerger
             throw new InvalidDataException($"the parts are {string.Join(", ", indices.Select(i => $"{i}/{count}"))}: a merge needs each of 0/{count} … {count - 1}/{count} exactly once");
 
         Directory.CreateDirectory(output);
+        using var writer = OutputLock.Acquire(output, "shards merge");
         if (File.Exists(Path.Combine(output, ShardManifest.FileName))) throw new IOException($"{output}: already holds a shard set (manifest.json)");
         var shards = new List<ShardEntry>();
         var quarantine = new List<string>();

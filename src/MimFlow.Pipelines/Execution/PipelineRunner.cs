@@ -1,3 +1,4 @@
+using MimFlow.Core.IO;
 using System.Diagnostics;
 using System.Text;
 using MimFlow.Pipelines.Definition;
@@ -208,17 +209,15 @@ public sealed class PipelineRunner(IStageExecutor executor, IPipelineObserver? o
     }
 
     /// <summary>One run per folder at a time: a second would race the first over the same outputs and records.</summary>
-    private static FileStream Lock(PipelineDefinition pipeline, string root)
+    private static OutputLock Lock(PipelineDefinition pipeline, string root)
     {
-        string path = Path.Combine(root, StageRecords.Folder, "run.lock");
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         try
         {
-            return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.DeleteOnClose);
+            return OutputLock.AcquireFile(Path.Combine(root, StageRecords.Folder, "run.lock"), "run " + pipeline.Name, root);
         }
-        catch (IOException)
+        catch (OutputInUseException e)
         {
-            throw new PipelineException(pipeline.Source, $"another mimflow run is using the run folder {root} (it holds {path}); wait for it or choose another --out");
+            throw new PipelineException(pipeline.Source, $"another mimflow run is using the run folder {root}: {e.Message}");
         }
     }
 

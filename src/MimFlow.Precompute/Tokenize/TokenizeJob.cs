@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text;
 using System.Threading.Channels;
+using MimFlow.Core.IO;
 using MimFlow.Data.Augment;
 using MimFlow.Data.Decoding;
 using MimFlow.Data.Pipeline;
@@ -76,6 +77,7 @@ public static class TokenizeJob
     {
         request.Validate();
         Directory.CreateDirectory(request.OutputDirectory);
+        using var writer = OutputLock.Acquire(request.OutputDirectory, "tokenize");
         var index = DatasetSource.Open(request.DataRoot, request.Layout, request.Split, request.GroundTruth);
         int first = (int)((long)index.Count * request.ShardIndex / request.ShardCount);
         int end = (int)((long)index.Count * (request.ShardIndex + 1) / request.ShardCount);

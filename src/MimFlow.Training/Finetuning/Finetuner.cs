@@ -189,6 +189,7 @@ public static class Finetuner
         request.Validate();
         bool probe = request.IsLinearProbe;
         var device = request.Device ?? CPU;
+        using var writer = OutputLock.Acquire(request.OutputDirectory, request.Task);
         var run = SupervisedCheckpoints<EpochEvaluation>.Open(request.OutputDirectory, request.Task, request.Seed, request.BatchSize, request.Epochs, request.Resume);
         if (run.Complete)
             return new FinetuneResult(run.StepsTaken, run.Tally.FirstLoss, run.Tally.LastLoss, run.Tally.Skipped, 0, run.Evaluations, run.Checkpoint!) { WasComplete = true };

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using MimFlow.Core.IO;
 using MimFlow.Core.Randomness;
 using MimFlow.Data.Masking;
 using MimFlow.Data.Sources;
@@ -103,6 +104,7 @@ public static class Pretrainer
         request.Validate();
         var device = request.Device ?? CPU;
         Directory.CreateDirectory(request.OutputDirectory);
+        using var writer = OutputLock.Acquire(request.OutputDirectory, "pretrain");
         var store = new CheckpointStore(request.OutputDirectory);
         string? resumeFrom = request.Resume ? store.Latest() : null;
         if (!request.Resume && store.Latest() is not null)

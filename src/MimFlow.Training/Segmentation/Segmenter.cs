@@ -177,6 +177,7 @@ public static class Segmenter
     {
         request.Validate();
         var device = request.Device ?? CPU;
+        using var writer = OutputLock.Acquire(request.OutputDirectory, Task);
         var run = SupervisedCheckpoints<SegmentEpochEvaluation>.Open(request.OutputDirectory, Task, request.Seed, request.BatchSize, request.Epochs, request.Resume);
         if (run.Complete)
             return new SegmentResult(run.StepsTaken, run.Tally.FirstLoss, run.Tally.LastLoss, run.Tally.Skipped, 0, run.Evaluations, run.Checkpoint!) { WasComplete = true };

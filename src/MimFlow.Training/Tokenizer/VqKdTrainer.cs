@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using MimFlow.Core.IO;
 using MimFlow.Core.Randomness;
 using MimFlow.Data.Augment;
 using MimFlow.Data.Pipeline;
@@ -76,6 +77,7 @@ public static class VqKdTrainer
         request.Validate();
         var device = request.Device ?? CPU;
         Directory.CreateDirectory(request.OutputDirectory);
+        using var writer = OutputLock.Acquire(request.OutputDirectory, "train-tokenizer");
         string tokenizerDirectory = Path.Combine(request.OutputDirectory, "tokenizer");
         if (File.Exists(Path.Combine(tokenizerDirectory, ModelDirectory.ConfigFileName)))
             throw new InvalidOperationException($"{request.OutputDirectory}: holds a trained tokenizer already; choose a new folder");
