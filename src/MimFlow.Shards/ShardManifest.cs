@@ -79,6 +79,43 @@ public sealed record ShardManifest
         Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
     };
 
+    /// <summary>
+    /// What every reader relies on before opening a shard: each shard a plain file name inside the set's folder (no
+    /// path, no "..": a manifest must never send a reader elsewhere on the machine), listed once, with non-negative
+    /// counts that add up to the manifest's, and a sane configuration.
+    /// </summary>
+    public void Validate(string path)
+    {
+        var configuration = Configuration ?? throw new InvalidDataException($"{path}: no configuration");
+        if (Shards is null || Columns is null) throw new InvalidDataException($"{path}: no shard list or columns");
+        if (configuration.Views < 1) throw new InvalidDataException($"{path}: views {configuration.Views}; a set has at least one view per image");
+        if (Rows < 0 || SampleCount < 0 || FirstSample < 0 || Quarantined < 0 || CodeLength < 0 || CodebookSize < 0)
+            throw new InvalidDataException($"{path}: negative counts (rows {Rows}, samples {FirstSample}+{SampleCount}, quarantined {Quarantined}, codes {CodeLength} of {CodebookSize})");
+        if (Columns.Codes != (CodeLength > 0) || (Columns.Codes && CodebookSize < 1))
+            throw new InvalidDataException($"{path}: the codes column and the code grid ({CodeLength} codes of {CodebookSize}) disagree");
+        if ((Columns.Features is not null) != (FeatureShape is { Length: 2 } shape && shape[0] > 0 && shape[1] > 0))
+            throw new InvalidDataException($"{path}: the features column and feature shape [{string.Join(", ", FeatureShape ?? [])}] disagree");
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        long rows = 0;
+        foreach (var shard in Shards)
+        {
+            if (!IsPlainFileName(shard.Name))
+                throw new InvalidDataException($"{path}: shard '{shard.Name}' is not a file name inside the set's folder");
+            if (!names.Add(shard.Name)) throw new InvalidDataException($"{path}: shard '{shard.Name}' is listed twice");
+            if (shard.Rows < 0 || shard.Bytes < 0 || shard.Samples < 0 || shard.FirstSample < 0)
+                throw new InvalidDataException($"{path}: shard '{shard.Name}' has negative counts (rows {shard.Rows}, bytes {shard.Bytes}, samples {shard.FirstSample}+{shard.Samples})");
+            if (shard.Rows % configuration.Views != 0)
+                throw new InvalidDataException($"{path}: shard '{shard.Name}' has {shard.Rows} rows, not a whole number of images at {configuration.Views} views");
+            rows += shard.Rows;
+        }
+        if (rows != Rows) throw new InvalidDataException($"{path}: the shards list {rows} rows, the manifest says {Rows}");
+    }
+
+    /// <summary>A single path component naming a file: not empty, no separator, not "." or "..", nothing rooted.</summary>
+    public static bool IsPlainFileName(string name) =>
+        !string.IsNullOrEmpty(name) && name is not ("." or "..") && name.IndexOfAny(['/', '\\', '\0']) < 0 && !Path.IsPathRooted(name)
+        && name == Path.GetFileName(name);
+
     public void Write(string directory) => AtomicFile.WriteAllText(Path.Combine(directory, FileName), JsonSerializer.Serialize(this, Json));
 
     public static ShardManifest Read(string directory)
@@ -89,6 +126,7 @@ public sealed record ShardManifest
         {
             var manifest = JsonSerializer.Deserialize<ShardManifest>(File.ReadAllText(path), Json) ?? throw new InvalidDataException($"{path}: empty manifest");
             if (manifest.Format != FormatName) throw new InvalidDataException($"{path}: format '{manifest.Format}' is not {FormatName}");
+            manifest.Validate(path);
             return manifest;
         }
         catch (JsonException e)

@@ -18,7 +18,6 @@ public static class ShardVerifier
 
     public static async Task<Report> VerifyAsync(string directory, CancellationToken cancellationToken = default)
     {
-        var problems = new List<string>();
         ShardManifest manifest;
         try
         {
@@ -28,6 +27,13 @@ public static class ShardVerifier
         {
             return new Report(null, [e.Message], 0);
         }
+        return await VerifyAsync(directory, manifest, cancellationToken);
+    }
+
+    /// <summary>The folder's shards against a manifest not yet written (a merge checks before it commits).</summary>
+    public static async Task<Report> VerifyAsync(string directory, ShardManifest manifest, CancellationToken cancellationToken = default)
+    {
+        var problems = new List<string>();
         long rowsChecked = 0;
         int expectedFirst = manifest.FirstSample;
         foreach (var shard in manifest.Shards)

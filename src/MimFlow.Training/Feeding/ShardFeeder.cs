@@ -90,6 +90,30 @@ public sealed class ShardFeeder
         if (options.Masks is { } masks && Manifest.CodeLength > 0 && masks.Height * masks.Width != Manifest.CodeLength)
             throw new ArgumentException($"the mask grid {masks.Height}×{masks.Width} does not match the {Manifest.CodeLength} codes per row");
         Images = (int)(Manifest.Rows / Manifest.Configuration.Views);
+        // Cheap checks up front (a stat per shard); each shard's SHA-256 and row count are checked when it is first read.
+        foreach (var shard in Manifest.Shards)
+        {
+            var file = new FileInfo(Path.Combine(shardDirectory, shard.Name));
+            if (!file.Exists) throw new FileNotFoundException($"{file.FullName}: listed in the manifest but missing", file.FullName);
+            if (file.Length != shard.Bytes)
+                throw new InvalidDataException($"{file.FullName}: {file.Length:N0} bytes, the manifest says {shard.Bytes:N0} (truncated or replaced; mimflow shards verify tells more)");
+        }
+    }
+
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, bool> verifiedShards = new(StringComparer.Ordinal);
+
+    /// <summary>The shard's bytes against the manifest's SHA-256, once per feeder, before any row of it is trained on.</summary>
+    private async Task VerifyShardAsync(ShardEntry shard, CancellationToken cancellationToken)
+    {
+        if (verifiedShards.ContainsKey(shard.Name)) return;
+        string path = Path.Combine(directory, shard.Name);
+        await using (var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, useAsync: true))
+        {
+            string sha = Convert.ToHexStringLower(await System.Security.Cryptography.SHA256.HashDataAsync(stream, cancellationToken));
+            if (sha != shard.Sha256)
+                throw new InvalidDataException($"{path}: SHA-256 {sha} differs from the manifest's {shard.Sha256}: the shard is corrupted; nothing of it was trained on");
+        }
+        verifiedShards[shard.Name] = true;
     }
 
     public ShardManifest Manifest { get; }
@@ -118,8 +142,17 @@ public sealed class ShardFeeder
             try
             {
                 for (int epoch = firstEpoch; ; epoch++)
+                {
+                    long produced = 0;
                     await foreach (var batch in ReadEpochAsync(epoch, epoch == firstEpoch ? skipBatches : 0, linked.Token))
+                    {
+                        produced++;
                         await channel.Writer.WriteAsync(batch, linked.Token);
+                    }
+                    // An epoch that gives nothing would give nothing forever: end rather than spin.
+                    if (produced == 0 && (epoch != firstEpoch || skipBatches == 0))
+                        throw new InvalidDataException($"{directory}: epoch {epoch} gave no batch of {options.BatchSize} from {Images:N0} listed images");
+                }
             }
             catch (Exception error)
             {
@@ -238,8 +271,24 @@ public sealed class ShardFeeder
         int views = Manifest.Configuration.Views;
         foreach (var shard in shards)
         {
-            await foreach (var row in ShardReader.ReadAsync(Path.Combine(directory, shard.Name), cancellationToken))
+            await VerifyShardAsync(shard, cancellationToken);
+            string path = Path.Combine(directory, shard.Name);
+            long rows = 0;
+            await using var reader = ShardReader.ReadAsync(path, cancellationToken).GetAsyncEnumerator(cancellationToken);
+            while (true)
             {
+                ShardRow row;
+                try
+                {
+                    if (!await reader.MoveNextAsync()) break;
+                    row = reader.Current;
+                }
+                catch (Exception e) when (e is not (OperationCanceledException or InvalidDataException or IOException))
+                {
+                    throw new InvalidDataException($"{path}: unreadable after row {rows} ({e.GetType().Name}: {e.Message})", e);
+                }
+                rows++;
+                CheckRow(path, rows - 1, row);
                 if (row.View != ChosenView(row.SampleId, epoch, views)) continue;
                 if (buffer.Count < options.ShuffleBuffer)
                 {
@@ -250,9 +299,34 @@ public sealed class ShardFeeder
                 yield return buffer[slot];
                 buffer[slot] = row;
             }
+            if (rows != shard.Rows) throw new InvalidDataException($"{path}: {rows:N0} rows, the manifest says {shard.Rows:N0}");
         }
         shuffle.Shuffle(buffer);
         foreach (var row in buffer) yield return row;
+    }
+
+    /// <summary>What training reads of a row, checked as it is read: a view the set has, codes of the grid inside the codebook, features of the manifest's size.</summary>
+    private void CheckRow(string path, long index, ShardRow row)
+    {
+        string Where() => $"{path}: row {index} ({row.Path}, view {row.View})";
+        if (row.View < 0 || row.View >= Manifest.Configuration.Views) throw new InvalidDataException($"{Where()}: view outside 0..{Manifest.Configuration.Views - 1}");
+        if (row.SampleId is not { Length: 16 } || !ulong.TryParse(row.SampleId, NumberStyles.HexNumber, CultureInfo.InvariantCulture, out _))
+            throw new InvalidDataException($"{Where()}: sample_id '{row.SampleId}' is not 16 hex digits");
+        if (Manifest.Columns.Codes)
+        {
+            var codes = row.Codes ?? throw new InvalidDataException($"{Where()}: no codes");
+            if (codes.Length != Manifest.CodeLength) throw new InvalidDataException($"{Where()}: {codes.Length} codes, the grid has {Manifest.CodeLength}");
+            foreach (short code in codes)
+                if (code < 0 || code >= Manifest.CodebookSize) throw new InvalidDataException($"{Where()}: code {code} outside the codebook 0..{Manifest.CodebookSize - 1}");
+        }
+        if (Manifest.FeatureShape is [int tokens, int dim])
+        {
+            long expected = (long)tokens * dim * (Manifest.Columns.Features == FeatureEncoding.Fp16 ? 2 : 1);
+            if (row.Features?.Length != expected) throw new InvalidDataException($"{Where()}: {row.Features?.Length ?? 0} feature bytes, [{tokens}, {dim}] needs {expected}");
+            if (Manifest.Columns.Features == FeatureEncoding.Int8 && row.FeatureScales?.Length != tokens * 2)
+                throw new InvalidDataException($"{Where()}: {row.FeatureScales?.Length ?? 0} scale bytes, {tokens} tokens need {tokens * 2}");
+        }
+        if (Manifest.Columns.Image && options.Originals is null && row.Image is not { Length: > 0 }) throw new InvalidDataException($"{Where()}: no stored image");
     }
 
     private int ChosenView(string sampleId, int epoch, int views) =>

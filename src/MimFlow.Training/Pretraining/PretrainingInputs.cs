@@ -90,8 +90,10 @@ internal sealed class MultiCropInput : IPretrainingInput
             for (int i = 0; i < full.Length; i++) positionOf[full[i]] = i;
             var loader = new DataflowLoader(index, recipe, epochOptions with { Samples = full[Math.Min(skip, full.Length)..] });
             long number = skip / options.BatchSize;
+            long produced = 0;
             await foreach (var batch in loader.ReadEpochAsync(cancellationToken))
             {
+                produced++;
                 using (batch)
                 {
                     var tensors = Upload(batch, device);
@@ -101,6 +103,9 @@ internal sealed class MultiCropInput : IPretrainingInput
                         _ => objective.Loss(tensors.Globals, tensors.Masks, tensors.Locals, fractionalEpoch), tensors, next);
                 }
             }
+            // Every image refused (quarantined): the next epoch would give nothing too.
+            if (produced == 0 && (epoch != firstEpoch || skip == 0))
+                throw new InvalidDataException($"{index.Root}: epoch {epoch} gave no batch of {options.BatchSize}: every image was refused (see the quarantine) or too few remain");
         }
     }
 

@@ -129,13 +129,27 @@ public sealed class TokenizeTests
         static string Key(ShardRow r) => $"{r.SampleId}/{r.View}/{string.Join(',', r.Codes!)}/{Convert.ToHexString(r.Features!)}/{r.Augment}";
         Assert.Equal(whole.Select(Key), parts.Select(Key));
 
-        var merged = ShardMerger.Merge([fixture.Combine("part1"), fixture.Combine("part0")], fixture.Combine("merged"));
+        var merged = await ShardMerger.MergeAsync([fixture.Combine("part1"), fixture.Combine("part0")], fixture.Combine("merged"));
         Assert.Equal(first.Rows, merged.Rows);
         Assert.Equal(first.Quarantined, merged.Quarantined);
         Assert.True((await ShardVerifier.VerifyAsync(fixture.Combine("merged"))).Ok);
         Assert.Equal(whole.Select(Key), (await RowsOf(fixture.Combine("merged"))).Select(Key));
-        Assert.Contains("exactly once", Assert.Throws<InvalidDataException>(() => ShardMerger.Merge([fixture.Combine("part0")], fixture.Combine("m2"))).Message);
-        Assert.Contains("another configuration", Assert.Throws<InvalidDataException>(() => ShardMerger.Merge([fixture.Combine("part0"), fixture.Combine("a")], fixture.Combine("m3"))).Message);
+        Assert.Contains("exactly once", (await Assert.ThrowsAsync<InvalidDataException>(() => ShardMerger.MergeAsync([fixture.Combine("part0")], fixture.Combine("m2")))).Message);
+        Assert.Contains("another configuration", (await Assert.ThrowsAsync<InvalidDataException>(() => ShardMerger.MergeAsync([fixture.Combine("part0"), fixture.Combine("a")], fixture.Combine("m3")))).Message);
+
+        // A corrupted part: the merge refuses, commits no manifest, removes what it copied, and succeeds once repaired.
+        string broken = Path.Combine(fixture.Combine("part1"), ShardManifest.Read(fixture.Combine("part1")).Shards[0].Name);
+        byte[] intact = File.ReadAllBytes(broken);
+        byte[] flipped = intact.ToArray();
+        flipped[flipped.Length / 2] ^= 1;
+        File.WriteAllBytes(broken, flipped);
+        string retried = fixture.Combine("m4");
+        var corrupted = await Assert.ThrowsAsync<InvalidDataException>(() => ShardMerger.MergeAsync([fixture.Combine("part0"), fixture.Combine("part1")], retried));
+        Assert.Contains(broken, corrupted.Message);
+        Assert.False(File.Exists(Path.Combine(retried, ShardManifest.FileName)));
+        Assert.Empty(Directory.EnumerateFiles(retried, "*.parquet"));
+        File.WriteAllBytes(broken, intact);
+        Assert.Equal(first.Rows, (await ShardMerger.MergeAsync([fixture.Combine("part0"), fixture.Combine("part1")], retried)).Rows);
     }
 
     [Fact]
