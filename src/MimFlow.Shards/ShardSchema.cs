@@ -28,6 +28,9 @@ public sealed record ShardRow(
 /// <summary>The Parquet schema of a shard set and its fields, named as <see cref="ShardRow"/> documents.</summary>
 public sealed class ShardSchema
 {
+    /// <summary>Codes are stored as int16 (list&lt;int16&gt;): 0..32767. A larger codebook is refused rather than wrapped.</summary>
+    public const int MaxCodebookSize = short.MaxValue + 1;
+
     public ShardSchema(ShardColumns columns)
     {
         Columns = columns;

@@ -32,6 +32,11 @@ public sealed class FrozenModels : IDisposable
         this.teacherOptions = teacherOptions;
         if (tokenizerDirectory is not null)
         {
+            var declared = ModelDirectory.ReadSpec(tokenizerDirectory);
+            int codebook = declared.Vqkd?.Codes ?? declared.Dvae?.VocabSize ?? 0;
+            if (codebook > ShardSchema.MaxCodebookSize)
+                throw new ArgumentException($"{tokenizerDirectory}: a codebook of {codebook:N0} codes; shards store codes as int16 (at most {ShardSchema.MaxCodebookSize:N0} codes), " +
+                                            "so its codes would wrap. Tokenizers of the BEiT family use 8,192.");
             var (spec, module) = ModelDirectory.Load(tokenizerDirectory);
             if (spec.Kind == ModelKind.Vit) { module.Dispose(); throw new ArgumentException($"{tokenizerDirectory}: '{spec.Architecture}' is a ViT, not a tokenizer (vqkd or dvae); give it as --teacher"); }
             tokenizer = module;

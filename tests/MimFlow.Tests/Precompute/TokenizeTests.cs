@@ -351,4 +351,19 @@ public sealed class TokenizeTests
         Assert.InRange(root.GetProperty("input_wait_share").GetDouble(), 0, 1);
         Assert.Equal("cpu-float32", root.GetProperty("arithmetic").GetString());
     }
+
+    [Fact]
+    public async Task A_codebook_too_large_for_int16_codes_is_refused_instead_of_wrapped()
+    {
+        using var fixture = await TokenizeFixture.CreateAsync(images: 2);
+        string large = fixture.Combine("vqkd-40k");
+        var config = MimFlow.Models.Tokenizers.VqKdConfig.ForEncoder(new MimFlow.Models.Backbones.VitConfig { ImgSize = 32, PatchSize = 8, EmbedDim = 16, Depth = 1, NumHeads = 2 })
+            with { Codes = 40_000, CodeDim = 4, DecoderDepth = 1, TeacherDim = 8 };
+        var spec = new MimFlow.Models.Interop.ModelSpec("vqkd-test", Vqkd: config);
+        using (var model = MimFlow.Models.Interop.ModelCatalog.Create(spec, seed: 1)) MimFlow.Models.Interop.ModelDirectory.Save(large, spec, model);
+        string output = fixture.Combine("shards");
+        var error = await Assert.ThrowsAsync<ArgumentException>(() => TokenizeJob.RunAsync(fixture.Request(output) with { TokenizerDirectory = large, TeacherDirectory = null }));
+        Assert.Contains("40,000 codes", error.Message);
+        Assert.False(File.Exists(Path.Combine(output, ShardManifest.FileName)));
+    }
 }
