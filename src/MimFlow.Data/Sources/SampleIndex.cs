@@ -32,6 +32,9 @@ public sealed class SampleIndex
     /// <summary>The dataset root: the folder of a folder layout, the folder holding the tar or Parquet files.</summary>
     public string Root { get; }
 
+    /// <summary>The storage under this listing (tests look at its caches).</summary>
+    internal SampleStore Store => store;
+
     /// <summary>imagenet, ade20k, folder, wds or hf-parquet.</summary>
     public string Layout { get; }
 

@@ -217,6 +217,9 @@ internal sealed class ParquetStore : SampleStore
 
     public override bool HasAnnotations => segmentation;
 
+    /// <summary>Row groups decoded so far (each read of a group not in the cache is one).</summary>
+    public int RowGroupLoads => cache.Loads;
+
     public void RefuseLabelsBeyond(int classes)
     {
         for (int i = 0; i < labels.Length; i++)

@@ -27,8 +27,9 @@ internal sealed class TarListing(Stream stream, string name)
 
     private readonly byte[] header = new byte[BlockSize];
 
-    /// <summary>Where the listing stopped early and why; null for an intact archive.</summary>
-    public (long Offset, string Reason)? Damage { get; private set; }
+    /// <summary>Where the listing stopped early and why; null for an intact archive. <c>InLastMember</c>: the damage cuts
+    /// short the contents of the last member listed (else it lies between members).</summary>
+    public (long Offset, string Reason, bool InLastMember)? Damage { get; private set; }
 
     /// <summary>Bytes read from the stream so far: headers and metadata records (and whatever <see cref="ReadContents"/> read).</summary>
     public long BytesRead { get; private set; }
@@ -97,7 +98,7 @@ internal sealed class TarListing(Stream stream, string name)
                 yield return new TarMember(memberName, position, dataOffset, size);
                 if (dataOffset + size > Length)
                 {
-                    Stop(position, $"truncated: member {memberName} (header at byte {position:N0}) needs {size:N0} bytes but the file ends after {Length - dataOffset:N0}");
+                    Stop(position, $"truncated: member {memberName} (header at byte {position:N0}) needs {size:N0} bytes but the file ends after {Length - dataOffset:N0}", inLastMember: true);
                     yield break;
                 }
             }
@@ -115,7 +116,7 @@ internal sealed class TarListing(Stream stream, string name)
         return bytes;
     }
 
-    private void Stop(long offset, string reason) => Damage = (offset, reason);
+    private void Stop(long offset, string reason, bool inLastMember = false) => Damage = (offset, reason, inLastMember);
 
     private InvalidDataException NotATar(string why) => new($"{name}: not a tar archive: {why}");
 

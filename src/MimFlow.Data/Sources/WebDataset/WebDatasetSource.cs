@@ -31,9 +31,10 @@ internal sealed record TarSample(string Key, long Start, TarMember? Image, TarMe
 /// <para>
 /// Broken samples become refusals read by the loader (quarantined, never a crash), each naming tar and key: a key
 /// without an image member, an unparsable label, a label beyond the class names, a key repeated within a tar, a
-/// member cut short by the end of the file. A tar damaged midway keeps its samples before the damage; the sample
-/// being listed there (or, between samples, an entry <c>&lt;tar&gt;/@&lt;offset&gt;</c>) carries the damage as its
-/// refusal. A file that is not a tar at all is an error naming it.
+/// member cut short by the end of the file. A tar damaged midway keeps its samples before the damage: damage inside a
+/// member's contents is the refusal of that member's sample; damage at a header (partial, bad checksum) becomes an
+/// entry of its own, <c>&lt;tar&gt;/@&lt;byte offset&gt;</c>, refused with the reason, so scan counts it. A file that
+/// is not a tar at all is an error naming it.
 /// </para>
 /// </summary>
 public static class WebDatasetSource
@@ -97,8 +98,15 @@ public static class WebDatasetSource
         if (listing.Damage is { } damage)
         {
             string reason = $"{tarName} is damaged: {damage.Reason}";
-            if (group is not null) group.Defect = reason;
-            else yield return new TarSample($"@{damage.Offset}", damage.Offset, null, null, -1, reason);
+            // Damage inside a member spoils its sample; damage between members leaves the samples before it whole and
+            // is reported as an entry of its own.
+            if (damage.InLastMember && group is not null) group.Defect = reason;
+            else
+            {
+                if (group is not null) yield return group.Finish(tarName, seenKeys);
+                group = null;
+                yield return new TarSample($"@{damage.Offset}", damage.Offset, null, null, -1, reason);
+            }
         }
         if (group is not null) yield return group.Finish(tarName, seenKeys);
     }
