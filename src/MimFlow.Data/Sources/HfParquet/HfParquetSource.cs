@@ -106,14 +106,30 @@ internal sealed class ParquetFileListing
 
     public static async Task<ParquetFileListing> ReadAsync(string path, string name, int firstSample, List<int> labels)
     {
+        int before = labels.Count;
+        try
+        {
+            return await ReadCoreAsync(path, name, firstSample, labels);
+        }
+        catch (Exception e) when (e is not (InvalidDataException or OperationCanceledException or OutOfMemoryException or FileNotFoundException or UnauthorizedAccessException))
+        {
+            // A footer that parses but a label column chunk that does not: still an error naming the file.
+            labels.RemoveRange(before, labels.Count - before);
+            throw new InvalidDataException($"{path}: unreadable Parquet metadata or label column ({e.Message})", e);
+        }
+    }
+
+    private static async Task<ParquetFileListing> ReadCoreAsync(string path, string name, int firstSample, List<int> labels)
+    {
         ParquetReader reader;
         var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
         try
         {
             reader = await ParquetReader.CreateAsync(stream, null, leaveStreamOpen: false);
         }
-        catch (Exception e) when (e is IOException or InvalidDataException or NotSupportedException or ArgumentException or InvalidOperationException)
+        catch (Exception e) when (e is not (OperationCanceledException or OutOfMemoryException))
         {
+            // Whatever the reader throws on a file that is not Parquet, the user needs its name and the reason.
             await stream.DisposeAsync();
             throw new InvalidDataException($"{path}: not a readable Parquet file ({e.Message})", e);
         }
