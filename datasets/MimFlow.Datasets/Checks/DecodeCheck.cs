@@ -13,7 +13,8 @@ public sealed record DecodeCheckResult(int Images, int LabelMaps, int MaxLabel, 
 
 /// <summary>
 /// Decodes every image and label map below a folder to the last pixel (libvips fails on truncated data), and
-/// checks that label maps are single-band 8-bit with values no larger than <c>maxLabel</c>.
+/// checks that label maps are single-band 8-bit with values no larger than <c>maxLabel</c>. The checks of one encoded
+/// image or label map are public, for datasets stored in archives.
 /// </summary>
 public static class DecodeCheck
 {
@@ -27,36 +28,68 @@ public static class DecodeCheck
             cancellationToken.ThrowIfCancellationRequested();
             string extension = Path.GetExtension(path).ToLowerInvariant();
             if (extension is not (".jpg" or ".jpeg" or ".png")) continue;
+            bool labelMap = extension == ".png";
+            string? failure;
             try
             {
                 using var image = Image.NewFromFile(path, access: Enums.Access.Sequential, failOn: Enums.FailOn.Warning);
-                if (extension == ".png")
-                {
-                    if (image.Bands != 1 || image.Format != Enums.BandFormat.Uchar)
-                    {
-                        failures.Add(new DecodeFailure(path, $"label map has {image.Bands} band(s) of {image.Format}, expected 1 band of uchar"));
-                        continue;
-                    }
-                    int max = (int)image.Max();
-                    if (max > maxLabel)
-                    {
-                        failures.Add(new DecodeFailure(path, $"label {max} is above the largest class {maxLabel}"));
-                        continue;
-                    }
-                    highest = Math.Max(highest, max);
-                    labelMaps++;
-                }
-                else
-                {
-                    _ = image.Avg();
-                    images++;
-                }
+                failure = labelMap ? CheckLabelMap(image, maxLabel, ref highest) : CheckImage(image);
             }
             catch (VipsException e)
             {
-                failures.Add(new DecodeFailure(path, e.Message.Split('\n', 2)[0].Trim()));
+                failure = Reason(e);
             }
+            if (failure is not null) failures.Add(new DecodeFailure(path, failure));
+            else if (labelMap) labelMaps++;
+            else images++;
         }
         return new DecodeCheckResult(images, labelMaps, highest, failures, watch.Elapsed);
     }
+
+    /// <summary>Decodes an encoded image to its last pixel; null when it is whole, else why not.</summary>
+    public static string? CheckImage(byte[] encoded)
+    {
+        try
+        {
+            using var image = Image.NewFromBuffer(encoded, access: Enums.Access.Sequential, failOn: Enums.FailOn.Warning);
+            return CheckImage(image);
+        }
+        catch (VipsException e)
+        {
+            return Reason(e);
+        }
+    }
+
+    /// <summary>Decodes an encoded label map and checks it (one 8-bit band, values ≤ <paramref name="maxLabel"/>); null when
+    /// good (<paramref name="highest"/> raised to its largest value), else why not.</summary>
+    public static string? CheckLabelMap(byte[] encoded, int maxLabel, ref int highest)
+    {
+        try
+        {
+            using var image = Image.NewFromBuffer(encoded, access: Enums.Access.Sequential, failOn: Enums.FailOn.Warning);
+            return CheckLabelMap(image, maxLabel, ref highest);
+        }
+        catch (VipsException e)
+        {
+            return Reason(e);
+        }
+    }
+
+    private static string? CheckImage(Image image)
+    {
+        _ = image.Avg();
+        return null;
+    }
+
+    private static string? CheckLabelMap(Image image, int maxLabel, ref int highest)
+    {
+        if (image.Bands != 1 || image.Format != Enums.BandFormat.Uchar)
+            return $"label map has {image.Bands} band(s) of {image.Format}, expected 1 band of uchar";
+        int max = (int)image.Max();
+        if (max > maxLabel) return $"label {max} is above the largest class {maxLabel}";
+        highest = Math.Max(highest, max);
+        return null;
+    }
+
+    private static string Reason(VipsException e) => e.Message.Split('\n', 2)[0].Trim();
 }

@@ -91,7 +91,7 @@ internal sealed class BenchSuite(SuiteOptions options, Action<string> say)
         };
         await TokenizeJob.RunAsync(tokenizeRequest, cancellationToken: cancellationToken);
         string shards = tokenizeRequest.OutputDirectory;
-        byte[] sampleJpeg = File.ReadAllBytes(index.FullPath(index[0]));
+        byte[] sampleJpeg = await index.ReadImageAsync(index[0], cancellationToken);
 
         var references = new Dictionary<string, double>
         {

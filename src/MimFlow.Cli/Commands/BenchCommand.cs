@@ -231,7 +231,7 @@ internal static partial class BenchCommand
             if (cuda && backend.DefaultDevice.type != TorchSharp.DeviceType.CUDA) throw new ArgumentException("--device cuda needs the CUDA libtorch (MIMFLOW_LIBTORCH or --libtorch)");
             var request = new MimFlow.Precompute.Tokenize.TokenizeRequest
             {
-                DataRoot = parsed.GetRequiredValue(data.Data), Layout = data.LayoutOf(parsed), Split = data.SplitOf(parsed), GroundTruth = parsed.GetValue(data.GroundTruth),
+                DataRoot = parsed.GetRequiredValue(data.Data), Layout = data.LayoutOf(parsed), Split = data.SplitOf(parsed), GroundTruth = data.GroundTruthOf(parsed),
                 TokenizerDirectory = parsed.GetValue(tokenizer), TeacherDirectory = parsed.GetValue(teacher), OutputDirectory = "unused",
                 BatchSize = parsed.GetValue(batch), DecodeWorkers = parsed.GetValue(workers), Device = cuda ? backend.DefaultDevice : TorchSharp.torch.CPU,
             };

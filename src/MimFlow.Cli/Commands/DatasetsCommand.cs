@@ -1,5 +1,7 @@
 using System.CommandLine;
 using MimFlow.Data.Augment;
+using MimFlow.Data.Checks;
+using MimFlow.Data.Packing;
 using MimFlow.Data.Masking;
 using MimFlow.Data.Pipeline;
 using MimFlow.Data.Previews;
@@ -10,8 +12,9 @@ using Spectre.Console;
 
 namespace MimFlow.Cli.Commands;
 
-/// <summary><c>mimflow datasets synth|check|preview</c>: the embedded default datasets, a full decode check, and a
-/// picture of one training batch as the model will see it.</summary>
+/// <summary><c>mimflow datasets synth|check|preview|pack</c>: the embedded default datasets, a full decode check, a
+/// picture of one training batch as the model will see it, and a folder layout packed into WebDataset tars or Hugging
+/// Face Parquet.</summary>
 internal static class DatasetsCommand
 {
     public static Command Create(CliContext context)
@@ -20,26 +23,88 @@ internal static class DatasetsCommand
         datasets.Subcommands.Add(CreateSynth(context));
         datasets.Subcommands.Add(CreateCheck(context));
         datasets.Subcommands.Add(CreatePreview(context));
+        datasets.Subcommands.Add(CreatePack(context));
         return datasets;
     }
 
     private static Command CreateCheck(CliContext context)
     {
-        var data = new Option<string>("--data") { Description = "Folder to check (every JPEG/PNG below it)", Required = true };
+        var data = new Option<string>("--data") { Description = "Folder to check (every JPEG/PNG below it), or with --layout a dataset in that layout", Required = true };
+        var layout = new Option<string?>("--layout") { Description = $"Check a dataset's samples instead of a folder's files: {DataOptions.LayoutHelp}" };
+        layout.AcceptOnlyFromAmong([.. DatasetLayouts.Names]);
+        var split = new Option<string>("--split") { Description = "With --layout: train or val", DefaultValueFactory = _ => "train" };
+        split.AcceptOnlyFromAmong("train", "val");
         var maxLabel = new Option<int>("--max-label") { Description = "Largest value a PNG label map may hold", DefaultValueFactory = _ => MimFlow.Datasets.Layouts.Ade20kLayout.ClassCount };
-        var command = new Command("check", "Decode every image and label map below a folder to the last pixel; fails naming each broken file and why");
-        command.Options.Add(data);
-        command.Options.Add(maxLabel);
-        command.SetAction((parsed, cancellationToken) =>
+        var workers = new Option<int>("--workers") { Description = "With --layout: samples decoded in parallel", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var command = new Command("check", "Decode every image and label map to the last pixel (a folder's files, or with --layout a dataset's samples: tar members, Parquet rows); fails naming each broken one and why");
+        foreach (var option in new Option[] { data, layout, split, maxLabel, workers }) command.Options.Add(option);
+        command.SetAction(async (parsed, cancellationToken) =>
         {
             string root = parsed.GetRequiredValue(data);
-            if (!Directory.Exists(root)) throw new DirectoryNotFoundException($"{root}: no such folder");
-            var result = DecodeCheck.Run(root, parsed.GetValue(maxLabel), cancellationToken);
+            DecodeCheckResult result;
+            if (parsed.GetValue(layout) is { } name)
+            {
+                var index = DatasetSource.Open(root, DatasetLayouts.Parse(name), parsed.GetValue(split) == "val" ? DatasetSplit.Validation : DatasetSplit.Train);
+                result = await DatasetCheck.RunAsync(index, parsed.GetValue(maxLabel), parsed.GetValue(workers), cancellationToken);
+            }
+            else
+            {
+                if (!Directory.Exists(root)) throw new DirectoryNotFoundException($"{root}: no such folder");
+                result = DecodeCheck.Run(root, parsed.GetValue(maxLabel), cancellationToken);
+            }
             foreach (var failure in result.Failures) context.Error.WriteLine($"mimflow: {failure.Path}: {failure.Reason}");
             string did = $"{result.Images} images and {result.LabelMaps} label maps decoded; labels within 0..{result.MaxLabel}; {result.Failures.Count} failed";
             context.Console.WriteLine($"{root}: {did} ({result.Elapsed.TotalSeconds:F1} s)");
             context.Report(did);
-            return Task.FromResult(result.Failures.Count == 0 ? 0 : MimFlowCli.Failure);
+            return result.Failures.Count == 0 ? 0 : MimFlowCli.Failure;
+        });
+        return command;
+    }
+
+    private static Command CreatePack(CliContext context)
+    {
+        var from = new Option<string>("--from") { Description = "Dataset root in a folder layout", Required = true };
+        var layout = new Option<string>("--layout") { Description = "Layout of --from: imagenet or ade20k", Required = true };
+        layout.AcceptOnlyFromAmong("imagenet", "ade20k");
+        var format = new Option<string>("--format") { Description = "wds (OUT/train/*.tar, OUT/val/*.tar, OUT/classes.json) or hf-parquet (OUT/data/train-00000-of-0000N.parquet, validation-…)", Required = true };
+        format.AcceptOnlyFromAmong("wds", "hf-parquet");
+        var output = new Option<string>("--out") { Description = "Output folder (read back with --layout wds|hf-parquet --data OUT)", Required = true };
+        var shardSize = new Option<double?>("--shard-mb") { Description = "Target shard size in MB (default 256); a shard is cut after the sample that reaches it" };
+        var split = new Option<string>("--split") { Description = "train, val or all (all: val too when the layout has it)", DefaultValueFactory = _ => "all" };
+        split.AcceptOnlyFromAmong("train", "val", "all");
+        var groundTruth = new Option<string?>("--ground-truth") { Description = "imagenet with a flat val/: file of '<file name> <label>' lines" };
+        var force = new Option<bool>("--force") { Description = "Replace the shards of an earlier pack of the same split (and its classes.json); nothing else is touched" };
+        var command = new Command("pack", "Pack a folder layout into WebDataset tars or Hugging Face Parquet: same samples, same order, same bytes, shards cut near --shard-mb, written atomically");
+        foreach (var option in new Option[] { from, layout, format, output, shardSize, split, groundTruth, force }) command.Options.Add(option);
+        command.SetAction(async (parsed, cancellationToken) =>
+        {
+            var request = new PackRequest
+            {
+                From = parsed.GetRequiredValue(from), Layout = DatasetLayouts.Parse(parsed.GetRequiredValue(layout)),
+                Format = parsed.GetRequiredValue(format) == "wds" ? PackFormat.Wds : PackFormat.HfParquet, OutputDirectory = parsed.GetRequiredValue(output),
+                Split = parsed.GetValue(split) switch { "train" => DatasetSplit.Train, "val" => DatasetSplit.Validation, _ => null },
+                GroundTruth = parsed.GetValue(groundTruth), Force = parsed.GetValue(force),
+            };
+            if (parsed.GetValue(shardSize) is double megabytes)
+            {
+                if (!(megabytes > 0)) throw new ArgumentException($"--shard-mb must be positive (got {megabytes})");
+                request = request with { ShardBytes = Math.Max(1, (long)(megabytes * 1024 * 1024)) };
+            }
+            var result = await CliProgress.RunAsync(context.Console, "pack", 1, task => DatasetPacker.PackAsync(request, new Progress<PackProgress>(p =>
+            {
+                task.MaxValue = Math.Max(1, p.Total);
+                task.Value = Math.Min(task.MaxValue, p.Done);
+                task.Description = $"pack {p.Split} {p.Done:N0}/{p.Total:N0}";
+            }), cancellationToken));
+            string formatName = request.Format == PackFormat.Wds ? "wds" : "hf-parquet";
+            foreach (var packed in result.Splits)
+            {
+                context.Console.MarkupLineInterpolated(
+                    $"{packed.Split}: {packed.Samples:N0} samples in {packed.Files.Count} {formatName} shard(s), {packed.Bytes / 1048576.0:F1} MB in [bold]{Path.GetDirectoryName(packed.Files.FirstOrDefault() ?? result.OutputDirectory)}[/]");
+                foreach (string old in packed.Replaced) context.Console.MarkupLineInterpolated($"  removed the earlier shard {old}");
+            }
+            context.Report(string.Join(", ", result.Splits.Select(p => $"{p.Split} {p.Samples} samples in {p.Files.Count} shards")) + $", {result.Classes.Count} classes");
+            return 0;
         });
         return command;
     }
@@ -50,7 +115,7 @@ internal static class DatasetsCommand
         var output = new Option<string>("--out") { Description = "PNG to write", Required = true };
         var batch = new Option<int>("--batch") { Description = "Samples in the picture", DefaultValueFactory = _ => 16 };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the augmentation and mask draws", DefaultValueFactory = _ => 0 };
-        var command = new Command("preview", "Draw the first batch of the training recipe to a PNG: imagenet/folder: pretraining views with BEiT blockwise masks; ade20k: segmentation crops with their label maps");
+        var command = new Command("preview", "Draw the first batch of the training recipe to a PNG: pretraining views with BEiT blockwise masks; data with label maps (ade20k, or wds/hf-parquet with them): segmentation crops with their label maps");
         data.AddTo(command);
         command.Options.Add(output);
         command.Options.Add(batch);
@@ -59,7 +124,7 @@ internal static class DatasetsCommand
         {
             var index = data.Open(parsed);
             string path = parsed.GetRequiredValue(output);
-            string did = data.LayoutOf(parsed) == DatasetLayout.Ade20k
+            string did = index.HasAnnotations
                 ? await PreviewSegmentation(index, path, parsed.GetValue(batch), parsed.GetValue(seed), cancellationToken)
                 : await PreviewMasked(index, path, parsed.GetValue(batch), parsed.GetValue(seed), cancellationToken);
             context.Console.WriteLine($"{did}: {path}");

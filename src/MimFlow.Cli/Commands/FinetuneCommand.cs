@@ -19,9 +19,7 @@ internal static class FinetuneCommand
         var task = new Option<string>("--task") { Description = "classify (full fine-tuning), linear-probe (frozen backbone, only the head trains) or segment (ADE20K, SETR-PUP head)", Required = true };
         task.AcceptOnlyFromAmong(FinetuneRequest.Classify, FinetuneRequest.LinearProbe, Segmenter.Task);
         var model = new Option<string>("--model") { Description = "A ViT model directory (e.g. a pretraining checkpoint's backbone/) or an architecture for random init", Required = true };
-        var data = new Option<string>("--data") { Description = "Labelled dataset root: train/ to learn from, val/ to evaluate each epoch", Required = true };
-        var layout = LayoutOption();
-        var groundTruth = new Option<string?>("--ground-truth") { Description = "A flat val/: file of '<file name> <label>' lines" };
+        var data = LabelledData(null, "Labelled dataset: its train split to learn from, its val split to evaluate each epoch (a root folder; wds, hf-parquet: shards)");
         var output = new Option<string>("--out") { Description = "Run folder: metrics.jsonl, eval.json, checkpoints/ (one per epoch; backbone/ is the classifier)", Required = true };
         var epochs = new Option<int>("--epochs") { Description = "Epochs over train/ (BEiT-base: 100)", DefaultValueFactory = _ => 100 };
         var batch = new Option<int>("--batch") { Description = "Images per step (a last partial batch is dropped)", DefaultValueFactory = _ => 64 };
@@ -49,7 +47,9 @@ internal static class FinetuneCommand
         decoder.AcceptOnlyFromAmong(SegmentRequest.UperNetDecoder, SegmentRequest.SetrDecoder);
         var decoderChannels = new Option<int?>("--decoder-channels") { Description = "segment: decoder width (default: UperNet 768, SETR-PUP 256)" };
         var evalMode = EvalModeOption();
-        foreach (var option in new Option[] { task, model, data, layout, groundTruth, output, epochs, batch, lr, minLr, warmup, layerDecay, weightDecay, dropPath, seed, noMixup, noRandAugment, reprob, workers, device, imageSize, cropSize, warmupSteps, resume, decoder, decoderChannels, evalMode })
+        foreach (var option in new Option[] { task, model }) command.Options.Add(option);
+        data.AddTo(command);
+        foreach (var option in new Option[] { output, epochs, batch, lr, minLr, warmup, layerDecay, weightDecay, dropPath, seed, noMixup, noRandAugment, reprob, workers, device, imageSize, cropSize, warmupSteps, resume, decoder, decoderChannels, evalMode })
             command.Options.Add(option);
         command.SetAction(async (parsed, cancellationToken) =>
         {
@@ -57,7 +57,7 @@ internal static class FinetuneCommand
             {
                 var segment = new SegmentRequest
                 {
-                    Model = parsed.GetRequiredValue(model), Data = parsed.GetRequiredValue(data), Layout = Layout(parsed, layout),
+                    Model = parsed.GetRequiredValue(model), Data = parsed.GetRequiredValue(data.Data), Layout = data.LayoutOf(parsed),
                     OutputDirectory = parsed.GetRequiredValue(output), Epochs = parsed.GetValue(epochs), BatchSize = parsed.GetValue(batch),
                     CropSize = parsed.GetValue(cropSize), LearningRate = parsed.GetValue(lr), MinLearningRate = parsed.GetValue(minLr) ?? 0,
                     WarmupSteps = parsed.GetValue(warmupSteps), LayerDecay = parsed.GetValue(layerDecay), WeightDecay = parsed.GetValue(weightDecay) ?? 0.05,
@@ -71,13 +71,13 @@ internal static class FinetuneCommand
             }
             var request = new FinetuneRequest
             {
-                Task = parsed.GetRequiredValue(task), Model = parsed.GetRequiredValue(model), Data = parsed.GetRequiredValue(data),
-                GroundTruth = parsed.GetValue(groundTruth), OutputDirectory = parsed.GetRequiredValue(output), Epochs = parsed.GetValue(epochs),
+                Task = parsed.GetRequiredValue(task), Model = parsed.GetRequiredValue(model), Data = parsed.GetRequiredValue(data.Data),
+                GroundTruth = data.GroundTruthOf(parsed), OutputDirectory = parsed.GetRequiredValue(output), Epochs = parsed.GetValue(epochs),
                 BatchSize = parsed.GetValue(batch), LearningRate = parsed.GetValue(lr), MinLearningRate = parsed.GetValue(minLr),
                 WarmupEpochs = parsed.GetValue(warmup), LayerDecay = parsed.GetValue(layerDecay), WeightDecay = parsed.GetValue(weightDecay),
                 DropPath = parsed.GetValue(dropPath), Seed = parsed.GetValue(seed), Mixup = !parsed.GetValue(noMixup), DecodeWorkers = parsed.GetValue(workers),
                 ImageSize = parsed.GetValue(imageSize), RandAugment = parsed.GetValue(noRandAugment) ? null : new Data.Augment.RandAugment(),
-                RandomErasing = parsed.GetValue(reprob), Layout = Layout(parsed, layout), Resume = parsed.GetValue(resume),
+                RandomErasing = parsed.GetValue(reprob), Layout = data.LayoutOf(parsed), Resume = parsed.GetValue(resume),
             };
             request.Validate();
             request = request with { Device = Device(parsed, device) };
@@ -134,11 +134,7 @@ internal static class FinetuneCommand
         var task = new Option<string>("--task") { Description = "classify: top-1 / top-5 accuracy and per-class top-1; segment: mIoU, pixel accuracy and per-class IoU", Required = true };
         task.AcceptOnlyFromAmong(FinetuneRequest.Classify, Segmenter.Task);
         var model = new Option<string>("--model") { Description = "classify: a ViT model directory with a classification head (a fine-tuning checkpoint's backbone/); segment: a segmentation checkpoint or run folder", Required = true };
-        var data = new Option<string>("--data") { Description = "Labelled dataset root", Required = true };
-        var layout = LayoutOption();
-        var split = new Option<string>("--split") { Description = "train or val", DefaultValueFactory = _ => "val" };
-        split.AcceptOnlyFromAmong("train", "val");
-        var groundTruth = new Option<string?>("--ground-truth") { Description = "A flat val/: file of '<file name> <label>' lines" };
+        var data = LabelledData("val", "Labelled dataset: a root folder; wds and hf-parquet also a shard file or a brace pattern");
         var batch = new Option<int>("--batch") { Description = "Images per batch", DefaultValueFactory = _ => 64 };
         var workers = new Option<int>("--workers") { Description = "Decode workers", DefaultValueFactory = _ => Environment.ProcessorCount };
         var device = DeviceOption();
@@ -146,7 +142,9 @@ internal static class FinetuneCommand
         var output = new Option<string?>("--out") { Description = "Also write the result (with the per-class table) as JSON to this file" };
         var command = new Command("eval", "Evaluate a classifier (top-1, top-5, per-class accuracy) or a segmenter (mIoU, pixel accuracy, per-class IoU) on a labelled split");
         var evalMode = EvalModeOption();
-        foreach (var option in new Option[] { task, model, data, layout, split, groundTruth, batch, workers, device, imageSize, output, evalMode })
+        foreach (var option in new Option[] { task, model }) command.Options.Add(option);
+        data.AddTo(command);
+        foreach (var option in new Option[] { batch, workers, device, imageSize, output, evalMode })
             command.Options.Add(option);
         command.SetAction(async (parsed, cancellationToken) =>
         {
@@ -156,11 +154,12 @@ internal static class FinetuneCommand
             };
             options.Validate();
             options = options with { Device = Device(parsed, device) };
-            var splitName = parsed.GetValue(split) == "val" ? DatasetSplit.Validation : DatasetSplit.Train;
+            string splitName = data.SplitOf(parsed) == DatasetSplit.Validation ? "val" : "train";
             if (parsed.GetRequiredValue(task) == Segmenter.Task)
             {
-                if (Layout(parsed, layout) != DatasetLayout.Ade20k) throw new ArgumentException("segmentation reads ADE20K-layout data (--layout ade20k)");
-                var segments = DatasetSource.Open(parsed.GetRequiredValue(data), DatasetLayout.Ade20k, splitName);
+                if (!DatasetLayouts.CanSegment(data.LayoutOf(parsed)))
+                    throw new ArgumentException("segmentation reads images with label maps (--layout ade20k, wds or hf-parquet)");
+                var segments = data.Open(parsed);
                 var metrics = await Segmenter.EvaluateAsync(parsed.GetRequiredValue(model), segments,
                     new SegmentEvaluateOptions { BatchSize = options.BatchSize, DecodeWorkers = options.DecodeWorkers, Device = options.Device, Mode = EvalMode(parsed, evalMode) }, cancellationToken);
                 var iou = new Table().AddColumns("class", "name", "pixels", "IoU");
@@ -169,7 +168,7 @@ internal static class FinetuneCommand
                         row.Iou.ToString("P1", CultureInfo.InvariantCulture));
                 context.Console.Write(iou);
                 context.Console.MarkupLineInterpolated(
-                    $"mIoU {metrics.MeanIou.ToString("P2", CultureInfo.InvariantCulture)}, pixel accuracy {metrics.PixelAccuracy.ToString("P2", CultureInfo.InvariantCulture)}, loss {metrics.Loss:F4} on {metrics.Images} images ({parsed.GetValue(split)}){(metrics.Quarantined > 0 ? $", {metrics.Quarantined} quarantined" : "")}");
+                    $"mIoU {metrics.MeanIou.ToString("P2", CultureInfo.InvariantCulture)}, pixel accuracy {metrics.PixelAccuracy.ToString("P2", CultureInfo.InvariantCulture)}, loss {metrics.Loss:F4} on {metrics.Images} images ({splitName}){(metrics.Quarantined > 0 ? $", {metrics.Quarantined} quarantined" : "")}");
                 if (parsed.GetValue(output) is { } file)
                 {
                     AtomicFile.WriteAllText(file, Segmenter.EvaluationJson([new SegmentEpochEvaluation(0, 0, metrics)]));
@@ -177,8 +176,9 @@ internal static class FinetuneCommand
                 }
                 return 0;
             }
-            var index = DatasetSource.Open(parsed.GetRequiredValue(data), Layout(parsed, layout) == DatasetLayout.ImageNet ? DatasetLayout.ImageNet
-                : throw new ArgumentException("classification reads ImageNet-layout data (--layout imagenet)"), splitName, parsed.GetValue(groundTruth));
+            if (!DatasetLayouts.CanClassify(data.LayoutOf(parsed)))
+                throw new ArgumentException("classification reads labelled data (--layout imagenet, wds or hf-parquet)");
+            var index = data.Open(parsed);
             var result = await Evaluator.EvaluateAsync(parsed.GetRequiredValue(model), index, options, cancellationToken);
             var table = new Table().AddColumns("class", "name", "images", "top-1");
             foreach (var row in result.PerClass)
@@ -186,7 +186,7 @@ internal static class FinetuneCommand
                     row.Images == 0 ? "–" : row.Top1.ToString("P1", CultureInfo.InvariantCulture));
             context.Console.Write(table);
             context.Console.MarkupLineInterpolated(
-                $"top-1 {result.Top1.ToString("P2", CultureInfo.InvariantCulture)}, top-5 {result.Top5.ToString("P2", CultureInfo.InvariantCulture)}, loss {result.Loss:F4} on {result.Images} images ({parsed.GetValue(split)}){(result.Quarantined > 0 ? $", {result.Quarantined} quarantined" : "")}");
+                $"top-1 {result.Top1.ToString("P2", CultureInfo.InvariantCulture)}, top-5 {result.Top5.ToString("P2", CultureInfo.InvariantCulture)}, loss {result.Loss:F4} on {result.Images} images ({splitName}){(result.Quarantined > 0 ? $", {result.Quarantined} quarantined" : "")}");
             if (parsed.GetValue(output) is { } path)
             {
                 AtomicFile.WriteAllText(path, JsonSerializer.Serialize(result, new JsonSerializerOptions
@@ -210,15 +210,9 @@ internal static class FinetuneCommand
     private static SegmentationEvalMode EvalMode(ParseResult parsed, Option<string> option) =>
         parsed.GetRequiredValue(option) == "centre" ? SegmentationEvalMode.CentreCrop : SegmentationEvalMode.Slide;
 
-    private static Option<string> LayoutOption()
-    {
-        var option = new Option<string>("--layout") { Description = "imagenet (class folders under train/ and val/) or ade20k (ADEChallengeData2016/, for segment)", Required = true };
-        option.AcceptOnlyFromAmong("imagenet", "ade20k");
-        return option;
-    }
-
-    private static DatasetLayout Layout(ParseResult parsed, Option<string> layout) =>
-        parsed.GetRequiredValue(layout) == "ade20k" ? DatasetLayout.Ade20k : DatasetLayout.ImageNet;
+    /// <summary>finetune and eval read labelled data: every layout but the unlabelled folder one.</summary>
+    private static DataOptions LabelledData(string? defaultSplit, string description) =>
+        new(defaultSplit: defaultSplit, dataDescription: description, layouts: ["imagenet", "ade20k", "wds", "hf-parquet"]);
 
     private static Option<string> DeviceOption()
     {

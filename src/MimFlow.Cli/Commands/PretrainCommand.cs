@@ -13,9 +13,10 @@ internal static class PretrainCommand
     public static Command Create(CliContext context)
     {
         var shards = new Option<string?>("--shards") { Description = "Pre-tokenized shard folder (mimflow tokenize): beit, beitv2, maskdistill" };
-        var data = new Option<string?>("--data") { Description = "Dataset: ibot reads its multi-crop views from it; with --shards, the dataset the shards were tokenized from, whose originals each row's view is replayed on (shards stored without images need it)" };
-        var layout = new Option<string?>("--layout") { Description = "Layout of --data: imagenet, ade20k or folder (default: the one the shards record; imagenet for ibot)" };
-        layout.AcceptOnlyFromAmong("imagenet", "ade20k", "folder");
+        var data = new DataOptions(required: false, defaultLayout: null, defaultSplit: null, groundTruth: false, layoutOptional: true,
+            dataDescription: "Dataset: ibot reads its multi-crop views from it; with --shards, the dataset the shards were tokenized from, whose originals each " +
+                             "row's view is replayed on (shards stored without images need it). A folder; wds and hf-parquet also a shard file or a brace pattern. " +
+                             "--layout defaults to the one the shards record (imagenet for ibot)");
         var localCrops = new Option<int>("--local-crops") { Description = "iBOT local crops per image", DefaultValueFactory = _ => 10 };
         var objective = new Option<string>("--objective") { Description = "beit, beitv2, maskdistill (from shards) or ibot (from --data)", Required = true };
         objective.AcceptOnlyFromAmong([.. PretrainingObjectives.Names]);
@@ -37,7 +38,9 @@ internal static class PretrainCommand
         precision.AcceptOnlyFromAmong("bf16", "fp32");
         var workers = new Option<int>("--workers") { Description = "Decode workers", DefaultValueFactory = _ => Environment.ProcessorCount };
         var command = new Command("pretrain", "Masked image modeling: BEiT (codes), BEiT v2 (codes + patch aggregation), MaskDistill (teacher features) from shards; iBOT (online EMA teacher, multi-crop) from a dataset");
-        foreach (var option in new Option[] { shards, data, layout, localCrops, objective, model, output, steps, epochs, batch, seed, every, resume, device, lr, minLr, warmup, workers, precision, shuffle })
+        command.Options.Add(shards);
+        data.AddTo(command);
+        foreach (var option in new Option[] { localCrops, objective, model, output, steps, epochs, batch, seed, every, resume, device, lr, minLr, warmup, workers, precision, shuffle })
             command.Options.Add(option);
         command.SetAction(async (parsed, cancellationToken) =>
         {
@@ -46,8 +49,8 @@ internal static class PretrainCommand
             if (cuda && backend.DefaultDevice.type != DeviceType.CUDA) throw new ArgumentException("--device cuda needs the CUDA libtorch (MIMFLOW_LIBTORCH or --libtorch)");
             var request = new PretrainRequest
             {
-                Shards = parsed.GetValue(shards), Data = parsed.GetValue(data), LocalCrops = parsed.GetValue(localCrops),
-                Layout = parsed.GetValue(layout) switch { null => null, "ade20k" => MimFlow.Data.Sources.DatasetLayout.Ade20k, "folder" => MimFlow.Data.Sources.DatasetLayout.Folder, _ => MimFlow.Data.Sources.DatasetLayout.ImageNet },
+                Shards = parsed.GetValue(shards), Data = parsed.GetValue(data.Data), LocalCrops = parsed.GetValue(localCrops),
+                Layout = data.LayoutOrDefault(parsed),
                 Objective = parsed.GetRequiredValue(objective), Model = parsed.GetRequiredValue(model),
                 OutputDirectory = parsed.GetRequiredValue(output), Steps = parsed.GetValue(steps), Epochs = parsed.GetValue(epochs),
                 BatchSize = parsed.GetValue(batch), Seed = parsed.GetValue(seed), CheckpointEvery = parsed.GetValue(every), Resume = parsed.GetValue(resume),
@@ -94,9 +97,7 @@ internal static class TrainTokenizerCommand
         var objective = new Option<string>("--objective") { Description = "vqkd", DefaultValueFactory = _ => "vqkd" };
         objective.AcceptOnlyFromAmong("vqkd");
         var teacher = new Option<string>("--teacher") { Description = "Frozen teacher model directory (CLIP, DINO ViT)", Required = true };
-        var data = new Option<string>("--data") { Description = "Dataset folder", Required = true };
-        var layout = new Option<string>("--layout") { Description = "imagenet, ade20k or folder", DefaultValueFactory = _ => "imagenet" };
-        layout.AcceptOnlyFromAmong("imagenet", "ade20k", "folder");
+        var data = new DataOptions(defaultLayout: "imagenet", defaultSplit: null, groundTruth: false);
         var model = new Option<string>("--model") { Description = "vqkd-tiny, vqkd-base or a VQ-KD model directory", DefaultValueFactory = _ => "vqkd-base" };
         var output = new Option<string>("--out") { Description = "Run folder: metrics.jsonl and tokenizer/ (a model directory for mimflow tokenize)", Required = true };
         var steps = new Option<long?>("--steps") { Description = "Optimisation steps" };
@@ -108,7 +109,9 @@ internal static class TrainTokenizerCommand
         device.AcceptOnlyFromAmong("cpu", "cuda");
         var workers = new Option<int>("--workers") { Description = "Decode workers", DefaultValueFactory = _ => Environment.ProcessorCount };
         var command = new Command("train-tokenizer", "Train a VQ-KD tokenizer (BEiT v2) to reconstruct a frozen teacher's features: cosine + commitment, EMA codebook, dead-code restarts");
-        foreach (var option in new Option[] { objective, teacher, data, layout, model, output, steps, epochs, batch, lr, seed, device, workers }) command.Options.Add(option);
+        foreach (var option in new Option[] { objective, teacher }) command.Options.Add(option);
+        data.AddTo(command);
+        foreach (var option in new Option[] { model, output, steps, epochs, batch, lr, seed, device, workers }) command.Options.Add(option);
         command.SetAction(async (parsed, cancellationToken) =>
         {
             var backend = TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
@@ -116,10 +119,10 @@ internal static class TrainTokenizerCommand
             if (cuda && backend.DefaultDevice.type != DeviceType.CUDA) throw new ArgumentException("--device cuda needs the CUDA libtorch (MIMFLOW_LIBTORCH or --libtorch)");
             var request = new MimFlow.Training.Tokenizer.VqKdTrainRequest
             {
-                Data = parsed.GetRequiredValue(data), Teacher = parsed.GetRequiredValue(teacher), Model = parsed.GetRequiredValue(model),
+                Data = parsed.GetRequiredValue(data.Data), Teacher = parsed.GetRequiredValue(teacher), Model = parsed.GetRequiredValue(model),
                 OutputDirectory = parsed.GetRequiredValue(output), Steps = parsed.GetValue(steps), Epochs = parsed.GetValue(epochs), BatchSize = parsed.GetValue(batch),
                 LearningRate = parsed.GetValue(lr), Seed = parsed.GetValue(seed), Device = cuda ? backend.DefaultDevice : torch.CPU, DecodeWorkers = parsed.GetValue(workers),
-                Layout = parsed.GetValue(layout) switch { "ade20k" => MimFlow.Data.Sources.DatasetLayout.Ade20k, "folder" => MimFlow.Data.Sources.DatasetLayout.Folder, _ => MimFlow.Data.Sources.DatasetLayout.ImageNet },
+                Layout = data.LayoutOf(parsed),
             };
             var result = await MimFlow.Training.Tokenizer.VqKdTrainer.RunAsync(request, cancellationToken: cancellationToken);
             context.Report($"{result.Steps} steps: loss {result.FirstLoss:F3} → {result.LastLoss:F3}, codebook in use {result.CodebookUsage:P1}");

@@ -46,7 +46,7 @@ internal static class TokenizeCommand
                 throw new ArgumentException("--device cuda needs the CUDA libtorch (MIMFLOW_LIBTORCH or --libtorch); this process runs the CPU build");
             var request = new TokenizeRequest
             {
-                DataRoot = parsed.GetRequiredValue(data.Data), Layout = data.LayoutOf(parsed), Split = data.SplitOf(parsed), GroundTruth = parsed.GetValue(data.GroundTruth),
+                DataRoot = parsed.GetRequiredValue(data.Data), Layout = data.LayoutOf(parsed), Split = data.SplitOf(parsed), GroundTruth = data.GroundTruthOf(parsed),
                 TokenizerDirectory = parsed.GetValue(tokenizer), TeacherDirectory = parsed.GetValue(teacher),
                 Teacher = new TeacherOptions(parsed.GetValue(teacherLayers), parsed.GetValue(teacherProject)),
                 FeatureEncoding = parsed.GetValue(features) == "int8" ? FeatureEncoding.Int8 : FeatureEncoding.Fp16,

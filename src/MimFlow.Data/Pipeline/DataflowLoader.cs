@@ -76,9 +76,8 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
                 var sample = index[i];
                 try
                 {
-                    byte[] bytes = await reader.ReadAsync(index.FullPath(sample), token);
-                    byte[]? annotation = sample.AnnotationRelativePath is { } a
-                        ? await ReadAnnotationAsync(reader, Path.Combine(index.Root, a), token) : null;
+                    byte[] bytes = await index.ReadImageAsync(sample, reader, token);
+                    byte[]? annotation = await index.ReadAnnotationAsync(sample, reader, token);
                     return new Encoded(sample, bytes, annotation, null);
                 }
                 catch (BadImageException e)
@@ -167,18 +166,6 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
         }
     }
 
-    private static async Task<byte[]> ReadAnnotationAsync(SampleReader reader, string path, CancellationToken token)
-    {
-        try
-        {
-            return await reader.ReadAsync(path, token);
-        }
-        catch (BadImageException e)
-        {
-            throw new BadImageException($"annotation {Path.GetFileName(path)}: {e.Reason}", e);
-        }
-    }
-
     /// <summary>Decode-worker side: render the views, and for float batches normalise them here, in parallel,
     /// so the single collate step only copies.</summary>
     private RenderedSample Render(Encoded encoded, IReadOnlyList<ViewShape> views)
@@ -215,7 +202,7 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
         {
             foreach (var buffer in buffers) ArrayPool<byte>.Shared.Return(buffer);
             if (labelBuffer is not null) ArrayPool<byte>.Shared.Return(labelBuffer);
-            return RenderedSample.Refused(encoded.Sample, new QuarantineEntry(encoded.Sample.RelativePath, e.Reason, "decode", encoded.Sample.Index));
+            return RenderedSample.Refused(encoded.Sample, new QuarantineEntry(encoded.Sample.RelativePath, index.Located(encoded.Sample, e.Reason), "decode", encoded.Sample.Index));
         }
     }
 

@@ -1,12 +1,13 @@
 using MimFlow.Data.Decoding;
+using MimFlow.Data.Sources;
 using Polly;
 using Polly.Retry;
 
 namespace MimFlow.Data.Pipeline;
 
 /// <summary>
-/// Reads a file's bytes asynchronously, retrying transient IO errors with jittered exponential backoff; a missing,
-/// unreadable or oversized file becomes a <see cref="BadImageException"/> with the reason.
+/// Reads an input's bytes (a file, a tar member, a Parquet cell) asynchronously, retrying transient IO errors with jittered exponential backoff; a missing,
+/// unreadable, damaged or oversized input becomes a <see cref="BadImageException"/> with the reason.
 /// </summary>
 public sealed class SampleReader
 {
@@ -35,7 +36,10 @@ public sealed class SampleReader
 
     private int retriesSeen;
 
-    public async Task<byte[]> ReadAsync(string path, CancellationToken cancellationToken)
+    public Task<byte[]> ReadAsync(string path, CancellationToken cancellationToken) => ReadAsync(new FileBytes(path), cancellationToken).AsTask();
+
+    /// <summary>Reads any byte source (file, tar member, Parquet cell) under the same retry, limit and refusal rules.</summary>
+    internal async ValueTask<byte[]> ReadAsync(ByteSource source, CancellationToken cancellationToken)
     {
         int attempt = 0;
         try
@@ -43,12 +47,7 @@ public sealed class SampleReader
             return await retry.ExecuteAsync(async token =>
             {
                 if (attempt++ > 0) Interlocked.Increment(ref retriesSeen);
-                var info = new FileInfo(path);
-                if (Directory.Exists(path)) throw new UnauthorizedAccessException("it is a folder, not a file");
-                if (!info.Exists) throw new FileNotFoundException(null, path);
-                if (info.Length > limits.MaxFileBytes)
-                    throw new BadImageException($"file of {info.Length:N0} bytes exceeds the limit of {limits.MaxFileBytes:N0}");
-                return await File.ReadAllBytesAsync(path, token);
+                return await source.ReadAsync(limits.MaxFileBytes, token);
             }, cancellationToken);
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)

@@ -3,15 +3,60 @@ using MimFlow.Datasets.Layouts;
 
 namespace MimFlow.Data.Sources;
 
-public enum DatasetLayout { ImageNet, Ade20k, Folder }
+/// <summary>How a dataset is stored: three folder layouts, WebDataset tar shards, Hugging Face <c>datasets</c> Parquet.</summary>
+public enum DatasetLayout { ImageNet, Ade20k, Folder, Wds, HfParquet }
 
 public enum DatasetSplit { Train, Validation }
+
+/// <summary>How <see cref="DatasetSource.Open(string, DatasetLayout, DatasetOpenOptions)"/> lists a dataset.</summary>
+public sealed record DatasetOpenOptions
+{
+    public DatasetSplit Split { get; init; } = DatasetSplit.Train;
+
+    /// <summary>ImageNet with a flat <c>val/</c>: a file of "<c>file name</c> <c>label</c>" lines.</summary>
+    public string? GroundTruth { get; init; }
+
+    /// <summary>hf-parquet: bytes of decoded row groups kept for the next reads (LRU; the groups being read come on top).</summary>
+    public long RowGroupCacheBytes { get; init; } = HfParquetSource.DefaultCacheBytes;
+}
+
+/// <summary>The command-line names of the layouts.</summary>
+public static class DatasetLayouts
+{
+    public static IReadOnlyList<string> Names { get; } = ["imagenet", "ade20k", "folder", "wds", "hf-parquet"];
+
+    public static string Name(DatasetLayout layout) => layout switch
+    {
+        DatasetLayout.ImageNet => "imagenet",
+        DatasetLayout.Ade20k => "ade20k",
+        DatasetLayout.Folder => "folder",
+        DatasetLayout.Wds => "wds",
+        _ => "hf-parquet",
+    };
+
+    public static DatasetLayout Parse(string name) => name switch
+    {
+        "imagenet" => DatasetLayout.ImageNet,
+        "ade20k" => DatasetLayout.Ade20k,
+        "folder" => DatasetLayout.Folder,
+        "wds" => DatasetLayout.Wds,
+        "hf-parquet" => DatasetLayout.HfParquet,
+        _ => throw new ArgumentException($"unknown layout '{name}' ({string.Join(", ", Names)})"),
+    };
+
+    /// <summary>Layouts whose samples may carry class labels (classification).</summary>
+    public static bool CanClassify(DatasetLayout layout) => layout is DatasetLayout.ImageNet or DatasetLayout.Wds or DatasetLayout.HfParquet;
+
+    /// <summary>Layouts whose samples may carry label maps (segmentation).</summary>
+    public static bool CanSegment(DatasetLayout layout) => layout is DatasetLayout.Ade20k or DatasetLayout.Wds or DatasetLayout.HfParquet;
+}
 
 /// <summary>
 /// Lists a dataset in its layout, deterministically: folders and files in code-point order, one folder's names in
 /// memory at a time. ImageNet: class folders of <c>train/</c> or <c>val/</c> (class index = sorted wnid order), or a
 /// flat <c>val/</c> with a ground-truth file; ADE20K: images paired with annotations by name; folder: every image
-/// anywhere below the root, unlabelled.
+/// anywhere below the root, unlabelled; wds: WebDataset tar shards (<see cref="WebDatasetSource"/>); hf-parquet:
+/// Hugging Face <c>datasets</c> Parquet files (<see cref="HfParquetSource"/>).
 /// </summary>
 public static class DatasetSource
 {
@@ -20,16 +65,23 @@ public static class DatasetSource
     public static bool IsImageFile(string fileName) =>
         ImageExtensions.Contains(Path.GetExtension(fileName)) && !AtomicFile.IsTemporaryName(fileName);
 
+    /// <param name="root">The dataset root folder; wds and hf-parquet also take a shard file or a brace pattern of them
+    /// (<see cref="ShardSelection"/>).</param>
     /// <param name="groundTruth">ImageNet flat validation folder: a file of lines "<c>file name</c> <c>label</c>" where
     /// the label is a class index or a wnid (comma or white space separated).</param>
-    public static SampleIndex Open(string root, DatasetLayout layout, DatasetSplit split = DatasetSplit.Train, string? groundTruth = null)
+    public static SampleIndex Open(string root, DatasetLayout layout, DatasetSplit split = DatasetSplit.Train, string? groundTruth = null) =>
+        Open(root, layout, new DatasetOpenOptions { Split = split, GroundTruth = groundTruth });
+
+    public static SampleIndex Open(string root, DatasetLayout layout, DatasetOpenOptions options)
     {
+        if (layout == DatasetLayout.Wds) return WebDatasetSource.Open(root, options.Split);
+        if (layout == DatasetLayout.HfParquet) return HfParquetSource.Open(root, options.Split, options.RowGroupCacheBytes);
         root = Path.GetFullPath(root);
         if (!Directory.Exists(root)) throw new DirectoryNotFoundException($"{root}: dataset folder not found");
         return layout switch
         {
-            DatasetLayout.ImageNet => OpenImageNet(root, split, groundTruth),
-            DatasetLayout.Ade20k => OpenAde20k(root, split),
+            DatasetLayout.ImageNet => OpenImageNet(root, options.Split, options.GroundTruth),
+            DatasetLayout.Ade20k => OpenAde20k(root, options.Split),
             _ => OpenFolder(root),
         };
     }
@@ -43,7 +95,7 @@ public static class DatasetSource
         // Class names come from the training folders, so train and val agree on indices even if val misses a class.
         string classSource = Directory.Exists(ImageNetLayout.SplitFolder(root, true)) ? ImageNetLayout.SplitFolder(root, true) : splitFolder;
         var classes = SortedNames(Directory.EnumerateDirectories(classSource)).ToList();
-        var builder = new SampleIndex.Builder(root, "imagenet", classes, null);
+        var builder = new PathTable();
 
         var flatFiles = SortedNames(Directory.EnumerateFiles(splitFolder)).Where(IsImageFile).ToList();
         if (flatFiles.Count > 0)
@@ -57,7 +109,7 @@ public static class DatasetSource
                     throw new InvalidDataException($"{groundTruth}: no label for {file}");
                 builder.Add($"{splitName}/{file}", label);
             }
-            return builder.Build();
+            return new SampleIndex(root, "imagenet", classes, new FolderStore(root, builder, null));
         }
 
         var classIndex = classes.Select((name, i) => (name, i)).ToDictionary(p => p.name, p => p.i, StringComparer.Ordinal);
@@ -68,7 +120,7 @@ public static class DatasetSource
             foreach (string relative in SortedFilesBelow(Path.Combine(splitFolder, wnid), $"{splitName}/{wnid}"))
                 builder.Add(relative, label);
         }
-        return builder.Build();
+        return new SampleIndex(root, "imagenet", classes, new FolderStore(root, builder, null));
     }
 
     private static Dictionary<string, int> ReadGroundTruth(string file, IReadOnlyList<string> classes)
@@ -97,19 +149,19 @@ public static class DatasetSource
             throw new DirectoryNotFoundException($"{images}: the ADE20K layout needs {Ade20kLayout.RootFolder}/images/ and annotations/ below {root}");
         string imagesRelative = Path.GetRelativePath(root, images).Replace(Path.DirectorySeparatorChar, '/');
         string annotationsRelative = Path.GetRelativePath(root, Ade20kLayout.AnnotationsFolder(root, training)).Replace(Path.DirectorySeparatorChar, '/');
-        var builder = new SampleIndex.Builder(root, "ade20k", Ade20kLayout.ClassNames, relative =>
-            annotationsRelative + "/" + Path.ChangeExtension(relative[(imagesRelative.Length + 1)..], Ade20kLayout.AnnotationExtension));
+        var builder = new PathTable();
         foreach (string relative in SortedFilesBelow(images, imagesRelative))
             builder.Add(relative, -1);
-        return builder.Build();
+        return new SampleIndex(root, "ade20k", Ade20kLayout.ClassNames, new FolderStore(root, builder, relative =>
+            annotationsRelative + "/" + Path.ChangeExtension(relative[(imagesRelative.Length + 1)..], Ade20kLayout.AnnotationExtension)));
     }
 
     private static SampleIndex OpenFolder(string root)
     {
-        var builder = new SampleIndex.Builder(root, "folder", [], null);
+        var builder = new PathTable();
         foreach (string relative in SortedFilesBelow(root, ""))
             builder.Add(relative, -1);
-        return builder.Build();
+        return new SampleIndex(root, "folder", [], new FolderStore(root, builder, null));
     }
 
     /// <summary>Image files below <paramref name="folder"/>, depth first, each folder's entries in code-point order.</summary>
@@ -123,6 +175,6 @@ public static class DatasetSource
                 yield return nested;
     }
 
-    private static IEnumerable<string> SortedNames(IEnumerable<string> paths) =>
+    internal static IEnumerable<string> SortedNames(IEnumerable<string> paths) =>
         paths.Select(p => Path.GetFileName(p)!).Order(CodePointComparer.Instance);
 }

@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Security.Cryptography;
-using System.Text;
 using System.Threading.Channels;
 using MimFlow.Core.IO;
 using MimFlow.Data.Augment;
@@ -87,7 +85,7 @@ public static class TokenizeJob
         var recipe = new RepeatedDraws(draw, request.Views);
         var configuration = new TokenizeConfiguration
         {
-            Layout = request.Layout.ToString().ToLowerInvariant(), Split = request.Split.ToString().ToLowerInvariant(), DatasetSamples = index.Count,
+            Layout = DatasetLayouts.Name(request.Layout), Split = request.Split.ToString().ToLowerInvariant(), DatasetSamples = index.Count,
             Views = request.Views, Seed = request.Seed, Recipe = draw.Name, Tokenizer = models.TokenizerIdentity, Teacher = models.TeacherIdentity,
             TeacherLastLayers = request.Teacher.LastLayers, TeacherProjection = request.Teacher.Project,
             Features = request.TeacherDirectory is null ? null : request.FeatureEncoding,
@@ -96,7 +94,7 @@ public static class TokenizeJob
             RowGroupRows = request.RowGroupRows, Arithmetic = models.Arithmetic, Limit = request.Limit,
         };
         var columns = new ShardColumns(models.TokenizerSpec is not null, configuration.Features, request.StoreImageMaxSide is not null,
-            request.StoreImageMaxSide is not null && request.Layout == DatasetLayout.Ade20k);
+            request.StoreImageMaxSide is not null && index.HasAnnotations);
 
         if (File.Exists(Path.Combine(request.OutputDirectory, ShardManifest.FileName)))
         {
@@ -122,7 +120,7 @@ public static class TokenizeJob
         var writing = Task.Run(async () =>
         {
             await foreach (var batchRows in channel.Reader.ReadAllAsync(cancellationToken))
-                foreach (var sample in SampleRows.WithSources(batchRows, index, request))
+                foreach (var sample in await SampleRows.WithSourcesAsync(batchRows, index, request, cancellationToken))
                     await sink.AddAsync(sample, quarantine, cancellationToken);
             await sink.FinishAsync(end, quarantine, cancellationToken);
         }, cancellationToken);
@@ -172,9 +170,9 @@ public static class TokenizeJob
             waiting.Elapsed.TotalSeconds / Math.Max(seconds, 1e-9), AlreadyComplete: false);
     }
 
-    /// <summary>sample_id: 16 hex digits of SHA-256 over the '/'-separated path relative to the dataset root.</summary>
-    public static string SampleId(string relativePath) =>
-        Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(relativePath.Replace('\\', '/'))))[..16];
+    /// <summary>sample_id: 16 hex digits of SHA-256 over the '/'-separated path relative to the dataset root
+    /// (<see cref="SampleIndex.SampleId"/>; for wds and hf-parquet the path names the shard and the key or row).</summary>
+    public static string SampleId(string relativePath) => SampleIndex.SampleId(relativePath);
 
     private static List<SampleRows> RowsOf(Batch batch, TokenizeRequest request, FrozenModels models, RepeatedDraws recipe, PretrainRecipe draw)
     {
@@ -214,14 +212,15 @@ public sealed record SampleRows(int SampleIndex, IReadOnlyList<ShardRow> Rows, S
     /// The rows with the source's size and, when stored, its re-encoded image and label map. Done on the writer's side
     /// (in parallel over a batch), so re-encoding overlaps the models' next batch instead of delaying it.
     /// </summary>
-    public static IReadOnlyList<SampleRows> WithSources(IReadOnlyList<SampleRows> samples, SampleIndex index, TokenizeRequest request)
+    public static async Task<IReadOnlyList<SampleRows>> WithSourcesAsync(IReadOnlyList<SampleRows> samples, SampleIndex index, TokenizeRequest request,
+        CancellationToken cancellationToken)
     {
         var completed = new SampleRows[samples.Count];
-        Parallel.For(0, samples.Count, new ParallelOptions { MaxDegreeOfParallelism = request.DecodeWorkers }, i =>
+        await Parallel.ForAsync(0, samples.Count, new ParallelOptions { MaxDegreeOfParallelism = request.DecodeWorkers, CancellationToken = cancellationToken }, async (i, token) =>
         {
             var sample = samples[i].Source ?? throw new InvalidOperationException("rows without their sample");
-            byte[] bytes = File.ReadAllBytes(index.FullPath(sample));
-            byte[]? annotation = request.StoreImageMaxSide is not null && sample.AnnotationRelativePath is { } a ? File.ReadAllBytes(Path.Combine(index.Root, a)) : null;
+            byte[] bytes = await index.ReadImageAsync(sample, token);
+            byte[]? annotation = request.StoreImageMaxSide is not null ? await index.ReadAnnotationAsync(sample, token) : null;
             var stored = SourceStore.Store(bytes, annotation, request.StoreImageMaxSide, request.StoreImageQuality, DecodeLimits.Default);
             completed[i] = samples[i] with
             {

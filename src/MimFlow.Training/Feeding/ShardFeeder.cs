@@ -176,7 +176,7 @@ public sealed class ShardFeeder
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var token = linked.Token;
         var decode = new TransformBlock<(long Position, ShardRow Row), Decoded>(
-            item => Decode(item.Row, epoch),
+            item => DecodeAsync(item.Row, epoch, token),
             new ExecutionDataflowBlockOptions
             {
                 MaxDegreeOfParallelism = options.DecodeWorkers, BoundedCapacity = 2 * options.DecodeWorkers + options.BatchSize,
@@ -336,23 +336,23 @@ public sealed class ShardFeeder
 
     private sealed record Decoded(ShardRow Row, float[] Pixels, byte[]? Mask, int Side);
 
-    private Decoded Decode(ShardRow row, int epoch)
+    private async Task<Decoded> DecodeAsync(ShardRow row, int epoch, CancellationToken cancellationToken)
     {
         try
         {
-            return Render(row, epoch);
+            byte[] encoded = options.Originals is { } originals ? await OriginalAsync(originals, row, cancellationToken) : row.Image!;
+            return Render(row, encoded, epoch);
         }
         catch (BadImageException e)
         {
-            throw new InvalidDataException($"{row.Path} (view {row.View}, sample {row.SampleId}): the {(options.Originals is null ? "stored" : "original")} image does not decode: {e.Reason}", e);
+            throw new InvalidDataException($"{row.Path} (view {row.View}, sample {row.SampleId}): the {(options.Originals is null ? "stored" : "original")} image cannot be used: {e.Reason}", e);
         }
     }
 
-    private Decoded Render(ShardRow row, int epoch)
+    private Decoded Render(ShardRow row, byte[] encoded, int epoch)
     {
         var parameters = AugmentParams.FromJson(row.Augment);
         var view = parameters.Views[0];
-        byte[] encoded = options.Originals is { } originals ? Original(originals, row) : row.Image!;
         var header = ImageHeader.Read(encoded, DecodeLimits.Default);
         if (options.Originals is not null && (header.Width != row.SourceWidth || header.Height != row.SourceHeight))
             throw new InvalidDataException($"{options.Originals.Root}: '{row.Path}' is {header.Width}×{header.Height}, but it was tokenized at " +
@@ -376,11 +376,11 @@ public sealed class ShardFeeder
         return new Decoded(row, pixels, mask, view.Width);
     }
 
-    private static byte[] Original(SampleIndex originals, ShardRow row)
+    private static async Task<byte[]> OriginalAsync(SampleIndex originals, ShardRow row, CancellationToken cancellationToken)
     {
         if (!originals.TryFind(row.Path, out var sample))
             throw new FileNotFoundException($"{originals.Root}: '{row.Path}' is not in the dataset the shards are replayed on");
-        return originals.ReadImage(sample);
+        return await originals.ReadImageAsync(sample, cancellationToken);
     }
 
     private TrainingBatch Collate(List<Decoded> items, int epoch, long number)

@@ -31,9 +31,11 @@ public sealed record FinetuneRequest
     /// <summary>A ViT model directory (a pretraining checkpoint's <c>backbone/</c>, an imported model) or an architecture name (random init).</summary>
     public required string Model { get; init; }
 
-    /// <summary>A labelled dataset: train/ for training, val/ for evaluation.</summary>
+    /// <summary>A labelled dataset: train/ for training, val/ for evaluation (wds and hf-parquet: their train and val
+    /// shards, see <see cref="DatasetSource"/>).</summary>
     public required string Data { get; init; }
 
+    /// <summary>How <see cref="Data"/> is stored: imagenet (folders), wds or hf-parquet.</summary>
     public DatasetLayout Layout { get; init; } = DatasetLayout.ImageNet;
 
     /// <summary>Ground truth of a flat ImageNet val/ folder (file name, label per line).</summary>
@@ -113,7 +115,8 @@ public sealed record FinetuneRequest
     public void Validate()
     {
         if (Task is not (Classify or LinearProbe)) throw new ArgumentException($"unknown task '{Task}' ({Classify}, {LinearProbe})");
-        if (Layout != DatasetLayout.ImageNet) throw new ArgumentException("fine-tuning reads labelled ImageNet-layout data (--layout imagenet)");
+        if (!DatasetLayouts.CanClassify(Layout))
+            throw new ArgumentException($"classification reads labelled data (--layout imagenet, wds or hf-parquet), not {DatasetLayouts.Name(Layout)}");
         if (Epochs < 1 || BatchSize < 1 || DecodeWorkers < 1) throw new ArgumentException("epochs, batch size and workers must be at least 1");
         if (LearningRate is <= 0 || MinLearningRate is < 0 || WeightDecay is < 0) throw new ArgumentException("the learning rate must be positive, the minimum rate and weight decay not negative");
         if (WarmupEpochs is < 0 || WarmupEpochs > Epochs) throw new ArgumentException($"warmup epochs must lie in [0, {Epochs}] (got {WarmupEpochs})");
@@ -196,7 +199,9 @@ public static class Finetuner
 
         var train = DatasetSource.Open(request.Data, request.Layout, DatasetSplit.Train);
         int classes = train.Classes.Count;
-        if (classes < 2) throw new ArgumentException($"{request.Data}: {classes} class folder(s) in train/; classification needs at least 2");
+        if (train.HasAnnotations) throw new ArgumentException($"{request.Data}: its samples carry label maps (segmentation data): use --task segment");
+        if (classes < 2 || train.CountLabelled() == 0)
+            throw new ArgumentException($"{request.Data}: {classes} class(es) and {train.CountLabelled()} labelled image(s) in the training split; classification needs at least 2 classes");
         var validation = request.EvaluateEachEpoch ? DatasetSource.Open(request.Data, request.Layout, DatasetSplit.Validation, request.GroundTruth) : null;
         if (validation is { Count: 0 }) throw new ArgumentException($"{request.Data}: val/ holds no images (or turn evaluation off)");
         long perEpoch = train.Count / request.BatchSize;

@@ -28,9 +28,11 @@ public sealed record SegmentRequest
     /// <summary>A ViT model directory (a pretraining checkpoint's <c>backbone/</c>, an imported model) or an architecture name (random init).</summary>
     public required string Model { get; init; }
 
-    /// <summary>A dataset root holding <c>ADEChallengeData2016/</c> (training/ to learn from, validation/ to evaluate).</summary>
+    /// <summary>A dataset root holding <c>ADEChallengeData2016/</c> (training/ to learn from, validation/ to evaluate), or
+    /// wds / hf-parquet shards whose samples carry label maps (see <see cref="DatasetSource"/>).</summary>
     public required string Data { get; init; }
 
+    /// <summary>How <see cref="Data"/> is stored: ade20k (folders), wds or hf-parquet.</summary>
     public DatasetLayout Layout { get; init; } = DatasetLayout.Ade20k;
 
     public required string OutputDirectory { get; init; }
@@ -103,7 +105,8 @@ public sealed record SegmentRequest
 
     public void Validate()
     {
-        if (Layout != DatasetLayout.Ade20k) throw new ArgumentException("segmentation reads ADE20K-layout data (--layout ade20k)");
+        if (!DatasetLayouts.CanSegment(Layout))
+            throw new ArgumentException($"segmentation reads images with label maps (--layout ade20k, wds or hf-parquet), not {DatasetLayouts.Name(Layout)}");
         if (Epochs < 1 || BatchSize < 1 || DecodeWorkers < 1) throw new ArgumentException("epochs, batch size and workers must be at least 1");
         if (CropSize < 1) throw new ArgumentException($"the crop size must be positive (got {CropSize})");
         if (LearningRate is <= 0 || MinLearningRate < 0 || WeightDecay < 0) throw new ArgumentException("the learning rate must be positive, the minimum rate and weight decay not negative");
@@ -183,6 +186,7 @@ public static class Segmenter
             return new SegmentResult(run.StepsTaken, run.Tally.FirstLoss, run.Tally.LastLoss, run.Tally.Skipped, 0, run.Evaluations, run.Checkpoint!) { WasComplete = true };
 
         var train = DatasetSource.Open(request.Data, request.Layout, DatasetSplit.Train);
+        RequireLabelMaps(train);
         int classes = train.Classes.Count;
         var validation = request.EvaluateEachEpoch ? DatasetSource.Open(request.Data, request.Layout, DatasetSplit.Validation) : null;
         if (validation is { Count: 0 }) throw new ArgumentException($"{request.Data}: the validation split holds no images (or turn evaluation off)");
@@ -350,6 +354,7 @@ public static class Segmenter
         options ??= new SegmentEvaluateOptions();
         options.Validate();
         int classes = model.Head.Classes;
+        RequireLabelMaps(data);
         if (data.Classes.Count != classes) throw new ArgumentException($"{data.Root}: {data.Classes.Count} classes, but the segmenter predicts {classes}");
         if (data.Count == 0) throw new ArgumentException($"{data.Root}: no images to evaluate");
         var device = model.parameters().First().device;
@@ -416,6 +421,12 @@ public static class Segmenter
             logits[i].div_(counts[0].clamp_min(1));
         }
         return logits;
+    }
+
+    private static void RequireLabelMaps(SampleIndex data)
+    {
+        if (!data.HasAnnotations)
+            throw new ArgumentException($"{data.Root}: no label maps ({data.Layout}); segmentation needs ADE20K-style annotations (wds: .seg.png members, hf-parquet: an 'annotation' column)");
     }
 
     private static double? Finite(double value) => double.IsFinite(value) ? value : null;

@@ -47,4 +47,46 @@ public sealed class DataCommandTests
         using var classes = JsonDocument.Parse(File.ReadAllText(dir.Combine("scan", "classes.json")));
         Assert.Equal(["n00000001", "n00000002"], classes.RootElement.GetProperty("classes").EnumerateArray().Select(e => e.GetString()));
     }
+
+    [Fact]
+    public async Task Datasets_pack_writes_wds_and_hf_parquet_that_scan_check_and_preview_read()
+    {
+        using var dir = new TemporaryDirectory();
+        string data = dir.Combine("data"), wds = dir.Combine("wds"), hf = dir.Combine("hf");
+        await SyntheticDatasets.WriteAsync(new SynthesisOptions { Kind = SyntheticKind.ImageNet, OutputDirectory = data, Images = 8, Classes = 2, MinSide = 48, MaxSide = 64 });
+
+        var pack = await CliHarness.RunAsync("datasets", "pack", "--from", data, "--layout", "imagenet", "--format", "wds", "--out", wds, "--shard-mb", "0.002");
+        Assert.True(pack.ExitCode == 0, pack.Error);
+        Assert.Contains("train: 6 samples", pack.Output);
+        Assert.Contains("val: 2 samples", pack.Output);
+        Assert.True(File.Exists(Path.Combine(wds, "classes.json")));
+        var again = await CliHarness.RunAsync("datasets", "pack", "--from", data, "--layout", "imagenet", "--format", "wds", "--out", wds);
+        Assert.Equal(1, again.ExitCode);
+        Assert.Contains("--force", again.Error);
+
+        var scan = await CliHarness.RunAsync("scan", "--data", Path.Combine(wds, "train", "imagenet-train-{000000..000002}.tar"), "--layout", "wds", "--out", dir.Combine("scan"));
+        Assert.True(scan.ExitCode == 0, scan.Error);
+        Assert.Contains("3 ok", scan.Output);
+        var val = await CliHarness.RunAsync("scan", "--data", wds, "--layout", "wds", "--split", "val", "--out", dir.Combine("scan-val"));
+        Assert.True(val.ExitCode == 0, val.Error);
+        Assert.Contains("2 ok", val.Output);
+        using (var classes = JsonDocument.Parse(File.ReadAllText(dir.Combine("scan-val", "classes.json"))))
+            Assert.Equal(["n00000001", "n00000002"], classes.RootElement.GetProperty("classes").EnumerateArray().Select(e => e.GetString()));
+
+        pack = await CliHarness.RunAsync("datasets", "pack", "--from", data, "--layout", "imagenet", "--format", "hf-parquet", "--out", hf, "--split", "train");
+        Assert.True(pack.ExitCode == 0, pack.Error);
+        Assert.True(File.Exists(Path.Combine(hf, "data", "train-00000-of-00001.parquet")));
+        var check = await CliHarness.RunAsync("datasets", "check", "--data", hf, "--layout", "hf-parquet");
+        Assert.True(check.ExitCode == 0, check.Error);
+        Assert.Contains("6 images and 0 label maps decoded", check.Output);
+        var preview = await CliHarness.RunAsync("datasets", "preview", "--data", hf, "--layout", "hf-parquet", "--batch", "4", "--out", dir.Combine("preview.png"));
+        Assert.True(preview.ExitCode == 0, preview.Error);
+        Assert.True(File.Exists(dir.Combine("preview.png")));
+
+        var noVal = await CliHarness.RunAsync("scan", "--data", hf, "--layout", "hf-parquet", "--split", "val", "--out", dir.Combine("scan-hf-val"));
+        Assert.Equal(1, noVal.ExitCode);
+        Assert.Contains("no validation shards", noVal.Error);
+        var unknown = await CliHarness.RunAsync("finetune", "--task", "classify", "--model", "vit-tiny", "--data", hf, "--layout", "folder", "--out", dir.Combine("run"));
+        Assert.Equal(2, unknown.ExitCode);
+    }
 }

@@ -59,7 +59,7 @@ public sealed class LoaderTests
             {
                 for (int row = 0; row < batch.Count; row++)
                 {
-                    byte[] bytes = File.ReadAllBytes(index.FullPath(batch.Samples[row]));
+                    byte[] bytes = await index.ReadImageAsync(batch.Samples[row]);
                     var stored = JsonSerializer.Deserialize<AugmentParams>(JsonSerializer.Serialize(batch.Params[row]))!;
                     byte[] first = new byte[batch.Views[0].Bytes], second = new byte[batch.Views[1].Bytes];
                     Augmenter.Render(bytes, ImageHeader.Read(bytes, DecodeLimits.Default), stored, batch.Views, [first, second]);

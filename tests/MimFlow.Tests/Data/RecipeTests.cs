@@ -61,7 +61,7 @@ public sealed class RecipeTests
                     Assert.Equal(recipe.Views, batch.Views);
                     for (int row = 0; row < batch.Count; row++)
                     {
-                        byte[] bytes = File.ReadAllBytes(index.FullPath(batch.Samples[row]));
+                        byte[] bytes = await index.ReadImageAsync(batch.Samples[row]);
                         var stored = JsonSerializer.Deserialize<AugmentParams>(JsonSerializer.Serialize(batch.Params[row]))!;
                         Assert.Equal(batch.Params[row].Views.SelectMany(v => v.Ops).Select(o => o.GetType()), stored.Views.SelectMany(v => v.Ops).Select(o => o.GetType()));
                         var outputs = batch.Views.Select(s => new byte[s.Bytes]).ToArray();

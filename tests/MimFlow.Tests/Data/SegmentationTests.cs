@@ -67,6 +67,8 @@ public sealed class SegmentationTests
                 for (int row = 0; row < batch.Count; row++, rows++)
                 {
                     var view = batch.Params[row].Views[0];
+                    byte[] image = await index.ReadImageAsync(batch.Samples[row]);
+                    byte[] annotation = (await index.ReadAnnotationAsync(batch.Samples[row]))!;
                     var map = batch.LabelMap(row);
                     Assert.All(map.ToArray(), v => Assert.True(v < Ade20kLayout.ClassCount || v == SegmentationRecipe.Ignore));
                     Assert.True(view.Width < 160 || view.Height < 160);
@@ -74,9 +76,7 @@ public sealed class SegmentationTests
                     Assert.Equal(0, batch.ViewBytes(0)[row * 3 * 160 * 160 + 160 * 160 - 1]);
                     Assert.Contains(map.ToArray(), v => v != SegmentationRecipe.Ignore);
 
-                    string annotation = Path.Combine(index.Root, batch.Samples[row].AnnotationRelativePath!);
-                    byte[] image = File.ReadAllBytes(index.FullPath(batch.Samples[row]));
-                    var labels = AnnotationCheck.Decode(File.ReadAllBytes(annotation), ImageHeader.Read(image, DecodeLimits.Default));
+                    var labels = AnnotationCheck.Decode(annotation, ImageHeader.Read(image, DecodeLimits.Default));
                     byte[] replayed = new byte[160 * 160];
                     recipe.RenderLabels(labels, batch.Params[row], replayed);
                     Assert.Equal(map.ToArray(), replayed);

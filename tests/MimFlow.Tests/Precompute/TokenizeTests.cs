@@ -1,6 +1,7 @@
 using MimFlow.Data.Augment;
 using MimFlow.Data.Decoding;
 using MimFlow.Data.Pipeline;
+using MimFlow.Data.Sources;
 using MimFlow.Models.Interop;
 using MimFlow.Models.Tokenizers;
 using MimFlow.Shards;
@@ -365,5 +366,59 @@ public sealed class TokenizeTests
         var error = await Assert.ThrowsAsync<ArgumentException>(() => TokenizeJob.RunAsync(fixture.Request(output) with { TokenizerDirectory = large, TeacherDirectory = null }));
         Assert.Contains("40,000 codes", error.Message);
         Assert.False(File.Exists(Path.Combine(output, ShardManifest.FileName)));
+    }
+
+    [Fact]
+    public async Task Tokenize_over_the_folder_its_wds_pack_and_its_hf_parquet_pack_writes_the_same_rows()
+    {
+        using var fixture = await TokenizeFixture.CreateAsync(images: 8);
+        string wds = fixture.Combine("wds"), hf = fixture.Combine("hf");
+        await MimFlow.Data.Packing.DatasetPacker.PackAsync(new MimFlow.Data.Packing.PackRequest
+        {
+            From = fixture.Data, Format = MimFlow.Data.Packing.PackFormat.Wds, OutputDirectory = wds, ShardBytes = 6_000,
+        });
+        await MimFlow.Data.Packing.DatasetPacker.PackAsync(new MimFlow.Data.Packing.PackRequest
+        {
+            From = fixture.Data, Format = MimFlow.Data.Packing.PackFormat.HfParquet, OutputDirectory = hf, ShardBytes = 6_000, RowGroupRows = 3,
+        });
+        var results = new List<(TokenizeResult Result, List<ShardRow> Rows)>();
+        foreach (var (data, layout) in new[] { (fixture.Data, DatasetLayout.ImageNet), (wds, DatasetLayout.Wds), (hf, DatasetLayout.HfParquet) })
+        {
+            string output = fixture.Combine("shards-" + DatasetLayouts.Name(layout));
+            var result = await TokenizeJob.RunAsync(fixture.Request(output) with { DataRoot = data, Layout = layout });
+            results.Add((result, await RowsOf(output)));
+        }
+        var reference = results[0];
+        Assert.Equal(1, reference.Result.Manifest.Quarantined);
+        Assert.Equal(16, reference.Rows.Count);
+        foreach (var (result, rows) in results.Skip(1))
+        {
+            Assert.Equal(reference.Result.Manifest.SampleCount, result.Manifest.SampleCount);
+            Assert.Equal(reference.Result.Manifest.Quarantined, result.Manifest.Quarantined);
+            Assert.Equal(reference.Rows.Count, rows.Count);
+            for (int r = 0; r < rows.Count; r++)
+            {
+                // Everything but the identity: the packed forms name shards and keys or rows.
+                Assert.Equal(reference.Rows[r] with { SampleId = "", Path = "" }, rows[r] with { SampleId = "", Path = "" }, ShardRowComparer.Instance);
+                Assert.Equal(SampleIndex.SampleId(rows[r].Path), rows[r].SampleId);
+            }
+        }
+        Assert.StartsWith("imagenet-train-", results[1].Rows[0].Path);
+        Assert.StartsWith("train-00000-of-", results[2].Rows[0].Path);
+    }
+
+    /// <summary>Rows equal by value, their arrays by content.</summary>
+    private sealed class ShardRowComparer : IEqualityComparer<ShardRow>
+    {
+        public static ShardRowComparer Instance { get; } = new();
+
+        public bool Equals(ShardRow? x, ShardRow? y) =>
+            x is not null && y is not null && x.SampleId == y.SampleId && x.Path == y.Path && x.Label == y.Label && x.View == y.View && x.Augment == y.Augment
+            && x.SourceWidth == y.SourceWidth && x.SourceHeight == y.SourceHeight && Same(x.Codes, y.Codes) && Same(x.Features, y.Features)
+            && Same(x.FeatureScales, y.FeatureScales) && Same(x.Image, y.Image) && Same(x.LabelMap, y.LabelMap);
+
+        public int GetHashCode(ShardRow row) => row.View;
+
+        private static bool Same<T>(T[]? a, T[]? b) where T : IEquatable<T> => a is null ? b is null : b is not null && a.AsSpan().SequenceEqual(b);
     }
 }

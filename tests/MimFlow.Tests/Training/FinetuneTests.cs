@@ -317,6 +317,33 @@ public sealed class FinetuneTests(FinetuneFixture fixture, ITestOutputHelper out
     }
 
     [Fact]
+    public async Task A_linear_probe_over_the_hf_parquet_and_wds_packs_matches_the_folder_run_step_for_step()
+    {
+        string hf = fixture.Combine("packed-hf"), wds = fixture.Combine("packed-wds");
+        await MimFlow.Data.Packing.DatasetPacker.PackAsync(new MimFlow.Data.Packing.PackRequest
+        {
+            From = fixture.Data, Format = MimFlow.Data.Packing.PackFormat.HfParquet, OutputDirectory = hf, ShardBytes = 40_000, RowGroupRows = 16,
+        });
+        await MimFlow.Data.Packing.DatasetPacker.PackAsync(new MimFlow.Data.Packing.PackRequest
+        {
+            From = fixture.Data, Format = MimFlow.Data.Packing.PackFormat.Wds, OutputDirectory = wds, ShardBytes = 40_000,
+        });
+        var folder = Request(FinetuneRequest.LinearProbe, "probe-folder") with { Epochs = 1 };
+        var reference = await Finetuner.RunAsync(folder);
+        var referenceLosses = MetricsLog.Read(folder.OutputDirectory).Select(m => m["loss"]!.GetValue<double>()).ToList();
+        foreach (var (data, layout) in new[] { (hf, DatasetLayout.HfParquet), (wds, DatasetLayout.Wds) })
+        {
+            var packed = folder with { Data = data, Layout = layout, OutputDirectory = fixture.Combine("probe-" + DatasetLayouts.Name(layout)) };
+            var result = await Finetuner.RunAsync(packed);
+            Assert.Equal(referenceLosses, MetricsLog.Read(packed.OutputDirectory).Select(m => m["loss"]!.GetValue<double>()));
+            Assert.Equal(reference.Final!.Top1, result.Final!.Top1);
+            Assert.Equal(reference.Final.Images, result.Final.Images);
+        }
+        Assert.Throws<ArgumentException>(() => (folder with { Layout = DatasetLayout.Folder }).Validate());
+        Assert.Throws<ArgumentException>(() => (folder with { Layout = DatasetLayout.Ade20k }).Validate());
+    }
+
+    [Fact]
     public async Task A_linear_probe_trains_only_the_head()
     {
         var request = Request(FinetuneRequest.LinearProbe, "probe") with { Epochs = 3, LearningRate = 1e-2, RandAugment = new() };

@@ -205,6 +205,38 @@ public sealed class SegmentationTests(SegmentationFixture fixture, ITestOutputHe
     }
 
     [Fact]
+    public async Task Segmentation_over_the_wds_pack_matches_the_folder_run_and_classification_data_is_refused()
+    {
+        string wds = fixture.Combine("packed-wds");
+        await MimFlow.Data.Packing.DatasetPacker.PackAsync(new MimFlow.Data.Packing.PackRequest
+        {
+            From = fixture.Data, Layout = DatasetLayout.Ade20k, Format = MimFlow.Data.Packing.PackFormat.Wds, OutputDirectory = wds, ShardBytes = 30_000,
+        });
+        var folder = Request("segment-folder", epochs: 1);
+        var reference = await Segmenter.RunAsync(folder);
+        var packed = folder with { Data = wds, Layout = DatasetLayout.Wds, OutputDirectory = fixture.Combine("segment-wds") };
+        var result = await Segmenter.RunAsync(packed);
+        Assert.Equal(MetricsLog.Read(folder.OutputDirectory).Select(m => m["loss"]!.GetValue<double>()), MetricsLog.Read(packed.OutputDirectory).Select(m => m["loss"]!.GetValue<double>()));
+        Assert.Equal(reference.Final!.MeanIou, result.Final!.MeanIou);
+        Assert.Throws<ArgumentException>(() => (folder with { Layout = DatasetLayout.ImageNet }).Validate());
+
+        string images = fixture.Combine("classification-wds");
+        await MimFlow.Data.Packing.DatasetPacker.PackAsync(new MimFlow.Data.Packing.PackRequest
+        {
+            From = await ImageNetSet(), Format = MimFlow.Data.Packing.PackFormat.Wds, OutputDirectory = images,
+        });
+        var refused = await Assert.ThrowsAsync<ArgumentException>(() => Segmenter.RunAsync(folder with { Data = images, Layout = DatasetLayout.Wds, OutputDirectory = fixture.Combine("segment-refused") }));
+        Assert.Contains("no label maps", refused.Message);
+    }
+
+    private async Task<string> ImageNetSet()
+    {
+        string folder = fixture.Combine("imagenet-small");
+        await SyntheticDatasets.WriteAsync(new SynthesisOptions { Kind = SyntheticKind.ImageNet, OutputDirectory = folder, Images = 6, Classes = 2, MinSide = 40, MaxSide = 48 });
+        return folder;
+    }
+
+    [Fact]
     public async Task Training_lowers_the_loss_and_writes_a_valid_evaluation_and_a_loadable_checkpoint()
     {
         var request = Request("train", epochs: 10);
