@@ -230,8 +230,9 @@ public static class Pretrainer
         var recorded = manifest.Configuration;
         var split = string.Equals(recorded.Split, "validation", StringComparison.OrdinalIgnoreCase) ? DatasetSplit.Validation : DatasetSplit.Train;
         if (layout is { } given) return DatasetSource.Open(data, given, split);
-        if (!Enum.TryParse(recorded.Layout, ignoreCase: true, out DatasetLayout parsed))
-            throw new InvalidDataException($"the shards record the layout '{recorded.Layout}', which this version does not read; give --layout");
+        DatasetLayout parsed;
+        try { parsed = DatasetLayouts.Parse(recorded.Layout); }
+        catch (ArgumentException) { throw new InvalidDataException($"the shards record the layout '{recorded.Layout}', which this version does not read; give --layout"); }
         return DatasetSource.Open(data, parsed, split);
     }
 

@@ -1,3 +1,4 @@
+using MimFlow.Data.Sources;
 using MimFlow.Data.Augment;
 using MimFlow.Data.Decoding;
 using MimFlow.Data.Masking;
@@ -59,19 +60,34 @@ public sealed class FeederTests
         Assert.Equal(first[3].Codes, resumed[1].Codes);
     }
 
-    [Fact]
-    public async Task Without_stored_images_the_feeder_replays_each_rows_view_on_the_originals_as_the_data_pipeline_rendered_it()
+    [Theory]
+    [InlineData("imagenet")]
+    [InlineData("wds")]
+    [InlineData("hf-parquet")]
+    public async Task Without_stored_images_the_feeder_replays_each_rows_view_on_the_originals_as_the_data_pipeline_rendered_it(string layoutName)
     {
         using var fixture = await TokenizeFixture.CreateAsync(images: 6);
+        var layout = DatasetLayouts.Parse(layoutName);
+        string data = fixture.Data;
+        if (layout != DatasetLayout.ImageNet)
+        {
+            data = fixture.Combine("packed");
+            await MimFlow.Data.Packing.DatasetPacker.PackAsync(new MimFlow.Data.Packing.PackRequest
+            {
+                From = fixture.Data, Format = layout == DatasetLayout.Wds ? MimFlow.Data.Packing.PackFormat.Wds : MimFlow.Data.Packing.PackFormat.HfParquet,
+                OutputDirectory = data, ShardBytes = 4_000,
+            });
+        }
+        var originals = DatasetSource.Open(data, layout);
         string shards = fixture.Combine("shards");
-        var request = fixture.Request(shards) with { StoreImageMaxSide = null, Views = 1 };
+        var request = fixture.Request(shards) with { StoreImageMaxSide = null, Views = 1, DataRoot = data, Layout = layout };
         await TokenizeJob.RunAsync(request);
         Assert.Contains("--data", Assert.Throws<ArgumentException>(() => new ShardFeeder(shards, Options())).Message);
-        var feeder = new ShardFeeder(shards, Options() with { Originals = fixture.Index });
+        var feeder = new ShardFeeder(shards, Options() with { Originals = originals });
 
         // The data pipeline's own rendering of the tokenized views: the tokenize recipe, seed and order, float32 batches.
         var rendered = new Dictionary<string, (float[] Pixels, int Label)>();
-        var loader = new DataflowLoader(fixture.Index, new RepeatedDraws(new PretrainRecipe(32, null), 1), new LoaderOptions
+        var loader = new DataflowLoader(originals, new RepeatedDraws(new PretrainRecipe(32, null), 1), new LoaderOptions
         {
             BatchSize = 2, Seed = request.Seed, Epoch = 0, Format = PixelFormat.Float32, Shuffle = false, DecodeWorkers = 2,
         });

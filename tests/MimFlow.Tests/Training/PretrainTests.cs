@@ -103,6 +103,14 @@ public sealed class PretrainTests
         var missing = await Assert.ThrowsAsync<FileNotFoundException>(() => Pretrainer.RunAsync(FromOriginals(lost, moved)));
         Assert.Contains(Path.GetRelativePath(moved, gone).Replace('\\', '/'), missing.Message);
         Assert.False(File.Exists(Path.Combine(lost, "metrics.jsonl")) && File.ReadAllText(Path.Combine(lost, "metrics.jsonl")).Length > 0);
+
+        // From the command line: the refusal names the option that exists, and --data makes the same shards train.
+        string[] common = ["pretrain", "--shards", shards, "--objective", "beit", "--model", student, "--steps", "2", "--batch", "4", "--workers", "2"];
+        var without = await CliHarness.RunAsync([.. common, "--out", fixture.Combine("cli-without")]);
+        Assert.Equal(MimFlow.Cli.MimFlowCli.Failure, without.ExitCode);
+        Assert.Contains("give --data", without.Error);
+        var with = await CliHarness.RunAsync([.. common, "--out", fixture.Combine("cli-with"), "--data", fixture.Data]);
+        Assert.True(with.ExitCode == 0, with.Error);
     }
 
     private static void CopyFolder(string from, string to)
