@@ -22,7 +22,7 @@ public sealed record SynthesisOptions
     /// <summary>Replace what an earlier generation wrote in a non-empty output folder.</summary>
     public bool Force { get; init; }
 
-    public int ClassCount => Classes ?? (Kind == SyntheticKind.ImageNet ? 10 : Layouts.Ade20kLayout.ClassCount);
+    public int ClassCount => Classes ?? (Kind == SyntheticKind.ImageNet ? 10 : MimFlow.Data.Sources.Layouts.Ade20kLayout.ClassCount);
 
     /// <summary>Throws <see cref="ArgumentException"/> naming the first option out of range.</summary>
     public void Validate()
@@ -30,8 +30,8 @@ public sealed record SynthesisOptions
         if (Images < 1) throw new ArgumentException($"--images must be at least 1 (got {Images}).");
         if (Kind == SyntheticKind.ImageNet && (ClassCount < 1 || ClassCount > 100_000))
             throw new ArgumentException($"--classes must be between 1 and 100000 for imagenet (got {ClassCount}).");
-        if (Kind == SyntheticKind.Ade20k && (ClassCount < 1 || ClassCount > Layouts.Ade20kLayout.ClassCount))
-            throw new ArgumentException($"--classes must be between 1 and {Layouts.Ade20kLayout.ClassCount} for ade20k (got {ClassCount}).");
+        if (Kind == SyntheticKind.Ade20k && (ClassCount < 1 || ClassCount > MimFlow.Data.Sources.Layouts.Ade20kLayout.ClassCount))
+            throw new ArgumentException($"--classes must be between 1 and {MimFlow.Data.Sources.Layouts.Ade20kLayout.ClassCount} for ade20k (got {ClassCount}).");
         if (MinSide < 32 || MaxSide < MinSide || MaxSide > 8192)
             throw new ArgumentException($"image sides must satisfy 32 <= min-side <= max-side <= 8192 (got {MinSide}..{MaxSide}).");
         if (ValidationFraction is < 0 or >= 1) throw new ArgumentException($"the validation fraction must be in [0, 1) (got {ValidationFraction}).");

@@ -1,5 +1,5 @@
 using MimFlow.Core.Randomness;
-using MimFlow.Datasets.Layouts;
+using MimFlow.Data.Sources.Layouts;
 
 namespace MimFlow.Datasets.Synthetic;
 

@@ -6,7 +6,6 @@ using MimFlow.Data.Masking;
 using MimFlow.Data.Pipeline;
 using MimFlow.Data.Previews;
 using MimFlow.Data.Sources;
-using MimFlow.Datasets.Checks;
 using MimFlow.Datasets.Synthetic;
 using Spectre.Console;
 
@@ -34,7 +33,7 @@ internal static class DatasetsCommand
         layout.AcceptOnlyFromAmong([.. DatasetLayouts.Names]);
         var split = new Option<string>("--split") { Description = "With --layout: train or val", DefaultValueFactory = _ => "train" };
         split.AcceptOnlyFromAmong("train", "val");
-        var maxLabel = new Option<int>("--max-label") { Description = "Largest value a PNG label map may hold", DefaultValueFactory = _ => MimFlow.Datasets.Layouts.Ade20kLayout.ClassCount };
+        var maxLabel = new Option<int>("--max-label") { Description = "Largest value a PNG label map may hold", DefaultValueFactory = _ => MimFlow.Data.Sources.Layouts.Ade20kLayout.ClassCount };
         var workers = new Option<int>("--workers") { Description = "With --layout: samples decoded in parallel", DefaultValueFactory = _ => Environment.ProcessorCount };
         var command = new Command("check", "Decode every image and label map to the last pixel (a folder's files, or with --layout a dataset's samples: tar members, Parquet rows); fails naming each broken one and why");
         foreach (var option in new Option[] { data, layout, split, maxLabel, workers }) command.Options.Add(option);

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using MimFlow.Data.Decoding;
 using MimFlow.Data.Sources;
-using MimFlow.Datasets.Checks;
+using MimFlow.Data.Checks;
 
 namespace MimFlow.Data.Checks;
 

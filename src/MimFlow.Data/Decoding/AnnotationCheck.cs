@@ -6,7 +6,7 @@ namespace MimFlow.Data.Decoding;
 public static class AnnotationCheck
 {
     /// <summary>Decodes and checks a label map; any problem is a <see cref="BadImageException"/> naming it.</summary>
-    public static Augment.LabelMap Decode(byte[] encoded, ImageHeader imageHeader, int maxLabel = Datasets.Layouts.Ade20kLayout.ClassCount)
+    public static Augment.LabelMap Decode(byte[] encoded, ImageHeader imageHeader, int maxLabel = Sources.Layouts.Ade20kLayout.ClassCount)
     {
         try
         {

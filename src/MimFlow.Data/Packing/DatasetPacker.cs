@@ -5,7 +5,7 @@ using System.Threading.Tasks.Dataflow;
 using MimFlow.Core.IO;
 using MimFlow.Data.Decoding;
 using MimFlow.Data.Sources;
-using MimFlow.Datasets.Layouts;
+using MimFlow.Data.Sources.Layouts;
 
 namespace MimFlow.Data.Packing;
 

@@ -1,5 +1,5 @@
 using MimFlow.Core.IO;
-using MimFlow.Datasets.Layouts;
+using MimFlow.Data.Sources.Layouts;
 
 namespace MimFlow.Data.Sources;
 

@@ -3,7 +3,7 @@ using MimFlow.Data.Augment;
 using MimFlow.Data.Decoding;
 using MimFlow.Data.Pipeline;
 using MimFlow.Data.Sources;
-using MimFlow.Datasets.Layouts;
+using MimFlow.Data.Sources.Layouts;
 using MimFlow.Datasets.Synthetic;
 
 namespace MimFlow.Tests.Data;

@@ -1,6 +1,6 @@
 using System.Security.Cryptography;
-using MimFlow.Datasets.Checks;
-using MimFlow.Datasets.Layouts;
+using MimFlow.Data.Checks;
+using MimFlow.Data.Sources.Layouts;
 using MimFlow.Datasets.Synthetic;
 using NetVips;
 

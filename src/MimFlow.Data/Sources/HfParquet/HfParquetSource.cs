@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using MimFlow.Data.Decoding;
-using MimFlow.Datasets.Layouts;
+using MimFlow.Data.Sources.Layouts;
 using Parquet;
 using Parquet.Schema;
 

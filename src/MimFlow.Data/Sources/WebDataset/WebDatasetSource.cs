@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
-using MimFlow.Datasets.Layouts;
+using MimFlow.Data.Sources.Layouts;
 
 namespace MimFlow.Data.Sources;
 

@@ -1,6 +1,6 @@
 using NetVips;
 
-namespace MimFlow.Datasets.Checks;
+namespace MimFlow.Data.Checks;
 
 /// <param name="Path">The file that failed.</param>
 /// <param name="Reason">Why, in words.</param>
@@ -18,7 +18,7 @@ public sealed record DecodeCheckResult(int Images, int LabelMaps, int MaxLabel, 
 /// </summary>
 public static class DecodeCheck
 {
-    public static DecodeCheckResult Run(string root, int maxLabel = Layouts.Ade20kLayout.ClassCount, CancellationToken cancellationToken = default)
+    public static DecodeCheckResult Run(string root, int maxLabel = Sources.Layouts.Ade20kLayout.ClassCount, CancellationToken cancellationToken = default)
     {
         var watch = System.Diagnostics.Stopwatch.StartNew();
         int images = 0, labelMaps = 0, highest = 0;

@@ -1,4 +1,4 @@
-namespace MimFlow.Datasets.Layouts;
+namespace MimFlow.Data.Sources.Layouts;
 
 /// <summary>
 /// The ImageNet-1k folder layout: <c>train/&lt;wnid&gt;/*.JPEG</c> and <c>val/&lt;wnid&gt;/*.JPEG</c>; the class

@@ -1,4 +1,4 @@
-namespace MimFlow.Datasets.Layouts;
+namespace MimFlow.Data.Sources.Layouts;
 
 /// <summary>
 /// The ADE20K SceneParsing layout (ADEChallengeData2016): <c>images/{training,validation}/*.jpg</c> and
