@@ -1,86 +1,170 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json;
 using MimFlow.Core.IO;
 using MimFlow.Data.Sources;
-using MimFlow.Torch.Backend;
 using MimFlow.Training.Finetuning;
 using MimFlow.Training.Segmentation;
 using Spectre.Console;
-using TorchSharp;
 
 namespace MimFlow.Cli.Commands;
+
+/// <summary>
+/// The options of <c>mimflow finetune</c> and how they become a request: only what the user typed is applied onto the
+/// request record's defaults (BEiT's recipes live there, one per task), and an option of another task is refused.
+/// </summary>
+internal sealed class FinetuneOptions
+{
+    private static readonly FinetuneRequest Classify = new() { Task = FinetuneRequest.Classify, Model = "", Data = "", OutputDirectory = "" };
+    private static readonly SegmentRequest Segment = new() { Model = "", Data = "", OutputDirectory = "" };
+
+    public Option<string> Task { get; } = Choice("--task", "classify (full fine-tuning), linear-probe (frozen backbone, only the head trains) or segment (ADE20K: UperNet or SETR-PUP)",
+        FinetuneRequest.Classify, FinetuneRequest.LinearProbe, Segmenter.Task);
+    public Option<string> Model { get; } = new("--model") { Description = "A ViT model directory (a pretraining run folder or checkpoint backbone/, an imported model) or an architecture for random init", Required = true };
+    public DataOptions Data { get; } = new(defaultSplit: null, layoutOptional: true, layouts: ["imagenet", "ade20k", "wds", "hf-parquet"],
+        dataDescription: $"Labelled dataset: its train split to learn from, its val split to evaluate each epoch (a root folder; wds, hf-parquet: shards). --layout default: {DatasetLayouts.Name(Classify.Layout)} (classify), {DatasetLayouts.Name(Segment.Layout)} (segment)");
+    public Option<string> Output { get; } = new("--out") { Description = "Run folder: metrics.jsonl, eval.json, checkpoints/ (one per epoch; backbone/ is the fine-tuned model)", Required = true };
+    public Option<int?> Epochs { get; } = new("--epochs") { Description = $"Epochs over the training split (default {Classify.Epochs} classify, {Segment.Epochs} segment)" };
+    public Option<int?> Batch { get; } = new("--batch") { Description = $"Images per step; a last partial batch is dropped (default {Classify.BatchSize} classify, {Segment.BatchSize} segment)" };
+    public Option<double?> LearningRate { get; } = new("--lr") { Description = "Peak learning rate (default: 4e-3·batch/1024 classify, 1e-3·batch/256 linear-probe, 4e-4·batch/16 segment)" };
+    public Option<double?> MinLearningRate { get; } = new("--min-lr") { Description = "Learning rate at the end of the schedule (default: 1e-6 classify, 0 linear-probe and segment)" };
+    public Option<double?> LayerDecay { get; } = new("--layer-decay") { Description = $"Layer-wise learning-rate decay (BEiT: 0.65 base, 0.75 large; 1: off; default {Classify.LayerDecay})" };
+    public Option<double?> WeightDecay { get; } = new("--weight-decay") { Description = $"AdamW weight decay (default: 0.05 classify, 1e-4 linear-probe, {Segment.WeightDecay} segment)" };
+    public Option<double?> DropPath { get; } = new("--drop-path") { Description = $"Stochastic depth of the last block (default {Classify.DropPath})" };
+    public Option<ulong?> Seed { get; } = new("--seed") { Description = "Seed of the head, shuffling, augmentation, mixing and drop path (default 0)" };
+    public Option<int?> Workers { get; } = new("--workers") { Description = "Decode workers (default: the processor count)" };
+    public DeviceOption Device { get; } = new();
+    public Option<bool> Resume { get; } = new("--resume")
+    {
+        Description = "Continue the run in --out from its latest checkpoint (one per epoch), exactly; give the same arguments. A finished run is reported and left as it is",
+    };
+
+    // classify and linear-probe only
+    public Option<int?> WarmupEpochs { get; } = new("--warmup-epochs") { Description = "classify: linear warmup epochs (default: 5 but at most a fifth of the run; 0 for linear-probe)" };
+    public Option<bool> NoMixup { get; } = new("--no-mixup") { Description = "classify: no Mixup/CutMix (label smoothing 0.1 stays)" };
+    public Option<bool> NoRandAugment { get; } = new("--no-randaugment") { Description = "classify: no RandAugment (rand-m9-mstd0.5-inc1)" };
+    public Option<double?> RandomErasing { get; } = new("--reprob") { Description = $"classify: random erasing probability (default {Classify.RandomErasing})" };
+    public Option<int?> ImageSize { get; } = new("--img-size") { Description = "classify: train at this input size (positions resampled); default: the model's" };
+    public Option<string?> GroundTruth { get; } = new("--ground-truth") { Description = "classify, imagenet with a flat val/: file of '<file name> <label>' lines" };
+
+    // segment only
+    public Option<int?> CropSize { get; } = new("--crop-size") { Description = $"segment: training crop and model input size, positions resampled (default {Segment.CropSize})" };
+    public Option<long?> WarmupSteps { get; } = new("--warmup-steps") { Description = "segment: linear warmup steps (default: 1500, at most a tenth of the run)" };
+    public Option<string?> Decoder { get; } = NullableChoice("--decoder",
+        $"segment: upernet (BEiT's: four block outputs, feature pyramid, pyramid pooling, auxiliary FCN head) or setr-pup (final tokens, progressive upsampling); default {Segment.Decoder}",
+        SegmentRequest.UperNetDecoder, SegmentRequest.SetrDecoder);
+    public Option<int?> DecoderChannels { get; } = new("--decoder-channels") { Description = $"segment: decoder width (default: UperNet {Segment.UperNet.Channels}, SETR-PUP {Segment.Head.Channels})" };
+    public Option<string?> EvalMode { get; } = EvalModes.Option();
+
+    private IEnumerable<Option> ClassifyOnly => [WarmupEpochs, NoMixup, NoRandAugment, RandomErasing, ImageSize, GroundTruth];
+    private IEnumerable<Option> SegmentOnly => [CropSize, WarmupSteps, Decoder, DecoderChannels, EvalMode];
+
+    public void AddTo(Command command)
+    {
+        foreach (var option in new Option[] { Task, Model, Output }) command.Options.Add(option);
+        Data.AddTo(command);
+        foreach (var option in new Option[] { Epochs, Batch, LearningRate, MinLearningRate, LayerDecay, WeightDecay, DropPath, Seed, Workers, Device.Option, Resume })
+            command.Options.Add(option);
+        foreach (var option in ClassifyOnly.Concat(SegmentOnly)) command.Options.Add(option);
+    }
+
+    public bool IsSegmentation(ParseResult parsed) => parsed.GetRequiredValue(Task) == Segmenter.Task;
+
+    public FinetuneRequest Classification(ParseResult parsed)
+    {
+        RefuseOptionsOfTheOtherTask(parsed, SegmentOnly);
+        var request = new FinetuneRequest
+        {
+            Task = parsed.GetRequiredValue(Task), Model = parsed.GetRequiredValue(Model), Data = parsed.GetRequiredValue(Data.Data),
+            OutputDirectory = parsed.GetRequiredValue(Output),
+        };
+        return request with
+        {
+            Layout = Data.LayoutOrDefault(parsed) ?? request.Layout, GroundTruth = parsed.GetValue(GroundTruth) ?? request.GroundTruth,
+            Epochs = parsed.GetValue(Epochs) ?? request.Epochs, BatchSize = parsed.GetValue(Batch) ?? request.BatchSize,
+            LearningRate = parsed.GetValue(LearningRate) ?? request.LearningRate, MinLearningRate = parsed.GetValue(MinLearningRate) ?? request.MinLearningRate,
+            WarmupEpochs = parsed.GetValue(WarmupEpochs) ?? request.WarmupEpochs, LayerDecay = parsed.GetValue(LayerDecay) ?? request.LayerDecay,
+            WeightDecay = parsed.GetValue(WeightDecay) ?? request.WeightDecay, DropPath = parsed.GetValue(DropPath) ?? request.DropPath,
+            Seed = parsed.GetValue(Seed) ?? request.Seed, DecodeWorkers = parsed.GetValue(Workers) ?? request.DecodeWorkers,
+            ImageSize = parsed.GetValue(ImageSize) ?? request.ImageSize, RandomErasing = parsed.GetValue(RandomErasing) ?? request.RandomErasing,
+            Mixup = !parsed.GetValue(NoMixup) && request.Mixup, RandAugment = parsed.GetValue(NoRandAugment) ? null : request.RandAugment,
+            Resume = parsed.GetValue(Resume) || request.Resume,
+        };
+    }
+
+    public SegmentRequest Segmentation(ParseResult parsed)
+    {
+        RefuseOptionsOfTheOtherTask(parsed, ClassifyOnly);
+        var request = new SegmentRequest { Model = parsed.GetRequiredValue(Model), Data = parsed.GetRequiredValue(Data.Data), OutputDirectory = parsed.GetRequiredValue(Output) };
+        request = request with
+        {
+            Layout = Data.LayoutOrDefault(parsed) ?? request.Layout, Epochs = parsed.GetValue(Epochs) ?? request.Epochs, BatchSize = parsed.GetValue(Batch) ?? request.BatchSize,
+            CropSize = parsed.GetValue(CropSize) ?? request.CropSize, LearningRate = parsed.GetValue(LearningRate) ?? request.LearningRate,
+            MinLearningRate = parsed.GetValue(MinLearningRate) ?? request.MinLearningRate, WarmupSteps = parsed.GetValue(WarmupSteps) ?? request.WarmupSteps,
+            LayerDecay = parsed.GetValue(LayerDecay) ?? request.LayerDecay, WeightDecay = parsed.GetValue(WeightDecay) ?? request.WeightDecay,
+            DropPath = parsed.GetValue(DropPath) ?? request.DropPath, Seed = parsed.GetValue(Seed) ?? request.Seed,
+            DecodeWorkers = parsed.GetValue(Workers) ?? request.DecodeWorkers, Resume = parsed.GetValue(Resume) || request.Resume,
+            Decoder = parsed.GetValue(Decoder) ?? request.Decoder, EvalMode = EvalModes.Of(parsed, EvalMode) ?? request.EvalMode,
+        };
+        if (parsed.GetValue(DecoderChannels) is int width)
+            request = request with { Head = request.Head with { Channels = width }, UperNet = request.UperNet with { Channels = width } };
+        return request;
+    }
+
+    private void RefuseOptionsOfTheOtherTask(ParseResult parsed, IEnumerable<Option> options)
+    {
+        var given = options.Where(o => parsed.GetResult(o) is { Implicit: false }).Select(o => o.Name).ToList();
+        if (given.Count > 0)
+            throw new MimFlow.Cli.UsageException($"{string.Join(", ", given)} do{(given.Count == 1 ? "es" : "")} not apply to --task {parsed.GetRequiredValue(Task)}");
+    }
+
+    internal static Option<string> Choice(string name, string description, params string[] values)
+    {
+        var option = new Option<string>(name) { Description = description, Required = true };
+        option.AcceptOnlyFromAmong(values);
+        return option;
+    }
+
+    internal static Option<string?> NullableChoice(string name, string description, params string[] values)
+    {
+        var option = new Option<string?>(name) { Description = description };
+        option.AcceptOnlyFromAmong(values);
+        return option;
+    }
+}
+
+/// <summary>The segmentation evaluation mode option, shared by finetune and eval.</summary>
+internal static class EvalModes
+{
+    public static Option<string?> Option() => FinetuneOptions.NullableChoice("--eval-mode",
+        "segment: slide (mmseg's keep-ratio rescale and sliding window; every pixel; the default) or centre (the centre crop only)", "slide", "centre");
+
+    public static SegmentationEvalMode? Of(ParseResult parsed, Option<string?> option) => parsed.GetValue(option) switch
+    {
+        null => null,
+        "centre" => SegmentationEvalMode.CentreCrop,
+        _ => SegmentationEvalMode.Slide,
+    };
+}
 
 /// <summary><c>mimflow finetune</c> (full fine-tuning, a linear probe, or ADE20K segmentation) and <c>mimflow eval</c> (top-1 / top-5 of a classifier, mIoU of a segmenter).</summary>
 internal static class FinetuneCommand
 {
     public static Command Create(CliContext context)
     {
-        var task = new Option<string>("--task") { Description = "classify (full fine-tuning), linear-probe (frozen backbone, only the head trains) or segment (ADE20K, SETR-PUP head)", Required = true };
-        task.AcceptOnlyFromAmong(FinetuneRequest.Classify, FinetuneRequest.LinearProbe, Segmenter.Task);
-        var model = new Option<string>("--model") { Description = "A ViT model directory (e.g. a pretraining checkpoint's backbone/) or an architecture for random init", Required = true };
-        var data = LabelledData(null, "Labelled dataset: its train split to learn from, its val split to evaluate each epoch (a root folder; wds, hf-parquet: shards)");
-        var output = new Option<string>("--out") { Description = "Run folder: metrics.jsonl, eval.json, checkpoints/ (one per epoch; backbone/ is the classifier)", Required = true };
-        var epochs = new Option<int>("--epochs") { Description = "Epochs over train/ (BEiT-base: 100)", DefaultValueFactory = _ => 100 };
-        var batch = new Option<int>("--batch") { Description = "Images per step (a last partial batch is dropped)", DefaultValueFactory = _ => 64 };
-        var lr = new Option<double?>("--lr") { Description = "Peak learning rate (default: 4e-3·batch/1024 for classify, 1e-3·batch/256 for linear-probe)" };
-        var minLr = new Option<double?>("--min-lr") { Description = "Learning rate at the end of the cosine (default: 1e-6 classify, 0 linear-probe)" };
-        var warmup = new Option<int?>("--warmup-epochs") { Description = "Linear warmup epochs (default: 5, at most a fifth of the run, for classify; 0 for linear-probe)" };
-        var layerDecay = new Option<double>("--layer-decay") { Description = "Layer-wise learning-rate decay for classify (BEiT: 0.65 base, 0.75 large; 1: off)", DefaultValueFactory = _ => 0.65 };
-        var weightDecay = new Option<double?>("--weight-decay") { Description = "AdamW weight decay (default: 0.05 classify, 1e-4 linear-probe)" };
-        var dropPath = new Option<double>("--drop-path") { Description = "Stochastic depth rate of the last block (classify)", DefaultValueFactory = _ => 0.1 };
-        var seed = new Option<ulong>("--seed") { Description = "Seed of the head, shuffling, augmentation, mixing and drop path", DefaultValueFactory = _ => 0 };
-        var noMixup = new Option<bool>("--no-mixup") { Description = "Train classify without Mixup/CutMix (label smoothing 0.1 stays)" };
-        var noRandAugment = new Option<bool>("--no-randaugment") { Description = "Train classify without RandAugment (rand-m9-mstd0.5-inc1)" };
-        var reprob = new Option<double>("--reprob") { Description = "Random erasing probability for classify", DefaultValueFactory = _ => 0.25 };
-        var workers = new Option<int>("--workers") { Description = "Decode workers", DefaultValueFactory = _ => Environment.ProcessorCount };
-        var device = DeviceOption();
-        var imageSize = new Option<int?>("--img-size") { Description = "Train at this input size (positions resampled); default: the model's" };
-        var cropSize = new Option<int>("--crop-size") { Description = "segment: training crop and model input size (positions resampled)", DefaultValueFactory = _ => 512 };
-        var warmupSteps = new Option<long?>("--warmup-steps") { Description = "segment: linear warmup steps (default: 1500, at most a tenth of the run)" };
-        var resume = new Option<bool>("--resume")
-        {
-            Description = "Continue the run in --out from its latest checkpoint (one per epoch), exactly; give the same arguments. A finished run is reported and left as it is",
-        };
-        var command = new Command("finetune", "Fine-tune a (pretrained) ViT: image classification with BEiT's recipe or a linear probe (top-1/top-5 on val/ each epoch), or ADE20K segmentation (mIoU each epoch)");
-        var decoder = new Option<string>("--decoder") { Description = "segment: upernet (BEiT's: four block outputs, feature pyramid, pyramid pooling, auxiliary FCN head) or setr-pup (final tokens, progressive upsampling)", DefaultValueFactory = _ => SegmentRequest.UperNetDecoder };
-        decoder.AcceptOnlyFromAmong(SegmentRequest.UperNetDecoder, SegmentRequest.SetrDecoder);
-        var decoderChannels = new Option<int?>("--decoder-channels") { Description = "segment: decoder width (default: UperNet 768, SETR-PUP 256)" };
-        var evalMode = EvalModeOption();
-        foreach (var option in new Option[] { task, model }) command.Options.Add(option);
-        data.AddTo(command);
-        foreach (var option in new Option[] { output, epochs, batch, lr, minLr, warmup, layerDecay, weightDecay, dropPath, seed, noMixup, noRandAugment, reprob, workers, device, imageSize, cropSize, warmupSteps, resume, decoder, decoderChannels, evalMode })
-            command.Options.Add(option);
+        var options = new FinetuneOptions();
+        var command = new Command("finetune", "Fine-tune a (pretrained) ViT: image classification with BEiT's recipe or a linear probe (top-1/top-5 on val/ each epoch), or ADE20K segmentation with UperNet (mIoU each epoch)");
+        options.AddTo(command);
         command.SetAction(async (parsed, cancellationToken) =>
         {
-            if (parsed.GetRequiredValue(task) == Segmenter.Task)
+            if (options.IsSegmentation(parsed))
             {
-                var segment = new SegmentRequest
-                {
-                    Model = parsed.GetRequiredValue(model), Data = parsed.GetRequiredValue(data.Data), Layout = data.LayoutOf(parsed),
-                    OutputDirectory = parsed.GetRequiredValue(output), Epochs = parsed.GetValue(epochs), BatchSize = parsed.GetValue(batch),
-                    CropSize = parsed.GetValue(cropSize), LearningRate = parsed.GetValue(lr), MinLearningRate = parsed.GetValue(minLr) ?? 0,
-                    WarmupSteps = parsed.GetValue(warmupSteps), LayerDecay = parsed.GetValue(layerDecay), WeightDecay = parsed.GetValue(weightDecay) ?? 0.05,
-                    DropPath = parsed.GetValue(dropPath), Seed = parsed.GetValue(seed), DecodeWorkers = parsed.GetValue(workers), Resume = parsed.GetValue(resume),
-                    Decoder = parsed.GetRequiredValue(decoder), EvalMode = EvalMode(parsed, evalMode),
-                };
-                if (parsed.GetValue(decoderChannels) is int width)
-                    segment = segment with { Head = segment.Head with { Channels = width }, UperNet = segment.UperNet with { Channels = width } };
+                var segment = options.Segmentation(parsed);
                 segment.Validate();
-                return await SegmentAsync(context, segment with { Device = Device(parsed, device) }, cancellationToken);
+                return await SegmentAsync(context, segment with { Device = options.Device.Resolve(parsed) }, cancellationToken);
             }
-            var request = new FinetuneRequest
-            {
-                Task = parsed.GetRequiredValue(task), Model = parsed.GetRequiredValue(model), Data = parsed.GetRequiredValue(data.Data),
-                GroundTruth = data.GroundTruthOf(parsed), OutputDirectory = parsed.GetRequiredValue(output), Epochs = parsed.GetValue(epochs),
-                BatchSize = parsed.GetValue(batch), LearningRate = parsed.GetValue(lr), MinLearningRate = parsed.GetValue(minLr),
-                WarmupEpochs = parsed.GetValue(warmup), LayerDecay = parsed.GetValue(layerDecay), WeightDecay = parsed.GetValue(weightDecay),
-                DropPath = parsed.GetValue(dropPath), Seed = parsed.GetValue(seed), Mixup = !parsed.GetValue(noMixup), DecodeWorkers = parsed.GetValue(workers),
-                ImageSize = parsed.GetValue(imageSize), RandAugment = parsed.GetValue(noRandAugment) ? null : new Data.Augment.RandAugment(),
-                RandomErasing = parsed.GetValue(reprob), Layout = data.LayoutOf(parsed), Resume = parsed.GetValue(resume),
-            };
+            var request = options.Classification(parsed);
             request.Validate();
-            request = request with { Device = Device(parsed, device) };
+            request = request with { Device = options.Device.Resolve(parsed) };
             string lastEval = "";
             var r = await CliProgress.RunAsync(context.Console, request.Task, 1, bar => Finetuner.RunAsync(request, new Progress<FinetuneProgress>(p =>
             {
@@ -131,37 +215,18 @@ internal static class FinetuneCommand
 
     public static Command CreateEval(CliContext context)
     {
-        var task = new Option<string>("--task") { Description = "classify: top-1 / top-5 accuracy and per-class top-1; segment: mIoU, pixel accuracy and per-class IoU", Required = true };
-        task.AcceptOnlyFromAmong(FinetuneRequest.Classify, Segmenter.Task);
-        var model = new Option<string>("--model") { Description = "classify: a ViT model directory with a classification head (a fine-tuning checkpoint's backbone/); segment: a segmentation checkpoint or run folder", Required = true };
-        var data = LabelledData("val", "Labelled dataset: a root folder; wds and hf-parquet also a shard file or a brace pattern");
-        var batch = new Option<int>("--batch") { Description = "Images per batch", DefaultValueFactory = _ => 64 };
-        var workers = new Option<int>("--workers") { Description = "Decode workers", DefaultValueFactory = _ => Environment.ProcessorCount };
-        var device = DeviceOption();
-        var imageSize = new Option<int?>("--img-size") { Description = "Evaluate at this input size (positions resampled); default: the model's" };
-        var output = new Option<string?>("--out") { Description = "Also write the result (with the per-class table) as JSON to this file" };
+        var options = new EvalOptions();
         var command = new Command("eval", "Evaluate a classifier (top-1, top-5, per-class accuracy) or a segmenter (mIoU, pixel accuracy, per-class IoU) on a labelled split");
-        var evalMode = EvalModeOption();
-        foreach (var option in new Option[] { task, model }) command.Options.Add(option);
-        data.AddTo(command);
-        foreach (var option in new Option[] { batch, workers, device, imageSize, output, evalMode })
-            command.Options.Add(option);
+        options.AddTo(command);
         command.SetAction(async (parsed, cancellationToken) =>
         {
-            var options = new EvaluateOptions
+            var index = options.Data.Open(parsed);
+            string splitName = options.Data.SplitOf(parsed) == DatasetSplit.Validation ? "val" : "train";
+            if (options.IsSegmentation(parsed))
             {
-                BatchSize = parsed.GetValue(batch), DecodeWorkers = parsed.GetValue(workers), ImageSize = parsed.GetValue(imageSize),
-            };
-            options.Validate();
-            options = options with { Device = Device(parsed, device) };
-            string splitName = data.SplitOf(parsed) == DatasetSplit.Validation ? "val" : "train";
-            if (parsed.GetRequiredValue(task) == Segmenter.Task)
-            {
-                if (!DatasetLayouts.CanSegment(data.LayoutOf(parsed)))
-                    throw new ArgumentException("segmentation reads images with label maps (--layout ade20k, wds or hf-parquet)");
-                var segments = data.Open(parsed);
-                var metrics = await Segmenter.EvaluateAsync(parsed.GetRequiredValue(model), segments,
-                    new SegmentEvaluateOptions { BatchSize = options.BatchSize, DecodeWorkers = options.DecodeWorkers, Device = options.Device, Mode = EvalMode(parsed, evalMode) }, cancellationToken);
+                var segmentOptions = options.Segmentation(parsed);
+                segmentOptions.Validate();
+                var metrics = await Segmenter.EvaluateAsync(parsed.GetRequiredValue(options.Model), index, segmentOptions with { Device = options.Device.Resolve(parsed) }, cancellationToken);
                 var iou = new Table().AddColumns("class", "name", "pixels", "IoU");
                 foreach (var row in metrics.PerClass.Where(c => !double.IsNaN(c.Iou)))
                     iou.AddRow(row.Class.ToString(CultureInfo.InvariantCulture), Markup.Escape(row.Name), row.TruthPixels.ToString(CultureInfo.InvariantCulture),
@@ -169,17 +234,12 @@ internal static class FinetuneCommand
                 context.Console.Write(iou);
                 context.Console.MarkupLineInterpolated(
                     $"mIoU {metrics.MeanIou.ToString("P2", CultureInfo.InvariantCulture)}, pixel accuracy {metrics.PixelAccuracy.ToString("P2", CultureInfo.InvariantCulture)}, loss {metrics.Loss:F4} on {metrics.Images} images ({splitName}){(metrics.Quarantined > 0 ? $", {metrics.Quarantined} quarantined" : "")}");
-                if (parsed.GetValue(output) is { } file)
-                {
-                    AtomicFile.WriteAllText(file, Segmenter.EvaluationJson([new SegmentEpochEvaluation(0, 0, metrics)]));
-                    context.Console.MarkupLineInterpolated($"wrote {file}");
-                }
+                WriteResult(context, parsed.GetValue(options.Output), () => Segmenter.EvaluationJson([new SegmentEpochEvaluation(0, 0, metrics)]));
                 return 0;
             }
-            if (!DatasetLayouts.CanClassify(data.LayoutOf(parsed)))
-                throw new ArgumentException("classification reads labelled data (--layout imagenet, wds or hf-parquet)");
-            var index = data.Open(parsed);
-            var result = await Evaluator.EvaluateAsync(parsed.GetRequiredValue(model), index, options, cancellationToken);
+            var classifyOptions = options.Classification(parsed);
+            classifyOptions.Validate();
+            var result = await Evaluator.EvaluateAsync(parsed.GetRequiredValue(options.Model), index, classifyOptions with { Device = options.Device.Resolve(parsed) }, cancellationToken);
             var table = new Table().AddColumns("class", "name", "images", "top-1");
             foreach (var row in result.PerClass)
                 table.AddRow(row.Class.ToString(CultureInfo.InvariantCulture), Markup.Escape(row.Name), row.Images.ToString(CultureInfo.InvariantCulture),
@@ -187,46 +247,67 @@ internal static class FinetuneCommand
             context.Console.Write(table);
             context.Console.MarkupLineInterpolated(
                 $"top-1 {result.Top1.ToString("P2", CultureInfo.InvariantCulture)}, top-5 {result.Top5.ToString("P2", CultureInfo.InvariantCulture)}, loss {result.Loss:F4} on {result.Images} images ({splitName}){(result.Quarantined > 0 ? $", {result.Quarantined} quarantined" : "")}");
-            if (parsed.GetValue(output) is { } path)
-            {
-                AtomicFile.WriteAllText(path, JsonSerializer.Serialize(result, new JsonSerializerOptions
-                {
-                    WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
-                }));
-                context.Console.MarkupLineInterpolated($"wrote {path}");
-            }
+            WriteResult(context, parsed.GetValue(options.Output), () => Evaluator.ResultJson(result));
             return 0;
         });
         return command;
     }
 
-    private static Option<string> EvalModeOption()
+    private static void WriteResult(CliContext context, string? path, Func<string> json)
     {
-        var option = new Option<string>("--eval-mode") { Description = "segment: slide (mmseg's keep-ratio rescale and sliding window; every pixel) or centre (the centre crop only)", DefaultValueFactory = _ => "slide" };
-        option.AcceptOnlyFromAmong("slide", "centre");
-        return option;
+        if (path is null) return;
+        AtomicFile.WriteAllText(path, json());
+        context.Console.MarkupLineInterpolated($"wrote {path}");
+    }
+}
+
+/// <summary>The options of <c>mimflow eval</c>; only what the user typed is applied onto the evaluation records' defaults.</summary>
+internal sealed class EvalOptions
+{
+    private static readonly EvaluateOptions Classify = new();
+    private static readonly SegmentEvaluateOptions Segment = new();
+
+    public Option<string> Task { get; } = FinetuneOptions.Choice("--task", "classify: top-1 / top-5 accuracy and per-class top-1; segment: mIoU, pixel accuracy and per-class IoU",
+        FinetuneRequest.Classify, Segmenter.Task);
+    public Option<string> Model { get; } = new("--model") { Description = "classify: a ViT model directory with a classification head (a fine-tuning run folder or checkpoint backbone/); segment: a segmentation checkpoint or run folder", Required = true };
+    public DataOptions Data { get; } = new(defaultSplit: "val", layouts: ["imagenet", "ade20k", "wds", "hf-parquet"],
+        dataDescription: "Labelled dataset: a root folder; wds and hf-parquet also a shard file or a brace pattern");
+    public Option<int?> Batch { get; } = new("--batch") { Description = $"Images per batch (default {Classify.BatchSize} classify, {Segment.BatchSize} segment: windows per forward)" };
+    public Option<int?> Workers { get; } = new("--workers") { Description = "Decode workers (default: the processor count)" };
+    public DeviceOption Device { get; } = new();
+    public Option<int?> ImageSize { get; } = new("--img-size") { Description = "classify: evaluate at this input size (positions resampled); default: the model's" };
+    public Option<string?> Output { get; } = new("--out") { Description = "Also write the result (with the per-class table) as JSON to this file" };
+    public Option<string?> EvalMode { get; } = EvalModes.Option();
+
+    public void AddTo(Command command)
+    {
+        command.Options.Add(Task);
+        command.Options.Add(Model);
+        Data.AddTo(command);
+        foreach (var option in new Option[] { Batch, Workers, Device.Option, ImageSize, Output, EvalMode }) command.Options.Add(option);
     }
 
-    private static SegmentationEvalMode EvalMode(ParseResult parsed, Option<string> option) =>
-        parsed.GetRequiredValue(option) == "centre" ? SegmentationEvalMode.CentreCrop : SegmentationEvalMode.Slide;
+    public bool IsSegmentation(ParseResult parsed) => parsed.GetRequiredValue(Task) == Segmenter.Task;
 
-    /// <summary>finetune and eval read labelled data: every layout but the unlabelled folder one.</summary>
-    private static DataOptions LabelledData(string? defaultSplit, string description) =>
-        new(defaultSplit: defaultSplit, dataDescription: description, layouts: ["imagenet", "ade20k", "wds", "hf-parquet"]);
-
-    private static Option<string> DeviceOption()
+    public EvaluateOptions Classification(ParseResult parsed)
     {
-        var option = new Option<string>("--device") { Description = "cpu or cuda", DefaultValueFactory = _ => "cpu" };
-        option.AcceptOnlyFromAmong("cpu", "cuda");
-        return option;
+        if (!DatasetLayouts.CanClassify(Data.LayoutOf(parsed)))
+            throw new ArgumentException("classification reads labelled data (--layout imagenet, wds or hf-parquet)");
+        return Classify with
+        {
+            BatchSize = parsed.GetValue(Batch) ?? Classify.BatchSize, DecodeWorkers = parsed.GetValue(Workers) ?? Classify.DecodeWorkers,
+            ImageSize = parsed.GetValue(ImageSize) ?? Classify.ImageSize,
+        };
     }
 
-    /// <summary>Loads the backend and resolves --device (cuda needs the CUDA libtorch).</summary>
-    private static torch.Device Device(ParseResult parsed, Option<string> device)
+    public SegmentEvaluateOptions Segmentation(ParseResult parsed)
     {
-        var backend = TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
-        bool cuda = parsed.GetValue(device) == "cuda";
-        if (cuda && backend.DefaultDevice.type != DeviceType.CUDA) throw new ArgumentException("--device cuda needs the CUDA libtorch (MIMFLOW_LIBTORCH or --libtorch)");
-        return cuda ? backend.DefaultDevice : torch.CPU;
+        if (!DatasetLayouts.CanSegment(Data.LayoutOf(parsed)))
+            throw new ArgumentException("segmentation reads images with label maps (--layout ade20k, wds or hf-parquet)");
+        return Segment with
+        {
+            BatchSize = parsed.GetValue(Batch) ?? Segment.BatchSize, DecodeWorkers = parsed.GetValue(Workers) ?? Segment.DecodeWorkers,
+            Mode = EvalModes.Of(parsed, EvalMode) ?? Segment.Mode,
+        };
     }
 }

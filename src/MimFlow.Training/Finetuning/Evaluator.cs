@@ -125,6 +125,13 @@ public static class Evaluator
         return new EvalRecipe(imageSize < 384 ? imageSize * 256 / 224 : imageSize, imageSize);
     }
 
+    /// <summary><c>mimflow eval --out</c>'s document: the figures and the per-class table (NaN where a class had no image).</summary>
+    public static string ResultJson(EvaluationResult result) => System.Text.Json.JsonSerializer.Serialize(result, new System.Text.Json.JsonSerializerOptions
+    {
+        WriteIndented = true, PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.SnakeCaseLower,
+        NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    });
+
     /// <summary>Loads a ViT model directory with a classification head and evaluates it on <paramref name="data"/>.</summary>
     public static async Task<EvaluationResult> EvaluateAsync(string modelDirectory, SampleIndex data, EvaluateOptions? options = null, CancellationToken cancellationToken = default)
     {

@@ -1,0 +1,66 @@
+using System.CommandLine;
+using MimFlow.Cli.Commands;
+using MimFlow.Data.Sources;
+using MimFlow.Training.Finetuning;
+using MimFlow.Training.Segmentation;
+
+namespace MimFlow.Tests.Cli;
+
+/// <summary>
+/// One source of defaults: a command line that gives only the required values yields exactly the request record's
+/// defaults, whatever the command's options; only what the user typed is applied.
+/// </summary>
+public sealed class CommandDefaultsTests
+{
+    private static (ParseResult Parsed, T Options) Parse<T>(T options, Action<T, Command> addTo, params string[] args)
+    {
+        var command = new Command("under-test");
+        addTo(options, command);
+        var parsed = command.Parse(args);
+        Assert.Empty(parsed.Errors);
+        return (parsed, options);
+    }
+
+    [Fact]
+    public void Bare_finetune_segment_trains_with_the_segmentation_recipe_not_the_classification_defaults()
+    {
+        // The defect this guards: the CLI's classification defaults (batch 64, 100 epochs) overrode BEiT's ADE20K recipe.
+        var (parsed, options) = Parse(new FinetuneOptions(), (o, c) => o.AddTo(c), "--task", "segment", "--model", "m", "--data", "d", "--out", "o");
+        var request = options.Segmentation(parsed);
+        Assert.Equal(new SegmentRequest { Model = "m", Data = "d", OutputDirectory = "o" }, request);
+        Assert.Equal(16, request.BatchSize);
+        Assert.Equal(DatasetLayout.Ade20k, request.Layout);
+    }
+
+    [Theory]
+    [InlineData(FinetuneRequest.Classify)]
+    [InlineData(FinetuneRequest.LinearProbe)]
+    public void Bare_finetune_classify_and_probe_take_the_fine_tuning_records_defaults(string task)
+    {
+        var (parsed, options) = Parse(new FinetuneOptions(), (o, c) => o.AddTo(c), "--task", task, "--model", "m", "--data", "d", "--out", "o");
+        Assert.Equal(new FinetuneRequest { Task = task, Model = "m", Data = "d", OutputDirectory = "o" }, options.Classification(parsed));
+    }
+
+    [Fact]
+    public void Typed_values_are_applied_and_an_option_of_the_other_task_is_refused()
+    {
+        var (parsed, options) = Parse(new FinetuneOptions(), (o, c) => o.AddTo(c),
+            "--task", "segment", "--model", "m", "--data", "d", "--out", "o", "--epochs", "3", "--decoder", "setr-pup", "--decoder-channels", "64");
+        var request = options.Segmentation(parsed);
+        Assert.Equal(3, request.Epochs);
+        Assert.Equal(SegmentRequest.SetrDecoder, request.Decoder);
+        Assert.Equal(64, request.Head.Channels);
+        var (mixed, sameOptions) = Parse(new FinetuneOptions(), (o, c) => o.AddTo(c), "--task", "segment", "--model", "m", "--data", "d", "--out", "o", "--no-mixup");
+        Assert.Contains("--no-mixup", Assert.Throws<MimFlow.Cli.UsageException>(() => sameOptions.Segmentation(mixed)).Message);
+    }
+
+    [Theory]
+    [InlineData("classify", "imagenet")]
+    [InlineData("segment", "ade20k")]
+    public void Bare_eval_takes_the_evaluation_records_defaults(string task, string layout)
+    {
+        var (parsed, options) = Parse(new EvalOptions(), (o, c) => o.AddTo(c), "--task", task, "--model", "m", "--data", "d", "--layout", layout);
+        if (task == "segment") Assert.Equal(new SegmentEvaluateOptions(), options.Segmentation(parsed));
+        else Assert.Equal(new EvaluateOptions(), options.Classification(parsed));
+    }
+}
