@@ -1,63 +1,79 @@
 using System.CommandLine;
-using MimFlow.Torch.Backend;
+using MimFlow.Data.Sources;
 using MimFlow.Training.Pretraining;
 using MimFlow.Training.Runs;
+using MimFlow.Training.Tokenizer;
 using Spectre.Console;
 using TorchSharp;
 
 namespace MimFlow.Cli.Commands;
 
-/// <summary><c>mimflow pretrain</c> (BEiT, BEiT v2, MaskDistill from shards) and <c>mimflow plot</c> (its curves).</summary>
+/// <summary>The options of <c>mimflow pretrain</c>; only what the user typed is applied onto <see cref="PretrainRequest"/>'s defaults.</summary>
+internal sealed class PretrainOptions
+{
+    private static readonly PretrainRequest Defaults = new() { Objective = "beit", Model = "", OutputDirectory = "" };
+
+    public Option<string?> Shards { get; } = new("--shards") { Description = "Pre-tokenized shard folder (mimflow tokenize): beit, beitv2, maskdistill" };
+    public DataOptions Data { get; } = new(required: false, defaultSplit: null, groundTruth: false, layoutOptional: true,
+        dataDescription: "Dataset: ibot reads its multi-crop views from it; with --shards, the dataset the shards were tokenized from, whose originals each " +
+                         "row's view is replayed on (shards stored without images need it). A folder; wds and hf-parquet also a shard file or a brace pattern. " +
+                         "--layout defaults to the one the shards record (imagenet for ibot)");
+    public Option<int?> LocalCrops { get; } = new("--local-crops") { Description = $"iBOT local crops per image (default {Defaults.LocalCrops})" };
+    public Option<string> Objective { get; } = FinetuneOptions.Choice("--objective", "beit, beitv2, maskdistill (from shards) or ibot (from --data)", [.. PretrainingObjectives.Names]);
+    public Option<string> Model { get; } = new("--model") { Description = "Architecture (beit-base, …) or a model directory to start from", Required = true };
+    public Option<string> Output { get; } = new("--out") { Description = "Run folder: checkpoints/, metrics.jsonl, latest.json", Required = true };
+    public Option<long?> Steps { get; } = new("--steps") { Description = "Optimisation steps" };
+    public Option<int?> Epochs { get; } = new("--epochs") { Description = "Epochs over the shards (instead of --steps)" };
+    public Option<int?> Batch { get; } = new("--batch") { Description = $"Images per step (default {Defaults.BatchSize})" };
+    public Option<ulong?> Seed { get; } = new("--seed") { Description = "Seed of initialisation, shuffling, views, masks and drop path (default 0)" };
+    public Option<int?> CheckpointEvery { get; } = new("--checkpoint-every") { Description = $"Steps between checkpoints, and one at the end (default {Defaults.CheckpointEvery})" };
+    public Option<bool> Resume { get; } = new("--resume") { Description = "Continue the run in --out from its latest checkpoint, exactly" };
+    public DeviceOption Device { get; } = new();
+    public Option<double?> LearningRate { get; } = new("--lr") { Description = $"Peak learning rate after warmup, as given (BEiT: 1.5e-3 at batch 2048; default {Defaults.LearningRate})" };
+    public Option<double?> MinLearningRate { get; } = new("--min-lr") { Description = $"Learning rate at the end of the cosine (default {Defaults.MinLearningRate})" };
+    public Option<long?> WarmupSteps { get; } = new("--warmup-steps") { Description = "Linear warmup steps (default: 10 epochs, at most a tenth of the run)" };
+    public Option<int?> ShuffleBuffer { get; } = new("--shuffle-buffer") { Description = $"Images held in memory for shuffling the shard stream (default {Defaults.ShuffleBuffer})" };
+    public Option<string?> Precision { get; } = FinetuneOptions.NullableChoice("--precision", "bf16 (compute copy over fp32 masters) or fp32; default bf16 on cuda, fp32 on cpu", "bf16", "fp32");
+    public Option<int?> Workers { get; } = new("--workers") { Description = "Decode workers (default: the processor count)" };
+
+    public void AddTo(Command command)
+    {
+        command.Options.Add(Shards);
+        Data.AddTo(command);
+        foreach (var option in new Option[] { LocalCrops, Objective, Model, Output, Steps, Epochs, Batch, Seed, CheckpointEvery, Resume, Device.Option, LearningRate, MinLearningRate, WarmupSteps, Workers, Precision, ShuffleBuffer })
+            command.Options.Add(option);
+    }
+
+    public PretrainRequest Request(ParseResult parsed)
+    {
+        var request = new PretrainRequest { Objective = parsed.GetRequiredValue(Objective), Model = parsed.GetRequiredValue(Model), OutputDirectory = parsed.GetRequiredValue(Output) };
+        return request with
+        {
+            Shards = parsed.GetValue(Shards) ?? request.Shards, Data = parsed.GetValue(Data.Data) ?? request.Data, Layout = Data.LayoutOrDefault(parsed) ?? request.Layout,
+            LocalCrops = parsed.GetValue(LocalCrops) ?? request.LocalCrops, Steps = parsed.GetValue(Steps) ?? request.Steps, Epochs = parsed.GetValue(Epochs) ?? request.Epochs,
+            BatchSize = parsed.GetValue(Batch) ?? request.BatchSize, Seed = parsed.GetValue(Seed) ?? request.Seed,
+            CheckpointEvery = parsed.GetValue(CheckpointEvery) ?? request.CheckpointEvery, Resume = parsed.GetValue(Resume) || request.Resume,
+            LearningRate = parsed.GetValue(LearningRate) ?? request.LearningRate, MinLearningRate = parsed.GetValue(MinLearningRate) ?? request.MinLearningRate,
+            WarmupSteps = parsed.GetValue(WarmupSteps) ?? request.WarmupSteps, DecodeWorkers = parsed.GetValue(Workers) ?? request.DecodeWorkers,
+            ShuffleBuffer = parsed.GetValue(ShuffleBuffer) ?? request.ShuffleBuffer,
+            ComputeType = parsed.GetValue(Precision) switch { "bf16" => torch.ScalarType.BFloat16, "fp32" => torch.ScalarType.Float32, _ => request.ComputeType },
+        };
+    }
+}
+
+/// <summary><c>mimflow pretrain</c> (BEiT, BEiT v2, MaskDistill from shards; iBOT from a dataset) and <c>mimflow plot</c> (its curves).</summary>
 internal static class PretrainCommand
 {
     public static Command Create(CliContext context)
     {
-        var shards = new Option<string?>("--shards") { Description = "Pre-tokenized shard folder (mimflow tokenize): beit, beitv2, maskdistill" };
-        var data = new DataOptions(required: false, defaultLayout: null, defaultSplit: null, groundTruth: false, layoutOptional: true,
-            dataDescription: "Dataset: ibot reads its multi-crop views from it; with --shards, the dataset the shards were tokenized from, whose originals each " +
-                             "row's view is replayed on (shards stored without images need it). A folder; wds and hf-parquet also a shard file or a brace pattern. " +
-                             "--layout defaults to the one the shards record (imagenet for ibot)");
-        var localCrops = new Option<int>("--local-crops") { Description = "iBOT local crops per image", DefaultValueFactory = _ => 10 };
-        var objective = new Option<string>("--objective") { Description = "beit, beitv2, maskdistill (from shards) or ibot (from --data)", Required = true };
-        objective.AcceptOnlyFromAmong([.. PretrainingObjectives.Names]);
-        var model = new Option<string>("--model") { Description = "Architecture (beit-base, …) or a model directory to start from", Required = true };
-        var output = new Option<string>("--out") { Description = "Run folder: checkpoints/, metrics.jsonl, latest.json", Required = true };
-        var steps = new Option<long?>("--steps") { Description = "Optimisation steps" };
-        var epochs = new Option<int?>("--epochs") { Description = "Epochs over the shards (instead of --steps)" };
-        var batch = new Option<int>("--batch") { Description = "Images per step", DefaultValueFactory = _ => 64 };
-        var seed = new Option<ulong>("--seed") { Description = "Seed of initialisation, shuffling, views, masks and drop path", DefaultValueFactory = _ => 0 };
-        var every = new Option<int>("--checkpoint-every") { Description = "Steps between checkpoints (and one at the end)", DefaultValueFactory = _ => 500 };
-        var resume = new Option<bool>("--resume") { Description = "Continue the run in --out from its latest checkpoint, exactly" };
-        var device = new Option<string>("--device") { Description = "cpu or cuda", DefaultValueFactory = _ => "cpu" };
-        device.AcceptOnlyFromAmong("cpu", "cuda");
-        var lr = new Option<double>("--lr") { Description = "Peak learning rate after warmup (BEiT: 1.5e-3 at batch 2048)", DefaultValueFactory = _ => 1.5e-3 };
-        var minLr = new Option<double>("--min-lr") { Description = "Learning rate at the end of the cosine", DefaultValueFactory = _ => 1e-5 };
-        var warmup = new Option<long?>("--warmup-steps") { Description = "Linear warmup steps (default: 10 epochs, at most a tenth of the run)" };
-        var shuffle = new Option<int>("--shuffle-buffer") { Description = "Images held in memory for shuffling the shard stream", DefaultValueFactory = _ => 1024 };
-        var precision = new Option<string?>("--precision") { Description = "bf16 (compute copy over fp32 masters) or fp32; default bf16 on cuda, fp32 on cpu" };
-        precision.AcceptOnlyFromAmong("bf16", "fp32");
-        var workers = new Option<int>("--workers") { Description = "Decode workers", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var options = new PretrainOptions();
         var command = new Command("pretrain", "Masked image modeling: BEiT (codes), BEiT v2 (codes + patch aggregation), MaskDistill (teacher features) from shards; iBOT (online EMA teacher, multi-crop) from a dataset");
-        command.Options.Add(shards);
-        data.AddTo(command);
-        foreach (var option in new Option[] { localCrops, objective, model, output, steps, epochs, batch, seed, every, resume, device, lr, minLr, warmup, workers, precision, shuffle })
-            command.Options.Add(option);
+        options.AddTo(command);
         command.SetAction(async (parsed, cancellationToken) =>
         {
-            var backend = TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
-            bool cuda = parsed.GetValue(device) == "cuda";
-            if (cuda && backend.DefaultDevice.type != DeviceType.CUDA) throw new ArgumentException("--device cuda needs the CUDA libtorch (MIMFLOW_LIBTORCH or --libtorch)");
-            var request = new PretrainRequest
-            {
-                Shards = parsed.GetValue(shards), Data = parsed.GetValue(data.Data), LocalCrops = parsed.GetValue(localCrops),
-                Layout = data.LayoutOrDefault(parsed),
-                Objective = parsed.GetRequiredValue(objective), Model = parsed.GetRequiredValue(model),
-                OutputDirectory = parsed.GetRequiredValue(output), Steps = parsed.GetValue(steps), Epochs = parsed.GetValue(epochs),
-                BatchSize = parsed.GetValue(batch), Seed = parsed.GetValue(seed), CheckpointEvery = parsed.GetValue(every), Resume = parsed.GetValue(resume),
-                Device = cuda ? backend.DefaultDevice : torch.CPU, LearningRate = parsed.GetValue(lr), MinLearningRate = parsed.GetValue(minLr),
-                WarmupSteps = parsed.GetValue(warmup), DecodeWorkers = parsed.GetValue(workers), ShuffleBuffer = parsed.GetValue(shuffle),
-                ComputeType = parsed.GetValue(precision) switch { "bf16" => torch.ScalarType.BFloat16, "fp32" => torch.ScalarType.Float32, _ => null },
-            };
+            var request = options.Request(parsed);
+            request.Validate();
+            request = request with { Device = options.Device.Resolve(parsed) };
             var r = await CliProgress.RunAsync(context.Console, "pretrain", 1, task => Pretrainer.RunAsync(request, new Progress<PretrainProgress>(p =>
             {
                 task.MaxValue = p.TotalSteps;
@@ -89,42 +105,59 @@ internal static class PretrainCommand
     }
 }
 
+/// <summary>The options of <c>mimflow train-tokenizer</c>; only what the user typed is applied onto <see cref="VqKdTrainRequest"/>'s defaults.</summary>
+internal sealed class TrainTokenizerOptions
+{
+    private static readonly VqKdTrainRequest Defaults = new() { Data = "", Teacher = "", OutputDirectory = "" };
+
+    public Option<string?> Objective { get; } = FinetuneOptions.NullableChoice("--objective", "vqkd (BEiT v2's tokenizer; the only one)", "vqkd");
+    public Option<string> Teacher { get; } = new("--teacher") { Description = "Frozen teacher model directory (CLIP, DINO ViT)", Required = true };
+    public DataOptions Data { get; } = new(defaultSplit: null, groundTruth: false, layoutOptional: true,
+        dataDescription: $"Dataset: a root folder; wds and hf-parquet also a shard file or a brace pattern (--layout default {DatasetLayouts.Name(Defaults.Layout)})");
+    public Option<string?> Model { get; } = new("--model") { Description = $"vqkd-tiny, vqkd-base or a VQ-KD model directory to start from (default {Defaults.Model})" };
+    public Option<string> Output { get; } = new("--out") { Description = "Run folder: metrics.jsonl and tokenizer/ (a model directory for mimflow tokenize)", Required = true };
+    public Option<long?> Steps { get; } = new("--steps") { Description = "Optimisation steps" };
+    public Option<int?> Epochs { get; } = new("--epochs") { Description = "Epochs (instead of --steps)" };
+    public Option<int?> Batch { get; } = new("--batch") { Description = $"Images per step (default {Defaults.BatchSize})" };
+    public Option<double?> LearningRate { get; } = new("--lr") { Description = $"Peak learning rate (BEiT v2: 5e-5; default {Defaults.LearningRate})" };
+    public Option<ulong?> Seed { get; } = new("--seed") { Description = "Seed (default 0)" };
+    public DeviceOption Device { get; } = new();
+    public Option<int?> Workers { get; } = new("--workers") { Description = "Decode workers (default: the processor count)" };
+
+    public void AddTo(Command command)
+    {
+        foreach (var option in new Option[] { Objective, Teacher }) command.Options.Add(option);
+        Data.AddTo(command);
+        foreach (var option in new Option[] { Model, Output, Steps, Epochs, Batch, LearningRate, Seed, Device.Option, Workers }) command.Options.Add(option);
+    }
+
+    public VqKdTrainRequest Request(ParseResult parsed)
+    {
+        var request = new VqKdTrainRequest { Data = parsed.GetRequiredValue(Data.Data), Teacher = parsed.GetRequiredValue(Teacher), OutputDirectory = parsed.GetRequiredValue(Output) };
+        return request with
+        {
+            Layout = Data.LayoutOrDefault(parsed) ?? request.Layout, Model = parsed.GetValue(Model) ?? request.Model, Steps = parsed.GetValue(Steps) ?? request.Steps,
+            Epochs = parsed.GetValue(Epochs) ?? request.Epochs, BatchSize = parsed.GetValue(Batch) ?? request.BatchSize,
+            LearningRate = parsed.GetValue(LearningRate) ?? request.LearningRate, Seed = parsed.GetValue(Seed) ?? request.Seed,
+            DecodeWorkers = parsed.GetValue(Workers) ?? request.DecodeWorkers,
+        };
+    }
+}
+
 /// <summary><c>mimflow train-tokenizer --objective vqkd</c>: BEiT v2's tokenizer against a frozen teacher.</summary>
 internal static class TrainTokenizerCommand
 {
     public static Command Create(CliContext context)
     {
-        var objective = new Option<string>("--objective") { Description = "vqkd", DefaultValueFactory = _ => "vqkd" };
-        objective.AcceptOnlyFromAmong("vqkd");
-        var teacher = new Option<string>("--teacher") { Description = "Frozen teacher model directory (CLIP, DINO ViT)", Required = true };
-        var data = new DataOptions(defaultLayout: "imagenet", defaultSplit: null, groundTruth: false);
-        var model = new Option<string>("--model") { Description = "vqkd-tiny, vqkd-base or a VQ-KD model directory", DefaultValueFactory = _ => "vqkd-base" };
-        var output = new Option<string>("--out") { Description = "Run folder: metrics.jsonl and tokenizer/ (a model directory for mimflow tokenize)", Required = true };
-        var steps = new Option<long?>("--steps") { Description = "Optimisation steps" };
-        var epochs = new Option<int?>("--epochs") { Description = "Epochs (instead of --steps)" };
-        var batch = new Option<int>("--batch") { Description = "Images per step", DefaultValueFactory = _ => 64 };
-        var lr = new Option<double>("--lr") { Description = "Peak learning rate (BEiT v2: 5e-5)", DefaultValueFactory = _ => 5e-5 };
-        var seed = new Option<ulong>("--seed") { Description = "Seed", DefaultValueFactory = _ => 0 };
-        var device = new Option<string>("--device") { Description = "cpu or cuda", DefaultValueFactory = _ => "cpu" };
-        device.AcceptOnlyFromAmong("cpu", "cuda");
-        var workers = new Option<int>("--workers") { Description = "Decode workers", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var options = new TrainTokenizerOptions();
         var command = new Command("train-tokenizer", "Train a VQ-KD tokenizer (BEiT v2) to reconstruct a frozen teacher's features: cosine + commitment, EMA codebook, dead-code restarts");
-        foreach (var option in new Option[] { objective, teacher }) command.Options.Add(option);
-        data.AddTo(command);
-        foreach (var option in new Option[] { model, output, steps, epochs, batch, lr, seed, device, workers }) command.Options.Add(option);
+        options.AddTo(command);
         command.SetAction(async (parsed, cancellationToken) =>
         {
-            var backend = TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
-            bool cuda = parsed.GetValue(device) == "cuda";
-            if (cuda && backend.DefaultDevice.type != DeviceType.CUDA) throw new ArgumentException("--device cuda needs the CUDA libtorch (MIMFLOW_LIBTORCH or --libtorch)");
-            var request = new MimFlow.Training.Tokenizer.VqKdTrainRequest
-            {
-                Data = parsed.GetRequiredValue(data.Data), Teacher = parsed.GetRequiredValue(teacher), Model = parsed.GetRequiredValue(model),
-                OutputDirectory = parsed.GetRequiredValue(output), Steps = parsed.GetValue(steps), Epochs = parsed.GetValue(epochs), BatchSize = parsed.GetValue(batch),
-                LearningRate = parsed.GetValue(lr), Seed = parsed.GetValue(seed), Device = cuda ? backend.DefaultDevice : torch.CPU, DecodeWorkers = parsed.GetValue(workers),
-                Layout = data.LayoutOf(parsed),
-            };
-            var result = await MimFlow.Training.Tokenizer.VqKdTrainer.RunAsync(request, cancellationToken: cancellationToken);
+            var request = options.Request(parsed);
+            request.Validate();
+            request = request with { Device = options.Device.Resolve(parsed) };
+            var result = await VqKdTrainer.RunAsync(request, cancellationToken: cancellationToken);
             context.Report($"{result.Steps} steps: loss {result.FirstLoss:F3} → {result.LastLoss:F3}, codebook in use {result.CodebookUsage:P1}");
             context.Console.MarkupLineInterpolated($"{result.Steps} steps: loss {result.FirstLoss:F4} → {result.LastLoss:F4}, codebook in use {result.CodebookUsage:P1} ({result.CodesRestarted} dead codes restarted), {result.ImagesPerSecond:F1} img/s; tokenizer in {result.Tokenizer}");
             return 0;

@@ -26,7 +26,7 @@ public sealed record VqKdTrainRequest
     public required string Teacher { get; init; }
 
     /// <summary>An architecture (<c>vqkd-base</c>, …) or a VQ-KD model directory to start from.</summary>
-    public required string Model { get; init; }
+    public string Model { get; init; } = "vqkd-base";
 
     public required string OutputDirectory { get; init; }
     public long? Steps { get; init; }

@@ -63,4 +63,18 @@ public sealed class CommandDefaultsTests
         if (task == "segment") Assert.Equal(new SegmentEvaluateOptions(), options.Segmentation(parsed));
         else Assert.Equal(new EvaluateOptions(), options.Classification(parsed));
     }
+
+    [Fact]
+    public void Bare_pretrain_takes_the_pretraining_records_defaults()
+    {
+        var (parsed, options) = Parse(new PretrainOptions(), (o, c) => o.AddTo(c), "--objective", "beit", "--model", "beit-base", "--out", "o", "--shards", "s", "--steps", "5");
+        Assert.Equal(new MimFlow.Training.Pretraining.PretrainRequest { Objective = "beit", Model = "beit-base", OutputDirectory = "o", Shards = "s", Steps = 5 }, options.Request(parsed));
+    }
+
+    [Fact]
+    public void Bare_train_tokenizer_takes_the_vqkd_records_defaults()
+    {
+        var (parsed, options) = Parse(new TrainTokenizerOptions(), (o, c) => o.AddTo(c), "--teacher", "t", "--data", "d", "--out", "o", "--steps", "5");
+        Assert.Equal(new MimFlow.Training.Tokenizer.VqKdTrainRequest { Data = "d", Teacher = "t", OutputDirectory = "o", Steps = 5 }, options.Request(parsed));
+    }
 }
