@@ -63,6 +63,9 @@ internal sealed class DataOptions
 
     public DatasetSplit SplitOf(ParseResult parsed) => Split is not null && parsed.GetValue(Split) == "val" ? DatasetSplit.Validation : DatasetSplit.Train;
 
+    /// <summary>The split the user typed, else null (the request's default applies).</summary>
+    public DatasetSplit? SplitOrDefault(ParseResult parsed) => Split is not null && parsed.GetResult(Split) is { Implicit: false } ? SplitOf(parsed) : null;
+
     public DatasetLayout LayoutOf(ParseResult parsed) => DatasetLayouts.Parse(parsed.GetRequiredValue(Layout));
 
     /// <summary>The layout the user gave, else null (with <c>layoutOptional</c>: the library's default applies).</summary>

@@ -3,59 +3,111 @@ using System.Globalization;
 using MimFlow.Models.Teachers;
 using MimFlow.Shards;
 using MimFlow.Precompute.Tokenize;
-using MimFlow.Torch.Backend;
 using Spectre.Console;
-using TorchSharp;
 
 namespace MimFlow.Cli.Commands;
+
+/// <summary>The options of <c>mimflow tokenize</c>; only what the user typed is applied onto <see cref="TokenizeRequest"/>'s defaults.</summary>
+internal sealed class TokenizeOptions
+{
+    private static readonly TokenizeRequest Defaults = new() { DataRoot = "", OutputDirectory = "" };
+
+    public DataOptions Data { get; } = new();
+    public Option<string?> Tokenizer { get; } = new("--tokenizer") { Description = "Tokenizer model directory (vqkd-* or dvae): codes" };
+    public Option<string?> Teacher { get; } = new("--teacher") { Description = "Teacher model directory (a ViT: clip-b16, dino-*): features" };
+    public Option<int?> Views { get; } = new("--views") { Description = $"Augmented views per image, one row each (default {Defaults.Views})" };
+    public Option<ulong?> Seed { get; } = new("--seed") { Description = "Seed of the augmentation draws (default 0)" };
+    public Option<string> Output { get; } = new("--out") { Description = "Shard folder (part files, manifest.json, quarantine.jsonl)", Required = true };
+    public Option<string?> Shard { get; } = new("--shard") { Description = "i/n: this machine's part of the dataset, contiguous and disjoint (default 0/1)" };
+    public Option<string?> StoreImage { get; } = new("--store-image") { Description = $"Keep the source in the shards: max-side=S[,quality=Q] (JPEG; quality default {Defaults.StoreImageQuality})" };
+    public Option<string?> Features { get; } = FinetuneOptions.NullableChoice("--features", "Teacher feature storage: fp16 (the default) or int8 (per-token scale)", "fp16", "int8");
+    public DeviceOption Device { get; } = new();
+    public Option<int?> Batch { get; } = new("--batch") { Description = $"Images per model batch (default {Defaults.BatchSize})" };
+    public Option<int?> Workers { get; } = new("--workers") { Description = "Decode workers (default: the processor count)" };
+    public Option<double?> ShardSize { get; } = new("--shard-mb") { Description = $"Target shard size in MB, cut between images (default {Defaults.TargetShardBytes >> 20})" };
+    public Option<int?> RowGroup { get; } = new("--row-group-rows") { Description = $"Rows per Parquet row group (default {Defaults.RowGroupRows})" };
+    public Option<int?> TeacherLayers { get; } = new("--teacher-layers") { Description = $"Mean of the teacher's last k layers, each through the final norm (default {Defaults.Teacher.LastLayers})" };
+    public Option<bool> TeacherProject { get; } = new("--teacher-project") { Description = "Apply the teacher's head token-wise (CLIP's projection)" };
+
+    public void AddTo(Command command)
+    {
+        Data.AddTo(command);
+        foreach (var option in new Option[] { Tokenizer, Teacher, Views, Seed, Output, Shard, StoreImage, Features, Device.Option, Batch, Workers, ShardSize, RowGroup, TeacherLayers, TeacherProject })
+            command.Options.Add(option);
+    }
+
+    public TokenizeRequest Request(ParseResult parsed)
+    {
+        var request = new TokenizeRequest { DataRoot = parsed.GetRequiredValue(Data.Data), OutputDirectory = parsed.GetRequiredValue(Output) };
+        request = request with
+        {
+            Layout = Data.LayoutOf(parsed), Split = Data.SplitOrDefault(parsed) ?? request.Split, GroundTruth = Data.GroundTruthOf(parsed) ?? request.GroundTruth,
+            TokenizerDirectory = parsed.GetValue(Tokenizer) ?? request.TokenizerDirectory, TeacherDirectory = parsed.GetValue(Teacher) ?? request.TeacherDirectory,
+            Teacher = request.Teacher with
+            {
+                LastLayers = parsed.GetValue(TeacherLayers) ?? request.Teacher.LastLayers, Project = parsed.GetValue(TeacherProject) || request.Teacher.Project,
+            },
+            FeatureEncoding = parsed.GetValue(Features) switch { "int8" => FeatureEncoding.Int8, "fp16" => FeatureEncoding.Fp16, _ => request.FeatureEncoding },
+            Views = parsed.GetValue(Views) ?? request.Views, Seed = parsed.GetValue(Seed) ?? request.Seed,
+            BatchSize = parsed.GetValue(Batch) ?? request.BatchSize, DecodeWorkers = parsed.GetValue(Workers) ?? request.DecodeWorkers,
+            TargetShardBytes = parsed.GetValue(ShardSize) is double megabytes ? ShardBytes(megabytes) : request.TargetShardBytes,
+            RowGroupRows = parsed.GetValue(RowGroup) ?? request.RowGroupRows,
+        };
+        if (parsed.GetValue(Shard) is { } shard)
+        {
+            var (index, count) = ParseShard(shard);
+            request = request with { ShardIndex = index, ShardCount = count };
+        }
+        if (parsed.GetValue(StoreImage) is { } store)
+        {
+            var (maxSide, quality) = ParseStoreImage(store, request.StoreImageQuality);
+            request = request with { StoreImageMaxSide = maxSide, StoreImageQuality = quality };
+        }
+        return request;
+    }
+
+    private static long ShardBytes(double megabytes) =>
+        megabytes > 0 ? Math.Max(1, (long)(megabytes * 1024 * 1024)) : throw new MimFlow.Cli.UsageException($"--shard-mb must be positive (got {megabytes})");
+
+    private static (int Index, int Count) ParseShard(string text)
+    {
+        string[] parts = text.Split('/');
+        if (parts.Length == 2 && int.TryParse(parts[0], CultureInfo.InvariantCulture, out int i) && int.TryParse(parts[1], CultureInfo.InvariantCulture, out int n) && n >= 1 && i >= 0 && i < n)
+            return (i, n);
+        throw new MimFlow.Cli.UsageException($"--shard '{text}': expected i/n with 0 ≤ i < n, e.g. 0/4");
+    }
+
+    private static (int MaxSide, int Quality) ParseStoreImage(string text, int defaultQuality)
+    {
+        int? side = null;
+        int quality = defaultQuality;
+        foreach (string part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            string[] pair = part.Split('=', 2);
+            if (pair.Length == 2 && int.TryParse(pair[1], CultureInfo.InvariantCulture, out int value))
+            {
+                if (pair[0] == "max-side") { side = value; continue; }
+                if (pair[0] == "quality") { quality = value; continue; }
+            }
+            throw new MimFlow.Cli.UsageException($"--store-image '{text}': expected max-side=S,quality=Q");
+        }
+        return (side ?? throw new MimFlow.Cli.UsageException($"--store-image '{text}': max-side=S is required"), quality);
+    }
+}
 
 /// <summary><c>mimflow tokenize</c>: frozen tokenizer codes and/or teacher features of K pretraining views per image, into Parquet shards.</summary>
 internal static class TokenizeCommand
 {
     public static Command Create(CliContext context)
     {
-        var data = new DataOptions();
-        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer model directory (vqkd-* or dvae): codes" };
-        var teacher = new Option<string?>("--teacher") { Description = "Teacher model directory (a ViT: clip-b16, dino-*): features" };
-        var views = new Option<int>("--views") { Description = "Augmented views per image (one row each)", DefaultValueFactory = _ => 1 };
-        var seed = new Option<ulong>("--seed") { Description = "Seed of the augmentation draws", DefaultValueFactory = _ => 0 };
-        var output = new Option<string>("--out") { Description = "Shard folder (part files, manifest.json, quarantine.jsonl)", Required = true };
-        var shard = new Option<string>("--shard") { Description = "i/n: this machine's part of the dataset (contiguous, disjoint)", DefaultValueFactory = _ => "0/1" };
-        var storeImage = new Option<string?>("--store-image") { Description = "Keep the source in the shards: max-side=S,quality=Q (JPEG)" };
-        var features = new Option<string>("--features") { Description = "Teacher feature storage: fp16 or int8 (per-token scale)", DefaultValueFactory = _ => "fp16" };
-        features.AcceptOnlyFromAmong("fp16", "int8");
-        var device = new Option<string>("--device") { Description = "cpu or cuda (cuda needs MIMFLOW_LIBTORCH / --libtorch)", DefaultValueFactory = _ => "cpu" };
-        device.AcceptOnlyFromAmong("cpu", "cuda");
-        var batch = new Option<int>("--batch") { Description = "Images per model batch", DefaultValueFactory = _ => 64 };
-        var workers = new Option<int>("--workers") { Description = "Decode workers", DefaultValueFactory = _ => Environment.ProcessorCount };
-        var shardSize = new Option<double>("--shard-mb") { Description = "Target shard size in MB (cut between images)", DefaultValueFactory = _ => 256 };
-        var rowGroup = new Option<int>("--row-group-rows") { Description = "Rows per Parquet row group", DefaultValueFactory = _ => 256 };
-        var teacherLayers = new Option<int>("--teacher-layers") { Description = "Mean of the teacher's last k layers (each through the final norm)", DefaultValueFactory = _ => 1 };
-        var teacherProject = new Option<bool>("--teacher-project") { Description = "Apply the teacher's head token-wise (CLIP's projection)" };
+        var options = new TokenizeOptions();
         var command = new Command("tokenize", "Pre-tokenize a dataset: K augmented views per image through a frozen tokenizer and/or teacher into Parquet shards; resumable, verifiable");
-        data.AddTo(command);
-        foreach (var option in new Option[] { tokenizer, teacher, views, seed, output, shard, storeImage, features, device, batch, workers, shardSize, rowGroup, teacherLayers, teacherProject })
-            command.Options.Add(option);
+        options.AddTo(command);
         command.SetAction(async (parsed, cancellationToken) =>
         {
-            var backend = TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
-            var (index, count) = ParseShard(parsed.GetValue(shard)!);
-            var (maxSide, quality) = ParseStoreImage(parsed.GetValue(storeImage));
-            bool cuda = parsed.GetValue(device) == "cuda";
-            if (cuda && backend.DefaultDevice.type != DeviceType.CUDA)
-                throw new ArgumentException("--device cuda needs the CUDA libtorch (MIMFLOW_LIBTORCH or --libtorch); this process runs the CPU build");
-            var request = new TokenizeRequest
-            {
-                DataRoot = parsed.GetRequiredValue(data.Data), Layout = data.LayoutOf(parsed), Split = data.SplitOf(parsed), GroundTruth = data.GroundTruthOf(parsed),
-                TokenizerDirectory = parsed.GetValue(tokenizer), TeacherDirectory = parsed.GetValue(teacher),
-                Teacher = new TeacherOptions(parsed.GetValue(teacherLayers), parsed.GetValue(teacherProject)),
-                FeatureEncoding = parsed.GetValue(features) == "int8" ? FeatureEncoding.Int8 : FeatureEncoding.Fp16,
-                Views = parsed.GetValue(views), Seed = parsed.GetValue(seed), OutputDirectory = parsed.GetRequiredValue(output),
-                ShardIndex = index, ShardCount = count, StoreImageMaxSide = maxSide, StoreImageQuality = quality,
-                BatchSize = parsed.GetValue(batch), DecodeWorkers = parsed.GetValue(workers),
-                TargetShardBytes = (long)(parsed.GetValue(shardSize) * 1024 * 1024), RowGroupRows = parsed.GetValue(rowGroup),
-                Device = cuda ? backend.DefaultDevice : torch.CPU,
-            };
+            var request = options.Request(parsed);
+            request.Validate();
+            request = request with { Device = options.Device.Resolve(parsed) };
             var result = await Run(context.Console, request, cancellationToken);
             Render(context.Console, request, result);
             var manifest = result.Manifest;
@@ -95,30 +147,4 @@ internal static class TokenizeCommand
     }
 
     private static void Row(Table table, string name, string value) => table.AddRow(new Text(name), new Text(value));
-
-    private static (int Index, int Count) ParseShard(string text)
-    {
-        string[] parts = text.Split('/');
-        if (parts.Length == 2 && int.TryParse(parts[0], CultureInfo.InvariantCulture, out int i) && int.TryParse(parts[1], CultureInfo.InvariantCulture, out int n) && n >= 1 && i >= 0 && i < n)
-            return (i, n);
-        throw new ArgumentException($"--shard '{text}': expected i/n with 0 ≤ i < n, e.g. 0/4");
-    }
-
-    private static (int? MaxSide, int Quality) ParseStoreImage(string? text)
-    {
-        if (text is null) return (null, 90);
-        int? side = null;
-        int quality = 90;
-        foreach (string part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
-        {
-            string[] pair = part.Split('=', 2);
-            if (pair.Length == 2 && int.TryParse(pair[1], CultureInfo.InvariantCulture, out int value))
-            {
-                if (pair[0] == "max-side") { side = value; continue; }
-                if (pair[0] == "quality") { quality = value; continue; }
-            }
-            throw new ArgumentException($"--store-image '{text}': expected max-side=S,quality=Q");
-        }
-        return (side ?? throw new ArgumentException($"--store-image '{text}': max-side=S is required"), quality);
-    }
 }

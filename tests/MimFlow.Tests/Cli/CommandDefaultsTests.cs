@@ -77,4 +77,16 @@ public sealed class CommandDefaultsTests
         var (parsed, options) = Parse(new TrainTokenizerOptions(), (o, c) => o.AddTo(c), "--teacher", "t", "--data", "d", "--out", "o", "--steps", "5");
         Assert.Equal(new MimFlow.Training.Tokenizer.VqKdTrainRequest { Data = "d", Teacher = "t", OutputDirectory = "o", Steps = 5 }, options.Request(parsed));
     }
+
+    [Fact]
+    public void Bare_tokenize_takes_the_tokenize_records_defaults_and_typed_values_apply()
+    {
+        var (parsed, options) = Parse(new TokenizeOptions(), (o, c) => o.AddTo(c), "--data", "d", "--layout", "imagenet", "--out", "o");
+        Assert.Equal(new MimFlow.Precompute.Tokenize.TokenizeRequest { DataRoot = "d", OutputDirectory = "o" }, options.Request(parsed));
+        var (typed, same) = Parse(new TokenizeOptions(), (o, c) => o.AddTo(c), "--data", "d", "--layout", "imagenet", "--out", "o",
+            "--shard", "2/4", "--store-image", "max-side=256", "--features", "int8", "--teacher-layers", "4", "--split", "val");
+        var request = same.Request(typed);
+        Assert.Equal((2, 4, 256, 90), (request.ShardIndex, request.ShardCount, request.StoreImageMaxSide, request.StoreImageQuality));
+        Assert.Equal((MimFlow.Shards.FeatureEncoding.Int8, 4, DatasetSplit.Validation), (request.FeatureEncoding, request.Teacher.LastLayers, request.Split));
+    }
 }

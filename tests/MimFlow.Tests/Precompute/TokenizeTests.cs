@@ -282,7 +282,7 @@ public sealed class TokenizeTests
         Assert.Contains("8 rows checked", verify.Output);
 
         var bad = await CliHarness.RunAsync("tokenize", "--data", fixture.Data, "--layout", "imagenet", "--teacher", fixture.Teacher, "--out", fixture.Combine("x"), "--shard", "2/2");
-        Assert.Equal(1, bad.ExitCode);
+        Assert.Equal(MimFlow.Cli.MimFlowCli.UsageError, bad.ExitCode);
         Assert.Contains("--shard '2/2'", bad.Error);
     }
 
