@@ -1,9 +1,6 @@
 using System.CommandLine;
-using MimFlow.Data.Augment;
 using MimFlow.Data.Checks;
 using MimFlow.Data.Packing;
-using MimFlow.Data.Masking;
-using MimFlow.Data.Pipeline;
 using MimFlow.Data.Previews;
 using MimFlow.Data.Sources;
 using MimFlow.Datasets.Synthetic;
@@ -28,32 +25,16 @@ internal static class DatasetsCommand
 
     private static Command CreateCheck(CliContext context)
     {
-        var data = new Option<string>("--data") { Description = "Folder to check (every JPEG/PNG below it), or with --layout a dataset in that layout", Required = true };
-        var layout = new Option<string?>("--layout") { Description = $"Check a dataset's samples instead of a folder's files: {DataOptions.LayoutHelp}" };
-        layout.AcceptOnlyFromAmong([.. DatasetLayouts.Names]);
-        var split = new Option<string>("--split") { Description = "With --layout: train or val", DefaultValueFactory = _ => "train" };
-        split.AcceptOnlyFromAmong("train", "val");
-        var maxLabel = new Option<int>("--max-label") { Description = "Largest value a PNG label map may hold", DefaultValueFactory = _ => MimFlow.Data.Sources.Layouts.Ade20kLayout.ClassCount };
-        var workers = new Option<int>("--workers") { Description = "With --layout: samples decoded in parallel", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var options = new DatasetCheckOptions();
         var command = new Command("check", "Decode every image and label map to the last pixel (a folder's files, or with --layout a dataset's samples: tar members, Parquet rows); fails naming each broken one and why");
-        foreach (var option in new Option[] { data, layout, split, maxLabel, workers }) command.Options.Add(option);
+        options.AddTo(command);
         command.SetAction(async (parsed, cancellationToken) =>
         {
-            string root = parsed.GetRequiredValue(data);
-            DecodeCheckResult result;
-            if (parsed.GetValue(layout) is { } name)
-            {
-                var index = DatasetSource.Open(root, DatasetLayouts.Parse(name), parsed.GetValue(split) == "val" ? DatasetSplit.Validation : DatasetSplit.Train);
-                result = await DatasetCheck.RunAsync(index, parsed.GetValue(maxLabel), parsed.GetValue(workers), cancellationToken);
-            }
-            else
-            {
-                if (!Directory.Exists(root)) throw new DirectoryNotFoundException($"{root}: no such folder");
-                result = DecodeCheck.Run(root, parsed.GetValue(maxLabel), cancellationToken);
-            }
+            var request = options.Request(parsed);
+            var result = await DatasetCheck.RunAsync(request, cancellationToken);
             foreach (var failure in result.Failures) context.Error.WriteLine($"mimflow: {failure.Path}: {failure.Reason}");
             string did = $"{result.Images} images and {result.LabelMaps} label maps decoded; labels within 0..{result.MaxLabel}; {result.Failures.Count} failed";
-            context.Console.WriteLine($"{root}: {did} ({result.Elapsed.TotalSeconds:F1} s)");
+            context.Console.WriteLine($"{request.Data}: {did} ({result.Elapsed.TotalSeconds:F1} s)");
             context.Report(did);
             return result.Failures.Count == 0 ? 0 : MimFlowCli.Failure;
         });
@@ -62,33 +43,12 @@ internal static class DatasetsCommand
 
     private static Command CreatePack(CliContext context)
     {
-        var from = new Option<string>("--from") { Description = "Dataset root in a folder layout", Required = true };
-        var layout = new Option<string>("--layout") { Description = "Layout of --from: imagenet or ade20k", Required = true };
-        layout.AcceptOnlyFromAmong("imagenet", "ade20k");
-        var format = new Option<string>("--format") { Description = "wds (OUT/train/*.tar, OUT/val/*.tar, OUT/classes.json) or hf-parquet (OUT/data/train-00000-of-0000N.parquet, validation-…)", Required = true };
-        format.AcceptOnlyFromAmong("wds", "hf-parquet");
-        var output = new Option<string>("--out") { Description = "Output folder (read back with --layout wds|hf-parquet --data OUT)", Required = true };
-        var shardSize = new Option<double?>("--shard-mb") { Description = "Target shard size in MB (default 256); a shard is cut after the sample that reaches it" };
-        var split = new Option<string>("--split") { Description = "train, val or all (all: val too when the layout has it)", DefaultValueFactory = _ => "all" };
-        split.AcceptOnlyFromAmong("train", "val", "all");
-        var groundTruth = new Option<string?>("--ground-truth") { Description = "imagenet with a flat val/: file of '<file name> <label>' lines" };
-        var force = new Option<bool>("--force") { Description = "Replace the shards of an earlier pack of the same split (and its classes.json); nothing else is touched" };
+        var options = new PackOptions();
         var command = new Command("pack", "Pack a folder layout into WebDataset tars or Hugging Face Parquet: same samples, same order, same bytes, shards cut near --shard-mb, written atomically");
-        foreach (var option in new Option[] { from, layout, format, output, shardSize, split, groundTruth, force }) command.Options.Add(option);
+        options.AddTo(command);
         command.SetAction(async (parsed, cancellationToken) =>
         {
-            var request = new PackRequest
-            {
-                From = parsed.GetRequiredValue(from), Layout = DatasetLayouts.Parse(parsed.GetRequiredValue(layout)),
-                Format = parsed.GetRequiredValue(format) == "wds" ? PackFormat.Wds : PackFormat.HfParquet, OutputDirectory = parsed.GetRequiredValue(output),
-                Split = parsed.GetValue(split) switch { "train" => DatasetSplit.Train, "val" => DatasetSplit.Validation, _ => null },
-                GroundTruth = parsed.GetValue(groundTruth), Force = parsed.GetValue(force),
-            };
-            if (parsed.GetValue(shardSize) is double megabytes)
-            {
-                if (!(megabytes > 0)) throw new ArgumentException($"--shard-mb must be positive (got {megabytes})");
-                request = request with { ShardBytes = Math.Max(1, (long)(megabytes * 1024 * 1024)) };
-            }
+            var request = options.Request(parsed);
             var result = await CliProgress.RunAsync(context.Console, "pack", 1, task => DatasetPacker.PackAsync(request, new Progress<PackProgress>(p =>
             {
                 task.MaxValue = Math.Max(1, p.Total);
@@ -112,96 +72,32 @@ internal static class DatasetsCommand
     {
         var data = new DataOptions();
         var output = new Option<string>("--out") { Description = "PNG to write", Required = true };
-        var batch = new Option<int>("--batch") { Description = "Samples in the picture", DefaultValueFactory = _ => 16 };
-        var seed = new Option<ulong>("--seed") { Description = "Seed of the augmentation and mask draws", DefaultValueFactory = _ => 0 };
+        var batch = new Option<int?>("--batch") { Description = "Samples in the picture (default 16)" };
+        var seed = new Option<ulong?>("--seed") { Description = "Seed of the augmentation and mask draws (default 0)" };
         var command = new Command("preview", "Draw the first batch of the training recipe to a PNG: pretraining views with BEiT blockwise masks; data with label maps (ade20k, or wds/hf-parquet with them): segmentation crops with their label maps");
         data.AddTo(command);
-        command.Options.Add(output);
-        command.Options.Add(batch);
-        command.Options.Add(seed);
+        foreach (var option in new Option[] { output, batch, seed }) command.Options.Add(option);
         command.SetAction(async (parsed, cancellationToken) =>
         {
-            var index = data.Open(parsed);
-            string path = parsed.GetRequiredValue(output);
-            string did = index.HasAnnotations
-                ? await PreviewSegmentation(index, path, parsed.GetValue(batch), parsed.GetValue(seed), cancellationToken)
-                : await PreviewMasked(index, path, parsed.GetValue(batch), parsed.GetValue(seed), cancellationToken);
-            context.Console.WriteLine($"{did}: {path}");
+            var request = new PreviewRequest(data.Open(parsed), parsed.GetRequiredValue(output));
+            request = request with { BatchSize = parsed.GetValue(batch) ?? request.BatchSize, Seed = parsed.GetValue(seed) ?? request.Seed };
+            string did = await BatchPreview.WriteAsync(request, cancellationToken);
+            context.Console.WriteLine($"{did}: {request.OutputPath}");
             context.Report(did);
             return 0;
         });
         return command;
     }
 
-    private static async Task<string> PreviewMasked(SampleIndex index, string path, int batchSize, ulong seed, CancellationToken cancellationToken)
-    {
-        var loader = new DataflowLoader(index, new PretrainRecipe(),
-            new LoaderOptions { BatchSize = batchSize, Seed = seed, Format = PixelFormat.UInt8, Masks = new BlockwiseMaskGenerator(14, 14, 75) });
-        await foreach (var batch in loader.ReadEpochAsync(cancellationToken))
-            using (batch)
-            {
-                int bytes = batch.Views[0].Bytes;
-                var rows = Enumerable.Range(0, batch.Count)
-                    .Select(r => (batch.ViewBytes(0).Slice(r * bytes, bytes).ToArray(), batch.Views[0].Width, (byte[]?)batch.Mask(r).ToArray()))
-                    .ToList();
-                MaskPreview.WriteMaskedImages(rows, path);
-                double masked = Enumerable.Range(0, batch.Count).Average(r => batch.Mask(r).ToArray().Count(b => b == 1));
-                return $"{batch.Count} pretraining views {batch.Views[0].Width}×{batch.Views[0].Height} with blockwise masks: {masked:F1} of 196 patches masked on average";
-            }
-        throw new InvalidDataException($"{index.Root}: no decodable training image to preview");
-    }
-
-    private static async Task<string> PreviewSegmentation(SampleIndex index, string path, int batchSize, ulong seed, CancellationToken cancellationToken)
-    {
-        var loader = new DataflowLoader(index, new SegmentationRecipe(CropSize: 256, LongScale: 1024, ShortScale: 256),
-            new LoaderOptions { BatchSize = batchSize, Seed = seed, Format = PixelFormat.UInt8 });
-        await foreach (var batch in loader.ReadEpochAsync(cancellationToken))
-            using (batch)
-            {
-                int bytes = batch.Views[0].Bytes;
-                var samples = Enumerable.Range(0, batch.Count)
-                    .Select(r => (batch.ViewBytes(0).Slice(r * bytes, bytes).ToArray(), batch.Views[0].Width, batch.LabelMap(r).ToArray()))
-                    .ToList();
-                MaskPreview.WriteSegmentation(samples, path);
-                double ignored = samples.Average(s => s.Item3.Count(v => v == SegmentationRecipe.Ignore) / (double)s.Item3.Length);
-                return $"{batch.Count} ADE20K crops {batch.Views[0].Width}×{batch.Views[0].Height} with label maps (reduced labels, {ignored:P0} ignored incl. padding)";
-            }
-        throw new InvalidDataException($"{index.Root}: no decodable training image to preview");
-    }
-
     private static Command CreateSynth(CliContext context)
     {
-        var kind = new Option<string>("--kind") { Description = "Layout to write: imagenet or ade20k", Required = true };
-        kind.AcceptOnlyFromAmong("imagenet", "ade20k");
-        var output = new Option<string>("--out") { Description = "Output folder (refused if not empty, unless --force)", Required = true };
-        var images = new Option<int>("--images") { Description = "Number of images over both splits", Required = true };
-        var classes = new Option<int?>("--classes") { Description = "imagenet: number of classes (default 10); ade20k: labels 1..K used (default 150)" };
-        var seed = new Option<ulong>("--seed") { Description = "Seed: the same seed gives byte-identical files", DefaultValueFactory = _ => 0 };
-        var minSide = new Option<int>("--min-size") { Description = "Smallest image side in pixels", DefaultValueFactory = _ => 200 };
-        var maxSide = new Option<int>("--max-size") { Description = "Largest image side in pixels", DefaultValueFactory = _ => 800 };
-        var validation = new Option<double>("--val-fraction") { Description = "Share of images in the validation split", DefaultValueFactory = _ => 0.2 };
-        var quality = new Option<int>("--quality") { Description = "JPEG quality", DefaultValueFactory = _ => 90 };
-        var force = new Option<bool>("--force") { Description = "Replace an earlier generation's files in a non-empty folder" };
-
+        var options = new SynthOptions();
         var command = new Command("synth", "Generate a synthetic dataset in the ImageNet or ADE20K layout, deterministic by seed");
-        foreach (var option in new Option[] { kind, output, images, classes, seed, minSide, maxSide, validation, quality, force })
-            command.Options.Add(option);
+        options.AddTo(command);
         command.SetAction(async (parsed, cancellationToken) =>
         {
-            var options = new SynthesisOptions
-            {
-                Kind = parsed.GetRequiredValue(kind) == "imagenet" ? SyntheticKind.ImageNet : SyntheticKind.Ade20k,
-                OutputDirectory = parsed.GetRequiredValue(output),
-                Images = parsed.GetValue(images),
-                Classes = parsed.GetValue(classes),
-                Seed = parsed.GetValue(seed),
-                MinSide = parsed.GetValue(minSide),
-                MaxSide = parsed.GetValue(maxSide),
-                ValidationFraction = parsed.GetValue(validation),
-                JpegQuality = parsed.GetValue(quality),
-                Force = parsed.GetValue(force),
-            };
-            var result = await Synthesize(context.Console, options, cancellationToken);
+            var request = options.Request(parsed);
+            var result = await Synthesize(context.Console, request, cancellationToken);
             context.Report($"{result.TrainImages} train + {result.ValidationImages} val images, {result.Classes.Count} classes, {result.Bytes / 1e6:F1} MB");
             context.Console.MarkupLineInterpolated(
                 $"wrote {result.TrainImages} training + {result.ValidationImages} validation images ({result.Bytes / 1e6:F1} MB, {result.Classes.Count} classes) to [bold]{result.Root}[/] in {result.Elapsed.TotalSeconds:F1} s");
@@ -214,4 +110,106 @@ internal static class DatasetsCommand
     public static Task<SynthesisResult> Synthesize(IAnsiConsole console, SynthesisOptions options, CancellationToken cancellationToken) =>
         CliProgress.RunAsync(console, $"synth {options.Kind.ToString().ToLowerInvariant()}", options.Images, task => SyntheticDatasets.WriteAsync(
             options, new Progress<SynthesisProgress>(p => task.Value = Math.Max(task.Value, p.Done)), cancellationToken));
+}
+
+/// <summary>The options of <c>mimflow datasets synth</c>; only what the user typed is applied onto <see cref="SynthesisOptions"/>' defaults.</summary>
+internal sealed class SynthOptions
+{
+    private static readonly SynthesisOptions Defaults = new() { Kind = SyntheticKind.ImageNet, OutputDirectory = "" };
+
+    public Option<string> Kind { get; } = FinetuneOptions.Choice("--kind", "Layout to write: imagenet or ade20k", "imagenet", "ade20k");
+    public Option<string> Output { get; } = new("--out") { Description = "Output folder (refused if not empty, unless --force)", Required = true };
+    public Option<int?> Images { get; } = new("--images") { Description = $"Number of images over both splits (default {Defaults.Images})" };
+    public Option<int?> Classes { get; } = new("--classes") { Description = "imagenet: number of classes (default 10); ade20k: labels 1..K used (default 150)" };
+    public Option<ulong?> Seed { get; } = new("--seed") { Description = "Seed: the same seed gives byte-identical files (default 0)" };
+    public Option<int?> MinSide { get; } = new("--min-size") { Description = $"Smallest image side in pixels (default {Defaults.MinSide})" };
+    public Option<int?> MaxSide { get; } = new("--max-size") { Description = $"Largest image side in pixels (default {Defaults.MaxSide})" };
+    public Option<double?> ValidationFraction { get; } = new("--val-fraction") { Description = $"Share of images in the validation split (default {Defaults.ValidationFraction})" };
+    public Option<int?> Quality { get; } = new("--quality") { Description = $"JPEG quality (default {Defaults.JpegQuality})" };
+    public Option<bool> Force { get; } = new("--force") { Description = "Replace an earlier generation's files in a non-empty folder (nothing else is touched)" };
+
+    public void AddTo(Command command)
+    {
+        foreach (var option in new Option[] { Kind, Output, Images, Classes, Seed, MinSide, MaxSide, ValidationFraction, Quality, Force }) command.Options.Add(option);
+    }
+
+    public SynthesisOptions Request(ParseResult parsed)
+    {
+        var request = new SynthesisOptions
+        {
+            Kind = parsed.GetRequiredValue(Kind) == "imagenet" ? SyntheticKind.ImageNet : SyntheticKind.Ade20k, OutputDirectory = parsed.GetRequiredValue(Output),
+        };
+        return request with
+        {
+            Images = parsed.GetValue(Images) ?? request.Images, Classes = parsed.GetValue(Classes) ?? request.Classes, Seed = parsed.GetValue(Seed) ?? request.Seed,
+            MinSide = parsed.GetValue(MinSide) ?? request.MinSide, MaxSide = parsed.GetValue(MaxSide) ?? request.MaxSide,
+            ValidationFraction = parsed.GetValue(ValidationFraction) ?? request.ValidationFraction, JpegQuality = parsed.GetValue(Quality) ?? request.JpegQuality,
+            Force = parsed.GetValue(Force) || request.Force,
+        };
+    }
+}
+
+/// <summary>The options of <c>mimflow datasets check</c>.</summary>
+internal sealed class DatasetCheckOptions
+{
+    private static readonly DatasetCheckRequest Defaults = new("");
+
+    public Option<string> Data { get; } = new("--data") { Description = "Folder to check (every JPEG/PNG below it), or with --layout a dataset in that layout", Required = true };
+    public Option<string?> Layout { get; } = FinetuneOptions.NullableChoice("--layout", $"Check a dataset's samples instead of a folder's files: {DataOptions.LayoutHelp}", [.. DatasetLayouts.Names]);
+    public Option<string?> Split { get; } = FinetuneOptions.NullableChoice("--split", "With --layout: train (the default) or val", "train", "val");
+    public Option<int?> MaxLabel { get; } = new("--max-label") { Description = $"Largest value a PNG label map may hold (default {Defaults.MaxLabel})" };
+    public Option<int?> Workers { get; } = new("--workers") { Description = "With --layout: samples decoded in parallel (default: the processor count)" };
+
+    public void AddTo(Command command)
+    {
+        foreach (var option in new Option[] { Data, Layout, Split, MaxLabel, Workers }) command.Options.Add(option);
+    }
+
+    public DatasetCheckRequest Request(ParseResult parsed)
+    {
+        var request = new DatasetCheckRequest(parsed.GetRequiredValue(Data));
+        return request with
+        {
+            Layout = parsed.GetValue(Layout) is { } layout ? DatasetLayouts.Parse(layout) : request.Layout,
+            Split = parsed.GetValue(Split) switch { "val" => DatasetSplit.Validation, "train" => DatasetSplit.Train, _ => request.Split },
+            MaxLabel = parsed.GetValue(MaxLabel) ?? request.MaxLabel, Workers = parsed.GetValue(Workers) ?? request.Workers,
+        };
+    }
+}
+
+/// <summary>The options of <c>mimflow datasets pack</c>; only what the user typed is applied onto <see cref="PackRequest"/>'s defaults.</summary>
+internal sealed class PackOptions
+{
+    private static readonly PackRequest Defaults = new() { From = "", OutputDirectory = "" };
+
+    public Option<string> From { get; } = new("--from") { Description = "Dataset root in a folder layout", Required = true };
+    public Option<string> Layout { get; } = FinetuneOptions.Choice("--layout", "Layout of --from: imagenet or ade20k", "imagenet", "ade20k");
+    public Option<string> Format { get; } = FinetuneOptions.Choice("--format", "wds (OUT/train/*.tar, OUT/val/*.tar, OUT/classes.json) or hf-parquet (OUT/data/train-00000-of-0000N.parquet, validation-…)", "wds", "hf-parquet");
+    public Option<string> Output { get; } = new("--out") { Description = "Output folder (read back with --layout wds|hf-parquet --data OUT)", Required = true };
+    public Option<double?> ShardSize { get; } = new("--shard-mb") { Description = $"Target shard size in MB (default {Defaults.ShardBytes >> 20}); a shard is cut after the sample that reaches it" };
+    public Option<string?> Split { get; } = FinetuneOptions.NullableChoice("--split", "train, val or all (the default; all: val too when the layout has it)", "train", "val", "all");
+    public Option<string?> GroundTruth { get; } = new("--ground-truth") { Description = "imagenet with a flat val/: file of '<file name> <label>' lines" };
+    public Option<bool> Force { get; } = new("--force") { Description = "Replace the shards of an earlier pack of the same split (and its classes.json); nothing else is touched" };
+
+    public void AddTo(Command command)
+    {
+        foreach (var option in new Option[] { From, Layout, Format, Output, ShardSize, Split, GroundTruth, Force }) command.Options.Add(option);
+    }
+
+    public PackRequest Request(ParseResult parsed)
+    {
+        var request = new PackRequest
+        {
+            From = parsed.GetRequiredValue(From), Layout = DatasetLayouts.Parse(parsed.GetRequiredValue(Layout)),
+            Format = parsed.GetRequiredValue(Format) == "wds" ? PackFormat.Wds : PackFormat.HfParquet, OutputDirectory = parsed.GetRequiredValue(Output),
+        };
+        return request with
+        {
+            Split = parsed.GetValue(Split) switch { "train" => DatasetSplit.Train, "val" => DatasetSplit.Validation, "all" => null, _ => request.Split },
+            GroundTruth = parsed.GetValue(GroundTruth) ?? request.GroundTruth, Force = parsed.GetValue(Force) || request.Force,
+            ShardBytes = parsed.GetValue(ShardSize) is double megabytes
+                ? megabytes > 0 ? Math.Max(1, (long)(megabytes * 1024 * 1024)) : throw new UsageException($"--shard-mb must be positive (got {megabytes})")
+                : request.ShardBytes,
+        };
+    }
 }

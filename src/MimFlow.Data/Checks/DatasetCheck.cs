@@ -5,6 +5,20 @@ using MimFlow.Data.Checks;
 
 namespace MimFlow.Data.Checks;
 
+/// <summary>What <c>mimflow datasets check</c> decodes.</summary>
+/// <param name="Data">A folder (every JPEG/PNG below it), or with <see cref="Layout"/> a dataset in that layout.</param>
+public sealed record DatasetCheckRequest(string Data)
+{
+    public DatasetLayout? Layout { get; init; }
+    public DatasetSplit Split { get; init; } = DatasetSplit.Train;
+
+    /// <summary>Largest value a label map may hold (ADE20K: 150).</summary>
+    public int MaxLabel { get; init; } = Sources.Layouts.Ade20kLayout.ClassCount;
+
+    /// <summary>Samples decoded in parallel (with a layout).</summary>
+    public int Workers { get; init; } = Environment.ProcessorCount;
+}
+
 /// <summary>
 /// <c>mimflow datasets check</c> over a listed dataset in any storage form (tar members, Parquet rows, files): every
 /// image decoded to its last pixel and every label map checked, as <see cref="DecodeCheck"/> does for a folder of
@@ -12,6 +26,18 @@ namespace MimFlow.Data.Checks;
 /// </summary>
 public static class DatasetCheck
 {
+    /// <summary><c>mimflow datasets check</c>: a folder's files, or with a layout a dataset's samples.</summary>
+    public static async Task<DecodeCheckResult> RunAsync(DatasetCheckRequest request, CancellationToken cancellationToken = default)
+    {
+        if (request.Layout is not { } layout)
+        {
+            if (!Directory.Exists(request.Data)) throw new DirectoryNotFoundException($"{request.Data}: no such folder");
+            return DecodeCheck.Run(request.Data, request.MaxLabel, cancellationToken);
+        }
+        var index = DatasetSource.Open(request.Data, layout, request.Split);
+        return await RunAsync(index, request.MaxLabel, request.Workers, cancellationToken);
+    }
+
     public static async Task<DecodeCheckResult> RunAsync(SampleIndex index, int maxLabel, int workers, CancellationToken cancellationToken = default)
     {
         var watch = Stopwatch.StartNew();

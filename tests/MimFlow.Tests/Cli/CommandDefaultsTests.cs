@@ -89,4 +89,15 @@ public sealed class CommandDefaultsTests
         Assert.Equal((2, 4, 256, 90), (request.ShardIndex, request.ShardCount, request.StoreImageMaxSide, request.StoreImageQuality));
         Assert.Equal((MimFlow.Shards.FeatureEncoding.Int8, 4, DatasetSplit.Validation), (request.FeatureEncoding, request.Teacher.LastLayers, request.Split));
     }
+
+    [Fact]
+    public void Bare_datasets_commands_take_their_records_defaults()
+    {
+        var (synth, synthOptions) = Parse(new SynthOptions(), (o, c) => o.AddTo(c), "--kind", "ade20k", "--out", "o");
+        Assert.Equal(new MimFlow.Datasets.Synthetic.SynthesisOptions { Kind = MimFlow.Datasets.Synthetic.SyntheticKind.Ade20k, OutputDirectory = "o" }, synthOptions.Request(synth));
+        var (check, checkOptions) = Parse(new DatasetCheckOptions(), (o, c) => o.AddTo(c), "--data", "d");
+        Assert.Equal(new MimFlow.Data.Checks.DatasetCheckRequest("d"), checkOptions.Request(check));
+        var (pack, packOptions) = Parse(new PackOptions(), (o, c) => o.AddTo(c), "--from", "f", "--layout", "imagenet", "--format", "wds", "--out", "o");
+        Assert.Equal(new MimFlow.Data.Packing.PackRequest { From = "f", OutputDirectory = "o" }, packOptions.Request(pack));
+    }
 }
