@@ -26,8 +26,15 @@ public sealed record ShardInspection(ShardManifest Manifest, IReadOnlyList<Colum
 /// </summary>
 public static class ShardInspector
 {
-    public static async Task<ShardInspection> InspectAsync(string directory, string? pictures, int samples = 8, CancellationToken cancellationToken = default)
+    /// <summary>Rows drawn in samples.png unless asked otherwise.</summary>
+    public const int DefaultSamples = 8;
+
+    /// <summary>The folder the pictures go to unless asked otherwise: <c>DIR/inspect</c>.</summary>
+    public static string DefaultPictures(string directory) => Path.Combine(directory, "inspect");
+
+    public static async Task<ShardInspection> InspectAsync(string directory, string? pictures = null, int samples = DefaultSamples, CancellationToken cancellationToken = default)
     {
+        pictures ??= DefaultPictures(directory);
         var manifest = ShardManifest.Read(directory);
         var sizes = new Dictionary<string, long>(StringComparer.Ordinal);
         foreach (var shard in manifest.Shards)

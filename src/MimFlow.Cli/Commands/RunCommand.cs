@@ -34,8 +34,8 @@ internal static class RunCommand
     /// <summary><c>mimflow demo</c>: the embedded <c>pipelines/demo.json</c>, so it works from any folder.</summary>
     public static Command CreateDemo(CliContext context)
     {
-        var output = new Option<string>("--out") { Description = "Run folder for the demo's outputs", DefaultValueFactory = _ => Path.Combine("out", "demo") };
-        var seed = new Option<ulong>("--seed") { Description = "Seed of the generated data, models and training", DefaultValueFactory = _ => 0 };
+        var output = new Option<string?>("--out") { Description = "Run folder for the demo's outputs (default: out/demo)" };
+        var seed = new Option<ulong?>("--seed") { Description = "Seed of the generated data, models and training (default: the pipeline's, 0)" };
         var dryRun = new Option<bool>("--dry-run") { Description = "Print the plan only" };
         var command = new Command("demo", "Run every stage on a generated dataset (the embedded pipelines/demo.json; same as mimflow run pipelines/demo.json)");
         command.Options.Add(output);
@@ -47,9 +47,11 @@ internal static class RunCommand
             using var stream = typeof(RunCommand).Assembly.GetManifestResourceStream(DemoResource)
                 ?? throw new InvalidOperationException($"the program was built without {DemoResource}");
             string json = await new StreamReader(stream).ReadToEndAsync(cancellationToken);
-            var definition = PipelineFile.Parse(json, $"{DemoResource} (embedded)", executor,
-                new Dictionary<string, string> { ["seed"] = parsed.GetValue(seed).ToString(System.Globalization.CultureInfo.InvariantCulture) });
-            return await Run(context, executor, new RunRequest(definition, parsed.GetRequiredValue(output), DryRun: parsed.GetValue(dryRun)), cancellationToken);
+            var variables = parsed.GetValue(seed) is ulong chosen
+                ? new Dictionary<string, string> { ["seed"] = chosen.ToString(System.Globalization.CultureInfo.InvariantCulture) }
+                : new Dictionary<string, string>();
+            var definition = PipelineFile.Parse(json, $"{DemoResource} (embedded)", executor, variables);
+            return await Run(context, executor, new RunRequest(definition, parsed.GetValue(output) ?? Path.Combine("out", definition.Name), DryRun: parsed.GetValue(dryRun)), cancellationToken);
         });
         return command;
     }

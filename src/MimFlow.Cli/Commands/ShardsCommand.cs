@@ -20,7 +20,7 @@ internal static class ShardsCommand
     {
         var directory = new Argument<string>("DIR") { Description = "Shard folder (with manifest.json)" };
         var pictures = new Option<string?>("--png") { Description = "Folder for codebook-usage.png and samples.png (default: DIR/inspect)" };
-        var samples = new Option<int>("--samples") { Description = "Rows shown in samples.png", DefaultValueFactory = _ => 8 };
+        var samples = new Option<int?>("--samples") { Description = $"Rows shown in samples.png (default {ShardInspector.DefaultSamples})" };
         var command = new Command("inspect", "Summarise a shard set: sizes per column, codebook usage (share used, entropy, histogram PNG), a PNG of samples with their crop and codes");
         command.Arguments.Add(directory);
         command.Options.Add(pictures);
@@ -28,7 +28,7 @@ internal static class ShardsCommand
         command.SetAction(async (parsed, cancellationToken) =>
         {
             string folder = parsed.GetRequiredValue(directory);
-            var inspection = await ShardInspector.InspectAsync(folder, parsed.GetValue(pictures) ?? Path.Combine(folder, "inspect"), parsed.GetValue(samples), cancellationToken);
+            var inspection = await ShardInspector.InspectAsync(folder, parsed.GetValue(pictures), parsed.GetValue(samples) ?? ShardInspector.DefaultSamples, cancellationToken);
             var manifest = inspection.Manifest;
             var summary = new Table().Title($"{folder}").AddColumns("", "");
             void Row(string name, string value) => summary.AddRow(new Text(name), new Text(value));

@@ -159,3 +159,21 @@ public sealed record RepeatedDraws(IAugmentRecipe Inner, int Draws) : IAugmentRe
             all.Erase.Where(e => e.View / perDraw == k).Select(e => e with { View = e.View - k * perDraw }).ToList());
     }
 }
+
+/// <summary>The recipes by the names the benchmarks and tools use: each at its paper's defaults.</summary>
+public static class RecipeCatalog
+{
+    /// <summary>pretrain: BEiT's single 224 view (the torchvision peer's recipe); pretrain-two-view: plus the dVAE's
+    /// 112 view; multi-crop: iBOT/DINO; finetune: BEiT's fine-tuning recipe; eval: resize and centre crop.</summary>
+    public static IReadOnlyList<string> Names { get; } = ["pretrain", "pretrain-two-view", "multi-crop", "finetune", "eval"];
+
+    public static IAugmentRecipe ByName(string name) => name switch
+    {
+        "pretrain" => new PretrainRecipe(SecondViewSize: null),
+        "pretrain-two-view" => new PretrainRecipe(),
+        "multi-crop" => new MultiCropRecipe(),
+        "finetune" => new FinetuneRecipe(),
+        "eval" => new EvalRecipe(),
+        _ => throw new ArgumentException($"unknown recipe '{name}' ({string.Join(", ", Names)})"),
+    };
+}

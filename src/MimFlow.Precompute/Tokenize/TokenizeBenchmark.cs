@@ -18,7 +18,10 @@ public static class TokenizeBenchmark
     /// in memory (upload, normalisation and encoding of the outputs included, as the pipeline does them), and (2) the
     /// whole pre-tokenization of the first <paramref name="images"/> images into a scratch folder.
     /// </summary>
-    public static async Task<TokenizeBenchmarkResult> RunAsync(TokenizeRequest request, int images, CancellationToken cancellationToken = default)
+    /// <summary>Images pre-tokenized (and forwarded) unless asked otherwise.</summary>
+    public const int DefaultImages = 256;
+
+    public static async Task<TokenizeBenchmarkResult> RunAsync(TokenizeRequest request, int images = DefaultImages, CancellationToken cancellationToken = default)
     {
         string scratch = Path.Combine(Path.GetTempPath(), "mimflow-bench-tokenize", Guid.NewGuid().ToString("N"));
         try

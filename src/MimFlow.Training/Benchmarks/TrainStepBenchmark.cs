@@ -20,7 +20,8 @@ public sealed record TrainStepRequest
     public int Codebook { get; init; } = 8192;
     public Device? Device { get; init; }
 
-    /// <summary>The device's dense peak for <see cref="ComputeType"/> in TFLOP/s, for MFU (null: not reported).</summary>
+    /// <summary>The device's dense peak for <see cref="ComputeType"/> in TFLOP/s, for MFU (null: the known peak of the
+    /// device, <see cref="DevicePeaks"/>, else MFU is not reported).</summary>
     public double? PeakTflops { get; init; }
 
     /// <summary>Override of the architecture (tests, free configs).</summary>
@@ -131,7 +132,8 @@ public static class TrainStepBenchmark
         double seconds = clock.Elapsed.TotalSeconds / request.Steps;
         double flops = TrainFlopsPerImage(config, request.MaskedPatches, request.Codebook);
         double imagesPerSecond = request.BatchSize / seconds;
-        double? mfu = request.PeakTflops is double peak ? imagesPerSecond * flops / (peak * 1e12) : null;
+        double? peakTflops = request.PeakTflops ?? DevicePeaks.DenseTflops(request.Device ?? CPU, request.ComputeType);
+        double? mfu = peakTflops is double peak ? imagesPerSecond * flops / (peak * 1e12) : null;
         return new TrainStepResult(request.Model, request.BatchSize, request.ComputeType.ToString().ToLowerInvariant(), imagesPerSecond, seconds * 1000, mfu,
             flops, lossFp32, lossCompute, gradientError, device.ToString(), memory);
     }
@@ -162,5 +164,17 @@ public static class TrainStepBenchmark
     private static void Synchronize(Device device)
     {
         if (device.type == DeviceType.CUDA) cuda.synchronize(device);
+    }
+}
+
+/// <summary>Dense peak throughput of the accelerators MimFlow is measured on, for MFU; null where unknown.</summary>
+public static class DevicePeaks
+{
+    /// <summary>NVIDIA's dense (no sparsity) bf16/fp16 tensor-core figure: 989 TFLOP/s for the H100 SXM and the H200.</summary>
+    public static double? DenseTflops(Device device, ScalarType computeType)
+    {
+        if (device.type != DeviceType.CUDA || computeType is not (ScalarType.BFloat16 or ScalarType.Float16)) return null;
+        string gpu = MimFlow.Torch.Diagnostics.GpuInventory.Read().FirstOrDefault()?.Name ?? "";
+        return gpu.Contains("H100", StringComparison.Ordinal) || gpu.Contains("H200", StringComparison.Ordinal) ? 989 : null;
     }
 }

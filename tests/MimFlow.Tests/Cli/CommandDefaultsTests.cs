@@ -100,4 +100,11 @@ public sealed class CommandDefaultsTests
         var (pack, packOptions) = Parse(new PackOptions(), (o, c) => o.AddTo(c), "--from", "f", "--layout", "imagenet", "--format", "wds", "--out", "o");
         Assert.Equal(new MimFlow.Data.Packing.PackRequest { From = "f", OutputDirectory = "o" }, packOptions.Request(pack));
     }
+
+    [Fact]
+    public void Bare_bench_takes_the_suite_records_defaults()
+    {
+        var (parsed, options) = Parse(new SuiteCommandOptions(), (o, c) => o.AddTo(c));
+        Assert.Equal(new MimFlow.Benchmarks.SuiteOptions(), options.Request(parsed));
+    }
 }

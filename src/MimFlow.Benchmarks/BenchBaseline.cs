@@ -1,14 +1,14 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 
-namespace MimFlow.Cli.Benchmarks;
+namespace MimFlow.Benchmarks;
 
 /// <summary>An accepted ratio for one stage and how far below it a run may fall before it counts as a regression.</summary>
 /// <param name="Tolerance">Allowed relative drop, e.g. 0.3: a ratio under 70 % of the baseline regresses.</param>
-internal sealed record BaselineStage(double Ratio, double Tolerance, string Reference);
+public sealed record BaselineStage(double Ratio, double Tolerance, string Reference);
 
 /// <summary><c>ops/bench/baseline.json</c>: the accepted ratios of one suite form, with where they were measured.</summary>
-internal sealed record BenchBaseline(string Form, string MeasuredOn, string Note, IReadOnlyDictionary<string, BaselineStage> Stages)
+public sealed record BenchBaseline(string Form, string MeasuredOn, string Note, IReadOnlyDictionary<string, BaselineStage> Stages)
 {
     private static readonly JsonSerializerOptions Json = new()
     {
@@ -30,6 +30,9 @@ internal sealed record BenchBaseline(string Form, string MeasuredOn, string Note
         catch (JsonException e) { throw new InvalidDataException($"{path}: not a baseline ({e.Message})", e); }
     }
 
+    /// <summary>The relative drop <c>--accept</c> allows unless told: shared 2-core machines vary by about ±35 %.</summary>
+    public const double DefaultTolerance = 0.35;
+
     /// <summary>A baseline accepting a run's ratios, each with the given tolerance.</summary>
     public static BenchBaseline Accept(SuiteResult result, double tolerance) => new(result.Form,
         $"{result.Versions["os"]}, {result.Versions["cores"]} cores, {result.Device}, gpu {result.Versions["gpu"]}",
@@ -40,13 +43,14 @@ internal sealed record BenchBaseline(string Form, string MeasuredOn, string Note
 }
 
 /// <param name="Change">Now over baseline, minus one (−0.25: a quarter slower relative to the reference).</param>
-internal sealed record StageCheck(string Stage, double Baseline, double? Now, double? Change, double Tolerance, bool Regressed);
+public sealed record StageCheck(string Stage, double Baseline, double? Now, double? Change, double Tolerance, bool Regressed);
 
-internal static class BaselineCheck
+public static class BaselineCheck
 {
-    /// <summary>Every baseline stage against the run; a stage the run lacks counts as regressed (it was not measured).</summary>
-    public static IReadOnlyList<StageCheck> Compare(BenchBaseline baseline, SuiteResult result) =>
-        baseline.Stages.Select(entry =>
+    /// <summary>Every baseline stage against the run; a stage the run lacks counts as regressed (it was not measured),
+    /// unless the run measured a chosen <paramref name="subset"/> of stages: then only those are checked.</summary>
+    public static IReadOnlyList<StageCheck> Compare(BenchBaseline baseline, SuiteResult result, bool subset = false) =>
+        baseline.Stages.Where(entry => !subset || result.Stages.Any(s => s.Stage == entry.Key)).Select(entry =>
         {
             var figure = result.Stages.FirstOrDefault(s => s.Stage == entry.Key);
             if (figure is null) return new StageCheck(entry.Key, entry.Value.Ratio, null, null, entry.Value.Tolerance, Regressed: true);

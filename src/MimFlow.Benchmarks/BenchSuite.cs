@@ -15,28 +15,59 @@ using NetVips;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace MimFlow.Cli.Benchmarks;
+namespace MimFlow.Benchmarks;
 
-/// <param name="Short">CI's form: small sizes, a minute or so on 2 cores.</param>
-/// <param name="Repeats">Measurements per stage; the median is the figure.</param>
-/// <param name="TrainModel">The train-step model (default beit-base on CUDA, beit-tiny on the CPU).</param>
-internal sealed record SuiteOptions(bool Short, int Repeats, string WorkDirectory, Device Device, int Workers, IReadOnlySet<string>? Stages, string? TrainModel);
+/// <summary>What <c>mimflow bench</c> measures, and how.</summary>
+public sealed record SuiteOptions
+{
+    /// <summary>CI's form: small sizes, a minute or so on 2 cores.</summary>
+    public bool Short { get; init; }
+
+    /// <summary>Measurements per stage; the median is the figure.</summary>
+    public int Repeats { get; init; } = 3;
+
+    /// <summary>Scratch folder for the generated data, models and shards (replaced at the start).</summary>
+    public string WorkDirectory { get; init; } = Path.Combine(Path.GetTempPath(), "mimflow-bench");
+
+    /// <summary>Compute stages and the matmul reference run here (null: the CPU).</summary>
+    public Device? Device { get; init; }
+
+    public int Workers { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>A subset of <see cref="BenchSuite.StageNames"/>; null: every stage.</summary>
+    public IReadOnlySet<string>? Stages { get; init; }
+
+    /// <summary>The train-step model (null: beit-base on CUDA, beit-tiny on the CPU).</summary>
+    public string? TrainModel { get; init; }
+
+    /// <summary>A folder with peer_beit_step.py and peer_data.py to run in the same invocation (the GPU form); null: none.</summary>
+    public string? PeersDirectory { get; init; }
+    public string Python { get; init; } = "python3";
+
+    public void Validate()
+    {
+        if (Repeats < 1) throw new ArgumentException($"the repeats must be at least 1 (got {Repeats})");
+        if (Workers < 1) throw new ArgumentException($"the workers must be at least 1 (got {Workers})");
+        foreach (string stage in Stages ?? new HashSet<string>())
+            if (!BenchSuite.StageNames.Contains(stage)) throw new ArgumentException($"unknown stage '{stage}' (stages: {string.Join(", ", BenchSuite.StageNames)})");
+    }
+}
 
 /// <summary>One stage's figure: the median of its repeats, and that median over its same-run reference.</summary>
 /// <param name="Reference">cpu-decode (a fixed single-threaded libvips loop) for data stages, matmul for compute stages.</param>
-internal sealed record StageFigure(string Stage, string Unit, double Median, IReadOnlyList<double> Samples, string Reference, double Ratio,
+public sealed record StageFigure(string Stage, string Unit, double Median, IReadOnlyList<double> Samples, string Reference, double Ratio,
     long PeakMemoryBytes, long? DeviceMemoryBytes, string Detail);
 
-internal sealed record SuiteResult(IReadOnlyList<StageFigure> Stages, IReadOnlyDictionary<string, double> References, string Form, string Device, IReadOnlyDictionary<string, string> Versions)
+public sealed record SuiteResult(IReadOnlyList<StageFigure> Stages, IReadOnlyDictionary<string, double> References, string Form, string Device, IReadOnlyDictionary<string, string> Versions)
 {
     public IReadOnlyList<PeerFigure>? Peers { get; init; }
 }
 
 /// <summary>A peer's figure for a stage, measured in the same invocation.</summary>
-internal sealed record PeerFigure(string Stage, string Mode, double Value, string Unit, double OursOverPeer, string? Memory, string Detail);
+public sealed record PeerFigure(string Stage, string Mode, double Value, string Unit, double OursOverPeer, string? Memory, string Detail);
 
 /// <summary>The suite's JSON file (<c>mimflow bench --json</c>), read back by <c>--results</c>.</summary>
-internal static class SuiteJson
+public static class SuiteJson
 {
     private static readonly System.Text.Json.JsonSerializerOptions Json = new()
     {
@@ -59,7 +90,7 @@ internal static class SuiteJson
 /// run, so figures compare across machines and a slower machine does not read as a regression: data stages against a
 /// fixed libvips decode loop, compute stages against a fixed matmul on the same device.
 /// </summary>
-internal sealed class BenchSuite(SuiteOptions options, Action<string> say)
+public sealed class BenchSuite(SuiteOptions options, Action<string> say)
 {
     public static IReadOnlyList<string> StageNames { get; } = ["decode", "shard-write", "shard-read", "feeder", "tokenizer-forward", "tokenize", "train-step", "train-e2e"];
 
@@ -70,7 +101,33 @@ internal sealed class BenchSuite(SuiteOptions options, Action<string> say)
 
     private bool Wanted(string stage) => options.Stages is null || options.Stages.Contains(stage);
 
+    private Device Device => options.Device ?? CPU;
+
     public async Task<SuiteResult> RunAsync(CancellationToken cancellationToken)
+    {
+        options.Validate();
+        var result = await MeasureAsync(cancellationToken);
+        return options.PeersDirectory is { } peers ? result with { Peers = await RunPeersAsync(peers, result, cancellationToken) } : result;
+    }
+
+    /// <summary>The GPU form's peers: the BEiT step (eager and torch.compile) and torchvision+PIL decode, in this invocation.</summary>
+    private async Task<IReadOnlyList<PeerFigure>> RunPeersAsync(string folder, SuiteResult result, CancellationToken cancellationToken)
+    {
+        var figures = new List<PeerFigure>();
+        if (result.Stages.FirstOrDefault(s => s.Stage == "train-step") is { } step && File.Exists(Path.Combine(folder, "peer_beit_step.py")))
+            foreach (var line in await Peers.TrainStepAsync(options.Python, Path.Combine(folder, "peer_beit_step.py"), Device.type == DeviceType.CUDA ? 128 : 8, cancellationToken))
+                figures.Add(new PeerFigure("train-step", line.Mode, line.ImagesPerSecond, "img/s", step.Median / line.ImagesPerSecond, line.PeakMemory, $"peer_beit_step.py {line.Mode}"));
+        if (result.Stages.FirstOrDefault(s => s.Stage == "decode") is { } decode && File.Exists(Path.Combine(folder, "peer_data.py")))
+        {
+            var peer = await Peers.DataAsync(options.Python, Path.Combine(folder, "peer_data.py"), Path.Combine(options.WorkDirectory, "data"), options.Short ? 64 : 512, [options.Workers], cancellationToken);
+            foreach (string line in peer.Lines) say($"  peer: {line}");
+            foreach (var (count, rate) in peer.ImagesPerSecond)
+                figures.Add(new PeerFigure("decode", $"{count} workers", rate, "img/s", decode.Median / rate, null, "peer_data.py (torchvision + PIL)"));
+        }
+        return figures;
+    }
+
+    private async Task<SuiteResult> MeasureAsync(CancellationToken cancellationToken)
     {
         var backend = MimFlow.Torch.Backend.TorchBackend.EnsureLoaded();
         string root = Path.GetFullPath(options.WorkDirectory);
@@ -87,7 +144,7 @@ internal sealed class BenchSuite(SuiteOptions options, Action<string> say)
         var tokenizeRequest = new TokenizeRequest
         {
             DataRoot = data, TokenizerDirectory = tokenizer, OutputDirectory = Path.Combine(root, "shards"), StoreImageMaxSide = 256,
-            BatchSize = options.Short ? 16 : 64, DecodeWorkers = options.Workers, Device = options.Device, TargetShardBytes = 4L << 20,
+            BatchSize = options.Short ? 16 : 64, DecodeWorkers = options.Workers, Device = Device, TargetShardBytes = 4L << 20,
         };
         await TokenizeJob.RunAsync(tokenizeRequest, cancellationToken: cancellationToken);
         string shards = tokenizeRequest.OutputDirectory;
@@ -96,9 +153,9 @@ internal sealed class BenchSuite(SuiteOptions options, Action<string> say)
         var references = new Dictionary<string, double>
         {
             [CpuReference] = Median(Repeat(() => DecodeLoop(sampleJpeg, options.Short ? 40 : 200, options.Workers))),
-            [ComputeReference] = Median(Repeat(() => MatmulGflops(options.Device, options.Short ? 10 : 50))),
+            [ComputeReference] = Median(Repeat(() => MatmulGflops(Device, options.Short ? 10 : 50))),
         };
-        say($"references: {CpuReference} {references[CpuReference]:F1} img/s, {ComputeReference} {references[ComputeReference]:F1} GFLOP/s on {options.Device}");
+        say($"references: {CpuReference} {references[CpuReference]:F1} img/s, {ComputeReference} {references[ComputeReference]:F1} GFLOP/s on {Device}");
 
         var figures = new List<StageFigure>();
         // One measurement may give several stages' figures (the tokenize benchmark times forward-only and the whole
@@ -120,7 +177,7 @@ internal sealed class BenchSuite(SuiteOptions options, Action<string> say)
                 }
             }
             long peak = ProcessMemory.PeakBytes();
-            long? deviceMemory = options.Device.type == DeviceType.CUDA ? MimFlow.Torch.Diagnostics.GpuInventory.Read().FirstOrDefault() is { } gpu ? gpu.TotalMemoryBytes - gpu.FreeMemoryBytes : null : null;
+            long? deviceMemory = Device.type == DeviceType.CUDA ? MimFlow.Torch.Diagnostics.GpuInventory.Read().FirstOrDefault() is { } gpu ? gpu.TotalMemoryBytes - gpu.FreeMemoryBytes : null : null;
             for (int k = 0; k < stages.Length; k++)
             {
                 if (!Wanted(stages[k])) continue;
@@ -185,14 +242,14 @@ internal sealed class BenchSuite(SuiteOptions options, Action<string> say)
                 (r.PipelineImagesPerSecond, $"decode + augment + vqkd-tiny + shard write; model waited for input {r.InputWaitShare:P0}")];
         });
 
-        bool cuda = options.Device.type == DeviceType.CUDA;
+        bool cuda = Device.type == DeviceType.CUDA;
         string trainModel = options.TrainModel ?? (cuda ? "beit-base" : "beit-tiny");
         int trainBatch = cuda ? 128 : options.Short ? 8 : 32;
         await Measure("train-step", "img/s", ComputeReference, () =>
         {
             var r = TrainStepBenchmark.Run(new TrainStepRequest
             {
-                Model = trainModel, BatchSize = trainBatch, Steps = options.Short ? 2 : 10, WarmupSteps = options.Short ? 1 : 3, Device = options.Device,
+                Model = trainModel, BatchSize = trainBatch, Steps = options.Short ? 2 : 10, WarmupSteps = options.Short ? 1 : 3, Device = Device,
                 ComputeType = cuda ? ScalarType.BFloat16 : ScalarType.Float32,
             }, cancellationToken);
             return Task.FromResult((r.ImagesPerSecond, $"{trainModel} batch {trainBatch} {r.ComputeType}, synthetic batches, step {r.StepMilliseconds:F0} ms"));
@@ -203,7 +260,7 @@ internal sealed class BenchSuite(SuiteOptions options, Action<string> say)
             var r = await Pretrainer.RunAsync(new PretrainRequest
             {
                 Shards = shards, Objective = "beit", Model = "beit-tiny", OutputDirectory = run, Steps = options.Short ? 3 : 20, BatchSize = options.Short ? 8 : 32,
-                CheckpointEvery = 1_000_000, Device = options.Device, DecodeWorkers = options.Workers, ShuffleBuffer = 256, WarmupSteps = 1,
+                CheckpointEvery = 1_000_000, Device = Device, DecodeWorkers = options.Workers, ShuffleBuffer = 256, WarmupSteps = 1,
             }, cancellationToken: cancellationToken);
             Directory.Delete(run, recursive: true);
             return (r.ImagesPerSecond, $"beit-tiny from the shards (feeder + prefetch + step), input-bound {r.InputBoundShare:P0}");
@@ -216,7 +273,7 @@ internal sealed class BenchSuite(SuiteOptions options, Action<string> say)
             ["cores"] = Environment.ProcessorCount.ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["gpu"] = MimFlow.Torch.Diagnostics.GpuInventory.Read().FirstOrDefault()?.Name ?? "none",
         };
-        return new SuiteResult(figures, references, options.Short ? "short" : "full", options.Device.ToString(), versions);
+        return new SuiteResult(figures, references, options.Short ? "short" : "full", Device.ToString(), versions);
     }
 
     private IEnumerable<double> Repeat(Func<double> measure) => Enumerable.Range(0, options.Repeats).Select(_ => measure()).ToList();

@@ -1,7 +1,8 @@
 using MimFlow.Cli;
-using MimFlow.Cli.Benchmarks;
+using MimFlow.Benchmarks;
+using MimFlow.Tests.Cli;
 
-namespace MimFlow.Tests.Cli;
+namespace MimFlow.Tests.Benchmarks;
 
 public sealed class BenchSuiteTests
 {
