@@ -3,6 +3,7 @@ using System.Globalization;
 using MimFlow.Core.IO;
 using MimFlow.Data.Sources;
 using MimFlow.Training.Finetuning;
+using MimFlow.Training.Runs;
 using MimFlow.Training.Segmentation;
 using Spectre.Console;
 
@@ -160,57 +161,49 @@ internal static class FinetuneCommand
             {
                 var segment = options.Segmentation(parsed);
                 segment.Validate();
-                return await SegmentAsync(context, segment with { Device = options.Device.Resolve(parsed) }, cancellationToken);
+                segment = segment with { Device = options.Device.Resolve(parsed) };
+                var r = await RunAsync<SegmentationMetrics>(context, Segmenter.Task, progress => Segmenter.RunAsync(segment, progress, cancellationToken), e => $"val mIoU {e.MeanIou:P1}");
+                Finish(context, Segmenter.Task, segment.OutputDirectory, r, r.Final is { } final
+                    ? ($"; val mIoU {final.MeanIou.ToString("P2", CultureInfo.InvariantCulture)}, pixel accuracy {final.PixelAccuracy.ToString("P2", CultureInfo.InvariantCulture)} on {final.Images} images",
+                       $", val mIoU {final.MeanIou:P1} on {final.Images} images")
+                    : ("", ""));
+                return 0;
             }
             var request = options.Classification(parsed);
             request.Validate();
             request = request with { Device = options.Device.Resolve(parsed) };
-            string lastEval = "";
-            var r = await CliProgress.RunAsync(context.Console, request.Task, 1, bar => Finetuner.RunAsync(request, new Progress<FinetuneProgress>(p =>
-            {
-                bar.MaxValue = p.TotalSteps;
-                bar.Value = p.Step + 1;
-                if (p.Evaluation is { } e) lastEval = $" val top-1 {e.Top1:P1}";
-                bar.Description = $"epoch {p.Epoch + 1} step {p.Step + 1}/{p.TotalSteps} loss {p.Loss:F3}{lastEval}";
-            }), cancellationToken));
-            string evaluation = r.Final is { } final
-                ? $"; val top-1 {final.Top1:P2}, top-5 {final.Top5:P2} on {final.Images} images (best top-1 {r.Evaluations.Max(e => e.Result.Top1):P2})"
-                : "";
-            Finish(context, request.Task, request.OutputDirectory, r.WasComplete, r.Steps, r.FirstLoss, r.LastLoss, r.ImagesPerSecond, r.SkippedSteps, r.Checkpoint,
-                evaluation, r.Final is { } top ? $", val top-1 {top.Top1:P1} on {top.Images} images" : "");
+            var result = await RunAsync<EvaluationResult>(context, request.Task, progress => Finetuner.RunAsync(request, progress, cancellationToken), e => $"val top-1 {e.Top1:P1}");
+            Finish(context, request.Task, request.OutputDirectory, result, result.Final is { } top
+                ? ($"; val top-1 {top.Top1:P2}, top-5 {top.Top5:P2} on {top.Images} images (best top-1 {result.Evaluations.Max(e => e.Result.Top1):P2})",
+                   $", val top-1 {top.Top1:P1} on {top.Images} images")
+                : ("", ""));
             return 0;
         });
         return command;
     }
 
-    /// <summary>Runs <c>--task segment</c> with a progress bar and prints the final mIoU.</summary>
-    private static async Task<int> SegmentAsync(CliContext context, SegmentRequest request, CancellationToken cancellationToken)
+    /// <summary>A supervised run with a progress bar that shows the step, the loss and the last evaluation.</summary>
+    private static Task<SupervisedResult<T>> RunAsync<T>(CliContext context, string task, Func<IProgress<SupervisedProgress<T>>, Task<SupervisedResult<T>>> run, Func<T, string> describe)
+        where T : class
     {
         string lastEval = "";
-        var r = await CliProgress.RunAsync(context.Console, Segmenter.Task, 1, bar => Segmenter.RunAsync(request, new Progress<SegmentProgress>(p =>
+        return CliProgress.RunAsync(context.Console, task, 1, bar => run(new Progress<SupervisedProgress<T>>(p =>
         {
             bar.MaxValue = p.TotalSteps;
             bar.Value = p.Step + 1;
-            if (p.Evaluation is { } e) lastEval = $" val mIoU {e.MeanIou:P1}";
+            if (p.Evaluation is { } e) lastEval = " " + describe(e);
             bar.Description = $"epoch {p.Epoch + 1} step {p.Step + 1}/{p.TotalSteps} loss {p.Loss:F3}{lastEval}";
-        }), cancellationToken));
-        string evaluation = r.Final is { } final
-            ? $"; val mIoU {final.MeanIou.ToString("P2", CultureInfo.InvariantCulture)}, pixel accuracy {final.PixelAccuracy.ToString("P2", CultureInfo.InvariantCulture)} on {final.Images} images"
-            : "";
-        Finish(context, Segmenter.Task, request.OutputDirectory, r.WasComplete, r.Steps, r.FirstLoss, r.LastLoss, r.ImagesPerSecond, r.SkippedSteps, r.Checkpoint,
-            evaluation, r.Final is { } miou ? $", val mIoU {miou.MeanIou:P1} on {miou.Images} images" : "");
-        return 0;
+        })));
     }
 
     /// <summary>The closing line of a fine-tuning run (or of a resumed run that was already complete) and its pipeline summary.</summary>
-    private static void Finish(CliContext context, string task, string outputDirectory, bool wasComplete, long steps, double firstLoss, double lastLoss,
-        double imagesPerSecond, long skipped, string checkpoint, string evaluation, string summaryEvaluation)
+    private static void Finish<T>(CliContext context, string task, string outputDirectory, SupervisedResult<T> r, (string Line, string Summary) evaluation) where T : class
     {
-        context.Report($"{steps} steps, loss {firstLoss:F3} → {lastLoss:F3}{summaryEvaluation}");
-        if (wasComplete)
-            context.Console.MarkupLineInterpolated($"{task}: the run in {outputDirectory} is complete ({steps} steps), nothing to train{evaluation}; checkpoint {checkpoint}");
+        context.Report($"{r.Steps} steps, loss {r.FirstLoss:F3} → {r.LastLoss:F3}{evaluation.Summary}");
+        if (r.WasComplete)
+            context.Console.MarkupLineInterpolated($"{task}: the run in {outputDirectory} is complete ({r.Steps} steps), nothing to train{evaluation.Line}; checkpoint {r.Checkpoint}");
         else
-            context.Console.MarkupLineInterpolated($"{task}: {steps} steps, loss {firstLoss:F4} → {lastLoss:F4}, {imagesPerSecond:F1} img/s, {skipped} skipped{evaluation}; checkpoint {checkpoint}");
+            context.Console.MarkupLineInterpolated($"{task}: {r.Steps} steps, loss {r.FirstLoss:F4} → {r.LastLoss:F4}, {r.ImagesPerSecond:F1} img/s, {r.SkippedSteps} skipped{evaluation.Line}; checkpoint {r.Checkpoint}");
     }
 
     public static Command CreateEval(CliContext context)
@@ -234,7 +227,7 @@ internal static class FinetuneCommand
                 context.Console.Write(iou);
                 context.Console.MarkupLineInterpolated(
                     $"mIoU {metrics.MeanIou.ToString("P2", CultureInfo.InvariantCulture)}, pixel accuracy {metrics.PixelAccuracy.ToString("P2", CultureInfo.InvariantCulture)}, loss {metrics.Loss:F4} on {metrics.Images} images ({splitName}){(metrics.Quarantined > 0 ? $", {metrics.Quarantined} quarantined" : "")}");
-                WriteResult(context, parsed.GetValue(options.Output), () => Segmenter.EvaluationJson([new SegmentEpochEvaluation(0, 0, metrics)]));
+                WriteResult(context, parsed.GetValue(options.Output), () => Segmenter.EvaluationJson([new EpochEvaluation<SegmentationMetrics>(0, 0, metrics)]));
                 return 0;
             }
             var classifyOptions = options.Classification(parsed);

@@ -129,21 +129,6 @@ public sealed record FinetuneRequest
     }
 }
 
-public sealed record FinetuneProgress(long Step, long TotalSteps, int Epoch, double Loss, double ImagesPerSecond, EvaluationResult? Evaluation);
-
-/// <summary>One epoch's evaluation on val/ (the step is the number of steps taken by its end).</summary>
-public sealed record EpochEvaluation(int Epoch, long Step, EvaluationResult Result);
-
-public sealed record FinetuneResult(long Steps, double FirstLoss, double LastLoss, long SkippedSteps, double ImagesPerSecond,
-    IReadOnlyList<EpochEvaluation> Evaluations, string Checkpoint)
-{
-    /// <summary>The last epoch's evaluation, or null when none ran.</summary>
-    public EvaluationResult? Final => Evaluations.Count == 0 ? null : Evaluations[^1].Result;
-
-    /// <summary>A resumed run that had already finished: nothing trained, the figures are the saved run's.</summary>
-    public bool WasComplete { get; init; }
-}
-
 /// <summary>
 /// Image classification on top of a (pretrained) ViT, as BEiT evaluates its representations.
 /// <para>
@@ -187,15 +172,15 @@ public static class Finetuner
 
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
-    public static async Task<FinetuneResult> RunAsync(FinetuneRequest request, IProgress<FinetuneProgress>? progress = null, CancellationToken cancellationToken = default)
+    public static async Task<SupervisedResult<EvaluationResult>> RunAsync(FinetuneRequest request, IProgress<SupervisedProgress<EvaluationResult>>? progress = null, CancellationToken cancellationToken = default)
     {
         request.Validate();
         bool probe = request.IsLinearProbe;
         var device = request.Device ?? CPU;
         using var writer = OutputLock.Acquire(request.OutputDirectory, request.Task);
-        var run = SupervisedCheckpoints<EpochEvaluation>.Open(request.OutputDirectory, request.Task, request.Seed, request.BatchSize, request.Epochs, request.Resume);
+        var run = SupervisedCheckpoints<EpochEvaluation<EvaluationResult>>.Open(request.OutputDirectory, request.Task, request.Seed, request.BatchSize, request.Epochs, request.Resume);
         if (run.Complete)
-            return new FinetuneResult(run.StepsTaken, run.Tally.FirstLoss, run.Tally.LastLoss, run.Tally.Skipped, 0, run.Evaluations, run.Checkpoint!) { WasComplete = true };
+            return new SupervisedResult<EvaluationResult>(run.StepsTaken, run.Tally.FirstLoss, run.Tally.LastLoss, run.Tally.Skipped, 0, run.Evaluations, run.Checkpoint!) { WasComplete = true };
 
         var train = DatasetSource.Open(request.Data, request.Layout, DatasetSplit.Train);
         int classes = train.Classes.Count;
@@ -261,23 +246,23 @@ public static class Finetuner
                 };
                 return new SupervisedStep(outcome.Loss, outcome.Images, terms);
             },
-            (at, epoch, outcome, seconds) => progress?.Report(new FinetuneProgress(at, totalSteps, epoch, outcome.Loss, outcome.Images / seconds, null)),
+            (at, epoch, outcome, seconds) => progress?.Report(new SupervisedProgress<EvaluationResult>(at, totalSteps, epoch, outcome.Loss, outcome.Images / seconds, null)),
             async (epoch, at) =>
             {
                 EvaluationResult? result = null;
                 if (validation is not null)
                 {
                     result = await Evaluator.EvaluateAsync(model, validation, evalOptions, cancellationToken);
-                    evaluations.Add(new EpochEvaluation(epoch, at, result));
+                    evaluations.Add(new EpochEvaluation<EvaluationResult>(epoch, at, result));
                     WriteEvaluations(request.OutputDirectory, evaluations);
                 }
                 // Saved before the progress report, so a run stopped from it (Ctrl-C) still resumes after this epoch.
                 run.Save(at, epoch + 1, tracker, spec with { Config = model.Config }, model, model, optimizer);
-                if (result is not null) progress?.Report(new FinetuneProgress(at - 1, totalSteps, epoch, tracker.LastLoss, 0, result));
+                if (result is not null) progress?.Report(new SupervisedProgress<EvaluationResult>(at - 1, totalSteps, epoch, tracker.LastLoss, 0, result));
             },
             cancellationToken);
         clock.Stop();
-        return new FinetuneResult(step, tracker.FirstLoss, tracker.LastLoss, tracker.Skipped, tracker.Images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), evaluations,
+        return new SupervisedResult<EvaluationResult>(step, tracker.FirstLoss, tracker.LastLoss, tracker.Skipped, tracker.Images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), evaluations,
             run.Checkpoint!);
     }
 
@@ -345,7 +330,7 @@ public static class Finetuner
         return (source.Spec with { Config = config }, model);
     }
 
-    private static void WriteEvaluations(string runDirectory, IReadOnlyList<EpochEvaluation> evaluations)
+    private static void WriteEvaluations(string runDirectory, IReadOnlyList<EpochEvaluation<EvaluationResult>> evaluations)
     {
         var last = evaluations[^1].Result;
         var document = new

@@ -45,8 +45,7 @@ public sealed class BeitObjective : nn.Module, IShardObjective
     /// <summary>BEiT pretrains with AdamW β 0.9/0.999.</summary>
     public double DefaultBeta2 => 0.999;
 
-    public ObjectiveLoss Loss(Tensor pixels, Tensor mask, ShardTargets targets) =>
-        Loss(pixels, mask, targets.Codes ?? throw new ArgumentException("beit needs shards with codes (tokenize --tokenizer)"));
+    public ObjectiveLoss Loss(Tensor pixels, Tensor mask, ShardTargets targets) => Loss(pixels, mask, targets.RequireCodes(Name));
 
     /// <param name="pixels">[B, 3, H, W], normalised.</param>
     /// <param name="mask">[B, N], 1 (or true) where the patch is masked.</param>
@@ -54,8 +53,7 @@ public sealed class BeitObjective : nn.Module, IShardObjective
     public ObjectiveLoss Loss(Tensor pixels, Tensor mask, Tensor codes)
     {
         using var scope = NewDisposeScope();
-        ObjectiveInputs.CheckPixels(pixels, backbone.Config);
-        var masked = ObjectiveInputs.BoolMask(mask, pixels.shape[0], backbone.Config);
+        var masked = ObjectiveInputs.Masked(pixels, mask, backbone.Config);
         var labels = MimHeads.MaskedCodes(codes, masked, backbone.Config);
         var logits = head.forward(MaskedPrediction.Gather(backbone.ForwardFeatures(pixels, masked), masked));
         // Losses in float32 whatever the compute type (as autocast does): bf16 softmax over 8192 codes loses the gradient.

@@ -121,8 +121,7 @@ public sealed class BeitV2Objective : nn.Module, IShardObjective
     /// <summary>BEiT v2 pretrains with AdamW β 0.9/0.98.</summary>
     public double DefaultBeta2 => 0.98;
 
-    public ObjectiveLoss Loss(Tensor pixels, Tensor mask, ShardTargets targets) =>
-        Loss(pixels, mask, targets.Codes ?? throw new ArgumentException("beitv2 needs shards with codes (tokenize --tokenizer)"));
+    public ObjectiveLoss Loss(Tensor pixels, Tensor mask, ShardTargets targets) => Loss(pixels, mask, targets.RequireCodes(Name));
 
     /// <param name="pixels">[B, 3, H, W], normalised.</param>
     /// <param name="mask">[B, N], 1 (or true) where the patch is masked.</param>
@@ -130,8 +129,7 @@ public sealed class BeitV2Objective : nn.Module, IShardObjective
     public ObjectiveLoss Loss(Tensor pixels, Tensor mask, Tensor codes)
     {
         using var scope = NewDisposeScope();
-        ObjectiveInputs.CheckPixels(pixels, backbone.Config);
-        var masked = ObjectiveInputs.BoolMask(mask, pixels.shape[0], backbone.Config);
+        var masked = ObjectiveInputs.Masked(pixels, mask, backbone.Config);
         var labels = MimHeads.MaskedCodes(codes, masked, backbone.Config);
         int last = backbone.Config.Depth - 1, early = EarlyLayer - 1;
         var (features, hidden) = backbone.ForwardLayers(pixels, masked, early == last ? [last] : [early, last]);

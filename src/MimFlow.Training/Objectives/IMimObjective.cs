@@ -41,7 +41,12 @@ public interface IMimObjective
 public readonly record struct StepPosition(long Step, long TotalSteps, int Epoch);
 
 /// <summary>What a shard row gives an objective besides its view and mask: the tokenizer's codes [B, N] and the teacher's features [B, N, D], where stored.</summary>
-public sealed record ShardTargets(Tensor? Codes, Tensor? Features);
+public sealed record ShardTargets(Tensor? Codes, Tensor? Features)
+{
+    public Tensor RequireCodes(string objective) => Codes ?? throw new ArgumentException($"{objective} needs shards with codes (tokenize --tokenizer)");
+
+    public Tensor RequireFeatures(string objective) => Features ?? throw new ArgumentException($"{objective} needs teacher features in the shards (tokenize --teacher)");
+}
 
 /// <summary>An objective that trains from pre-tokenized shards: one view per image, its mask and the stored targets.</summary>
 public interface IShardObjective : IMimObjective
@@ -66,6 +71,13 @@ internal static class ObjectiveInputs
         if (mask.dim() != 2 || mask.shape[0] != batch || mask.shape[1] != config.NumPatches)
             throw new ArgumentException($"{name} is [{string.Join(", ", mask.shape)}], expected [{batch}, {config.NumPatches}] (batch, patches)");
         return mask.dtype == ScalarType.Bool ? mask : mask.ne(0);
+    }
+
+    /// <summary>The pixels checked and the mask as bool: what every masked-prediction loss starts from.</summary>
+    public static Tensor Masked(Tensor pixels, Tensor mask, VitConfig config)
+    {
+        CheckPixels(pixels, config);
+        return BoolMask(mask, pixels.shape[0], config);
     }
 
     public static void CheckPixels(Tensor pixels, VitConfig config, string name = "pixels")

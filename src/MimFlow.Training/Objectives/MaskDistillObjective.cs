@@ -72,8 +72,7 @@ public sealed class MaskDistillObjective : nn.Module, IShardObjective
     /// <summary>MaskDistill pretrains with AdamW β 0.9/0.98.</summary>
     public double DefaultBeta2 => 0.98;
 
-    public ObjectiveLoss Loss(Tensor pixels, Tensor mask, ShardTargets targets) =>
-        Loss(pixels, mask, targets.Features ?? throw new ArgumentException("maskdistill needs teacher features in the shards (tokenize --teacher)"));
+    public ObjectiveLoss Loss(Tensor pixels, Tensor mask, ShardTargets targets) => Loss(pixels, mask, targets.RequireFeatures(Name));
 
     /// <param name="pixels">[B, 3, H, W], normalised for the student.</param>
     /// <param name="mask">[B, N], 1 (or true) where the patch is masked.</param>
@@ -81,8 +80,7 @@ public sealed class MaskDistillObjective : nn.Module, IShardObjective
     public ObjectiveLoss Loss(Tensor pixels, Tensor mask, Tensor teacherFeatures)
     {
         using var scope = NewDisposeScope();
-        ObjectiveInputs.CheckPixels(pixels, backbone.Config);
-        var masked = ObjectiveInputs.BoolMask(mask, pixels.shape[0], backbone.Config);
+        var masked = ObjectiveInputs.Masked(pixels, mask, backbone.Config);
         if (teacherFeatures.dim() != 3 || teacherFeatures.shape[0] != masked.shape[0] || teacherFeatures.shape[1] != masked.shape[1] || teacherFeatures.shape[2] != TeacherDim)
             throw new ArgumentException($"teacher features are [{string.Join(", ", teacherFeatures.shape)}], expected [{masked.shape[0]}, {masked.shape[1]}, {TeacherDim}]");
         var tokens = MaskedPrediction.Gather(backbone.ForwardFeatures(pixels, masked), masked);

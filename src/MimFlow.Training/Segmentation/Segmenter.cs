@@ -122,19 +122,6 @@ public sealed record SegmentRequest
     }
 }
 
-public sealed record SegmentProgress(long Step, long TotalSteps, int Epoch, double Loss, double ImagesPerSecond, SegmentationMetrics? Evaluation);
-
-public sealed record SegmentEpochEvaluation(int Epoch, long Step, SegmentationMetrics Result);
-
-public sealed record SegmentResult(long Steps, double FirstLoss, double LastLoss, long SkippedSteps, double ImagesPerSecond,
-    IReadOnlyList<SegmentEpochEvaluation> Evaluations, string Checkpoint)
-{
-    public SegmentationMetrics? Final => Evaluations.Count == 0 ? null : Evaluations[^1].Result;
-
-    /// <summary>A resumed run that had already finished: nothing trained, the figures are the saved run's.</summary>
-    public bool WasComplete { get; init; }
-}
-
 /// <summary>What a segmentation checkpoint needs besides its weights to be rebuilt: <c>segmenter.json</c> in the checkpoint folder.</summary>
 /// <param name="Decoder">null in files written before UperNet existed: SETR-PUP.</param>
 public sealed record SegmenterFile(int Classes, int CropSize, SegmentationHeadConfig Head, string? Decoder = null, UperNetConfig? UperNet = null)
@@ -176,14 +163,14 @@ public static class Segmenter
 
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
-    public static async Task<SegmentResult> RunAsync(SegmentRequest request, IProgress<SegmentProgress>? progress = null, CancellationToken cancellationToken = default)
+    public static async Task<SupervisedResult<SegmentationMetrics>> RunAsync(SegmentRequest request, IProgress<SupervisedProgress<SegmentationMetrics>>? progress = null, CancellationToken cancellationToken = default)
     {
         request.Validate();
         var device = request.Device ?? CPU;
         using var writer = OutputLock.Acquire(request.OutputDirectory, Task);
-        var run = SupervisedCheckpoints<SegmentEpochEvaluation>.Open(request.OutputDirectory, Task, request.Seed, request.BatchSize, request.Epochs, request.Resume);
+        var run = SupervisedCheckpoints<EpochEvaluation<SegmentationMetrics>>.Open(request.OutputDirectory, Task, request.Seed, request.BatchSize, request.Epochs, request.Resume);
         if (run.Complete)
-            return new SegmentResult(run.StepsTaken, run.Tally.FirstLoss, run.Tally.LastLoss, run.Tally.Skipped, 0, run.Evaluations, run.Checkpoint!) { WasComplete = true };
+            return new SupervisedResult<SegmentationMetrics>(run.StepsTaken, run.Tally.FirstLoss, run.Tally.LastLoss, run.Tally.Skipped, 0, run.Evaluations, run.Checkpoint!) { WasComplete = true };
 
         var train = DatasetSource.Open(request.Data, request.Layout, DatasetSplit.Train);
         RequireLabelMaps(train);
@@ -225,23 +212,23 @@ public static class Segmenter
         long step = await SupervisedEpochs.RunAsync(
             new SupervisedData(train, recipe, request.BatchSize, request.Seed, request.DecodeWorkers), request.Epochs, totalSteps, start, schedule.ValueAt, tracker,
             (batch, at, rate) => new SupervisedStep(TrainStep(kernel, model, batch, device, rate, request, at), batch.Count),
-            (at, epoch, outcome, seconds) => progress?.Report(new SegmentProgress(at, totalSteps, epoch, outcome.Loss, outcome.Images / seconds, null)),
+            (at, epoch, outcome, seconds) => progress?.Report(new SupervisedProgress<SegmentationMetrics>(at, totalSteps, epoch, outcome.Loss, outcome.Images / seconds, null)),
             async (epoch, at) =>
             {
                 SegmentationMetrics? result = null;
                 if (validation is not null)
                 {
                     result = await EvaluateAsync(model, validation, evalOptions, cancellationToken);
-                    evaluations.Add(new SegmentEpochEvaluation(epoch, at, result));
+                    evaluations.Add(new EpochEvaluation<SegmentationMetrics>(epoch, at, result));
                     WriteEvaluations(request.OutputDirectory, evaluations);
                 }
                 // Saved before the progress report, so a run stopped from it (Ctrl-C) still resumes after this epoch.
                 run.Save(at, epoch + 1, tracker, spec, model.Backbone, model, optimizer, segmenterFile);
-                if (result is not null) progress?.Report(new SegmentProgress(at - 1, totalSteps, epoch, tracker.LastLoss, 0, result));
+                if (result is not null) progress?.Report(new SupervisedProgress<SegmentationMetrics>(at - 1, totalSteps, epoch, tracker.LastLoss, 0, result));
             },
             cancellationToken);
         clock.Stop();
-        return new SegmentResult(step, tracker.FirstLoss, tracker.LastLoss, tracker.Skipped, tracker.Images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), evaluations,
+        return new SupervisedResult<SegmentationMetrics>(step, tracker.FirstLoss, tracker.LastLoss, tracker.Skipped, tracker.Images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), evaluations,
             run.Checkpoint!);
     }
 
@@ -431,11 +418,11 @@ public static class Segmenter
 
     private static double? Finite(double value) => double.IsFinite(value) ? value : null;
 
-    private static void WriteEvaluations(string runDirectory, IReadOnlyList<SegmentEpochEvaluation> evaluations) =>
+    private static void WriteEvaluations(string runDirectory, IReadOnlyList<EpochEvaluation<SegmentationMetrics>> evaluations) =>
         AtomicFile.WriteAllText(Path.Combine(runDirectory, EvalFileName), EvaluationJson(evaluations));
 
     /// <summary>eval.json: every epoch's figures, the best mIoU, and the last epoch's per-class table (classes never seen: IoU null).</summary>
-    public static string EvaluationJson(IReadOnlyList<SegmentEpochEvaluation> evaluations)
+    public static string EvaluationJson(IReadOnlyList<EpochEvaluation<SegmentationMetrics>> evaluations)
     {
         var last = evaluations[^1].Result;
         var document = new

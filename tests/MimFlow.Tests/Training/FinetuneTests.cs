@@ -373,14 +373,14 @@ public sealed class FinetuneTests(FinetuneFixture fixture, ITestOutputHelper out
     /// <paramref name="stopAt"/> says so, then resumes that; asserts the two runs logged the same steps with bit-equal
     /// losses and end in the same evaluations, eval.json and weights. Returns both results and the steps the stopped run had logged.
     /// </summary>
-    private async Task<(FinetuneResult Whole, FinetuneResult Resumed, int LoggedWhenStopped)> StopAndResume(FinetuneRequest request, string stopped, Func<FinetuneProgress, bool> stopAt,
+    private async Task<(SupervisedResult<EvaluationResult> Whole, SupervisedResult<EvaluationResult> Resumed, int LoggedWhenStopped)> StopAndResume(FinetuneRequest request, string stopped, Func<SupervisedProgress<EvaluationResult>, bool> stopAt,
         long expectedCheckpointStep)
     {
         var whole = await Finetuner.RunAsync(request);
         var interrupted = request with { OutputDirectory = fixture.Combine(stopped) };
         using (var stop = new CancellationTokenSource())
         {
-            var progress = new SynchronousProgress<FinetuneProgress>(p => { if (stopAt(p)) stop.Cancel(); });
+            var progress = new SynchronousProgress<SupervisedProgress<EvaluationResult>>(p => { if (stopAt(p)) stop.Cancel(); });
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Finetuner.RunAsync(interrupted, progress, stop.Token));
         }
         Assert.EndsWith($"step-{expectedCheckpointStep:D8}", new CheckpointStore(interrupted.OutputDirectory).Latest());
@@ -435,7 +435,7 @@ public sealed class FinetuneTests(FinetuneFixture fixture, ITestOutputHelper out
         string unfinished = fixture.Combine("probe-unfinished");
         using (var stop = new CancellationTokenSource())
         {
-            var progress = new SynchronousProgress<FinetuneProgress>(p => { if (p.Evaluation is not null) stop.Cancel(); });
+            var progress = new SynchronousProgress<SupervisedProgress<EvaluationResult>>(p => { if (p.Evaluation is not null) stop.Cancel(); });
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Finetuner.RunAsync(request with { OutputDirectory = unfinished }, progress, stop.Token));
         }
         var refused = await Assert.ThrowsAsync<ArgumentException>(() => Finetuner.RunAsync(request with { OutputDirectory = unfinished }));
@@ -461,7 +461,7 @@ public sealed class FinetuneTests(FinetuneFixture fixture, ITestOutputHelper out
         string run = fixture.Combine("cli-resume");
         using (var stop = new CancellationTokenSource())
         {
-            var progress = new SynchronousProgress<FinetuneProgress>(p => { if (p.Evaluation is not null) stop.Cancel(); });
+            var progress = new SynchronousProgress<SupervisedProgress<EvaluationResult>>(p => { if (p.Evaluation is not null) stop.Cancel(); });
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Finetuner.RunAsync(CliRequest("cli-resume"), progress, stop.Token));
         }
         string[] arguments = ["finetune", "--task", "classify", "--model", fixture.Backbone, "--data", fixture.SixClasses, "--layout", "imagenet", "--out", run,
