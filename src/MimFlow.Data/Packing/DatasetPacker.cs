@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Threading.Tasks.Dataflow;
 using MimFlow.Core.IO;
 using MimFlow.Data.Decoding;
+using MimFlow.Data.Pipeline;
 using MimFlow.Data.Sources;
 using MimFlow.Data.Sources.Layouts;
 
@@ -129,20 +130,18 @@ public static class DatasetPacker
         }, cancellationToken);
         try
         {
-            while (await read.OutputAvailableAsync(cancellationToken))
-                while (read.TryReceive(out var sample))
+            await foreach (var sample in read.ReadAllAsync(cancellationToken))
+            {
+                writer ??= await OpenAsync(request, folder, split, temporaries.Count, index, cancellationToken);
+                await writer.AddAsync(sample, cancellationToken);
+                progress?.Report(new PackProgress(SplitName(split), ++done, index.Count));
+                if (writer.Bytes >= request.ShardBytes)
                 {
-                    writer ??= await OpenAsync(request, folder, split, temporaries.Count, index, cancellationToken);
-                    await writer.AddAsync(sample, cancellationToken);
-                    progress?.Report(new PackProgress(SplitName(split), ++done, index.Count));
-                    if (writer.Bytes >= request.ShardBytes)
-                    {
-                        await writer.CompleteAsync(cancellationToken);
-                        temporaries.Add(writer.TemporaryPath);
-                        writer = null;
-                    }
+                    await writer.CompleteAsync(cancellationToken);
+                    temporaries.Add(writer.TemporaryPath);
+                    writer = null;
                 }
-            await read.Completion;
+            }
             await feed;
             if (writer is not null)
             {

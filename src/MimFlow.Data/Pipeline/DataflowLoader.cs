@@ -150,11 +150,7 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
 
         try
         {
-            while (await ready.OutputAvailableAsync(token))
-            {
-                while (ready.TryReceive(out var batch)) yield return batch;
-            }
-            await ready.Completion;
+            await foreach (var batch in ready.ReadAllAsync(token)) yield return batch;
             await feed;
             await finished;
         }

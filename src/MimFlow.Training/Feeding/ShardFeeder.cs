@@ -223,9 +223,7 @@ public sealed class ShardFeeder
 
         try
         {
-            while (await ready.OutputAvailableAsync(token))
-                while (ready.TryReceive(out var batch)) yield return batch;
-            await ready.Completion;
+            await foreach (var batch in ready.ReadAllAsync(token)) yield return batch;
             await feed;
         }
         finally
