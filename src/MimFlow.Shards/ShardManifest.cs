@@ -99,7 +99,7 @@ public sealed record ShardManifest
         long rows = 0;
         foreach (var shard in Shards)
         {
-            if (!IsPlainFileName(shard.Name))
+            if (!PathNames.IsPlainFileName(shard.Name))
                 throw new InvalidDataException($"{path}: shard '{shard.Name}' is not a file name inside the set's folder");
             if (!names.Add(shard.Name)) throw new InvalidDataException($"{path}: shard '{shard.Name}' is listed twice");
             if (shard.Rows < 0 || shard.Bytes < 0 || shard.Samples < 0 || shard.FirstSample < 0)
@@ -110,11 +110,6 @@ public sealed record ShardManifest
         }
         if (rows != Rows) throw new InvalidDataException($"{path}: the shards list {rows} rows, the manifest says {Rows}");
     }
-
-    /// <summary>A single path component naming a file: not empty, no separator, not "." or "..", nothing rooted.</summary>
-    public static bool IsPlainFileName(string name) =>
-        !string.IsNullOrEmpty(name) && name is not ("." or "..") && name.IndexOfAny(['/', '\\', '\0']) < 0 && !Path.IsPathRooted(name)
-        && name == Path.GetFileName(name);
 
     public void Write(string directory) => AtomicFile.WriteAllText(Path.Combine(directory, FileName), JsonSerializer.Serialize(this, Json));
 

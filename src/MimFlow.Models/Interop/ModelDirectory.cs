@@ -43,16 +43,10 @@ public static class ModelDirectory
         if (File.Exists(Path.Combine(path, ConfigFileName))) return path;
         string pointer = Path.Combine(path, RunPointerFileName);
         if (!File.Exists(pointer)) return path;
-        string? checkpoint;
-        try
-        {
-            using var document = JsonDocument.Parse(File.ReadAllText(pointer));
-            checkpoint = document.RootElement.TryGetProperty("checkpoint", out var name) ? name.GetString() : null;
-        }
-        catch (JsonException e) { throw new InvalidDataException($"{pointer}: not a run pointer ({e.Message})", e); }
-        if (string.IsNullOrEmpty(checkpoint) || checkpoint.Contains('/') || checkpoint.Contains('\\'))
-            throw new InvalidDataException($"{pointer}: no valid 'checkpoint' name");
-        return Path.Combine(path, "checkpoints", checkpoint, "backbone");
+        string checkpoint = Path.Combine(path, "checkpoints", CheckpointNamedBy(pointer));
+        // A run folder stands for its latest backbone: that backbone is checked against the checkpoint's record first.
+        FolderChecksums.Verify(checkpoint, under: "backbone/");
+        return Path.Combine(checkpoint, "backbone");
     }
 
     /// <summary>
@@ -75,6 +69,22 @@ public static class ModelDirectory
 
     /// <summary>The file in a training run folder that names its latest checkpoint.</summary>
     public const string RunPointerFileName = "latest.json";
+
+    /// <summary>The checkpoint folder name a run pointer holds: a plain name inside <c>checkpoints/</c>, never a path.</summary>
+    public static string CheckpointNamedBy(string pointer)
+    {
+        string? checkpoint;
+        try
+        {
+            using var document = JsonDocument.Parse(File.ReadAllText(pointer));
+            checkpoint = document.RootElement.ValueKind == JsonValueKind.Object && document.RootElement.TryGetProperty("checkpoint", out var name)
+                && name.ValueKind == JsonValueKind.String ? name.GetString() : null;
+        }
+        catch (JsonException e) { throw new InvalidDataException($"{pointer}: not a run pointer ({e.Message})", e); }
+        if (checkpoint is null || !PathNames.IsPlainFileName(checkpoint))
+            throw new InvalidDataException($"{pointer}: 'checkpoint' must name a folder inside checkpoints/ (got {(checkpoint is null ? "none" : $"'{checkpoint}'")})");
+        return checkpoint;
+    }
 
     public static ModelSpec ReadSpec(string directory)
     {

@@ -44,6 +44,7 @@ public sealed class CheckpointStore(string runDirectory, int keep = 2)
             writer.Write(Path.Combine(building, "training.safetensors"));
             AtomicFile.WriteAllText(Path.Combine(building, "state.json"), JsonSerializer.Serialize(state, Json));
             foreach (var (file, content) in files ?? new Dictionary<string, string>()) AtomicFile.WriteAllText(Path.Combine(building, file), content);
+            FolderChecksums.Write(building);
             if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
             Directory.Move(building, final);
         }
@@ -58,24 +59,34 @@ public sealed class CheckpointStore(string runDirectory, int keep = 2)
         return final;
     }
 
-    /// <summary>The checkpoint <c>latest.json</c> names, or null for a run without one.</summary>
+    /// <summary>The checkpoint <c>latest.json</c> names (a folder of <c>checkpoints/</c>, nowhere else), or null for a run without one.</summary>
     public string? Latest()
     {
         string pointer = Path.Combine(runDirectory, LatestFileName);
         if (!File.Exists(pointer)) return null;
-        using var document = JsonDocument.Parse(File.ReadAllText(pointer));
-        string folder = Path.Combine(Root, document.RootElement.GetProperty("checkpoint").GetString()!);
+        string folder = Path.Combine(Root, ModelDirectory.CheckpointNamedBy(pointer));
         if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"{pointer} names {folder}, which is missing");
         return folder;
     }
 
-    public static TrainerState ReadState(string checkpoint) =>
-        JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(Path.Combine(checkpoint, "state.json")), Json)
-        ?? throw new InvalidDataException($"{checkpoint}: empty state.json");
+    public static TrainerState ReadState(string checkpoint)
+    {
+        string path = Path.Combine(checkpoint, "state.json");
+        try
+        {
+            return JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(path), Json) ?? throw new InvalidDataException($"{path}: empty");
+        }
+        catch (JsonException e) { throw new InvalidDataException($"{path}: not a checkpoint state ({e.Message})", e); }
+    }
 
-    /// <summary>Restores the objective's parameters and buffers; returns the optimiser tensors (names without the prefix).</summary>
+    /// <summary>
+    /// Restores the objective's parameters and buffers; returns the optimiser tensors (names without the prefix). Every
+    /// file of the checkpoint is first checked against its recorded SHA-256, so a damaged checkpoint is refused
+    /// instead of resuming with other weights.
+    /// </summary>
     public static Dictionary<string, Tensor> Restore(string checkpoint, nn.Module objective)
     {
+        FolderChecksums.Verify(checkpoint);
         using var file = SafetensorsFile.Open(Path.Combine(checkpoint, "training.safetensors"));
         var state = objective.state_dict();
         using (no_grad())

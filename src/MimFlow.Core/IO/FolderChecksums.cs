@@ -1,0 +1,59 @@
+using System.Security.Cryptography;
+using System.Text.Json;
+
+namespace MimFlow.Core.IO;
+
+/// <summary>
+/// The SHA-256 of every file of a folder, recorded in a file inside it when the folder is complete, and checked before
+/// what it holds is used: a flipped byte or a truncated file is found before training resumes from it.
+/// </summary>
+public static class FolderChecksums
+{
+    public const string FileName = "checksums.json";
+
+    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
+
+    /// <summary>Records every file below <paramref name="folder"/> (paths '/'-separated, relative to it), last.</summary>
+    public static void Write(string folder)
+    {
+        var files = Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories)
+            .Select(f => Path.GetRelativePath(folder, f).Replace(Path.DirectorySeparatorChar, '/'))
+            .Where(f => f != FileName)
+            .Order(StringComparer.Ordinal)
+            .ToDictionary(f => f, f => Sha256Of(Path.Combine(folder, f)), StringComparer.Ordinal);
+        AtomicFile.WriteAllText(Path.Combine(folder, FileName), JsonSerializer.Serialize(new Record(files), Json));
+    }
+
+    /// <summary>
+    /// Checks the recorded files (those below <paramref name="under"/> when given, e.g. "backbone/"): each present with
+    /// its recorded SHA-256. Throws <see cref="InvalidDataException"/> naming the first file that differs.
+    /// </summary>
+    public static void Verify(string folder, string? under = null)
+    {
+        string path = Path.Combine(folder, FileName);
+        if (!File.Exists(path))
+            throw new InvalidDataException($"{folder}: no {FileName}, so its files cannot be checked (written by an older MimFlow, or not completely); refusing to use it");
+        Record? record;
+        try { record = JsonSerializer.Deserialize<Record>(File.ReadAllText(path), Json); }
+        catch (JsonException e) { throw new InvalidDataException($"{path}: not a checksum record ({e.Message})", e); }
+        if (record?.Files is not { Count: > 0 } files) throw new InvalidDataException($"{path}: lists no files");
+        foreach (var (name, sha) in files)
+        {
+            if (under is not null && !name.StartsWith(under, StringComparison.Ordinal)) continue;
+            if (name.Split('/').Any(part => part is "" or "." or "..") || Path.IsPathRooted(name))
+                throw new InvalidDataException($"{path}: '{name}' is not a path inside the folder");
+            string file = Path.Combine(folder, name.Replace('/', Path.DirectorySeparatorChar));
+            if (!File.Exists(file)) throw new InvalidDataException($"{file}: missing (recorded in {path})");
+            string actual = Sha256Of(file);
+            if (actual != sha) throw new InvalidDataException($"{file}: SHA-256 {actual} differs from the recorded {sha}: the file changed or is corrupted");
+        }
+    }
+
+    public static string Sha256Of(string path)
+    {
+        using var stream = File.OpenRead(path);
+        return Convert.ToHexStringLower(SHA256.HashData(stream));
+    }
+
+    private sealed record Record(IReadOnlyDictionary<string, string> Files);
+}
