@@ -18,8 +18,6 @@ internal sealed class SyntheticAde20k(SynthesisOptions options) : ISyntheticSet
 
     private readonly Material[] looks = Enumerable.Range(0, Ade20kLayout.ClassCount + 1).Select(c => LookFor(options.Seed, c)).ToArray();
 
-    public IReadOnlyList<string> OwnedEntries => [Ade20kLayout.RootFolder];
-
     public IReadOnlyList<string> ClassNames => Ade20kLayout.ClassNames.Take(options.ClassCount).ToList();
 
     public IReadOnlyList<string> ClassDescriptions =>

@@ -21,9 +21,9 @@ public static class SyntheticDatasets
         var watch = Stopwatch.StartNew();
         string root = Path.GetFullPath(options.OutputDirectory);
         ISyntheticSet set = options.Kind == SyntheticKind.ImageNet ? new SyntheticImageNet(options) : new SyntheticAde20k(options);
-        PrepareOutputFolder(root, set.OwnedEntries, options.Force);
-
         var items = set.PlanItems();
+        PrepareOutputFolder(root, items.SelectMany(i => i.Files).ToList(), options.Force);
+
         int done = 0;
         long bytes = 0;
         progress?.Report(new SynthesisProgress(0, items.Count));
@@ -51,19 +51,56 @@ public static class SyntheticDatasets
         return result;
     }
 
-    private static void PrepareOutputFolder(string root, IReadOnlyList<string> ownedEntries, bool force)
+    /// <summary>
+    /// An empty or new folder is used as it is. A non-empty one only with <c>force</c>, and then only the files the
+    /// previous generation recorded in its synth.json are removed: a user's own files beside or among them stay, and
+    /// a user's file where this generation would write is refused rather than overwritten.
+    /// </summary>
+    private static void PrepareOutputFolder(string root, IReadOnlyList<string> planned, bool force)
     {
         if (Directory.Exists(root) && Directory.EnumerateFileSystemEntries(root).Any())
         {
             if (!force) throw new OutputFolderNotEmptyException(root);
-            // Only what a generation writes is removed: other files a user keeps beside it stay.
-            foreach (string entry in ownedEntries.Append(ManifestFileName).Select(e => Path.Combine(root, e)))
+            var previous = PreviousFiles(root);
+            foreach (string file in planned)
+                if (!previous.Contains(file) && File.Exists(Path.Combine(root, file)))
+                    throw new IOException($"{Path.Combine(root, file)}: a file no earlier generation wrote is where this one would write; --force replaces only a generation's own files");
+            foreach (string file in previous)
             {
-                if (Directory.Exists(entry)) Directory.Delete(entry, recursive: true);
-                else if (File.Exists(entry)) File.Delete(entry);
+                string path = Path.Combine(root, file);
+                if (File.Exists(path)) File.Delete(path);
+                // Folders the generation made are removed once nothing of the user's is left in them.
+                for (string? folder = Path.GetDirectoryName(path); folder is not null && folder.Length > root.Length && Directory.Exists(folder)
+                     && !Directory.EnumerateFileSystemEntries(folder).Any(); folder = Path.GetDirectoryName(folder))
+                    Directory.Delete(folder);
             }
+            if (File.Exists(Path.Combine(root, ManifestFileName))) File.Delete(Path.Combine(root, ManifestFileName));
         }
         Directory.CreateDirectory(root);
+    }
+
+    /// <summary>The files the previous generation in <paramref name="root"/> wrote, as its synth.json lists them.</summary>
+    private static HashSet<string> PreviousFiles(string root)
+    {
+        string manifest = Path.Combine(root, ManifestFileName);
+        // No generation recorded: nothing is removed, and the new files may not land on anything that is there.
+        if (!File.Exists(manifest)) return new HashSet<string>(StringComparer.Ordinal);
+        try
+        {
+            using var document = JsonDocument.Parse(File.ReadAllText(manifest));
+            if (!document.RootElement.TryGetProperty("files", out var files) || files.ValueKind != JsonValueKind.Array)
+                throw new IOException($"{manifest}: lists no files (written by an older MimFlow); remove the folder's generated files by hand or choose an empty folder");
+            var names = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var file in files.EnumerateArray())
+            {
+                string name = file.GetString() ?? "";
+                if (name.Length == 0 || Path.IsPathRooted(name) || name.Split('/').Any(part => part is "" or "." or ".."))
+                    throw new InvalidDataException($"{manifest}: '{name}' is not a path inside the folder");
+                names.Add(name);
+            }
+            return names;
+        }
+        catch (JsonException e) { throw new InvalidDataException($"{manifest}: not a generation record ({e.Message})", e); }
     }
 
     private static void WriteManifest(string root, SynthesisOptions options, ISyntheticSet set, SynthesisResult result)
@@ -82,6 +119,7 @@ public static class SyntheticDatasets
             train_images = result.TrainImages,
             validation_images = result.ValidationImages,
             class_descriptions = set.ClassDescriptions,
+            files = set.PlanItems().SelectMany(i => i.Files).Order(StringComparer.Ordinal),
         };
         AtomicFile.WriteAllText(Path.Combine(root, ManifestFileName), JsonSerializer.Serialize(manifest, new JsonSerializerOptions { WriteIndented = true }));
     }
@@ -92,9 +130,6 @@ internal sealed record SynthesisItem(int Index, bool Training, int ClassIndex, I
 
 internal interface ISyntheticSet
 {
-    /// <summary>Top-level entries of the output folder this set writes (removed by --force).</summary>
-    IReadOnlyList<string> OwnedEntries { get; }
-
     IReadOnlyList<string> ClassNames { get; }
 
     IReadOnlyList<string> ClassDescriptions { get; }

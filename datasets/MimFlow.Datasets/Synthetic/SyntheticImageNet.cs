@@ -12,8 +12,6 @@ internal sealed class SyntheticImageNet(SynthesisOptions options) : ISyntheticSe
 {
     private readonly ClassLook[] classes = Enumerable.Range(0, options.ClassCount).Select(k => ClassLook.For(options.Seed, k)).ToArray();
 
-    public IReadOnlyList<string> OwnedEntries => [ImageNetLayout.TrainFolder, ImageNetLayout.ValidationFolder];
-
     public IReadOnlyList<string> ClassNames => classes.Select(c => c.Wnid).ToList();
 
     public IReadOnlyList<string> ClassDescriptions => classes.Select(c => $"{c.Wnid}: {c.Shape}, {c.Material.Texture}, hue {c.Hue:F3}").ToList();

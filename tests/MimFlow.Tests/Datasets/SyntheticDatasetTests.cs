@@ -128,23 +128,36 @@ public sealed class SyntheticDatasetTests
     }
 
     [Fact]
-    public async Task A_non_empty_folder_is_refused_unless_forced_and_force_keeps_unrelated_files()
+    public async Task A_non_empty_folder_is_refused_unless_forced_and_force_replaces_only_what_a_generation_wrote()
     {
         using var dir = new TemporaryDirectory();
-        string keep = dir.Combine("notes.txt");
-        File.WriteAllText(keep, "mine");
+        string notes = dir.Combine("notes.txt");
+        File.WriteAllText(notes, "mine");
         var options = Small(SyntheticKind.ImageNet, dir.Path);
 
         var refused = await Assert.ThrowsAsync<OutputFolderNotEmptyException>(() => SyntheticDatasets.WriteAsync(options));
         Assert.Contains(dir.Path, refused.Message);
         Assert.False(Directory.Exists(dir.Combine("train")));
 
-        await SyntheticDatasets.WriteAsync(options with { Force = true });
-        string stale = dir.Combine("train", "n00000001", "stale.JPEG");
-        File.WriteAllBytes(stale, [1, 2, 3]);
-        await SyntheticDatasets.WriteAsync(options with { Force = true });
-        Assert.False(File.Exists(stale));
-        Assert.Equal("mine", File.ReadAllText(keep));
+        var first = await SyntheticDatasets.WriteAsync(options with { Force = true });
+        // The user's own files among and beside the generated ones: a photo in a class folder, a note, a class of their own.
+        string photo = dir.Combine("train", "n00000001", "my_photo.JPEG"), readme = dir.Combine("train", "readme.txt"), own = dir.Combine("train", "n99999999", "x.JPEG");
+        Directory.CreateDirectory(Path.GetDirectoryName(own)!);
+        foreach (string path in new[] { photo, readme, own }) File.WriteAllBytes(path, [1, 2, 3]);
+        string generated = Directory.EnumerateFiles(dir.Combine("train", "n00000001")).Order(StringComparer.Ordinal).First(f => !f.EndsWith("my_photo.JPEG", StringComparison.Ordinal));
+        File.WriteAllBytes(generated, [9]);
+
+        var second = await SyntheticDatasets.WriteAsync(options with { Force = true, Seed = 1 });
+        foreach (string path in new[] { photo, readme, own }) Assert.Equal([1, 2, 3], File.ReadAllBytes(path));
+        Assert.Equal("mine", File.ReadAllText(notes));
+        Assert.Equal(first.TrainImages + first.ValidationImages, second.TrainImages + second.ValidationImages);
+        Assert.NotEqual([9], File.ReadAllBytes(generated));
+
+        // Without the record of what was generated, nothing is known to be the generation's: a collision is refused, nothing removed.
+        File.Delete(dir.Combine(SyntheticDatasets.ManifestFileName));
+        var collision = await Assert.ThrowsAsync<IOException>(() => SyntheticDatasets.WriteAsync(options with { Force = true }));
+        Assert.Contains("no earlier generation wrote", collision.Message);
+        Assert.True(File.Exists(generated) && File.Exists(photo));
     }
 
     [Theory]
