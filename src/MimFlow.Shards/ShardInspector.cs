@@ -39,8 +39,9 @@ public static class ShardInspector
         var sizes = new Dictionary<string, long>(StringComparer.Ordinal);
         foreach (var shard in manifest.Shards)
         {
-            await using var stream = File.OpenRead(Path.Combine(directory, shard.Name));
-            await using var reader = await ParquetReader.CreateAsync(stream, null, leaveStreamOpen: false, cancellationToken);
+            string path = Path.Combine(directory, shard.Name);
+            await using var stream = File.OpenRead(path);
+            await using var reader = await ShardReader.OpenAsync(stream, path, cancellationToken);
             foreach (var group in reader.Metadata!.RowGroups)
                 foreach (var chunk in group.Columns)
                 {
@@ -54,12 +55,22 @@ public static class ShardInspector
         var shown = new List<ShardRow>();
         long[]? counts = manifest.Columns.Codes ? new long[manifest.CodebookSize] : null;
         foreach (var shard in manifest.Shards)
-            await foreach (var row in ShardReader.ReadAsync(Path.Combine(directory, shard.Name), cancellationToken))
+        {
+            string path = Path.Combine(directory, shard.Name);
+            long index = 0;
+            await foreach (var row in ShardReader.ReadAsync(path, cancellationToken))
             {
                 if (counts is not null)
-                    foreach (short code in row.Codes!) counts[code]++;
+                    foreach (short code in row.Codes ?? throw new InvalidDataException($"{path}: row {index} has no codes"))
+                    {
+                        if (code < 0 || code >= counts.Length)
+                            throw new InvalidDataException($"{path}: row {index} ({row.Path}) holds code {code}, outside the manifest's codebook of {counts.Length}");
+                        counts[code]++;
+                    }
                 if (shown.Count < samples && row.Image is not null) shown.Add(row);
+                index++;
             }
+        }
         if (counts is not null)
         {
             double total = counts.Sum();

@@ -18,46 +18,73 @@ public static class ShardReader
     public static async IAsyncEnumerable<ShardRow> ReadAsync(string path, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         await using var stream = File.OpenRead(path);
-        await using var reader = await ParquetReader.CreateAsync(stream, null, leaveStreamOpen: false, cancellationToken);
+        await using var reader = await OpenAsync(stream, path, cancellationToken);
         var schema = new ShardSchema(ColumnsOf(reader.Schema));
         var expected = schema.ColumnNames;
         var actual = reader.Schema.Fields.Select(f => f.Name).ToList();
         if (!expected.SequenceEqual(actual))
             throw new InvalidDataException($"{path}: columns [{string.Join(", ", actual)}] are not a shard schema (expected [{string.Join(", ", expected)}])");
         for (int g = 0; g < reader.RowGroupCount; g++)
-        {
-            using var group = reader.OpenRowGroupReader(g);
-            int count = checked((int)group.RowCount);
-            var ids = await Strings(group, schema.SampleId, count, cancellationToken);
-            var paths = await Strings(group, schema.PathField, count, cancellationToken);
-            var labels = new int?[count];
-            await group.ReadAsync<int>(schema.Label, labels, null, cancellationToken);
-            var views = await Values<int>(group, schema.View, count, cancellationToken);
-            var augment = await Strings(group, schema.Augment, count, cancellationToken);
-            var widths = await Values<int>(group, schema.SourceWidth, count, cancellationToken);
-            var heights = await Values<int>(group, schema.SourceHeight, count, cancellationToken);
-            var codes = schema.Columns.Codes ? await CodeLists(group, schema, count, path, cancellationToken) : null;
-            var features = schema.Columns.Features is not null ? await Blobs(group, schema.Features, count, cancellationToken) : null;
-            var scales = schema.Columns.Features == FeatureEncoding.Int8 ? await Blobs(group, schema.FeatureScales, count, cancellationToken) : null;
-            var images = schema.Columns.Image ? await Blobs(group, schema.Image, count, cancellationToken) : null;
-            var maps = schema.Columns.LabelMap ? await Blobs(group, schema.LabelMap, count, cancellationToken) : null;
-            for (int i = 0; i < count; i++)
-                yield return new ShardRow(ids[i], paths[i], labels[i], views[i], augment[i], widths[i], heights[i],
-                    codes?[i], features?[i], scales?[i], images?[i], maps?[i]);
-        }
+            foreach (var row in await Named(path, $"row group {g}", () => ReadGroupAsync(reader, schema, g, path, cancellationToken)))
+                yield return row;
     }
 
     /// <summary>The <c>path</c> column alone, row by row (a cheap pass over a set: no codes, features or images are read).</summary>
     public static async IAsyncEnumerable<string> ReadPathsAsync(string path, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         await using var stream = File.OpenRead(path);
-        await using var reader = await ParquetReader.CreateAsync(stream, null, leaveStreamOpen: false, cancellationToken);
+        await using var reader = await OpenAsync(stream, path, cancellationToken);
         var schema = new ShardSchema(ColumnsOf(reader.Schema));
         for (int g = 0; g < reader.RowGroupCount; g++)
         {
-            using var group = reader.OpenRowGroupReader(g);
-            foreach (string value in await Strings(group, schema.PathField, checked((int)group.RowCount), cancellationToken))
-                yield return value;
+            var values = await Named(path, $"row group {g}", async () =>
+            {
+                using var group = reader.OpenRowGroupReader(g);
+                return await Strings(group, schema.PathField, checked((int)group.RowCount), cancellationToken);
+            });
+            foreach (string value in values) yield return value;
+        }
+    }
+
+    /// <summary>The Parquet reader of a shard; a file that is not Parquet (truncated, garbage) is refused naming it.</summary>
+    public static Task<ParquetReader> OpenAsync(Stream stream, string path, CancellationToken cancellationToken = default) =>
+        Named(path, "footer", () => ParquetReader.CreateAsync(stream, null, leaveStreamOpen: false, cancellationToken));
+
+    private static async Task<ShardRow[]> ReadGroupAsync(ParquetReader reader, ShardSchema schema, int g, string path, CancellationToken cancellationToken)
+    {
+        using var group = reader.OpenRowGroupReader(g);
+        int count = checked((int)group.RowCount);
+        var ids = await Strings(group, schema.SampleId, count, cancellationToken);
+        var paths = await Strings(group, schema.PathField, count, cancellationToken);
+        var labels = new int?[count];
+        await group.ReadAsync<int>(schema.Label, labels, null, cancellationToken);
+        var views = await Values<int>(group, schema.View, count, cancellationToken);
+        var augment = await Strings(group, schema.Augment, count, cancellationToken);
+        var widths = await Values<int>(group, schema.SourceWidth, count, cancellationToken);
+        var heights = await Values<int>(group, schema.SourceHeight, count, cancellationToken);
+        var codes = schema.Columns.Codes ? await CodeLists(group, schema, count, path, cancellationToken) : null;
+        var features = schema.Columns.Features is not null ? await Blobs(group, schema.Features, count, cancellationToken) : null;
+        var scales = schema.Columns.Features == FeatureEncoding.Int8 ? await Blobs(group, schema.FeatureScales, count, cancellationToken) : null;
+        var images = schema.Columns.Image ? await Blobs(group, schema.Image, count, cancellationToken) : null;
+        var maps = schema.Columns.LabelMap ? await Blobs(group, schema.LabelMap, count, cancellationToken) : null;
+        var rows = new ShardRow[count];
+        for (int i = 0; i < count; i++)
+            rows[i] = new ShardRow(ids[i], paths[i], labels[i], views[i], augment[i], widths[i], heights[i],
+                codes?[i], features?[i], scales?[i], images?[i], maps?[i]);
+        return rows;
+    }
+
+    /// <summary>Runs a read of <paramref name="path"/>; whatever the Parquet or compression library throws becomes one
+    /// error naming the file and the part being read (not a bare "not a parquet file" or a zstd error).</summary>
+    private static async Task<T> Named<T>(string path, string part, Func<Task<T>> read)
+    {
+        try
+        {
+            return await read();
+        }
+        catch (Exception e) when (e is not (OperationCanceledException or InvalidDataException or UnauthorizedAccessException or FileNotFoundException or DirectoryNotFoundException))
+        {
+            throw new InvalidDataException($"{path}: not a readable shard ({part}: {e.GetType().Name}: {e.Message.Split('\n')[0]})", e);
         }
     }
 

@@ -104,4 +104,39 @@ public sealed class ShardTrustTests
         var error = await Assert.ThrowsAsync<InvalidDataException>(() => Pretrainer.RunAsync(Request(shards, student, fixture.Combine("run"))));
         Assert.Contains(name, error.Message);
     }
+
+    [Theory]
+    [InlineData("garbage")]
+    [InlineData("truncated")]
+    public async Task Inspect_names_a_shard_that_is_not_parquet(string damage)
+    {
+        var (fixture, shards, _) = await SetAsync();
+        using var _ = fixture;
+        string first = Path.Combine(shards, ShardManifest.Read(shards).Shards[0].Name);
+        var bytes = File.ReadAllBytes(first);
+        if (damage == "garbage") new Random(3).NextBytes(bytes);
+        else bytes = bytes[..(bytes.Length / 2)];
+        File.WriteAllBytes(first, bytes);
+        var error = await Assert.ThrowsAsync<InvalidDataException>(() => ShardInspector.InspectAsync(shards, fixture.Combine("pictures")));
+        Assert.Contains(first, error.Message);
+        Assert.Contains("not a readable shard", error.Message);
+        // The feeder names it too, before training on a row of it: the size up front, the checksum as it first reads it.
+        var feederError = await Assert.ThrowsAsync<InvalidDataException>(async () =>
+        {
+            var feeder = new MimFlow.Training.Feeding.ShardFeeder(shards, new MimFlow.Training.Feeding.FeederOptions { BatchSize = 2, DecodeWorkers = 1 });
+            await foreach (var batch in feeder.ReadEpochAsync(0)) { }
+        });
+        Assert.Contains(first, feederError.Message);
+    }
+
+    [Fact]
+    public async Task Inspect_refuses_codes_outside_the_manifests_codebook_naming_the_shard()
+    {
+        var (fixture, shards, _) = await SetAsync();
+        using var _ = fixture;
+        EditManifest(shards, m => m["codebook_size"] = 2);
+        var error = await Assert.ThrowsAsync<InvalidDataException>(() => ShardInspector.InspectAsync(shards, fixture.Combine("pictures")));
+        Assert.Contains(".parquet: row", error.Message);
+        Assert.Contains("outside the manifest's codebook of 2", error.Message);
+    }
 }
