@@ -74,6 +74,11 @@ public static class MimFlowCli
             context.Error.WriteLine("mimflow: cancelled");
             return 130;
         }
+        catch (UsageException e)
+        {
+            context.Error.WriteLine($"mimflow: {e.Message} (see '{string.Join(' ', CommandPath(parsed.CommandResult).Prepend("mimflow"))} --help')");
+            return UsageError;
+        }
         catch (Exception e) when (e is TorchBackendException or ArgumentException or OutputFolderNotEmptyException
                                        or IOException or UnauthorizedAccessException or InvalidDataException
                                        or MimFlow.Core.Safetensors.SafetensorsFormatException or KeyNotFoundException
