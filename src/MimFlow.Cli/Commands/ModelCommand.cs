@@ -28,13 +28,13 @@ internal static class ModelCommand
         var arch = new Option<string>("--arch") { Description = $"Architecture: {string.Join(", ", ModelCatalog.Names)}", Required = true };
         var output = new Option<string>("--out") { Description = "Model directory to write", Required = true };
         var seed = new Option<long>("--seed") { Description = "Seed of the initialisation", DefaultValueFactory = _ => 0 };
-        var classes = new Option<int>("--classes") { Description = "Classification head size for ViTs (0: none)", DefaultValueFactory = _ => 0 };
+        var classes = new Option<int>("--classes") { Description = "Classification head size for ViTs (0: none)", DefaultValueFactory = _ => 0 }.InRange(0, VitLimits.MaxClasses);
         // A smaller or larger shape of the same architecture (the demo's 64 px models, quick experiments).
-        var imageSize = new Option<int?>("--img-size") { Description = "Override the input size (ViT, or a VQ-KD's encoder)" };
-        var patchSize = new Option<int?>("--patch-size") { Description = "Override the patch size" };
-        var embedDim = new Option<int?>("--embed-dim") { Description = "Override the width" };
-        var depth = new Option<int?>("--depth") { Description = "Override the number of blocks" };
-        var heads = new Option<int?>("--num-heads") { Description = "Override the attention heads" };
+        var imageSize = new Option<int?>("--img-size") { Description = "Override the input size (ViT, or a VQ-KD's encoder)" }.InRange(1, VitLimits.MaxImageSize);
+        var patchSize = new Option<int?>("--patch-size") { Description = "Override the patch size" }.InRange(1, VitLimits.MaxImageSize);
+        var embedDim = new Option<int?>("--embed-dim") { Description = "Override the width" }.InRange(1, VitLimits.MaxEmbedDim);
+        var depth = new Option<int?>("--depth") { Description = "Override the number of blocks" }.InRange(1, VitLimits.MaxDepth);
+        var heads = new Option<int?>("--num-heads") { Description = "Override the attention heads" }.InRange(1, VitLimits.MaxEmbedDim);
         var command = new Command("init", "Write a randomly initialised model directory (the reference initialisation, seeded)");
         foreach (var option in new Option[] { arch, output, seed, classes, imageSize, patchSize, embedDim, depth, heads }) command.Options.Add(option);
         command.SetAction((parsed, _) =>
@@ -75,8 +75,10 @@ internal static class ModelCommand
             Description = "The checkpoint (format detected from its content), or a hub folder for timm and hf-* (config.json + model.safetensors)", Required = true,
         };
         var output = new Option<string>("--out") { Description = "Model directory to write", Required = true };
-        var heads = new Option<int?>("--heads") { Description = "Attention heads, where the checkpoint does not tell (non-standard widths without relative position tables or config.json)" };
-        var imageSize = new Option<int?>("--img-size") { Description = "Build the ViT for this input size, resampling position embeddings and relative position tables" };
+        var heads = new Option<int?>("--heads") { Description = "Attention heads, where the checkpoint does not tell (non-standard widths without relative position tables or config.json)" }
+            .InRange(1, VitLimits.MaxEmbedDim);
+        var imageSize = new Option<int?>("--img-size") { Description = "Build the ViT for this input size, resampling position embeddings and relative position tables" }
+            .InRange(1, VitLimits.MaxImageSize);
         var stateDictKey = new Option<string?>("--state-dict-key")
         {
             Description = "The entry of a wrapped checkpoint that holds the weights ('a/b' for nested entries); default: model, state_dict, module, teacher, or the only entry with tensors",
@@ -90,6 +92,7 @@ internal static class ModelCommand
             {
                 Config = parsed.GetValue(config), Heads = parsed.GetValue(heads), ImageSize = parsed.GetValue(imageSize), StateDictKey = parsed.GetValue(stateDictKey),
             };
+            if (ModelImport.OutputProblem(request) is string problem) throw new UsageException($"--out {request.OutputDirectory} {problem} (--weights {request.Weights})");
             var result = ModelImport.Run(request);
             string source = result.SourceArchitecture is string name ? $"{name} ({result.Format})" : result.Format;
             context.Console.MarkupLineInterpolated($"imported {result.Tensors} tensors ({result.Parameters:N0} parameters) from {source} as {result.Spec.Architecture} into {result.Directory}");
@@ -113,8 +116,10 @@ internal static class ModelCommand
         foreach (var option in new Option[] { to, modelDir, output }) command.Options.Add(option);
         command.SetAction((parsed, _) =>
         {
+            var request = new ModelExportRequest(parsed.GetRequiredValue(to), parsed.GetRequiredValue(modelDir), parsed.GetRequiredValue(output));
+            if (ModelExport.OutputProblem(request) is string problem) throw new UsageException($"--out {request.OutputDirectory} {problem} (--model {request.Model})");
             TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
-            var result = ModelExport.Run(new ModelExportRequest(parsed.GetRequiredValue(to), parsed.GetRequiredValue(modelDir), parsed.GetRequiredValue(output)));
+            var result = ModelExport.Run(request);
             string args = result.ModelArgs.Count == 0 ? "" : $" with model_args {string.Join(", ", result.ModelArgs.Select(a => $"{a.Key}={TimmConfig.Show(a.Value)}"))}";
             context.Console.MarkupLineInterpolated($"exported {result.Spec.Architecture} as {result.Architecture}{args} to {result.Directory} ({string.Join(", ", result.Files)})");
             foreach (string note in result.Notes) context.Console.MarkupLineInterpolated($"note: {note}");
@@ -133,12 +138,18 @@ internal static class ModelCommand
         foreach (var option in new Option[] { modelDir, input, output }) command.Options.Add(option);
         command.SetAction((parsed, _) =>
         {
+            string path = parsed.GetRequiredValue(output), directory = parsed.GetRequiredValue(modelDir);
+            // The output replaces its file when written: it must be neither the input batch nor any file of the model.
+            if (OutputGuard.Same(path, parsed.GetRequiredValue(input)))
+                throw new UsageException($"--output {path} is the file given as --input: the forward pass would overwrite its input");
+            if (OutputGuard.IsWithin(path, ModelDirectory.Locate(directory)))
+                throw new UsageException($"--output {path} lies in the model directory --model {directory} reads: write it elsewhere");
             var backend = TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
             using var file = SafetensorsFile.Open(parsed.GetRequiredValue(input));
             if (!file.Contains("pixel_values")) throw new InvalidDataException($"{file.Path}: no tensor named pixel_values");
             long[] shape = file["pixel_values"].Shape;
-            if (shape.Length != 4) throw new InvalidDataException($"{file.Path}: pixel_values has shape [{string.Join(", ", shape)}], expected [B, 3, H, W]");
-            string directory = parsed.GetRequiredValue(modelDir);
+            if (shape.Length != 4 || shape[0] < 1 || shape[1] < 1 || shape[2] is < 1 or > VitLimits.MaxImageSize || shape[3] is < 1 or > VitLimits.MaxImageSize)
+                throw new InvalidDataException($"{file.Path}: pixel_values has shape [{string.Join(", ", shape)}], expected [B, 3, H, W] with sides in 1…{VitLimits.MaxImageSize}");
             var spec = ModelDirectory.ReadSpec(directory);
             int? resize = spec.Kind == ModelKind.Vit && (shape[2] != spec.Config!.ImgSize || shape[3] != spec.Config.ImgSize)
                 ? (shape[2] == shape[3] ? (int)shape[2] : throw new InvalidDataException($"{file.Path}: a {shape[2]}×{shape[3]} input: ViTs here take square inputs"))
@@ -183,7 +194,6 @@ internal static class ModelCommand
                         written = $"codes [{string.Join(", ", codes.shape)}]";
                     }
                 }
-                string path = parsed.GetRequiredValue(output);
                 writer.Write(path);
                 context.Console.MarkupLineInterpolated($"{written} written to {path}{(resize is int r ? $" (positions resampled to {r / spec.Config!.PatchSize}×{r / spec.Config.PatchSize})" : "")}");
             }

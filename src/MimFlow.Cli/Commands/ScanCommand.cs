@@ -13,8 +13,10 @@ internal static class ScanCommand
     {
         var data = new DataOptions();
         var output = new Option<string>("--out") { Description = "Folder for scan.json, quarantine.jsonl and classes.json", Required = true };
-        var workers = new Option<int>("--workers") { Description = "Decode workers", DefaultValueFactory = _ => Environment.ProcessorCount };
-        var maxPixels = new Option<long>("--max-pixels") { Description = "Refuse images above this many pixels (decompression bombs)", DefaultValueFactory = _ => 100_000_000 };
+        var workers = new Option<int>("--workers") { Description = "Decode workers", DefaultValueFactory = _ => Environment.ProcessorCount }.InRange(1, 1024);
+        // Zero or a negative limit would quarantine every image and still exit 0; 2^40 pixels is past any decoder.
+        var maxPixels = new Option<long>("--max-pixels") { Description = "Refuse images above this many pixels (decompression bombs)", DefaultValueFactory = _ => 100_000_000 }
+            .InRange(1, 1L << 40);
         var command = new Command("scan", "Read, decode and augment every input of a dataset without training; bad inputs are quarantined with a reason");
         data.AddTo(command);
         command.Options.Add(output);

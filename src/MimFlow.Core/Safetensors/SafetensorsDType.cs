@@ -35,11 +35,45 @@ public static class SafetensorsDTypes
 /// <summary>One tensor's entry in the header: element type, shape and byte range within the data section.</summary>
 public sealed record SafetensorsEntry(string Name, SafetensorsDType DType, long[] Shape, long Begin, long End)
 {
-    public long ElementCount => Shape.Aggregate(1L, (a, b) => a * b);
+    /// <summary>The product of the dimensions; an OverflowException where it does not fit 64 bits (files never get that far: the reader refuses them).</summary>
+    public long ElementCount => SafetensorsSizes.ElementCount(Shape);
+
     public long ByteLength => End - Begin;
 }
 
-/// <summary>A malformed file: <see cref="Reason"/> says what is wrong, the message names the file too.</summary>
+/// <summary>Sizes of shapes in checked arithmetic: a product that wraps around would make a huge tensor look small.</summary>
+public static class SafetensorsSizes
+{
+    /// <summary>The number of elements of <paramref name="shape"/>; OverflowException past 64 bits, ArgumentException for a negative dimension.</summary>
+    public static long ElementCount(IReadOnlyList<long> shape)
+    {
+        long count = 1;
+        foreach (long dimension in shape)
+        {
+            if (dimension < 0) throw new ArgumentException($"negative dimension {dimension} in shape [{string.Join(", ", shape)}]");
+            count = checked(count * dimension);
+        }
+        return count;
+    }
+
+    /// <summary>The bytes of a tensor of <paramref name="shape"/> and <paramref name="dtype"/>, or null where that does not fit 64 bits.</summary>
+    public static long? ByteLength(IReadOnlyList<long> shape, SafetensorsDType dtype)
+    {
+        try
+        {
+            return checked(ElementCount(shape) * dtype.Size());
+        }
+        catch (OverflowException)
+        {
+            return null;
+        }
+    }
+}
+
+/// <summary>
+/// A malformed file: <see cref="Reason"/> says what is wrong, the message names the file too. (InvalidDataException is
+/// sealed; readers that refuse damaged model files as InvalidDataException wrap this one.)
+/// </summary>
 public sealed class SafetensorsFormatException(string path, string reason) : Exception($"{path}: not a valid safetensors file: {reason}")
 {
     public string Path { get; } = path;

@@ -66,7 +66,14 @@ public sealed unsafe class SafetensorsFile : IDisposable
         byName.TryGetValue(name, out var entry) ? entry : throw new KeyNotFoundException($"{Path}: no tensor named '{name}'");
 
     /// <summary>The raw little-endian bytes of a tensor, valid until the file is disposed.</summary>
-    public ReadOnlySpan<byte> Bytes(SafetensorsEntry entry) => new(data + entry.Begin, checked((int)entry.ByteLength));
+    public ReadOnlySpan<byte> Bytes(SafetensorsEntry entry)
+    {
+        if (!ReferenceEquals(byName.GetValueOrDefault(entry.Name), entry)) throw new ArgumentException($"{Path}: the entry '{entry.Name}' is not one of this file's");
+        // A span addresses at most 2^31 − 1 bytes; larger tensors are refused here rather than cut short.
+        if (entry.ByteLength > int.MaxValue)
+            throw new InvalidDataException($"{Path}: tensor '{entry.Name}' has {entry.ByteLength:N0} bytes, more than MimFlow reads as one array (2 GiB)");
+        return new(data + entry.Begin, (int)entry.ByteLength);
+    }
 
     /// <summary>The tensor's values as float32, converting F16, BF16 and F64.</summary>
     public float[] ReadFloat32(string name)
@@ -111,48 +118,66 @@ public sealed unsafe class SafetensorsFile : IDisposable
         JsonDocument document;
         try
         {
-            document = JsonDocument.Parse(header.ToArray());
+            // A key given twice (a tensor, or a field of one) would make the header mean two things: refused.
+            document = JsonDocument.Parse(header.ToArray(), new JsonDocumentOptions { AllowDuplicateProperties = false });
         }
         catch (JsonException e)
         {
             throw new SafetensorsFormatException(path, $"the header is not JSON ({e.Message})");
         }
-        using (document)
+        try
         {
-            if (document.RootElement.ValueKind != JsonValueKind.Object) throw new SafetensorsFormatException(path, "the header is not a JSON object");
-            var entries = new List<SafetensorsEntry>();
-            var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
-            foreach (var property in document.RootElement.EnumerateObject())
-            {
-                if (property.Name == "__metadata__")
-                {
-                    if (property.Value.ValueKind != JsonValueKind.Object) throw new SafetensorsFormatException(path, "__metadata__ is not an object");
-                    foreach (var item in property.Value.EnumerateObject())
-                    {
-                        if (item.Value.ValueKind != JsonValueKind.String)
-                            throw new SafetensorsFormatException(path, $"__metadata__ value '{item.Name}' is not a string");
-                        metadata[item.Name] = item.Value.GetString()!;
-                    }
-                    continue;
-                }
-                entries.Add(ParseEntry(path, property));
-            }
-            entries.Sort((a, b) => a.Begin.CompareTo(b.Begin));
-            long expected = 0;
-            foreach (var entry in entries)
-            {
-                if (entry.Begin != expected)
-                    throw new SafetensorsFormatException(path, entry.Begin > expected
-                        ? $"tensor '{entry.Name}' starts at {entry.Begin}, leaving a hole after byte {expected}"
-                        : $"tensor '{entry.Name}' overlaps the previous tensor (starts at {entry.Begin}, before {expected})");
-                expected = entry.End;
-            }
-            if (expected != dataLength)
-                throw new SafetensorsFormatException(path, expected > dataLength
-                    ? $"offsets reach byte {expected} but the data section has {dataLength} bytes (truncated file?)"
-                    : $"the data section has {dataLength - expected} bytes no tensor covers");
-            return (entries, metadata);
+            return ParseDocument(path, document, dataLength);
         }
+        catch (InvalidOperationException e)
+        {
+            // JsonDocument checks structure on parse but decodes strings only when read: bad UTF-8 surfaces here.
+            throw new SafetensorsFormatException(path, $"the header is not valid UTF-8 JSON ({e.Message})");
+        }
+        finally
+        {
+            document.Dispose();
+        }
+    }
+
+    private static (IReadOnlyList<SafetensorsEntry>, IReadOnlyDictionary<string, string>) ParseDocument(string path, JsonDocument document, long dataLength)
+    {
+        if (document.RootElement.ValueKind != JsonValueKind.Object) throw new SafetensorsFormatException(path, "the header is not a JSON object");
+        var entries = new List<SafetensorsEntry>();
+        var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var property in document.RootElement.EnumerateObject())
+        {
+            if (property.Name == "__metadata__")
+            {
+                if (property.Value.ValueKind != JsonValueKind.Object) throw new SafetensorsFormatException(path, "__metadata__ is not an object");
+                foreach (var item in property.Value.EnumerateObject())
+                {
+                    if (item.Value.ValueKind != JsonValueKind.String)
+                        throw new SafetensorsFormatException(path, $"__metadata__ value '{item.Name}' is not a string");
+                    metadata[item.Name] = item.Value.GetString()!;
+                }
+                continue;
+            }
+            var entry = ParseEntry(path, property);
+            if (!names.Add(entry.Name)) throw new SafetensorsFormatException(path, $"tensor '{entry.Name}' is listed twice");
+            entries.Add(entry);
+        }
+        entries.Sort((a, b) => a.Begin.CompareTo(b.Begin));
+        long expected = 0;
+        foreach (var entry in entries)
+        {
+            if (entry.Begin != expected)
+                throw new SafetensorsFormatException(path, entry.Begin > expected
+                    ? $"tensor '{entry.Name}' starts at {entry.Begin}, leaving a hole after byte {expected}"
+                    : $"tensor '{entry.Name}' overlaps the previous tensor (starts at {entry.Begin}, before {expected})");
+            expected = entry.End;
+        }
+        if (expected != dataLength)
+            throw new SafetensorsFormatException(path, expected > dataLength
+                ? $"offsets reach byte {expected} but the data section has {dataLength} bytes (truncated file?)"
+                : $"the data section has {dataLength - expected} bytes no tensor covers");
+        return (entries, metadata);
     }
 
     private static SafetensorsEntry ParseEntry(string path, JsonProperty property)
@@ -170,8 +195,10 @@ public sealed unsafe class SafetensorsFile : IDisposable
         long begin = offsetsElement[0].TryGetInt64(out long b) && b >= 0 ? b : throw new SafetensorsFormatException(path, $"tensor '{name}' has a bad begin offset");
         long end = offsetsElement[1].TryGetInt64(out long e) && e >= begin ? e : throw new SafetensorsFormatException(path, $"tensor '{name}' ends before it begins");
         var entry = new SafetensorsEntry(name, dtype, shape, begin, end);
-        if (entry.ElementCount * dtype.Size() != entry.ByteLength)
-            throw new SafetensorsFormatException(path, $"tensor '{name}' of shape [{string.Join(", ", shape)}] {dtype} needs {entry.ElementCount * dtype.Size()} bytes, its offsets give {entry.ByteLength}");
+        long bytes = SafetensorsSizes.ByteLength(shape, dtype)
+            ?? throw new SafetensorsFormatException(path, $"tensor '{name}' of shape [{string.Join(", ", shape)}] {dtype}: its size overflows 64-bit arithmetic");
+        if (bytes != entry.ByteLength)
+            throw new SafetensorsFormatException(path, $"tensor '{name}' of shape [{string.Join(", ", shape)}] {dtype} needs {bytes} bytes, its offsets give {entry.ByteLength}");
         return entry;
     }
 

@@ -20,7 +20,9 @@ public sealed class SafetensorsWriter
     {
         if (name == "__metadata__") throw new ArgumentException("'__metadata__' is reserved for metadata.");
         if (tensors.Any(t => t.Name == name)) throw new ArgumentException($"tensor '{name}' was added twice.");
-        long expected = shape.Aggregate(1L, (a, b) => a * b) * dtype.Size();
+        if (shape.Any(d => d < 0)) throw new ArgumentException($"tensor '{name}' has a negative dimension in shape [{string.Join(", ", shape)}].");
+        long expected = SafetensorsSizes.ByteLength(shape, dtype)
+            ?? throw new ArgumentException($"tensor '{name}' of shape [{string.Join(", ", shape)}] {dtype}: its size overflows 64-bit arithmetic.");
         if (expected != data.Length) throw new ArgumentException($"tensor '{name}' of shape [{string.Join(", ", shape)}] {dtype} needs {expected} bytes, got {data.Length}.");
         tensors.Add((name, dtype, shape.ToArray(), data.ToArray()));
         return this;

@@ -43,13 +43,31 @@ public sealed record ImageHeader(string Loader, int StoredWidth, int StoredHeigh
                 image.Interpretation.ToString(),
                 image.Format.ToString());
             long pixels = (long)header.StoredWidth * header.StoredHeight;
+            if (header.StoredWidth < 1 || header.StoredHeight < 1) throw new BadImageException($"an image of {header.StoredWidth}×{header.StoredHeight} pixels");
             if (pixels > limits.MaxPixels)
                 throw new BadImageException($"decompression bomb refused: {header.StoredWidth}×{header.StoredHeight} = {pixels:N0} pixels exceeds the limit of {limits.MaxPixels:N0}");
+            // Bands and sample size come from the header too: many wide bands make a small-looking image huge once decoded.
+            if (header.Bands is < 1 or > MaxBands) throw new BadImageException($"an image of {header.Bands} bands (at most {MaxBands} are read)");
+            long decoded = pixels * header.Bands * SampleBytes(image.Format);
+            if (decoded > limits.MaxDecodedBytes)
+                throw new BadImageException($"decompression bomb refused: {header.StoredWidth}×{header.StoredHeight}×{header.Bands} {image.Format} decodes to {decoded:N0} bytes, above the limit of {limits.MaxDecodedBytes:N0}");
             if (header.IsJpeg && !HasEndOfImage(encoded))
                 throw new BadImageException("truncated JPEG (no end-of-image marker)");
             return header;
         }
     }
+
+    /// <summary>More bands than RGB/CMYK with alpha and extra channels ever need; such files are not photographs.</summary>
+    public const int MaxBands = 16;
+
+    private static int SampleBytes(Enums.BandFormat format) => format switch
+    {
+        Enums.BandFormat.Uchar or Enums.BandFormat.Char => 1,
+        Enums.BandFormat.Ushort or Enums.BandFormat.Short => 2,
+        Enums.BandFormat.Uint or Enums.BandFormat.Int or Enums.BandFormat.Float => 4,
+        Enums.BandFormat.Complex or Enums.BandFormat.Double => 8,
+        _ => 16,
+    };
 
     /// <summary>
     /// A complete JPEG ends with the EOI marker FF D9 (some writers append padding or trailers after it). Inside

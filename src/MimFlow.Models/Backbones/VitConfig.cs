@@ -46,11 +46,55 @@ public sealed record VitConfig
     public int HeadDim => EmbedDim / NumHeads;
     public bool UsesAveragePool => GlobalPool == "avg";
 
+    /// <summary>Checks the configuration (bounds first, so no later check divides by zero); ArgumentException naming the field.</summary>
     public void Validate()
     {
-        if (ImgSize % PatchSize != 0) throw new ArgumentException($"img_size {ImgSize} is not divisible by patch_size {PatchSize}.");
-        if (EmbedDim % NumHeads != 0) throw new ArgumentException($"embed_dim {EmbedDim} is not divisible by num_heads {NumHeads}.");
-        if (GlobalPool is not ("avg" or "token")) throw new ArgumentException($"global_pool '{GlobalPool}' is not supported (avg or token).");
-        if (!ClassToken) throw new ArgumentException("models without a class token are not supported.");
+        if (Problem() is var (field, reason)) throw new ArgumentException($"{field} {reason}.");
     }
+
+    /// <summary>
+    /// The first value out of its bounds or inconsistent with the others, as (field as config.json names it,
+    /// what is wrong), or null for a configuration that can be built. Sizes are checked against
+    /// <see cref="VitLimits"/> before anything divides by them.
+    /// </summary>
+    public (string Field, string Reason)? Problem()
+    {
+        static string Range(long value, long min, long max) => $"is {value}, outside {min}…{max}";
+        if (ImgSize is < 1 or > VitLimits.MaxImageSize) return ("img_size", Range(ImgSize, 1, VitLimits.MaxImageSize));
+        if (PatchSize < 1 || PatchSize > ImgSize) return ("patch_size", Range(PatchSize, 1, ImgSize) + " (the image size)");
+        if (ImgSize % PatchSize != 0) return ("patch_size", $"{PatchSize} does not divide img_size {ImgSize}");
+        if ((long)GridSize * GridSize > VitLimits.MaxPatches)
+            return ("img_size", $"{ImgSize} with patch_size {PatchSize} gives {GridSize}×{GridSize} patches, more than the limit of {VitLimits.MaxPatches:N0}");
+        if (InChannels is < 1 or > VitLimits.MaxChannels) return ("in_channels", Range(InChannels, 1, VitLimits.MaxChannels));
+        if (EmbedDim is < 1 or > VitLimits.MaxEmbedDim) return ("embed_dim", Range(EmbedDim, 1, VitLimits.MaxEmbedDim));
+        if (Depth is < 1 or > VitLimits.MaxDepth) return ("depth", Range(Depth, 1, VitLimits.MaxDepth));
+        if (NumHeads < 1 || NumHeads > EmbedDim) return ("num_heads", Range(NumHeads, 1, EmbedDim) + " (embed_dim)");
+        if (EmbedDim % NumHeads != 0) return ("embed_dim", $"{EmbedDim} is not divisible by num_heads {NumHeads}");
+        if (!double.IsFinite(MlpRatio) || MlpRatio <= 0 || MlpRatio > VitLimits.MaxMlpRatio || (int)(EmbedDim * MlpRatio) < 1)
+            return ("mlp_ratio", $"is {MlpRatio}, not in (0, {VitLimits.MaxMlpRatio}] with at least one hidden unit");
+        if (NumClasses is < 0 or > VitLimits.MaxClasses) return ("num_classes", Range(NumClasses, 0, VitLimits.MaxClasses));
+        if (!double.IsFinite(LayerNormEps) || LayerNormEps <= 0 || LayerNormEps > 1) return ("layer_norm_eps", $"is {LayerNormEps}, not in (0, 1]");
+        if (!double.IsFinite(DropPathRate) || DropPathRate < 0 || DropPathRate >= 1) return ("drop_path_rate", $"is {DropPathRate}, not in [0, 1)");
+        if (InitValues is double init && !double.IsFinite(init)) return ("init_values", $"is {init}, not a finite number");
+        if (GlobalPool is not ("avg" or "token")) return ("global_pool", $"'{GlobalPool}' is not supported (avg or token)");
+        if (!Enum.IsDefined(Activation)) return ("activation", $"{(int)Activation} is not an activation");
+        if (!ClassToken) return ("class_token", "is false: models without a class token are not supported");
+        return null;
+    }
+}
+
+/// <summary>
+/// Absolute bounds on a ViT configuration, whatever a file says (docs/reliability.md). They are far above any
+/// published model (ViT-22B: width 6144, 48 blocks) and keep every size product in range: the largest patch grid
+/// makes a relative position index of (16,384 + 1)² int64 values (2 GiB), allocated when a block is built.
+/// </summary>
+public static class VitLimits
+{
+    public const int MaxImageSize = 8192;
+    public const int MaxPatches = 16_384;
+    public const int MaxChannels = 4096;
+    public const int MaxEmbedDim = 65_536;
+    public const int MaxDepth = 1024;
+    public const double MaxMlpRatio = 64;
+    public const int MaxClasses = 1 << 20;
 }

@@ -32,7 +32,16 @@ public sealed class TranslatedTensors(string origin) : INamedTensors
 
     public long[] ShapeOf(string name) => entries[name].Shape;
 
-    public Tensor Read(string name) => entries[name].Make();
+    /// <summary>The tensor, checked to have its declared shape (the one the model was checked against).</summary>
+    public Tensor Read(string name)
+    {
+        var (shape, make) = entries[name];
+        var value = make();
+        if (value.shape.SequenceEqual(shape)) return value;
+        string made = string.Join(", ", value.shape);
+        value.Dispose();
+        throw new InvalidDataException($"{Origin}: '{name}' comes out [{made}] from the checkpoint's tensors, not [{string.Join(", ", shape)}]");
+    }
 
     public void Add(string name, long[] shape, Func<Tensor> make) => entries.Add(name, (shape, make));
 }
@@ -52,7 +61,7 @@ public static partial class ForeignCheckpoints
     public static IReadOnlyList<string> Formats { get; } = ["unilm-beit", "unilm-vqkd", "openai-clip", "dall-e", .. HuggingFaceFormats];
 
     /// <param name="huggingFace">The transformers config.json of an hf-* checkpoint, where there is one.</param>
-    public static ForeignCheckpoint Read(string format, INamedTensors file, int? heads = null, HuggingFaceConfig? huggingFace = null) => format switch
+    public static ForeignCheckpoint Read(string format, INamedTensors file, int? heads = null, HuggingFaceConfig? huggingFace = null) => Checked(format switch
     {
         "unilm-beit" => UnilmBeit(file, heads),
         "unilm-vqkd" => UnilmVqkd(file, heads),
@@ -62,7 +71,7 @@ public static partial class ForeignCheckpoints
         "hf-clip" => HuggingFaceClip(file, huggingFace, heads),
         "hf-vit" => HuggingFaceVit(file, huggingFace, heads),
         _ => throw new ArgumentException($"unknown checkpoint format '{format}' ({string.Join(", ", Formats)})"),
-    };
+    }, file.Origin);
 
     /// <summary>
     /// unilm's BEiT / BEiT v2 <c>VisionTransformer</c> (pretraining or fine-tuned): the names are timm's Beit names;
@@ -95,8 +104,8 @@ public static partial class ForeignCheckpoints
         string decoderOut = Require(file, kept, "decode_task_layer.2.weight");
         var config = VqKdConfig.ForEncoder(encoder) with
         {
-            Codes = (int)file.ShapeOf(codebook)[0], CodeDim = (int)file.ShapeOf(codebook)[1],
-            DecoderDepth = CountBlocks(kept.Keys, "decoder."), TeacherDim = (int)file.ShapeOf(decoderOut)[0],
+            Codes = Dims(file, codebook, 2)[0], CodeDim = Dims(file, codebook, 2)[1],
+            DecoderDepth = CountBlocks(kept.Keys, "decoder."), TeacherDim = Dims(file, decoderOut, 2)[0],
         };
         return new ForeignCheckpoint(new ModelSpec("vqkd", Vqkd: config), OneToOne(file, kept), leftOut);
     }
@@ -120,8 +129,13 @@ public static partial class ForeignCheckpoints
             else visual[wholeClip ? entryName["visual.".Length..] : entryName] = entryName;
         }
         string conv = Require(file, visual, "conv1.weight"), positions = Require(file, visual, "positional_embedding"), projection = Require(file, visual, "proj");
-        long[] convShape = file.ShapeOf(conv);
-        int width = (int)convShape[0], patch = (int)convShape[2], grid = GridOf(file.ShapeOf(positions)[0] - 1, positions, file);
+        int[] convShape = Dims(file, conv, 4);
+        int width = convShape[0], patch = convShape[2], grid = GridOf(Dims(file, positions, 2)[0] - 1, positions, file);
+        // The tensors reshaped or transposed below must have the width conv1 gives, or the translation fails inside libtorch.
+        string classEmbedding = Require(file, visual, "class_embedding");
+        if (Dims(file, classEmbedding, 1)[0] != width) throw WidthMismatch(file, classEmbedding, width);
+        if (Dims(file, positions, 2)[1] != width) throw WidthMismatch(file, positions, width);
+        if (Dims(file, projection, 2)[0] != width) throw WidthMismatch(file, projection, width);
         var tensors = new TranslatedTensors(file.Origin);
         void Map(string target, string source, long[]? shape = null, Func<Tensor, Tensor>? transform = null)
         {
@@ -142,7 +156,7 @@ public static partial class ForeignCheckpoints
             Map($"norm_pre.{part}", $"ln_pre.{part}");
             Map($"norm.{part}", $"ln_post.{part}");
         }
-        long embed = file.ShapeOf(projection)[1];
+        long embed = Dims(file, projection, 2)[1];
         Map("head.weight", "proj", [embed, width], t => t.t().contiguous());
         tensors.Add("head.bias", [embed], () => zeros(embed));
         int depth = 0;
@@ -160,10 +174,12 @@ public static partial class ForeignCheckpoints
             }
         }
         if (visual.Count > 0) throw new InvalidDataException($"{file.Origin}: unexpected tensors for a CLIP visual encoder: {string.Join(", ", visual.Values.Take(8))}");
-        long hidden = file.ShapeOf($"{(wholeClip ? "visual." : "")}transformer.resblocks.0.mlp.c_fc.weight")[0];
+        string fc = $"{(wholeClip ? "visual." : "")}transformer.resblocks.0.mlp.c_fc.weight";
+        if (!file.Contains(fc)) throw new InvalidDataException($"{file.Origin}: '{fc}' is missing: a CLIP visual encoder needs at least one block");
+        long hidden = Dims(file, fc, 2)[0];
         var config = new VitConfig
         {
-            ImgSize = grid * patch, PatchSize = patch, InChannels = (int)convShape[1], EmbedDim = width, Depth = depth, NumHeads = width / 64,
+            ImgSize = GridSide(grid, patch), PatchSize = patch, InChannels = convShape[1], EmbedDim = width, Depth = depth, NumHeads = width / 64,
             MlpRatio = (double)hidden / width, NumClasses = (int)embed, PreNorm = true, Activation = Activation.QuickGelu, LayerNormEps = 1e-5,
         };
         return new ForeignCheckpoint(new ModelSpec("clip", Config: config), tensors, leftOut);
@@ -177,14 +193,14 @@ public static partial class ForeignCheckpoints
     public static ForeignCheckpoint DallE(INamedTensors file)
     {
         var names = file.Names.ToDictionary(n => n, n => n, StringComparer.Ordinal);
-        long[] input = file.ShapeOf(Require(file, names, "blocks.input.w"));
-        long[] output = file.ShapeOf(Require(file, names, "blocks.output.conv.w"));
+        int[] input = Dims(file, Require(file, names, "blocks.input.w"), 4);
+        int[] output = Dims(file, Require(file, names, "blocks.output.conv.w"), 4);
         var group = new Regex(@"^blocks\.group_(\d+)\.block_(\d+)\.");
         var blocks = names.Keys.Select(n => group.Match(n)).Where(m => m.Success)
-            .Select(m => (Group: int.Parse(m.Groups[1].Value), Block: int.Parse(m.Groups[2].Value))).ToList();
+            .Select(m => (Group: Index(m.Groups[1].Value), Block: Index(m.Groups[2].Value))).ToList();
         if (blocks.Count == 0) throw new InvalidDataException($"{file.Origin}: no blocks.group_*.block_* tensors: not a DALL-E encoder");
-        var config = new DalleEncoderConfig(GroupCount: blocks.Max(b => b.Group), HiddenSize: (int)input[0], BlocksPerGroup: blocks.Max(b => b.Block),
-            InputChannels: (int)input[1], VocabSize: (int)output[0]);
+        var config = new DalleEncoderConfig(GroupCount: blocks.Max(b => b.Group), HiddenSize: input[0], BlocksPerGroup: blocks.Max(b => b.Block),
+            InputChannels: input[1], VocabSize: output[0]);
         return new ForeignCheckpoint(new ModelSpec("dvae", Dvae: config), OneToOne(file, names), []);
     }
 
@@ -214,25 +230,25 @@ public static partial class ForeignCheckpoints
     private static VitConfig BeitConfigOf(INamedTensors file, Dictionary<string, string> names, int? heads, string prefix)
     {
         string patchWeight = Require(file, names, prefix + "patch_embed.proj.weight");
-        long[] patchShape = file.ShapeOf(patchWeight);
-        int dim = (int)patchShape[0], patch = (int)patchShape[2];
+        int[] patchShape = Dims(file, patchWeight, 4);
+        int dim = patchShape[0], patch = patchShape[2];
         int depth = CountBlocks(names.Keys, prefix);
         string? perLayerTable = names.GetValueOrDefault(prefix + "blocks.0.attn.relative_position_bias_table");
         string? sharedTable = names.GetValueOrDefault(prefix + "rel_pos_bias.relative_position_bias_table");
         string? positions = names.GetValueOrDefault(prefix + "pos_embed");
         string? table = perLayerTable ?? sharedTable;
         int grid = positions is not null
-            ? GridOf(file.ShapeOf(positions)[1] - 1, positions, file)
-            : table is not null ? TableGridOf(file.ShapeOf(table)[0], table, file)
+            ? GridOf(Dims(file, positions, 3)[1] - 1, positions, file)
+            : table is not null ? TableGridOf(Dims(file, table, 2)[0], table, file)
             : throw new InvalidDataException($"{file.Origin}: neither pos_embed nor a relative position table: the patch grid is unknown");
-        int headCount = table is not null ? (int)file.ShapeOf(table)[1] : heads ?? StandardHeads(dim, file);
+        int headCount = table is not null ? Dims(file, table, 2)[1] : heads ?? StandardHeads(dim, file);
         if (heads is int given && given != headCount) throw new InvalidDataException($"{file.Origin}: --heads {given} disagrees with the relative position table ({headCount} heads)");
         string fc1 = Require(file, names, prefix + "blocks.0.mlp.fc1.weight");
         string? head = names.GetValueOrDefault(prefix + "head.weight");
         return new VitConfig
         {
-            ImgSize = grid * patch, PatchSize = patch, InChannels = (int)patchShape[1], EmbedDim = dim, Depth = depth, NumHeads = headCount,
-            MlpRatio = (double)file.ShapeOf(fc1)[0] / dim, NumClasses = head is null ? 0 : (int)file.ShapeOf(head)[0],
+            ImgSize = GridSide(grid, patch), PatchSize = patch, InChannels = patchShape[1], EmbedDim = dim, Depth = depth, NumHeads = headCount,
+            MlpRatio = (double)Dims(file, fc1, 2)[0] / dim, NumClasses = head is null ? 0 : Dims(file, head, 2)[0],
             BeitAttention = true, QkvBias = names.ContainsKey(prefix + "blocks.0.attn.q_bias"),
             UseAbsPosEmb = positions is not null, UseRelPosBias = perLayerTable is not null, UseSharedRelPosBias = sharedTable is not null,
             InitValues = names.ContainsKey(prefix + "blocks.0.gamma_1") ? (dim >= 1024 ? 1e-5 : 0.1) : null,
@@ -244,8 +260,44 @@ public static partial class ForeignCheckpoints
     private static int CountBlocks(IEnumerable<string> names, string prefix)
     {
         var block = new Regex("^" + Regex.Escape(prefix) + @"blocks\.(\d+)\.");
-        return names.Select(n => block.Match(n)).Where(m => m.Success).Select(m => int.Parse(m.Groups[1].Value) + 1).DefaultIfEmpty(0).Max();
+        return names.Select(n => block.Match(n)).Where(m => m.Success).Select(m => Index(m.Groups[1].Value) + 1).DefaultIfEmpty(0).Max();
     }
+
+    /// <summary>
+    /// A block or group index from a tensor name. Indices past the size limits are capped rather than parsed (a name
+    /// may carry any digits), so the configuration they imply is refused by its bounds, not by an overflow.
+    /// </summary>
+    private static int Index(string digits) =>
+        int.TryParse(digits, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int index) && index < 1 << 24 ? index : 1 << 24;
+
+    /// <summary>
+    /// The dimensions of a tensor the format gives rank <paramref name="rank"/>, each a positive int; otherwise an
+    /// error naming the file and the tensor (a configuration is read off these shapes, so they must be what they claim).
+    /// </summary>
+    private static int[] Dims(INamedTensors file, string name, int rank)
+    {
+        if (!file.Contains(name)) throw new InvalidDataException($"{file.Origin}: '{name}' is missing");
+        long[] shape = file.ShapeOf(name);
+        if (shape.Length != rank || shape.Any(d => d is < 1 or > int.MaxValue))
+            throw new InvalidDataException($"{file.Origin}: '{name}' has shape [{string.Join(", ", shape)}], not {rank} positive dimensions as this format gives it");
+        return [.. shape.Select(d => (int)d)];
+    }
+
+    /// <summary>
+    /// Refuses a configuration read off a checkpoint's tensors that is out of MimFlow's bounds, naming the file and
+    /// the field (a name like <c>blocks.5000.norm1.weight</c> implies 5001 blocks), before any module is built.
+    /// </summary>
+    private static ForeignCheckpoint Checked(ForeignCheckpoint checkpoint, string source)
+    {
+        checkpoint.Spec.Validate(source);
+        return checkpoint;
+    }
+
+    private static InvalidDataException WidthMismatch(INamedTensors file, string name, int width) =>
+        new($"{file.Origin}: '{name}' has shape [{string.Join(", ", file.ShapeOf(name))}], which does not fit the width {width} of the patch embedding");
+
+    /// <summary>The image side of a patch grid; saturates instead of wrapping, so an absurd size is refused by its bound.</summary>
+    private static int GridSide(int grid, int patch) => (int)Math.Min((long)grid * patch, int.MaxValue);
 
     private static int StandardHeads(int dim, INamedTensors file) => dim switch
     {

@@ -17,9 +17,7 @@ public sealed record HuggingFaceConfig(string Path, string? ModelType, JsonObjec
 
     public static HuggingFaceConfig Load(string path)
     {
-        JsonObject root;
-        try { root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object"); }
-        catch (JsonException e) { throw new InvalidDataException($"{path}: not JSON ({e.Message})", e); }
+        var root = ConfigFields.ParseObject(path, ConfigFields.ReadText(path), "a transformers config.json");
         string? modelType = root["model_type"] is JsonValue t && t.GetValueKind() == JsonValueKind.String ? t.GetValue<string>() : null;
         // CLIPConfig nests the vision tower's fields; transformers writes there only what differs from CLIPVisionConfig's defaults.
         var fields = modelType == "clip" ? root["vision_config"] as JsonObject ?? [] : root;
@@ -40,7 +38,8 @@ public sealed record HuggingFaceConfig(string Path, string? ModelType, JsonObjec
         {
             if (!int.TryParse(key, NumberStyles.Integer, CultureInfo.InvariantCulture, out int index) || index < 0)
                 throw new InvalidDataException($"{Path}: id2label key '{key}' is not an index");
-            byIndex[index] = value is JsonValue name && name.GetValueKind() == JsonValueKind.String ? name.GetValue<string>() : value?.ToJsonString() ?? "";
+            byIndex[index] = value is JsonValue name && name.GetValueKind() == JsonValueKind.String ? name.GetValue<string>()
+                : throw new InvalidDataException($"{Path}: id2label '{key}' is {value?.ToJsonString() ?? "null"}, not a label name (a string)");
         }
         if (byIndex.Keys.Last() != byIndex.Count - 1) throw new InvalidDataException($"{Path}: id2label indices are not 0…{byIndex.Count - 1}");
         var names = byIndex.Values.ToList();
@@ -48,7 +47,17 @@ public sealed record HuggingFaceConfig(string Path, string? ModelType, JsonObjec
     }
 
     /// <summary>The number of labels config.json states (id2label, else num_labels), null where it states none.</summary>
-    public int? LabelCount() => Field("id2label") is JsonObject map ? map.Count : Field("num_labels") is JsonValue n ? n.GetValue<int>() : null;
+    public int? LabelCount() => Field("id2label") switch
+    {
+        JsonObject map => map.Count,
+        null => Field("num_labels") switch
+        {
+            null => null,
+            JsonValue n when n.GetValueKind() == JsonValueKind.Number && n.TryGetValue<int>(out int count) && count >= 0 => count,
+            var other => throw new InvalidDataException($"{Path}: num_labels is {other.ToJsonString()}, not a count"),
+        },
+        var other => throw new InvalidDataException($"{Path}: id2label is {other.ToJsonString()}, not an object of index → name"),
+    };
 }
 
 /// <summary>
@@ -102,28 +111,28 @@ public static partial class ForeignCheckpoints
             || n.StartsWith("decode_head.", StringComparison.Ordinal) || n.StartsWith("auxiliary_head.", StringComparison.Ordinal)
             || Regex.IsMatch(n, @"^fpn\d\."));
         string patchWeight = p + "embeddings.patch_embeddings.projection.weight";
-        long[] patchShape = source.ShapeOf(patchWeight);
-        int dim = (int)patchShape[0], patch = (int)patchShape[2];
+        int[] patchShape = Dims(file, patchWeight, 4);
+        int dim = patchShape[0], patch = patchShape[2];
         int depth = source.CountLayers(p + "encoder.layer.");
         string? positions = source.Find(p + "embeddings.position_embeddings");
         string? shared = source.Find(p + "encoder.relative_position_bias.relative_position_bias_table");
         string? perLayer = source.Find(p + "encoder.layer.0.attention.attention.relative_position_bias.relative_position_bias_table");
         string? table = perLayer ?? shared;
-        int grid = positions is not null ? GridOf(source.ShapeOf(positions)[1] - 1, positions, file)
-            : table is not null ? TableGridOf(source.ShapeOf(table)[0], table, file)
+        int grid = positions is not null ? GridOf(Dims(file, positions, 3)[1] - 1, positions, file)
+            : table is not null ? TableGridOf(Dims(file, table, 2)[0], table, file)
             : throw new InvalidDataException($"{file.Origin}: neither position_embeddings nor a relative position table: the patch grid is unknown");
         int headCount = table is not null
-            ? fields.Agree("num_attention_heads", (int)source.ShapeOf(table)[1], table)
+            ? fields.Agree("num_attention_heads", Dims(file, table, 2)[1], table)
             : fields.Int("num_attention_heads") ?? heads ?? StandardHeads(dim, file);
         if (heads is int given && given != headCount) throw new InvalidDataException($"{file.Origin}: --heads {given} disagrees with the checkpoint ({headCount} heads)");
         string fc1 = p + "encoder.layer.0.intermediate.dense.weight";
-        int hidden = (int)source.ShapeOf(fc1)[0];
+        int hidden = Dims(file, fc1, 2)[0];
         fields.Agree("hidden_size", dim, patchWeight);
         fields.Agree("num_hidden_layers", depth, p + "encoder.layer.*");
         fields.Agree("intermediate_size", hidden, fc1);
         fields.Agree("patch_size", patch, patchWeight);
-        fields.Agree("num_channels", (int)patchShape[1], patchWeight);
-        fields.Agree("image_size", grid * patch, positions ?? table!);
+        fields.Agree("num_channels", patchShape[1], patchWeight);
+        fields.Agree("image_size", GridSide(grid, patch), positions ?? table!);
         fields.Agree("use_absolute_position_embeddings", positions is not null, p + "embeddings.position_embeddings");
         fields.Agree("use_relative_position_bias", perLayer is not null, p + "encoder.layer.*.attention.attention.relative_position_bias");
         fields.Agree("use_shared_relative_position_bias", shared is not null, p + "encoder.relative_position_bias");
@@ -196,12 +205,12 @@ public static partial class ForeignCheckpoints
 
         var vit = new VitConfig
         {
-            ImgSize = grid * patch, PatchSize = patch, InChannels = (int)patchShape[1], EmbedDim = dim, Depth = depth, NumHeads = headCount,
+            ImgSize = GridSide(grid, patch), PatchSize = patch, InChannels = patchShape[1], EmbedDim = dim, Depth = depth, NumHeads = HeadsOf(fields, headCount, dim),
             MlpRatio = (double)hidden / dim, NumClasses = classes, BeitAttention = true, QkvBias = qkvBias,
             UseAbsPosEmb = positions is not null, UseRelPosBias = perLayer is not null, UseSharedRelPosBias = shared is not null,
             InitValues = layerScale ? scaleInit is > 0 ? scaleInit : dim >= 1024 ? 1e-5 : 0.1 : null,
             GlobalPool = globalPool, UseMaskToken = maskToken,
-            LayerNormEps = fields.Double("layer_norm_eps") ?? (double)BeitDefaults["layer_norm_eps"],
+            LayerNormEps = EpsOf(fields, (double)BeitDefaults["layer_norm_eps"]),
             Activation = ActivationOf(fields, (string)BeitDefaults["hidden_act"]),
         };
         return new ForeignCheckpoint(new ModelSpec("beit", Config: vit), tensors, source.LeftOut)
@@ -229,22 +238,25 @@ public static partial class ForeignCheckpoints
             || n == "logit_scale" || n.EndsWith("embeddings.position_ids", StringComparison.Ordinal));
         string p = source.PrefixOf(["vision_model.", ""], "embeddings.patch_embedding.weight", "a CLIP vision");
         string patchWeight = p + "embeddings.patch_embedding.weight", positions = p + "embeddings.position_embedding.weight";
-        long[] patchShape = source.ShapeOf(patchWeight);
-        int width = (int)patchShape[0], patch = (int)patchShape[2];
-        int grid = GridOf(source.ShapeOf(positions)[0] - 1, positions, file);
+        int[] patchShape = Dims(file, patchWeight, 4);
+        int width = patchShape[0], patch = patchShape[2];
+        int grid = GridOf(Dims(file, positions, 2)[0] - 1, positions, file);
         int depth = source.CountLayers(p + "encoder.layers.");
         string fc1 = p + "encoder.layers.0.mlp.fc1.weight";
-        int hidden = (int)source.ShapeOf(fc1)[0];
+        int hidden = Dims(file, fc1, 2)[0];
         fields.Agree("hidden_size", width, patchWeight);
         fields.Agree("num_hidden_layers", depth, p + "encoder.layers.*");
         fields.Agree("intermediate_size", hidden, fc1);
         fields.Agree("patch_size", patch, patchWeight);
-        fields.Agree("num_channels", (int)patchShape[1], patchWeight);
-        fields.Agree("image_size", grid * patch, positions);
+        fields.Agree("num_channels", patchShape[1], patchWeight);
+        fields.Agree("image_size", GridSide(grid, patch), positions);
         // CLIP's own rule (width / 64) where no config.json says otherwise, as the OpenAI import does.
         int headCount = fields.Int("num_attention_heads") ?? heads ?? width / 64;
         if (heads is int given && given != headCount) throw new InvalidDataException($"{file.Origin}: --heads {given} disagrees with {config?.Path} ({headCount} heads)");
 
+        // Reshaped below: they must have the width the patch embedding gives, or the translation fails inside libtorch.
+        if (Dims(file, p + "embeddings.class_embedding", 1)[0] != width) throw WidthMismatch(file, p + "embeddings.class_embedding", width);
+        if (Dims(file, positions, 2)[1] != width) throw WidthMismatch(file, positions, width);
         var tensors = new TranslatedTensors(file.Origin);
         source.Map(tensors, "patch_embed.proj.weight", patchWeight);
         source.Map(tensors, "cls_token", p + "embeddings.class_embedding", [1, 1, width], t => t.reshape(1, 1, width));
@@ -265,7 +277,7 @@ public static partial class ForeignCheckpoints
         int embed = 0;
         if (source.Find("visual_projection.weight") is string projection)
         {
-            embed = (int)source.ShapeOf(projection)[0];
+            embed = Dims(file, projection, 2)[0];
             fields.Agree("projection_dim", embed, projection);
             source.Map(tensors, "head.weight", projection);
             tensors.Add("head.bias", [embed], () => zeros(embed));
@@ -274,9 +286,9 @@ public static partial class ForeignCheckpoints
 
         var vit = new VitConfig
         {
-            ImgSize = grid * patch, PatchSize = patch, InChannels = (int)patchShape[1], EmbedDim = width, Depth = depth, NumHeads = headCount,
+            ImgSize = GridSide(grid, patch), PatchSize = patch, InChannels = patchShape[1], EmbedDim = width, Depth = depth, NumHeads = HeadsOf(fields, headCount, width),
             MlpRatio = (double)hidden / width, NumClasses = embed, PreNorm = true,
-            LayerNormEps = fields.Double("layer_norm_eps") ?? (double)ClipVisionDefaults["layer_norm_eps"],
+            LayerNormEps = EpsOf(fields, (double)ClipVisionDefaults["layer_norm_eps"]),
             Activation = ActivationOf(fields, (string)ClipVisionDefaults["hidden_act"]),
         };
         return new ForeignCheckpoint(new ModelSpec("clip", Config: vit), tensors, source.LeftOut);
@@ -297,19 +309,19 @@ public static partial class ForeignCheckpoints
         string p = source.PrefixOf(["vit.", ""], "embeddings.patch_embeddings.projection.weight", "an HF ViT");
         source.LeaveOut(n => n.StartsWith(p + "pooler.", StringComparison.Ordinal) || n.StartsWith("decoder.", StringComparison.Ordinal));
         string patchWeight = p + "embeddings.patch_embeddings.projection.weight", positions = p + "embeddings.position_embeddings";
-        long[] patchShape = source.ShapeOf(patchWeight);
-        int dim = (int)patchShape[0], patch = (int)patchShape[2];
-        int grid = GridOf(source.ShapeOf(positions)[1] - 1, positions, file);
+        int[] patchShape = Dims(file, patchWeight, 4);
+        int dim = patchShape[0], patch = patchShape[2];
+        int grid = GridOf(Dims(file, positions, 3)[1] - 1, positions, file);
         int depth = source.CountLayers(p + "encoder.layer.");
         string fc1 = p + "encoder.layer.0.intermediate.dense.weight";
-        int hidden = (int)source.ShapeOf(fc1)[0];
+        int hidden = Dims(file, fc1, 2)[0];
         bool qkvBias = source.Has(p + "encoder.layer.0.attention.attention.query.bias");
         fields.Agree("hidden_size", dim, patchWeight);
         fields.Agree("num_hidden_layers", depth, p + "encoder.layer.*");
         fields.Agree("intermediate_size", hidden, fc1);
         fields.Agree("patch_size", patch, patchWeight);
-        fields.Agree("num_channels", (int)patchShape[1], patchWeight);
-        fields.Agree("image_size", grid * patch, positions);
+        fields.Agree("num_channels", patchShape[1], patchWeight);
+        fields.Agree("image_size", GridSide(grid, patch), positions);
         fields.Agree("qkv_bias", qkvBias, p + "encoder.layer.0.attention.attention.query.bias");
         int headCount = fields.Int("num_attention_heads") ?? heads ?? StandardHeads(dim, file);
         if (heads is int given && given != headCount) throw new InvalidDataException($"{file.Origin}: --heads {given} disagrees with {config?.Path} ({headCount} heads)");
@@ -338,15 +350,31 @@ public static partial class ForeignCheckpoints
 
         var vit = new VitConfig
         {
-            ImgSize = grid * patch, PatchSize = patch, InChannels = (int)patchShape[1], EmbedDim = dim, Depth = depth, NumHeads = headCount,
+            ImgSize = GridSide(grid, patch), PatchSize = patch, InChannels = patchShape[1], EmbedDim = dim, Depth = depth, NumHeads = HeadsOf(fields, headCount, dim),
             MlpRatio = (double)hidden / dim, NumClasses = classes, QkvBias = qkvBias, UseMaskToken = maskToken,
-            LayerNormEps = fields.Double("layer_norm_eps") ?? (double)VitDefaults["layer_norm_eps"],
+            LayerNormEps = EpsOf(fields, (double)VitDefaults["layer_norm_eps"]),
             Activation = ActivationOf(fields, (string)VitDefaults["hidden_act"]),
         };
         return new ForeignCheckpoint(new ModelSpec("vit", Config: vit), tensors, source.LeftOut)
         {
             Labels = classes > 0 ? config?.Labels() : null,
         };
+    }
+
+    /// <summary>layer_norm_eps from config.json (or the default), refused by name unless in (0, 1].</summary>
+    private static double EpsOf(HuggingFaceFields fields, double fallback)
+    {
+        double eps = fields.Double("layer_norm_eps") ?? fallback;
+        if (eps is <= 0 or > 1) throw new InvalidDataException($"{fields.ConfigPath}: layer_norm_eps is {eps.ToString("R", CultureInfo.InvariantCulture)}, not in (0, 1]");
+        return eps;
+    }
+
+    /// <summary>Heads from config.json, --heads or a rule, refused by name unless they divide the width.</summary>
+    private static int HeadsOf(HuggingFaceFields fields, int heads, int width)
+    {
+        if (heads < 1 || heads > width || width % heads != 0)
+            throw new InvalidDataException($"{fields.ConfigPath}: num_attention_heads is {heads}, which does not divide the width {width} the weights give");
+        return heads;
     }
 
     private static Activation ActivationOf(HuggingFaceFields fields, string fallback)
@@ -387,13 +415,14 @@ public static partial class ForeignCheckpoints
         public int? Int(string field)
         {
             if (config is null) return null;
+            static int? Integer(JsonNode? node) => node is JsonValue v && v.GetValueKind() == JsonValueKind.Number && v.TryGetValue<int>(out int i) ? i : null;
             return Raw(field) switch
             {
                 null => defaults.TryGetValue(field, out var d) ? Convert.ToInt32(d, CultureInfo.InvariantCulture) : null,
                 // transformers accepts image_size / patch_size as a pair; here they must be square.
-                JsonArray pair when pair.Count == 2 && pair[0]?.GetValue<int>() == pair[1]?.GetValue<int>() => pair[0]!.GetValue<int>(),
-                JsonValue v when v.GetValueKind() == JsonValueKind.Number => v.GetValue<int>(),
-                var other => throw new InvalidDataException($"{config.Path}: {field} is {other.ToJsonString()}, not a number (or a square pair)"),
+                JsonArray pair when pair.Count == 2 && Integer(pair[0]) is int side && Integer(pair[1]) == side => side,
+                JsonValue v when Integer(v) is int value => value,
+                var other => throw new InvalidDataException($"{config.Path}: {field} is {other.ToJsonString()}, not an integer (or a square pair of them)"),
             };
         }
 
@@ -403,8 +432,8 @@ public static partial class ForeignCheckpoints
             return Raw(field) switch
             {
                 null => defaults.TryGetValue(field, out var d) ? Convert.ToDouble(d, CultureInfo.InvariantCulture) : null,
-                JsonValue v when v.GetValueKind() == JsonValueKind.Number => v.GetValue<double>(),
-                var other => throw new InvalidDataException($"{config.Path}: {field} is {other.ToJsonString()}, not a number"),
+                JsonValue v when v.GetValueKind() == JsonValueKind.Number && v.TryGetValue<double>(out double d) && double.IsFinite(d) => d,
+                var other => throw new InvalidDataException($"{config.Path}: {field} is {other.ToJsonString()}, not a finite number"),
             };
         }
 
@@ -477,7 +506,7 @@ public static partial class ForeignCheckpoints
         public int CountLayers(string prefix)
         {
             var layer = new Regex("^" + Regex.Escape(prefix) + @"(\d+)\.");
-            int count = file.Names.Select(n => layer.Match(n)).Where(m => m.Success).Select(m => int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture) + 1).DefaultIfEmpty(0).Max();
+            int count = file.Names.Select(n => layer.Match(n)).Where(m => m.Success).Select(m => Index(m.Groups[1].Value) + 1).DefaultIfEmpty(0).Max();
             return count > 0 ? count : throw new InvalidDataException($"{file.Origin}: no '{prefix}0.*' tensors");
         }
 
@@ -518,10 +547,14 @@ public static partial class ForeignCheckpoints
         /// <summary>q, k and v projections ([D, …] each) stacked into timm's fused qkv ([3D, …]) in that order.</summary>
         public void Stack(TranslatedTensors tensors, string target, int dim, params string[] names)
         {
+            // q, k and v must have one shape: the stacked tensor's declared shape is the first one's, and libtorch
+            // refuses to concatenate different ranks only when the values are read.
+            long[] first = file.Contains(names[0]) ? file.ShapeOf(names[0]) : [];
             foreach (string name in names.Select(Take))
-                if (file.ShapeOf(name)[0] != dim)
-                    throw new InvalidDataException($"{file.Origin}: '{name}' has shape [{string.Join(", ", file.ShapeOf(name))}], expected {dim} rows");
-            long[] shape = [.. file.ShapeOf(names[0])];
+                if (file.ShapeOf(name) is not [var rows, ..] || rows != dim || !file.ShapeOf(name).SequenceEqual(first))
+                    throw new InvalidDataException($"{file.Origin}: '{name}' has shape [{string.Join(", ", file.ShapeOf(name))}], " +
+                                                   $"expected {dim} rows and the shape of '{names[0]}' [{string.Join(", ", first)}]");
+            long[] shape = [.. first];
             shape[0] = 3L * dim;
             tensors.Add(target, shape, () =>
             {
@@ -534,7 +567,7 @@ public static partial class ForeignCheckpoints
         public int MapHead(TranslatedTensors tensors, string name, HuggingFaceFields fields)
         {
             if (!file.Contains(name + ".weight")) return 0;
-            int classes = (int)file.ShapeOf(name + ".weight")[0];
+            int classes = Dims(file, name + ".weight", 2)[0];
             fields.AgreeLabels(classes, name + ".weight");
             MapPair(tensors, "head", name);
             return classes;

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using MimFlow.Core.IO;
 using MimFlow.Core.Safetensors;
@@ -20,6 +21,8 @@ public static class ModelDirectory
     {
         WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        // Set, not left to the first (de)serialisation: ReadConfig asks for the contract before either.
+        TypeInfoResolver = new System.Text.Json.Serialization.Metadata.DefaultJsonTypeInfoResolver(),
     };
 
     /// <summary>Weights first, configuration last: a directory with a config.json is complete.</summary>
@@ -63,8 +66,12 @@ public static class ModelDirectory
     {
         string path = Path.Combine(Locate(directory), LabelsFileName);
         if (!File.Exists(path)) return null;
-        try { return JsonSerializer.Deserialize<List<string>>(File.ReadAllText(path)) ?? throw new InvalidDataException($"{path}: empty"); }
+        List<string?> labels;
+        try { labels = JsonSerializer.Deserialize<List<string?>>(ConfigFields.ReadText(path)) ?? throw new InvalidDataException($"{path}: empty"); }
         catch (JsonException e) { throw new InvalidDataException($"{path}: not a JSON array of label names ({e.Message})", e); }
+        int missing = labels.IndexOf(null);
+        if (missing >= 0) throw new InvalidDataException($"{path}: label {missing} is null, not a name");
+        return labels!;
     }
 
     /// <summary>The file in a training run folder that names its latest checkpoint.</summary>
@@ -76,7 +83,7 @@ public static class ModelDirectory
         string? checkpoint;
         try
         {
-            using var document = JsonDocument.Parse(File.ReadAllText(pointer));
+            using var document = JsonDocument.Parse(ConfigFields.ReadText(pointer), ConfigFields.Strict);
             checkpoint = document.RootElement.ValueKind == JsonValueKind.Object && document.RootElement.TryGetProperty("checkpoint", out var name)
                 && name.ValueKind == JsonValueKind.String ? name.GetString() : null;
         }
@@ -86,19 +93,17 @@ public static class ModelDirectory
         return checkpoint;
     }
 
+    /// <summary>
+    /// The directory's configuration, checked before anything is built: every field known, present and of its type,
+    /// every value within its bounds (<see cref="ModelSpec.Validate"/>), and the sizes against the tensors
+    /// weights.safetensors holds (<see cref="ModelShapes.Check"/>), so a configuration its weights do not bear out is
+    /// refused by name, not allocated. Errors are InvalidDataExceptions naming the file and the field.
+    /// </summary>
     public static ModelSpec ReadSpec(string directory)
     {
         directory = Locate(directory);
-        string configPath = Path.Combine(directory, ConfigFileName);
-        if (!File.Exists(configPath)) throw new FileNotFoundException($"{configPath}: not a model directory (config.json missing)", configPath);
-        ModelSpec? spec;
-        string text = File.ReadAllText(configPath);
-        if (TimmHub.IsHubConfig(text))
-            throw new InvalidDataException($"{configPath}: a timm hub folder, not a MimFlow model directory: import it with 'mimflow model import --from timm --weights {directory}'");
-        try { spec = JsonSerializer.Deserialize<ModelSpec>(text, Json); }
-        catch (JsonException e) { throw new InvalidDataException($"{configPath}: not a model configuration ({e.Message})", e); }
-        if (spec is null) throw new InvalidDataException($"{configPath}: empty configuration");
-        spec.Validate(configPath);
+        var (spec, weights) = ReadChecked(directory);
+        weights.Dispose();
         return spec;
     }
 
@@ -106,11 +111,11 @@ public static class ModelDirectory
     public static (ModelSpec Spec, nn.Module Model) Load(string directory)
     {
         directory = Locate(directory);
-        var spec = ReadSpec(directory);
+        var (spec, weights) = ReadChecked(directory);
+        using var _ = weights;
         var model = ModelCatalog.Build(spec);
         try
         {
-            using var weights = SafetensorsFile.Open(Path.Combine(directory, WeightsFileName));
             WeightLoader.LoadStrict(model, weights);
         }
         catch
@@ -128,14 +133,16 @@ public static class ModelDirectory
     public static (ModelSpec Spec, VisionTransformer Model) LoadVit(string directory, int? imageSize = null)
     {
         directory = Locate(directory);
-        var spec = ReadSpec(directory);
+        // The file is checked against the configuration it was saved with; the resampled model differs from it only in position tables.
+        var (spec, weights) = ReadChecked(directory);
+        using var _ = weights;
         if (spec.Kind != ModelKind.Vit)
             throw new InvalidDataException($"{Path.Combine(directory, ConfigFileName)}: '{spec.Architecture}' is a {spec.Kind.ToString().ToLowerInvariant()} model, not a ViT");
         var config = imageSize is int size ? spec.Config! with { ImgSize = size } : spec.Config!;
+        if (config.Problem() is var (field, reason)) throw new ArgumentException($"image size {imageSize}: {field} {reason}");
         var model = new VisionTransformer(config);
         try
         {
-            using var weights = SafetensorsFile.Open(Path.Combine(directory, WeightsFileName));
             WeightLoader.LoadStrict(model, weights, resamplePositions: imageSize is not null);
         }
         catch
@@ -144,6 +151,88 @@ public static class ModelDirectory
             throw;
         }
         return (spec with { Config = config }, model);
+    }
+
+    /// <summary>config.json checked in full and the open weights file it was checked against (the caller disposes it).</summary>
+    private static (ModelSpec Spec, SafetensorsFile Weights) ReadChecked(string directory)
+    {
+        var (spec, root, derived) = ReadConfig(directory);
+        var weights = OpenWeights(directory);
+        try
+        {
+            CheckWeights(directory, spec, weights);
+            CheckDerived(Path.Combine(directory, ConfigFileName), spec, root, derived);
+            return (spec, weights);
+        }
+        catch
+        {
+            weights.Dispose();
+            throw;
+        }
+    }
+
+    private static SafetensorsFile OpenWeights(string directory)
+    {
+        string path = Path.Combine(directory, WeightsFileName);
+        if (!File.Exists(path)) throw new InvalidDataException($"{path}: missing: a model directory holds config.json and {WeightsFileName}");
+        try
+        {
+            return SafetensorsFile.Open(path);
+        }
+        catch (SafetensorsFormatException e)
+        {
+            throw new InvalidDataException(e.Message, e);
+        }
+    }
+
+    private static void CheckWeights(string directory, ModelSpec spec, SafetensorsFile weights) =>
+        ModelShapes.Check(spec, new SafetensorsTensors(weights), Path.Combine(directory, ConfigFileName), spec.Kind switch
+        {
+            ModelKind.Vqkd => "vqkd.",
+            ModelKind.Dvae => "dvae.",
+            _ => "config.",
+        });
+
+    /// <summary>config.json as a spec whose fields, types and bounds are checked; its JSON and the derived fields it holds.</summary>
+    private static (ModelSpec Spec, JsonObject Root, List<string> Derived) ReadConfig(string directory)
+    {
+        string configPath = Path.Combine(directory, ConfigFileName);
+        if (!File.Exists(configPath)) throw new FileNotFoundException($"{configPath}: not a model directory (config.json missing)", configPath);
+        string text = ConfigFields.ReadText(configPath);
+        if (TimmHub.IsHubConfig(text))
+            throw new InvalidDataException($"{configPath}: a timm hub folder, not a MimFlow model directory: import it with 'mimflow model import --from timm --weights {directory}'");
+        var root = ConfigFields.ParseObject(configPath, text, "a model configuration");
+        var derived = new List<string>();
+        ConfigFields.Check(root, Json.GetTypeInfo(typeof(ModelSpec)), Json, configPath, "", derived);
+        ModelSpec spec;
+        try
+        {
+            spec = root.Deserialize<ModelSpec>(Json) ?? throw new InvalidDataException($"{configPath}: empty configuration");
+        }
+        catch (JsonException e)
+        {
+            // The field walk checks every type first; this is a backstop naming the field all the same.
+            throw new InvalidDataException($"{configPath}: {e.Path?.TrimStart('$', '.') ?? "a field"}: not a model configuration ({e.Message})", e);
+        }
+        spec.Validate(configPath);
+        return (spec, root, derived);
+    }
+
+    /// <summary>
+    /// Values derived from others (grid_size, head_dim, kind …) are written for readers and ignored when read; one that
+    /// disagrees with the fields it derives from marks an edited or damaged file, so it is refused by name. Checked
+    /// after the weights, whose message says more when a size was edited.
+    /// </summary>
+    private static void CheckDerived(string configPath, ModelSpec spec, JsonObject root, List<string> derived)
+    {
+        var written = JsonSerializer.SerializeToNode(spec, Json)!;
+        foreach (string path in derived)
+        {
+            var given = ConfigFields.At(root, path);
+            var computed = ConfigFields.At(written, path);
+            if (!JsonNode.DeepEquals(given, computed))
+                throw new InvalidDataException($"{configPath}: {path} is {given?.ToJsonString() ?? "null"}, but the other fields give {computed?.ToJsonString() ?? "null"}");
+        }
     }
 
     /// <summary>Parameters timm's Beit / VisionTransformer do not have (left out of exports so timm loads strictly).</summary>

@@ -28,11 +28,26 @@ public static class ModelExport
     {
         var targets = ModelExportRequest.Targets;
         if (!targets.Contains(request.To)) throw new ArgumentException($"unknown export target '{request.To}' ({string.Join(", ", targets)})");
+        if (OutputProblem(request) is string problem) throw new ArgumentException($"{request.OutputDirectory}: {problem}");
         var (spec, network) = ModelDirectory.LoadVit(request.Model);
         using (network)
         {
             var written = TimmHub.Write(request.OutputDirectory, spec.Config!, network, ModelDirectory.ReadLabels(request.Model));
             return new ModelExportResult(spec, written.Architecture, written.ModelArgs, written.Files, request.OutputDirectory, written.Notes);
         }
+    }
+
+    /// <summary>
+    /// Why the output folder would overwrite the model being exported, or null: it is the model directory, lies inside
+    /// it, or is the folder given as the model (a run folder, which a config.json would turn into a model directory).
+    /// </summary>
+    public static string? OutputProblem(ModelExportRequest request)
+    {
+        string located = ModelDirectory.Locate(request.Model);
+        if (OutputGuard.IsWithin(request.OutputDirectory, located))
+            return $"is {(OutputGuard.Same(request.OutputDirectory, located) ? "" : "inside ")}the model directory being exported ({located}); its config.json and weights would be overwritten";
+        if (OutputGuard.Same(request.OutputDirectory, request.Model))
+            return $"is the folder given as the model ({request.Model}); writing config.json there would replace what it points to";
+        return null;
     }
 }

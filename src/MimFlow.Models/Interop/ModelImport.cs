@@ -45,13 +45,17 @@ public static class ModelImport
 {
     public static ModelImportResult Run(ModelImportRequest request)
     {
+        if (OutputProblem(request) is string problem) throw new ArgumentException($"{request.OutputDirectory}: {problem}");
         var (weightsPath, hub, huggingFace) = Locate(request);
         using var file = CheckpointFile.Open(weightsPath, new CheckpointReadOptions(request.StateDictKey));
         ForeignCheckpoint checkpoint;
+        // Where the configuration came from: a refusal names that file (and the weights).
+        string configSource;
         if (request.From == "timm")
         {
             if (hub is not null)
             {
+                configSource = Path.Combine(request.Weights, TimmHub.ConfigFileName);
                 checkpoint = new ForeignCheckpoint(new ModelSpec(hub.Config.BeitAttention ? "beit" : "vit", Config: hub.Config), file, [])
                 {
                     Labels = hub.Labels, Notes = hub.Notes,
@@ -59,19 +63,27 @@ public static class ModelImport
             }
             else
             {
-                string configPath = request.Config ?? throw new ArgumentException(
+                configSource = request.Config ?? throw new ArgumentException(
                     "--from timm needs --config timm_config.json with a weights file, or --weights naming a timm hub folder (config.json + model.safetensors)");
-                var vit = TimmConfig.Parse(File.ReadAllText(configPath), configPath);
+                var vit = TimmConfig.Parse(ConfigFields.ReadText(configSource), configSource);
                 checkpoint = new ForeignCheckpoint(new ModelSpec(vit.BeitAttention ? "beit" : "vit", Config: vit), file, []);
             }
         }
-        else checkpoint = ForeignCheckpoints.Read(request.From, file, request.Heads, huggingFace);
+        else
+        {
+            configSource = huggingFace?.Path ?? file.Origin;
+            checkpoint = ForeignCheckpoints.Read(request.From, file, request.Heads, huggingFace);
+        }
 
+        // Bounds, then the configuration against the tensors' names and shapes, before any module is built.
+        checkpoint.Spec.Validate(configSource);
+        ModelShapes.Check(checkpoint.Spec, checkpoint.Tensors, configSource, "");
         var spec = checkpoint.Spec;
         if (request.ImageSize is int size)
         {
             if (spec.Kind != ModelKind.Vit) throw new ArgumentException($"--img-size applies to ViTs, not a {spec.Kind.ToString().ToLowerInvariant()} model");
             spec = spec with { Config = spec.Config! with { ImgSize = size } };
+            if (spec.Config.Problem() is var (field, reason)) throw new ArgumentException($"--img-size {size}: {field} {reason}");
         }
         var labels = checkpoint.Labels;
         if (labels is not null && labels.Count != (spec.Config?.NumClasses ?? 0))
@@ -89,6 +101,21 @@ public static class ModelImport
         {
             SourceArchitecture = hub?.Architecture, Labels = labels, Notes = checkpoint.Notes,
         };
+    }
+
+    /// <summary>
+    /// Why the output folder would overwrite an input, or null: it is the --weights folder, or holds the weights file,
+    /// the hub folder's config.json or the --config file (an import writes config.json and weights.safetensors there).
+    /// </summary>
+    public static string? OutputProblem(ModelImportRequest request)
+    {
+        string output = request.OutputDirectory;
+        if (Directory.Exists(request.Weights) && OutputGuard.Same(output, request.Weights))
+            return $"is the folder being imported ({request.Weights}); its files would be overwritten";
+        foreach (string? input in new[] { request.Weights, request.Config })
+            if (input is not null && File.Exists(input) && (OutputGuard.Same(output, Path.GetDirectoryName(Path.GetFullPath(input))!) || OutputGuard.Same(output, input)))
+                return $"holds an input of the import ({input}); writing the model there could overwrite it";
+        return null;
     }
 
     /// <summary>The weights file of the request, and the folder's configuration where --weights names a hub folder.</summary>

@@ -20,25 +20,47 @@ public static class TimmConfig
     /// <summary>A timm_config.json: <c>{"timm_class": ..., "config": {arguments}, "mimflow": {"layer_norm_eps": …}}</c>.</summary>
     public static VitConfig Parse(string json, string source = "timm config")
     {
-        using var document = JsonDocument.Parse(json);
-        var root = document.RootElement;
-        string timmClass = root.TryGetProperty("timm_class", out var c) ? c.GetString() ?? "" : "";
-        bool wrapped = root.TryGetProperty("config", out var args);
-        if (!wrapped) args = root;
-        if (args.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{source}: 'config' is not an object of constructor arguments");
-        var arguments = ArgumentsFromJson(args, source, skip: wrapped ? [] : ["timm_class", "mimflow"]);
-        return FromArguments(timmClass, arguments, LayerNormEpsOf(root) ?? DefaultLayerNormEps, source);
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(json, ConfigFields.Strict);
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{source}: not JSON ({e.Message})", e);
+        }
+        using (document)
+        {
+            var root = document.RootElement;
+            if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{source}: not a JSON object of timm_class and config");
+            if (!root.TryGetProperty("timm_class", out var c) || c.ValueKind != JsonValueKind.String)
+                throw new InvalidDataException($"{source}: timm_class is missing or not a string (Beit or VisionTransformer)");
+            // Beside "config", writers record what made the file (timm_version, outputs …): informational, so not refused;
+            // every constructor argument under "config" is known or refused by name.
+            bool wrapped = root.TryGetProperty("config", out var args);
+            if (!wrapped) args = root;
+            if (args.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{source}: 'config' is not an object of constructor arguments");
+            var arguments = ArgumentsFromJson(args, source, skip: wrapped ? [] : ["timm_class", "mimflow"]);
+            return Validated(FromArguments(c.GetString()!, arguments, LayerNormEpsOf(root, source) ?? DefaultLayerNormEps, source), source);
+        }
     }
 
     /// <summary>
     /// What timm takes as a norm_layer object rather than an argument (a LayerNorm eps other than timm's for the
-    /// class) travels beside the arguments as <c>"mimflow": {"layer_norm_eps": …}</c>; timm ignores it.
+    /// class) travels beside the arguments as <c>"mimflow": {"layer_norm_eps": …}</c>; timm ignores it. Anything
+    /// else under "mimflow", or an eps that is not a positive number, is refused naming <paramref name="source"/>.
     /// </summary>
-    public static double? LayerNormEpsOf(JsonElement root) =>
-        root.ValueKind == JsonValueKind.Object && root.TryGetProperty("mimflow", out var extras) && extras.ValueKind == JsonValueKind.Object
-        && extras.TryGetProperty("layer_norm_eps", out var eps) && eps.ValueKind == JsonValueKind.Number
-            ? eps.GetDouble()
-            : null;
+    public static double? LayerNormEpsOf(JsonElement root, string source)
+    {
+        if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("mimflow", out var extras)) return null;
+        if (extras.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{source}: mimflow is not an object");
+        foreach (var extra in extras.EnumerateObject())
+            if (extra.Name != "layer_norm_eps") throw new InvalidDataException($"{source}: unknown field 'mimflow.{extra.Name}' (layer_norm_eps)");
+        if (!extras.TryGetProperty("layer_norm_eps", out var eps)) return null;
+        if (eps.ValueKind != JsonValueKind.Number || !eps.TryGetDouble(out double value) || !double.IsFinite(value) || value <= 0 || value > 1)
+            throw new InvalidDataException($"{source}: mimflow.layer_norm_eps is {eps.GetRawText()}, not a number in (0, 1]");
+        return value;
+    }
 
     /// <summary>A JSON object of arguments as plain values (numbers as int when integral, else double).</summary>
     public static Dictionary<string, object?> ArgumentsFromJson(JsonElement args, string source, IReadOnlyCollection<string>? skip = null)
@@ -55,7 +77,9 @@ public static class TimmConfig
         JsonValueKind.True => true,
         JsonValueKind.False => false,
         JsonValueKind.String => value.GetString(),
-        JsonValueKind.Number => value.TryGetInt32(out int i) ? i : value.GetDouble(),
+        JsonValueKind.Number => value.TryGetInt32(out int i) ? i
+            : value.TryGetDouble(out double d) && double.IsFinite(d) ? d
+            : throw new InvalidDataException($"{what} is {value.GetRawText()}, not a finite number"),
         _ => throw new InvalidDataException($"{what} is a JSON {value.ValueKind.ToString().ToLowerInvariant()}; MimFlow reads numbers, booleans, strings and null"),
     };
 
@@ -76,16 +100,23 @@ public static class TimmConfig
             }
             throw new InvalidDataException($"{source}: '{name}' is not a {timmClass} argument MimFlow supports ({string.Join(", ", known.Order())})");
         }
-        int Int(string name, int fallback) => args.TryGetValue(name, out var v) && v is not null ? Convert.ToInt32(v, CultureInfo.InvariantCulture) : fallback;
-        bool Bool(string name, bool fallback) => args.TryGetValue(name, out var v) && v is bool b ? b : fallback;
-        string? Text(string name) => args.TryGetValue(name, out var v) ? v as string : null;
-        double? Number(string name) => args.TryGetValue(name, out var v) && v is int or double ? Convert.ToDouble(v, CultureInfo.InvariantCulture) : null;
+        // Each argument is of its type or refused by name: a boolean is not silently 0, nor a string the default.
+        InvalidDataException NotA(string name, object? value, string what) => new($"{source}: {name} is {Show(value)}, not {what}");
+        int Int(string name, int fallback) => !args.TryGetValue(name, out var v) || v is null ? fallback
+            : v is int i ? i
+            : v is double d && double.IsInteger(d) && d is >= int.MinValue and <= int.MaxValue ? (int)d
+            : throw NotA(name, v, "an integer in int range");
+        bool Bool(string name, bool fallback) => !args.TryGetValue(name, out var v) || v is null ? fallback : v is bool b ? b : throw NotA(name, v, "True or False");
+        string? Text(string name) => !args.TryGetValue(name, out var v) || v is null ? null : v as string ?? throw NotA(name, v, "a string");
+        double? Number(string name) => !args.TryGetValue(name, out var v) || v is null ? null
+            : v is int or double && double.IsFinite(Convert.ToDouble(v, CultureInfo.InvariantCulture)) ? Convert.ToDouble(v, CultureInfo.InvariantCulture)
+            : throw NotA(name, v, "a finite number");
 
         string globalPool = Text("global_pool") ?? (beit ? "avg" : "token");
         if (!beit && args.TryGetValue("fc_norm", out var fcNorm) && fcNorm is bool explicitFcNorm && explicitFcNorm != (globalPool == "avg"))
             throw new InvalidDataException($"{source}: fc_norm={Show(fcNorm)} with global_pool '{globalPool}' is not supported (the norm follows the pooling here)");
         string activation = Text("act_layer") ?? "gelu";
-        return new VitConfig
+        var config = new VitConfig
         {
             ImgSize = Int("img_size", 224),
             PatchSize = Int("patch_size", 16),
@@ -114,7 +145,26 @@ public static class TimmConfig
             },
             ClassToken = Bool("class_token", true),
         };
+        return config;
     }
+
+    /// <summary>
+    /// The configuration if it is within MimFlow's bounds (<see cref="VitConfig.Problem"/>), else an error naming
+    /// <paramref name="source"/> and the timm argument. Separate from <see cref="FromArguments"/>, which also builds
+    /// the candidates an export compares (some of them are not buildable at the model's size).
+    /// </summary>
+    public static VitConfig Validated(VitConfig config, string source) =>
+        config.Problem() is var (field, reason) ? throw new InvalidDataException($"{source}: {TimmName(field, config.BeitAttention)} {reason}") : config;
+
+    /// <summary>timm's name for a <see cref="VitConfig"/> field, for errors about the arguments that set it.</summary>
+    private static string TimmName(string field, bool beit) => field switch
+    {
+        "in_channels" => "in_chans",
+        "layer_norm_eps" => "mimflow.layer_norm_eps",
+        "activation" => "act_layer",
+        "use_abs_pos_emb" when !beit => "pos_embed",
+        _ => field,
+    };
 
     /// <summary>timm's constructor arguments for this configuration (the inverse of <see cref="FromArguments"/>; eps aside).</summary>
     public static Dictionary<string, object?> ArgumentsOf(VitConfig config)

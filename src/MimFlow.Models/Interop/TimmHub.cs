@@ -31,7 +31,7 @@ public static class TimmHub
     {
         try
         {
-            using var document = JsonDocument.Parse(json);
+            using var document = JsonDocument.Parse(json, ConfigFields.Strict);
             var root = document.RootElement;
             return root.ValueKind == JsonValueKind.Object && root.TryGetProperty("architecture", out var a) && a.ValueKind == JsonValueKind.String
                 && root.TryGetProperty("pretrained_cfg", out _);
@@ -58,9 +58,7 @@ public static class TimmHub
     {
         string path = Path.Combine(folder, ConfigFileName);
         if (!File.Exists(path)) throw new FileNotFoundException($"{folder}: no {ConfigFileName}: not a timm hub folder", path);
-        JsonObject root;
-        try { root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new InvalidDataException($"{path}: not a JSON object"); }
-        catch (JsonException e) { throw new InvalidDataException($"{path}: not JSON ({e.Message})", e); }
+        var root = ConfigFields.ParseObject(path, ConfigFields.ReadText(path), "a timm hub config.json");
         if (root["architecture"] is not JsonValue architectureValue || architectureValue.GetValueKind() != JsonValueKind.String)
             throw new InvalidDataException(root.ContainsKey("config") || root.ContainsKey("vqkd")
                 ? $"{path}: a MimFlow model directory, not a timm hub folder (it needs no import)"
@@ -68,16 +66,29 @@ public static class TimmHub
         string architectureName = architectureValue.GetValue<string>();
 
         // timm's older single-dict configs are the pretrained_cfg itself with the architecture in it.
+        bool nested = root.ContainsKey("pretrained_cfg");
+        if (nested && root["pretrained_cfg"] is not JsonObject) throw new InvalidDataException($"{path}: pretrained_cfg is not an object");
         var pretrained = root["pretrained_cfg"] as JsonObject ?? root;
+        // timm's save_for_hf writes these top-level fields (and MimFlow its "mimflow" extras); anything else is not
+        // a layout this reader understands, so it is named rather than ignored.
+        if (nested && root.Select(p => p.Key).FirstOrDefault(k => !HubFields.Contains(k)) is string extra)
+            throw new InvalidDataException($"{path}: unknown field '{extra}' ({string.Join(", ", HubFields)})");
         var architecture = TimmArchitectures.Get(architectureName, path);
-        int? numClasses = Int(root, "num_classes", path) ?? Int(pretrained, "num_classes", path);
-        int[]? inputSize = pretrained["input_size"] is JsonArray sizes
-            ? sizes.Select(s => s?.GetValue<int>() ?? throw new InvalidDataException($"{path}: pretrained_cfg.input_size has a null")).ToArray()
-            : null;
-        if (inputSize is not null && (inputSize.Length != 3 || inputSize[1] != inputSize[2]))
-            throw new InvalidDataException($"{path}: pretrained_cfg.input_size [{string.Join(", ", inputSize)}] is not [C, S, S] (square inputs only)");
-        var defaults = new PretrainedDefaults(numClasses, pretrained["global_pool"] is JsonValue pool && pool.GetValueKind() == JsonValueKind.String ? pool.GetValue<string>() : null,
-            inputSize?[0], inputSize?[1], pretrained["fixed_input_size"] is JsonValue fixedSize && fixedSize.GetValueKind() == JsonValueKind.True);
+        int? numClasses = Int(root, "num_classes", path, 0, VitLimits.MaxClasses) ?? Int(pretrained, "num_classes", path, 0, VitLimits.MaxClasses, "pretrained_cfg.");
+        if (nested) Int(root, "num_features", path, 0, VitLimits.MaxEmbedDim);
+        int[]? inputSize = null;
+        if (pretrained["input_size"] is JsonNode sizes)
+        {
+            string field = nested ? "pretrained_cfg.input_size" : "input_size";
+            if (sizes is not JsonArray { Count: 3 } triple || triple.Any(n => n is not JsonValue v || !v.TryGetValue<int>(out _)))
+                throw new InvalidDataException($"{path}: {field} is {sizes.ToJsonString()}, not [C, S, S] of integers");
+            inputSize = [.. triple.Select(n => n!.GetValue<int>())];
+            if (inputSize[1] != inputSize[2]) throw new InvalidDataException($"{path}: {field} [{string.Join(", ", inputSize)}] is not [C, S, S] (square inputs only)");
+            if (inputSize[0] is < 1 or > VitLimits.MaxChannels || inputSize[1] is < 1 or > VitLimits.MaxImageSize)
+                throw new InvalidDataException($"{path}: {field} [{string.Join(", ", inputSize)}] is outside [1…{VitLimits.MaxChannels}, 1…{VitLimits.MaxImageSize}, 1…{VitLimits.MaxImageSize}]");
+        }
+        var defaults = new PretrainedDefaults(numClasses, Text(pretrained, "global_pool", path), inputSize?[0], inputSize?[1],
+            pretrained["fixed_input_size"] is JsonValue fixedSize && fixedSize.GetValueKind() == JsonValueKind.True);
 
         var modelArgs = new Dictionary<string, object?>(StringComparer.Ordinal);
         if (root["model_args"] is JsonObject args)
@@ -88,11 +99,11 @@ public static class TimmHub
         else if (root["model_args"] is not null) throw new InvalidDataException($"{path}: model_args is not an object");
 
         double? eps;
-        using (var document = JsonDocument.Parse(root.ToJsonString())) eps = TimmConfig.LayerNormEpsOf(document.RootElement);
-        var config = TimmArchitectures.Resolve(architecture, modelArgs, defaults, eps, path);
+        using (var document = JsonDocument.Parse(root.ToJsonString())) eps = TimmConfig.LayerNormEpsOf(document.RootElement, path);
+        var config = TimmConfig.Validated(TimmArchitectures.Resolve(architecture, modelArgs, defaults, eps, path), path);
 
         var notes = new List<string>();
-        string? informational = root["global_pool"] is JsonValue g && g.GetValueKind() == JsonValueKind.String ? g.GetValue<string>() : null;
+        string? informational = Text(root, "global_pool", path);
         if (informational is not null && informational != config.GlobalPool)
             notes.Add($"{path}: global_pool '{informational}' is informational in timm; the model is built with '{config.GlobalPool}' (set it in model_args to change it)");
         string notesText = pretrained["notes"]?.ToJsonString() ?? "";
@@ -163,12 +174,25 @@ public static class TimmHub
         return new Written(architecture.Name, modelArgs, [WeightsFileName, TimmConfigFileName, ConfigFileName], notes);
     }
 
-    private static int? Int(JsonObject node, string name, string path)
+    /// <summary>The top-level fields of timm's hub config.json (timm.models._hub.save_config_for_hf) and MimFlow's extras.</summary>
+    private static readonly string[] HubFields =
+        ["architecture", "num_classes", "num_features", "global_pool", "model_args", "label_names", "label_descriptions", "pretrained_cfg", "mimflow"];
+
+    private static int? Int(JsonObject node, string name, string path, int min, int max, string prefix = "")
     {
-        if (node[name] is not JsonValue value) return null;
-        if (value.GetValueKind() != JsonValueKind.Number) throw new InvalidDataException($"{path}: '{name}' is not a number");
-        return value.GetValue<int>();
+        if (!node.ContainsKey(name) || node[name] is null) return null;
+        if (node[name] is not JsonValue value || !value.TryGetValue<int>(out int number) || value.GetValueKind() != JsonValueKind.Number)
+            throw new InvalidDataException($"{path}: '{prefix}{name}' is {node[name]!.ToJsonString()}, not an integer");
+        if (number < min || number > max) throw new InvalidDataException($"{path}: '{prefix}{name}' is {number}, outside {min}…{max}");
+        return number;
     }
+
+    private static string? Text(JsonObject node, string name, string path) => node[name] switch
+    {
+        null => null,
+        JsonValue value when value.GetValueKind() == JsonValueKind.String => value.GetValue<string>(),
+        var other => throw new InvalidDataException($"{path}: '{name}' is {other.ToJsonString()}, not a string"),
+    };
 
     /// <summary>label_names as a list by index, or a dict of index → name (timm allows both).</summary>
     private static List<string>? LabelsOf(JsonObject root, string path)
@@ -178,14 +202,18 @@ public static class TimmHub
             case null:
                 return null;
             case JsonArray list:
-                return [.. list.Select(n => n?.GetValue<string>() ?? throw new InvalidDataException($"{path}: label_names has a null"))];
+                return [.. list.Select(n => Label(n, path))];
             case JsonObject map:
                 var byIndex = map.Select(p => (Index: int.TryParse(p.Key, out int i) ? i : throw new InvalidDataException($"{path}: label_names key '{p.Key}' is not an index"),
-                    Name: p.Value?.GetValue<string>() ?? "")).OrderBy(p => p.Index).ToList();
+                    Name: Label(p.Value, path))).OrderBy(p => p.Index).ToList();
                 if (byIndex.Where((p, i) => p.Index != i).Any()) throw new InvalidDataException($"{path}: label_names indices are not 0…{byIndex.Count - 1}");
                 return [.. byIndex.Select(p => p.Name)];
             default:
                 throw new InvalidDataException($"{path}: label_names is neither a list nor an object");
         }
     }
+
+    private static string Label(JsonNode? node, string path) =>
+        node is JsonValue value && value.GetValueKind() == JsonValueKind.String ? value.GetValue<string>()
+        : throw new InvalidDataException($"{path}: label_names holds {node?.ToJsonString() ?? "null"}, not a name (a string)");
 }

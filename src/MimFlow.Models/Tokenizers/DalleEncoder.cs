@@ -28,12 +28,35 @@ public sealed record DalleEncoderConfig(int GroupCount = 4, int HiddenSize = 256
 
     internal void Validate()
     {
-        if (GroupCount < 1) throw new ArgumentOutOfRangeException(nameof(GroupCount), GroupCount, "needs at least one group");
-        if (HiddenSize < 4 || HiddenSize % 4 != 0) throw new ArgumentOutOfRangeException(nameof(HiddenSize), HiddenSize, "must be a positive multiple of 4 (a block's hidden width is its output width / 4)");
-        if (BlocksPerGroup < 1) throw new ArgumentOutOfRangeException(nameof(BlocksPerGroup), BlocksPerGroup, "needs at least one block per group");
-        if (InputChannels < 1) throw new ArgumentOutOfRangeException(nameof(InputChannels), InputChannels, "needs at least one input channel");
-        if (VocabSize < 1) throw new ArgumentOutOfRangeException(nameof(VocabSize), VocabSize, "needs at least one code");
+        if (Problem() is var (field, reason)) throw new ArgumentOutOfRangeException(field, reason);
     }
+
+    /// <summary>The first value out of its bounds (<see cref="DalleLimits"/>), as (field as config.json names it, what is wrong), or null.</summary>
+    public (string Field, string Reason)? Problem()
+    {
+        static string Range(long value, long min, long max) => $"is {value}, outside {min}…{max}";
+        if (GroupCount is < 1 or > DalleLimits.MaxGroups) return ("group_count", Range(GroupCount, 1, DalleLimits.MaxGroups));
+        // A block's hidden width is its output width / 4, and the widest group has hidden_size · 2^(groups − 1) channels.
+        if (HiddenSize < 4 || HiddenSize % 4 != 0 || HiddenSize > DalleLimits.MaxHiddenSize)
+            return ("hidden_size", $"is {HiddenSize}, not a multiple of 4 in 4…{DalleLimits.MaxHiddenSize}");
+        if (BlocksPerGroup is < 1 or > DalleLimits.MaxBlocksPerGroup) return ("blocks_per_group", Range(BlocksPerGroup, 1, DalleLimits.MaxBlocksPerGroup));
+        if (InputChannels is < 1 or > DalleLimits.MaxChannels) return ("input_channels", Range(InputChannels, 1, DalleLimits.MaxChannels));
+        if (VocabSize is < 1 or > DalleLimits.MaxVocabulary) return ("vocab_size", Range(VocabSize, 1, DalleLimits.MaxVocabulary));
+        return null;
+    }
+}
+
+/// <summary>
+/// Absolute bounds on a dVAE encoder configuration (docs/reliability.md); the released encoder is 4 groups × 2 blocks,
+/// n_hid 256, 8192 codes. With these the widest group has at most 65,536 · 2^7 channels, inside int.
+/// </summary>
+public static class DalleLimits
+{
+    public const int MaxGroups = 8;
+    public const int MaxHiddenSize = 65_536;
+    public const int MaxBlocksPerGroup = 1024;
+    public const int MaxChannels = 4096;
+    public const int MaxVocabulary = 1 << 20;
 }
 
 /// <summary>

@@ -21,12 +21,35 @@ public sealed record VqKdConfig(VitConfig Encoder, int Codes = 8192, int CodeDim
         GlobalPool = "token", NumClasses = 0, UseMaskToken = false, PreNorm = false, DropPathRate = 0,
     });
 
+    /// <summary>
+    /// The first value out of its bounds (<see cref="VqKdLimits"/>, the encoder's and decoder's <see cref="VitLimits"/>),
+    /// as (field as config.json names it, what is wrong), or null.
+    /// </summary>
+    public (string Field, string Reason)? Problem()
+    {
+        static string Range(long value, long min, long max) => $"is {value}, outside {min}…{max}";
+        if (Encoder is null) return ("encoder", "is missing");
+        if (Encoder.Problem() is var (field, reason)) return ("encoder." + field, reason);
+        if (Codes is < 1 or > VqKdLimits.MaxCodes) return ("codes", Range(Codes, 1, VqKdLimits.MaxCodes));
+        if (CodeDim is < 1 or > VitLimits.MaxChannels) return ("code_dim", Range(CodeDim, 1, VitLimits.MaxChannels));
+        if (DecoderDepth is < 1 or > VitLimits.MaxDepth) return ("decoder_depth", Range(DecoderDepth, 1, VitLimits.MaxDepth));
+        if (TeacherDim is < 1 or > VitLimits.MaxEmbedDim) return ("teacher_dim", Range(TeacherDim, 1, VitLimits.MaxEmbedDim));
+        if (Decoder.Problem() is var (decoderField, decoderReason)) return ("decoder (from encoder)." + decoderField, decoderReason);
+        return null;
+    }
+
     /// <summary>The decoder: a ViT over the code grid (patch size 1, input channels = code dimension).</summary>
     [System.Text.Json.Serialization.JsonIgnore]
     public VitConfig Decoder => Encoder with
     {
         ImgSize = Encoder.GridSize, PatchSize = 1, InChannels = CodeDim, Depth = DecoderDepth, NumClasses = 0, UseMaskToken = false, PreNorm = false,
     };
+}
+
+/// <summary>Absolute bounds on a VQ-KD configuration beyond its ViTs' (docs/reliability.md); BEiT v2 uses 8192 codes.</summary>
+public static class VqKdLimits
+{
+    public const int MaxCodes = 1 << 20;
 }
 
 /// <summary>
@@ -45,6 +68,7 @@ public sealed class VqKd : Module<Tensor, (Tensor Reconstruction, Quantized Quan
 
     public VqKd(VqKdConfig config) : base("VQKD")
     {
+        if (config.Problem() is var (field, reason)) throw new ArgumentException($"{field} {reason}.");
         Config = config;
         encoder = new VisionTransformer(config.Encoder with { NumClasses = 0 });
         decoder = new VisionTransformer(config.Decoder);

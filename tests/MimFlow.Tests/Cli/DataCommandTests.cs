@@ -23,7 +23,7 @@ public sealed class DataCommandTests
         Assert.True(preview.Width > 14 * 8);
 
         var bad = await CliHarness.RunAsync("masks", "--count", "5", "--grid", "14by14", "--out", dir.Combine("x.npy"));
-        Assert.Equal(1, bad.ExitCode);
+        Assert.Equal(MimFlow.Cli.MimFlowCli.UsageError, bad.ExitCode);
         Assert.Contains("--grid", bad.Error);
     }
 

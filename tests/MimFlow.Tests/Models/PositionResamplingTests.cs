@@ -82,7 +82,7 @@ public sealed class PositionResamplingTests
         using var model = new VisionTransformer(config);
         Initialization.Apply(model, 11);
         model.eval();
-        ModelDirectory.Save(dir.Path, "test", model);
+        ModelDirectory.Save(dir.Path, "vit-test", model);
 
         using var noGrad = no_grad();
         var (_, same) = ModelDirectory.LoadVit(dir.Path, 32);

@@ -36,7 +36,7 @@ public sealed class RunTests
         Assert.Null(store.Latest());
         var optimizer = new Dictionary<string, Tensor> { ["exp_avg"] = arange(5, dtype: float32), ["step"] = tensor(new float[] { 3 }) };
         for (long step = 1; step <= 3; step++)
-            store.Save(new TrainerState(step * 10, 0, step, 0, "beit", "test", 7), new ModelSpec("test", Config: config), model, model, optimizer);
+            store.Save(new TrainerState(step * 10, 0, step, 0, "beit", "test", 7), new ModelSpec("vit-test", Config: config), model, model, optimizer);
         string latest = store.Latest()!;
         Assert.EndsWith("step-00000030", latest);
         Assert.Equal(["step-00000020", "step-00000030"], Directory.EnumerateDirectories(Path.Combine(dir.Path, "checkpoints")).Select(Path.GetFileName).Order());

@@ -40,7 +40,15 @@ public static class CheckpointFile
         {
             if (options?.StateDictKey is not null)
                 throw new ArgumentException($"{path}: a safetensors file holds one flat set of tensors; --state-dict-key applies to pickled checkpoints");
-            return new SafetensorsCheckpoint(SafetensorsFile.Open(path));
+            try
+            {
+                return new SafetensorsCheckpoint(SafetensorsFile.Open(path));
+            }
+            catch (SafetensorsFormatException e)
+            {
+                // One exception type for every damaged checkpoint, whatever its format.
+                throw new InvalidDataException(e.Message, e);
+            }
         }
         if (ZipDirectory.LooksLikeZip(start)) return TorchCheckpoint.Open(path, TorchZipFormat.Load, options, cancellationToken);
         if (TorchLegacyFormat.LooksLikePickle(start)) return TorchCheckpoint.Open(path, TorchLegacyFormat.Load, options, cancellationToken);
