@@ -1,12 +1,8 @@
 using System.CommandLine;
-using MimFlow.Core.Safetensors;
 using MimFlow.Models.Backbones;
 using MimFlow.Models.Interop;
-using MimFlow.Models.Tokenizers;
 using MimFlow.Torch.Backend;
 using Spectre.Console;
-using TorchSharp;
-using static TorchSharp.torch;
 
 namespace MimFlow.Cli.Commands;
 
@@ -27,8 +23,8 @@ internal static class ModelCommand
     {
         var arch = new Option<string>("--arch") { Description = $"Architecture: {string.Join(", ", ModelCatalog.Names)}", Required = true };
         var output = new Option<string>("--out") { Description = "Model directory to write", Required = true };
-        var seed = new Option<long>("--seed") { Description = "Seed of the initialisation", DefaultValueFactory = _ => 0 };
-        var classes = new Option<int>("--classes") { Description = "Classification head size for ViTs (0: none)", DefaultValueFactory = _ => 0 }.InRange(0, VitLimits.MaxClasses);
+        var seed = new Option<long?>("--seed") { Description = "Seed of the initialisation (default 0)" };
+        var classes = new Option<int?>("--classes") { Description = "Classification head size for ViTs (default 0: none)" }.InRange(0, VitLimits.MaxClasses);
         // A smaller or larger shape of the same architecture (the demo's 64 px models, quick experiments).
         var imageSize = new Option<int?>("--img-size") { Description = "Override the input size (ViT, or a VQ-KD's encoder)" }.InRange(1, VitLimits.MaxImageSize);
         var patchSize = new Option<int?>("--patch-size") { Description = "Override the patch size" }.InRange(1, VitLimits.MaxImageSize);
@@ -40,26 +36,15 @@ internal static class ModelCommand
         command.SetAction((parsed, _) =>
         {
             TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
-            var spec = ModelCatalog.Spec(parsed.GetRequiredValue(arch), parsed.GetValue(classes));
-            VitConfig Reshape(VitConfig config) => config with
+            var request = new ModelInitRequest(parsed.GetRequiredValue(arch), parsed.GetRequiredValue(output));
+            request = request with
             {
-                ImgSize = parsed.GetValue(imageSize) ?? config.ImgSize, PatchSize = parsed.GetValue(patchSize) ?? config.PatchSize,
-                EmbedDim = parsed.GetValue(embedDim) ?? config.EmbedDim, Depth = parsed.GetValue(depth) ?? config.Depth, NumHeads = parsed.GetValue(heads) ?? config.NumHeads,
+                Seed = parsed.GetValue(seed) ?? request.Seed, Classes = parsed.GetValue(classes) ?? request.Classes, ImageSize = parsed.GetValue(imageSize),
+                PatchSize = parsed.GetValue(patchSize), EmbedDim = parsed.GetValue(embedDim), Depth = parsed.GetValue(depth), NumHeads = parsed.GetValue(heads),
             };
-            bool reshaped = new[] { imageSize, patchSize, embedDim, depth, heads }.Any(o => parsed.GetValue(o) is not null);
-            if (reshaped)
-                spec = spec.Kind switch
-                {
-                    ModelKind.Vit => spec with { Config = Reshape(spec.Config!) },
-                    ModelKind.Vqkd => spec with { Vqkd = spec.Vqkd! with { Encoder = Reshape(spec.Vqkd!.Encoder) } },
-                    _ => throw new ArgumentException($"{spec.Architecture}: the shape options apply to ViTs and VQ-KD encoders only"),
-                };
-            (spec.Config ?? spec.Vqkd?.Encoder)?.Validate();
-            using var network = ModelCatalog.Create(spec, parsed.GetValue(seed));
-            string directory = parsed.GetRequiredValue(output);
-            ModelDirectory.Save(directory, spec, network);
-            context.Report($"{spec.Architecture}: {Parameters(network):N0} parameters, seed {parsed.GetValue(seed)}");
-            context.Console.MarkupLineInterpolated($"initialised {spec.Architecture} ({Parameters(network):N0} parameters, seed {parsed.GetValue(seed)}) in {directory}");
+            var result = ModelInit.Run(request);
+            context.Report($"{result.Spec.Architecture}: {result.Parameters:N0} parameters, seed {request.Seed}");
+            context.Console.MarkupLineInterpolated($"initialised {result.Spec.Architecture} ({result.Parameters:N0} parameters, seed {request.Seed}) in {result.Directory}");
             return Task.FromResult(0);
         });
         return command;
@@ -136,77 +121,16 @@ internal static class ModelCommand
         var command = new Command("forward", "Run a model on an input batch: a ViT's forward_features and forward_head (timm semantics), a tokenizer's codes. " +
                                              "A ViT given another image size runs with its positions resampled to that grid.");
         foreach (var option in new Option[] { modelDir, input, output }) command.Options.Add(option);
+        var device = new DeviceOption();
+        command.Options.Add(device.Option);
         command.SetAction((parsed, _) =>
         {
-            string path = parsed.GetRequiredValue(output), directory = parsed.GetRequiredValue(modelDir);
-            // The output replaces its file when written: it must be neither the input batch nor any file of the model.
-            if (OutputGuard.Same(path, parsed.GetRequiredValue(input)))
-                throw new UsageException($"--output {path} is the file given as --input: the forward pass would overwrite its input");
-            if (OutputGuard.IsWithin(path, ModelDirectory.Locate(directory)))
-                throw new UsageException($"--output {path} lies in the model directory --model {directory} reads: write it elsewhere");
-            var backend = TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
-            using var file = SafetensorsFile.Open(parsed.GetRequiredValue(input));
-            if (!file.Contains("pixel_values")) throw new InvalidDataException($"{file.Path}: no tensor named pixel_values");
-            long[] shape = file["pixel_values"].Shape;
-            if (shape.Length != 4 || shape[0] < 1 || shape[1] < 1 || shape[2] is < 1 or > VitLimits.MaxImageSize || shape[3] is < 1 or > VitLimits.MaxImageSize)
-                throw new InvalidDataException($"{file.Path}: pixel_values has shape [{string.Join(", ", shape)}], expected [B, 3, H, W] with sides in 1…{VitLimits.MaxImageSize}");
-            var spec = ModelDirectory.ReadSpec(directory);
-            int? resize = spec.Kind == ModelKind.Vit && (shape[2] != spec.Config!.ImgSize || shape[3] != spec.Config.ImgSize)
-                ? (shape[2] == shape[3] ? (int)shape[2] : throw new InvalidDataException($"{file.Path}: a {shape[2]}×{shape[3]} input: ViTs here take square inputs"))
-                : null;
-            var writer = new SafetensorsWriter();
-            using (var scope = NewDisposeScope())
-            using (var noGrad = no_grad())
-            {
-                var pixels = WeightLoader.Read(file, "pixel_values").to(backend.DefaultDevice);
-                string written;
-                if (spec.Kind == ModelKind.Vit)
-                {
-                    var (_, network) = ModelDirectory.LoadVit(directory, resize);
-                    using (network)
-                    {
-                        network.eval();
-                        network.to(backend.DefaultDevice);
-                        var features = network.ForwardFeatures(pixels);
-                        AddFloat32(writer, "features", features);
-                        written = $"features [{string.Join(", ", features.shape)}]";
-                        if (network.Config.NumClasses > 0)
-                        {
-                            AddFloat32(writer, "logits", network.ForwardHead(features));
-                            written += " and logits";
-                        }
-                    }
-                }
-                else
-                {
-                    var (_, network) = ModelDirectory.Load(directory);
-                    using (network)
-                    {
-                        network.eval();
-                        network.to(backend.DefaultDevice);
-                        var codes = (network switch
-                        {
-                            VqKd vqkd => vqkd.Tokenize(pixels),
-                            DalleEncoder dvae => dvae.Tokenize(pixels),
-                            _ => throw new InvalidOperationException($"{spec.Architecture}: no forward for this kind"),
-                        }).cpu().contiguous();
-                        writer.Add<long>("codes", SafetensorsDType.I64, codes.shape, codes.data<long>().ToArray());
-                        written = $"codes [{string.Join(", ", codes.shape)}]";
-                    }
-                }
-                writer.Write(path);
-                context.Console.MarkupLineInterpolated($"{written} written to {path}{(resize is int r ? $" (positions resampled to {r / spec.Config!.PatchSize}×{r / spec.Config.PatchSize})" : "")}");
-            }
+            var request = new ModelForwardRequest(parsed.GetRequiredValue(modelDir), parsed.GetRequiredValue(input), parsed.GetRequiredValue(output));
+            if (ModelForward.OutputProblem(request) is string problem) throw new UsageException(problem);
+            var result = ModelForward.Run(request with { Device = device.Resolve(parsed) });
+            context.Console.MarkupLineInterpolated($"{result.Written} written to {request.Output}{(result.ResampledGrid is int g ? $" (positions resampled to {g}×{g})" : "")}");
             return Task.FromResult(0);
         });
         return command;
     }
-
-    private static void AddFloat32(SafetensorsWriter writer, string name, Tensor values)
-    {
-        using var cpu = values.to(float32).cpu().contiguous();
-        writer.AddFloat32(name, cpu.shape, cpu.data<float>().ToArray());
-    }
-
-    private static long Parameters(nn.Module module) => module.parameters().Sum(p => p.numel());
 }
