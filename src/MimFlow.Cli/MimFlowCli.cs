@@ -12,12 +12,8 @@ public static class MimFlowCli
     public const int UsageError = 2;
     public const int Failure = 1;
 
-    /// <summary>Global: the CUDA libtorch folder (same as MIMFLOW_LIBTORCH).</summary>
-    public static Option<string?> LibTorchOption { get; } = new("--libtorch")
-    {
-        Description = "Folder of a CUDA libtorch (libc10, libtorch_cpu, libc10_cuda, libtorch_cuda, libtorch); same as MIMFLOW_LIBTORCH",
-        Recursive = true,
-    };
+    /// <summary>Global: the CUDA libtorch folder (same as MIMFLOW_LIBTORCH). Each command tree gets its own option object.</summary>
+    public const string LibTorchOptionName = "--libtorch";
 
     public static Command Build(CliContext context)
     {
@@ -26,7 +22,11 @@ public static class MimFlowCli
         var root = new Command("mimflow", "MimFlow: masked image modeling (BEiT family) pipelines: data, pre-tokenization, pretraining, fine-tuning.");
         root.Options.Add(new System.CommandLine.Help.HelpOption());
         root.Options.Add(new VersionOption());
-        root.Options.Add(LibTorchOption);
+        root.Options.Add(new Option<string?>(LibTorchOptionName)
+        {
+            Description = "Folder of a CUDA libtorch (libc10, libtorch_cpu, libc10_cuda, libtorch_cuda, libtorch); same as MIMFLOW_LIBTORCH",
+            Recursive = true,
+        });
         root.Subcommands.Add(DoctorCommand.Create(context));
         root.Subcommands.Add(DatasetsCommand.Create(context));
         root.Subcommands.Add(ScanCommand.Create(context));
@@ -97,7 +97,11 @@ public static class MimFlowCli
     }
 
     public static TorchBackendOptions BackendOptions(ParseResult parsed) =>
-        TorchBackendOptions.FromEnvironment(parsed.GetValue(LibTorchOption));
+        TorchBackendOptions.FromEnvironment(LibTorchOf(parsed));
+
+    /// <summary>The --libtorch folder the user gave, or null.</summary>
+    public static string? LibTorchOf(ParseResult parsed) =>
+        parsed.RootCommandResult.Command.Options.OfType<Option<string?>>().FirstOrDefault(o => o.Name == LibTorchOptionName) is { } option ? parsed.GetValue(option) : null;
 
     private static IEnumerable<string> CommandPath(System.CommandLine.Parsing.CommandResult result)
     {

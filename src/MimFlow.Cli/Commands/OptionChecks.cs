@@ -34,11 +34,11 @@ internal static class OptionChecks
     }
 
     /// <summary>Adds a check of a string option: <paramref name="problem"/> returns why the value is refused, or null.</summary>
-    public static Option<string> Check(this Option<string> option, Func<string, string?> problem)
+    public static Option<string?> Check(this Option<string?> option, Func<string, string?> problem)
     {
         option.Validators.Add(result =>
         {
-            if (result.GetValueOrDefault<string>() is string value && problem(value) is string reason) result.AddError($"{option.Name} {reason}");
+            if (result.GetValueOrDefault<string?>() is string value && problem(value) is string reason) result.AddError($"{option.Name} {reason}");
         });
         return option;
     }

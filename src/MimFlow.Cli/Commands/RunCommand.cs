@@ -59,7 +59,7 @@ internal static class RunCommand
     public const string DemoResource = "pipelines/demo.json";
 
     private static CliStageExecutor Executor(CliContext context, ParseResult parsed) =>
-        new(context, parsed.GetValue(MimFlowCli.LibTorchOption) is { } libtorch ? ["--libtorch", libtorch] : []);
+        new(context, MimFlowCli.LibTorchOf(parsed) is { } libtorch ? ["--libtorch", libtorch] : []);
 
     private static async Task<int> Run(CliContext context, CliStageExecutor executor, RunRequest request, CancellationToken cancellationToken)
     {

@@ -13,9 +13,10 @@ internal static class ScanCommand
     {
         var data = new DataOptions();
         var output = new Option<string>("--out") { Description = "Folder for scan.json, quarantine.jsonl and classes.json", Required = true };
-        var workers = new Option<int>("--workers") { Description = "Decode workers", DefaultValueFactory = _ => Environment.ProcessorCount }.InRange(1, 1024);
+        var defaults = new LoaderOptions();
+        var workers = new Option<int?>("--workers") { Description = "Decode workers (default: the processor count)" }.InRange(1, 1024);
         // Zero or a negative limit would quarantine every image and still exit 0; 2^40 pixels is past any decoder.
-        var maxPixels = new Option<long>("--max-pixels") { Description = "Refuse images above this many pixels (decompression bombs)", DefaultValueFactory = _ => 100_000_000 }
+        var maxPixels = new Option<long?>("--max-pixels") { Description = $"Refuse images above this many pixels, decompression bombs (default {defaults.Limits.MaxPixels:N0})" }
             .InRange(1, 1L << 40);
         var command = new Command("scan", "Read, decode and augment every input of a dataset without training; bad inputs are quarantined with a reason");
         data.AddTo(command);
@@ -25,10 +26,10 @@ internal static class ScanCommand
         command.SetAction(async (parsed, cancellationToken) =>
         {
             var index = data.Open(parsed);
-            var options = new LoaderOptions
+            var options = defaults with
             {
-                DecodeWorkers = parsed.GetValue(workers),
-                Limits = new Data.Decoding.DecodeLimits(MaxPixels: parsed.GetValue(maxPixels)),
+                DecodeWorkers = parsed.GetValue(workers) ?? defaults.DecodeWorkers,
+                Limits = parsed.GetValue(maxPixels) is long limit ? defaults.Limits with { MaxPixels = limit } : defaults.Limits,
             };
             var report = await Run(context.Console, index, parsed.GetRequiredValue(output), data.SplitOf(parsed), options, cancellationToken);
             Render(context.Console, report);
