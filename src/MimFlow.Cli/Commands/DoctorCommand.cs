@@ -7,18 +7,6 @@ using Spectre.Console;
 
 namespace MimFlow.Cli.Commands;
 
-/// <summary>What <c>mimflow doctor</c> found; <see cref="BackendError"/> is set when the torch backend did not load.</summary>
-public sealed record DoctorReport(
-    HostFacts Host,
-    string LibvipsVersion,
-    TorchBackendInfo? Backend,
-    string? BackendError,
-    IReadOnlyList<GpuDevice> Gpus,
-    SelfTestResult? SelfTest)
-{
-    public bool Healthy => Backend is not null && SelfTest is { Passed: true };
-}
-
 /// <summary><c>mimflow doctor</c>: versions, the compatibility fix, the device, and a computation checked on it.</summary>
 internal static class DoctorCommand
 {
@@ -29,7 +17,7 @@ internal static class DoctorCommand
         command.Options.Add(json);
         command.SetAction((parsed, _) =>
         {
-            var report = Examine(MimFlowCli.BackendOptions(parsed));
+            var report = Doctor.Examine(MimFlowCli.BackendOptions(parsed), LibvipsVersion);
             if (parsed.GetValue(json))
                 context.Console.Profile.Out.Writer.WriteLine(JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true }));
             else
@@ -42,23 +30,7 @@ internal static class DoctorCommand
         return command;
     }
 
-    public static DoctorReport Examine(TorchBackendOptions options)
-    {
-        var host = HostFacts.Read();
-        string vips = LibvipsVersion();
-        var gpus = GpuInventory.Read();
-        try
-        {
-            var backend = TorchBackend.EnsureLoaded(options);
-            var selfTest = BackendSelfTest.Run(backend.DefaultDevice);
-            return new DoctorReport(host, vips, backend, null, gpus, selfTest);
-        }
-        catch (TorchBackendException e)
-        {
-            return new DoctorReport(host, vips, null, e.Message, gpus, null);
-        }
-    }
-
+    /// <summary>libvips' version, or why it does not load (the doctor reports it rather than failing on it).</summary>
     private static string LibvipsVersion()
     {
         try
