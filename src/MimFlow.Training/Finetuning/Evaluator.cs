@@ -6,6 +6,8 @@ using MimFlow.Models.Interop;
 using TorchSharp;
 using static TorchSharp.torch;
 
+using MimFlow.Training.Runs;
+
 namespace MimFlow.Training.Finetuning;
 
 /// <summary>How <see cref="Evaluator"/> reads the evaluation split.</summary>
@@ -159,36 +161,15 @@ public static class Evaluator
         options.Validate();
         int classes = model.Config.NumClasses;
         if (classes == 0) throw new ArgumentException("the model has no classification head");
-        if (data.Classes.Count != classes)
-            throw new ArgumentException($"{data.Root}: {data.Classes.Count} classes, but the model's head has {classes}");
-        if (data.Count == 0) throw new ArgumentException($"{data.Root}: no images to evaluate");
+        EvaluationPass.RequireClasses(data, classes, "the model's head has");
         var device = model.parameters().First().device;
-        int size = model.Config.ImgSize;
-        var loader = new DataflowLoader(data, RecipeFor(size), new LoaderOptions
-        {
-            BatchSize = options.BatchSize, Shuffle = false, KeepPartialBatch = true, DecodeWorkers = options.DecodeWorkers,
-            ReadConcurrency = Math.Max(2, options.DecodeWorkers), Format = PixelFormat.Float32,
-        });
         var counter = new AccuracyCounter(classes);
-        bool wasTraining = model.training;
-        model.eval();
-        try
+        int quarantined = await EvaluationPass.RunAsync(model, data, RecipeFor(model.Config.ImgSize), options.BatchSize, options.DecodeWorkers, batch =>
         {
-            await foreach (var batch in loader.ReadEpochAsync(cancellationToken))
-                using (batch)
-                {
-                    // Scopes and grad mode are per thread: each batch opens and closes its own, with no await inside.
-                    using var scope = NewDisposeScope();
-                    using var noGrad = no_grad();
-                    var (pixels, labels) = Upload(batch, device);
-                    counter.Add(model.ForwardHead(model.ForwardFeatures(pixels)), labels);
-                }
-        }
-        finally
-        {
-            if (wasTraining) model.train();
-        }
-        return counter.Result(data.Classes, loader.Quarantine.Count);
+            var (pixels, labels) = Upload(batch, device);
+            counter.Add(model.ForwardHead(model.ForwardFeatures(pixels)), labels);
+        }, cancellationToken);
+        return counter.Result(data.Classes, quarantined);
     }
 
     /// <summary>A float32 loader batch as pixels [B, 3, S, S] and int64 labels [B] on <paramref name="device"/>.</summary>

@@ -20,7 +20,7 @@ namespace MimFlow.Training.Finetuning;
 /// <c>beit/run_class_finetuning.py</c> with the BEiT-base ImageNet settings, linear probing as in
 /// <c>beit/run_linear_eval.py</c>. Values left null take the task's default.
 /// </summary>
-public sealed record FinetuneRequest
+public sealed record FinetuneRequest : SupervisedRequest
 {
     public const string Classify = "classify";
     public const string LinearProbe = "linear-probe";
@@ -28,20 +28,11 @@ public sealed record FinetuneRequest
     /// <summary><see cref="Classify"/> (every weight trains) or <see cref="LinearProbe"/> (only the head does).</summary>
     public required string Task { get; init; }
 
-    /// <summary>A ViT model directory (a pretraining checkpoint's <c>backbone/</c>, an imported model) or an architecture name (random init).</summary>
-    public required string Model { get; init; }
-
-    /// <summary>A labelled dataset: train/ for training, val/ for evaluation (wds and hf-parquet: their train and val
-    /// shards, see <see cref="DatasetSource"/>).</summary>
-    public required string Data { get; init; }
-
     /// <summary>How <see cref="Data"/> is stored: imagenet (folders), wds or hf-parquet.</summary>
     public DatasetLayout Layout { get; init; } = DatasetLayout.ImageNet;
 
     /// <summary>Ground truth of a flat ImageNet val/ folder (file name, label per line).</summary>
     public string? GroundTruth { get; init; }
-
-    public required string OutputDirectory { get; init; }
 
     /// <summary>Epochs over train/ (BEiT-base: 100 for fine-tuning, 100 for linear probing).</summary>
     public int Epochs { get; init; } = 100;
@@ -49,18 +40,8 @@ public sealed record FinetuneRequest
     /// <summary>Images per step; a last partial batch of an epoch is dropped (BEiT's drop_last).</summary>
     public int BatchSize { get; init; } = 64;
 
-    public ulong Seed { get; init; }
-    public Device? Device { get; init; }
-    public int DecodeWorkers { get; init; } = Environment.ProcessorCount;
-
     /// <summary>Train at this input size (positions resampled from the model's grid); null: the model's size.</summary>
     public int? ImageSize { get; init; }
-
-    /// <summary>
-    /// Peak learning rate, used as given. Null: the recipe's rate scaled linearly from its reference batch to
-    /// <see cref="BatchSize"/>: 4e-3 at 1024 for fine-tuning (BEiT-base), 1e-3 at 256 for linear probing.
-    /// </summary>
-    public double? LearningRate { get; init; }
 
     /// <summary>End of the cosine; null: 1e-6 (fine-tuning, BEiT's min_lr), 0 (linear probing, CosineAnnealingLR's eta_min).</summary>
     public double? MinLearningRate { get; init; }
@@ -68,14 +49,8 @@ public sealed record FinetuneRequest
     /// <summary>Linear warmup from 0; null: 5 epochs but at most a fifth of the run (fine-tuning), none (linear probing).</summary>
     public int? WarmupEpochs { get; init; }
 
-    /// <summary>Layer-wise learning-rate decay for fine-tuning (BEiT: 0.65 base, 0.75 large); 1 turns it off.</summary>
-    public double LayerDecay { get; init; } = 0.65;
-
     /// <summary>AdamW weight decay; null: 0.05 (fine-tuning), 1e-4 (linear probing).</summary>
     public double? WeightDecay { get; init; }
-
-    /// <summary>Stochastic depth of the last block (linear in depth from 0), fine-tuning only (BEiT-base: 0.1).</summary>
-    public double DropPath { get; init; } = 0.1;
 
     /// <summary>
     /// RandAugment of the fine-tuning recipe (BEiT's <c>--aa rand-m9-mstd0.5-inc1</c>); null: none. Small or colour-coded
@@ -92,24 +67,6 @@ public sealed record FinetuneRequest
     /// <summary>The mixing and label smoothing settings; their <see cref="MixupOptions.LabelSmoothing"/> also applies without mixup.</summary>
     public MixupOptions MixupOptions { get; init; } = new();
 
-    /// <summary>Gradient clipping by global norm; null: none (BEiT's fine-tuning default).</summary>
-    public double? ClipGradient { get; init; }
-
-    /// <summary>Evaluate on val/ after each epoch (needs the split); off: train only.</summary>
-    public bool EvaluateEachEpoch { get; init; } = true;
-
-    /// <summary>Images per evaluation batch; null: 1.5 × the training batch (BEiT).</summary>
-    public int? EvalBatchSize { get; init; }
-
-    /// <summary>Consecutive non-finite losses tolerated (each step skipped) before the run stops.</summary>
-    public int MaxConsecutiveNonFinite { get; init; } = 5;
-
-    /// <summary>
-    /// Continue the run in <see cref="OutputDirectory"/> from its latest checkpoint (one per epoch), given the same
-    /// request; off: a folder with a checkpoint is refused.
-    /// </summary>
-    public bool Resume { get; init; }
-
     public bool IsLinearProbe => Task == LinearProbe;
 
     public void Validate()
@@ -117,14 +74,12 @@ public sealed record FinetuneRequest
         if (Task is not (Classify or LinearProbe)) throw new ArgumentException($"unknown task '{Task}' ({Classify}, {LinearProbe})");
         if (!DatasetLayouts.CanClassify(Layout))
             throw new ArgumentException($"classification reads labelled data (--layout imagenet, wds or hf-parquet), not {DatasetLayouts.Name(Layout)}");
-        if (Epochs < 1 || BatchSize < 1 || DecodeWorkers < 1) throw new ArgumentException("epochs, batch size and workers must be at least 1");
-        if (LearningRate is <= 0 || MinLearningRate is < 0 || WeightDecay is < 0) throw new ArgumentException("the learning rate must be positive, the minimum rate and weight decay not negative");
+        ValidateShared();
+        if (Epochs < 1 || BatchSize < 1) throw new ArgumentException("epochs and batch size must be at least 1");
+        if (MinLearningRate is < 0 || WeightDecay is < 0) throw new ArgumentException("the minimum learning rate and weight decay must not be negative");
         if (WarmupEpochs is < 0 || WarmupEpochs > Epochs) throw new ArgumentException($"warmup epochs must lie in [0, {Epochs}] (got {WarmupEpochs})");
-        if (LayerDecay is <= 0 or > 1) throw new ArgumentException($"layer decay must lie in (0, 1] (got {LayerDecay})");
-        if (DropPath is < 0 or >= 1) throw new ArgumentException($"drop path must lie in [0, 1) (got {DropPath})");
-        if (ClipGradient is <= 0) throw new ArgumentException($"the gradient clipping norm must be positive (got {ClipGradient})");
         if (RandomErasing is < 0 or > 1) throw new ArgumentException($"the random erasing probability must lie in [0, 1] (got {RandomErasing})");
-        if (ImageSize is < 1 || EvalBatchSize is < 1) throw new ArgumentException("the image size and the evaluation batch must be positive");
+        if (ImageSize is < 1) throw new ArgumentException("the image size must be positive");
         MixupOptions.Validate();
     }
 }

@@ -23,19 +23,10 @@ namespace MimFlow.Training.Segmentation;
 /// linear warmup 1500 iterations then poly with power 1 to 0), with its UperNet decoder (<see cref="UperNetHead"/>)
 /// and sliding-window evaluation; SETR-PUP (<see cref="SegmentationHead"/>) is the light alternative.
 /// </summary>
-public sealed record SegmentRequest
+public sealed record SegmentRequest : SupervisedRequest
 {
-    /// <summary>A ViT model directory (a pretraining checkpoint's <c>backbone/</c>, an imported model) or an architecture name (random init).</summary>
-    public required string Model { get; init; }
-
-    /// <summary>A dataset root holding <c>ADEChallengeData2016/</c> (training/ to learn from, validation/ to evaluate), or
-    /// wds / hf-parquet shards whose samples carry label maps (see <see cref="DatasetSource"/>).</summary>
-    public required string Data { get; init; }
-
     /// <summary>How <see cref="Data"/> is stored: ade20k (folders), wds or hf-parquet.</summary>
     public DatasetLayout Layout { get; init; } = DatasetLayout.Ade20k;
-
-    public required string OutputDirectory { get; init; }
 
     /// <summary>Epochs over the training split; 127 ≈ BEiT's 160k iterations × 16 images over ADE20K's 20,210.</summary>
     public int Epochs { get; init; } = 127;
@@ -49,13 +40,6 @@ public sealed record SegmentRequest
     /// </summary>
     public int CropSize { get; init; } = 512;
 
-    public ulong Seed { get; init; }
-    public Device? Device { get; init; }
-    public int DecodeWorkers { get; init; } = Environment.ProcessorCount;
-
-    /// <summary>Peak learning rate as given; null: BEiT's 4e-4 at batch 16, scaled linearly to <see cref="BatchSize"/>.</summary>
-    public double? LearningRate { get; init; }
-
     /// <summary>End of the poly decay (mmseg's min_lr 0).</summary>
     public double MinLearningRate { get; init; }
 
@@ -65,13 +49,7 @@ public sealed record SegmentRequest
     /// <summary>Poly power (BEiT: 1, i.e. linear decay).</summary>
     public double PolyPower { get; init; } = 1.0;
 
-    /// <summary>Layer-wise learning-rate decay of the backbone (BEiT-base self-supervised: 0.65); the head keeps the full rate; 1 turns it off.</summary>
-    public double LayerDecay { get; init; } = 0.65;
-
     public double WeightDecay { get; init; } = 0.05;
-
-    /// <summary>Stochastic depth of the backbone's last block (BEiT-base: 0.1).</summary>
-    public double DropPath { get; init; } = 0.1;
 
     /// <summary><see cref="UperNetDecoder"/> (BEiT's) or <see cref="SetrDecoder"/>.</summary>
     public string Decoder { get; init; } = UperNetDecoder;
@@ -88,34 +66,16 @@ public sealed record SegmentRequest
     /// <summary>How each epoch's evaluation scores the validation split (BEiT: sliding window).</summary>
     public SegmentationEvalMode EvalMode { get; init; } = SegmentationEvalMode.Slide;
 
-    /// <summary>Gradient clipping by global norm; null: none (BEiT's ADE20K configs use none).</summary>
-    public double? ClipGradient { get; init; }
-
-    /// <summary>Evaluate on the validation split after each epoch; off: train only.</summary>
-    public bool EvaluateEachEpoch { get; init; } = true;
-
-    /// <summary>Images per evaluation batch; null: the training batch.</summary>
-    public int? EvalBatchSize { get; init; }
-
-    /// <summary>Consecutive non-finite losses tolerated (each step skipped; a crop without labelled pixels is one) before the run stops.</summary>
-    public int MaxConsecutiveNonFinite { get; init; } = 5;
-
-    /// <summary>Continue the run in <see cref="OutputDirectory"/> from its latest checkpoint (one per epoch), given the same request; off: a folder with a checkpoint is refused.</summary>
-    public bool Resume { get; init; }
-
     public void Validate()
     {
         if (!DatasetLayouts.CanSegment(Layout))
             throw new ArgumentException($"segmentation reads images with label maps (--layout ade20k, wds or hf-parquet), not {DatasetLayouts.Name(Layout)}");
-        if (Epochs < 1 || BatchSize < 1 || DecodeWorkers < 1) throw new ArgumentException("epochs, batch size and workers must be at least 1");
+        ValidateShared();
+        if (Epochs < 1 || BatchSize < 1) throw new ArgumentException("epochs and batch size must be at least 1");
         if (CropSize < 1) throw new ArgumentException($"the crop size must be positive (got {CropSize})");
-        if (LearningRate is <= 0 || MinLearningRate < 0 || WeightDecay < 0) throw new ArgumentException("the learning rate must be positive, the minimum rate and weight decay not negative");
+        if (MinLearningRate < 0 || WeightDecay < 0) throw new ArgumentException("the minimum learning rate and weight decay must not be negative");
         if (WarmupSteps is < 0) throw new ArgumentException($"warmup steps must not be negative (got {WarmupSteps})");
         if (PolyPower <= 0) throw new ArgumentException($"the poly power must be positive (got {PolyPower})");
-        if (LayerDecay is <= 0 or > 1) throw new ArgumentException($"layer decay must lie in (0, 1] (got {LayerDecay})");
-        if (DropPath is < 0 or >= 1) throw new ArgumentException($"drop path must lie in [0, 1) (got {DropPath})");
-        if (ClipGradient is <= 0) throw new ArgumentException($"the gradient clipping norm must be positive (got {ClipGradient})");
-        if (EvalBatchSize is < 1) throw new ArgumentException("the evaluation batch must be positive");
         if (Decoder is not (UperNetDecoder or SetrDecoder)) throw new ArgumentException($"unknown decoder '{Decoder}' ({UperNetDecoder} or {SetrDecoder})");
         Head.Validate();
         UperNet.Validate();
@@ -342,42 +302,24 @@ public static class Segmenter
         options.Validate();
         int classes = model.Head.Classes;
         RequireLabelMaps(data);
-        if (data.Classes.Count != classes) throw new ArgumentException($"{data.Root}: {data.Classes.Count} classes, but the segmenter predicts {classes}");
-        if (data.Count == 0) throw new ArgumentException($"{data.Root}: no images to evaluate");
+        EvaluationPass.RequireClasses(data, classes, "the segmenter predicts");
         var device = model.parameters().First().device;
         int crop = model.Backbone.Config.ImgSize;
-        var recipe = new SegmentationEvalRecipe(crop, Mode: options.Mode);
-        var loader = new DataflowLoader(data, recipe, new LoaderOptions
-        {
-            // A sliding-window view is a (4·crop)² canvas: keep few in flight.
-            BatchSize = options.Mode == SegmentationEvalMode.Slide ? 1 : options.BatchSize, Shuffle = false, KeepPartialBatch = true, DecodeWorkers = options.DecodeWorkers,
-            ReadConcurrency = Math.Max(2, options.DecodeWorkers), Format = PixelFormat.Float32,
-        });
         var counter = new MeanIoU(classes, SegmentationRecipe.Ignore);
-        bool wasTraining = model.training;
-        model.eval();
-        try
-        {
-            await foreach (var batch in loader.ReadEpochAsync(cancellationToken))
-                using (batch)
-                {
-                    using var scope = NewDisposeScope();
-                    using var noGrad = no_grad();
-                    var (pixels, labels) = Upload(batch, device);
-                    var logits = options.Mode == SegmentationEvalMode.Slide ? SlideLogits(model, pixels, batch, crop, options.BatchSize) : model.forward(pixels);
-                    long[] predicted = logits.argmax(1).cpu().contiguous().data<long>().ToArray();
-                    counter.Add(predicted, batch.LabelMaps.AsSpan(0, batch.Count * batch.LabelMapCells), batch.Count);
-                    var labelled = labels.ne(SegmentationRecipe.Ignore).sum().item<long>();
-                    if (labelled > 0)
-                        counter.AddLoss(nn.functional.cross_entropy(logits.to(ScalarType.Float32), labels, ignore_index: SegmentationRecipe.Ignore,
-                            reduction: nn.Reduction.Sum).item<float>(), labelled);
-                }
-        }
-        finally
-        {
-            if (wasTraining) model.train();
-        }
-        return counter.Result(data.Classes, loader.Quarantine.Count);
+        // A sliding-window view is a (4·crop)² canvas: keep few in flight.
+        int quarantined = await EvaluationPass.RunAsync(model, data, new SegmentationEvalRecipe(crop, Mode: options.Mode),
+            options.Mode == SegmentationEvalMode.Slide ? 1 : options.BatchSize, options.DecodeWorkers, batch =>
+            {
+                var (pixels, labels) = Upload(batch, device);
+                var logits = options.Mode == SegmentationEvalMode.Slide ? SlideLogits(model, pixels, batch, crop, options.BatchSize) : model.forward(pixels);
+                long[] predicted = logits.argmax(1).cpu().contiguous().data<long>().ToArray();
+                counter.Add(predicted, batch.LabelMaps.AsSpan(0, batch.Count * batch.LabelMapCells), batch.Count);
+                var labelled = labels.ne(SegmentationRecipe.Ignore).sum().item<long>();
+                if (labelled > 0)
+                    counter.AddLoss(nn.functional.cross_entropy(logits.to(ScalarType.Float32), labels, ignore_index: SegmentationRecipe.Ignore,
+                        reduction: nn.Reduction.Sum).item<float>(), labelled);
+            }, cancellationToken);
+        return counter.Result(data.Classes, quarantined);
     }
 
     /// <summary>
