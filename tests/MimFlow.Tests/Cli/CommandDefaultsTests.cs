@@ -107,4 +107,21 @@ public sealed class CommandDefaultsTests
         var (parsed, options) = Parse(new SuiteCommandOptions(), (o, c) => o.AddTo(c));
         Assert.Equal(new MimFlow.Benchmarks.SuiteOptions(), options.Request(parsed));
     }
+
+    [Fact]
+    public async Task Bare_masks_and_model_init_write_what_their_records_defaults_write()
+    {
+        using var dir = new TemporaryDirectory();
+        var masks = await CliHarness.RunAsync("masks", "--count", "4", "--out", dir.Combine("cli.npy"));
+        Assert.True(masks.ExitCode == 0, masks.Error);
+        MimFlow.Data.Masking.MaskSet.Write(new MimFlow.Data.Masking.MaskSetRequest(4, dir.Combine("library.npy")));
+        Assert.Equal(File.ReadAllBytes(dir.Combine("library.npy")), File.ReadAllBytes(dir.Combine("cli.npy")));
+
+        MimFlow.Torch.Backend.TorchBackend.EnsureLoaded();
+        var init = await CliHarness.RunAsync("model", "init", "--arch", "vit-tiny", "--out", dir.Combine("cli-model"));
+        Assert.True(init.ExitCode == 0, init.Error);
+        MimFlow.Models.Interop.ModelInit.Run(new MimFlow.Models.Interop.ModelInitRequest("vit-tiny", dir.Combine("library-model")));
+        foreach (string file in new[] { "config.json", "weights.safetensors" })
+            Assert.Equal(File.ReadAllBytes(Path.Combine(dir.Combine("library-model"), file)), File.ReadAllBytes(Path.Combine(dir.Combine("cli-model"), file)));
+    }
 }
