@@ -14,13 +14,15 @@ public static class FolderChecksums
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
 
     /// <summary>Records every file below <paramref name="folder"/> (paths '/'-separated, relative to it), last.</summary>
-    public static void Write(string folder)
+    /// <param name="opener">Opens the files to hash (default: the file system).</param>
+    public static void Write(string folder, IFileOpener? opener = null)
     {
+        opener ??= FileOpener.Instance;
         var files = Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories)
             .Select(f => Path.GetRelativePath(folder, f).Replace(Path.DirectorySeparatorChar, '/'))
             .Where(f => f != FileName)
             .Order(StringComparer.Ordinal)
-            .ToDictionary(f => f, f => Sha256Of(Path.Combine(folder, f)), StringComparer.Ordinal);
+            .ToDictionary(f => f, f => Sha256Of(Path.Combine(folder, f), opener), StringComparer.Ordinal);
         AtomicFile.WriteAllText(Path.Combine(folder, FileName), JsonSerializer.Serialize(new Record(files), Json));
     }
 
@@ -49,9 +51,11 @@ public static class FolderChecksums
         }
     }
 
-    public static string Sha256Of(string path)
+    public static string Sha256Of(string path) => Sha256Of(path, FileOpener.Instance);
+
+    private static string Sha256Of(string path, IFileOpener opener)
     {
-        using var stream = File.OpenRead(path);
+        using var stream = opener.OpenRead(path);
         return Convert.ToHexStringLower(SHA256.HashData(stream));
     }
 

@@ -41,6 +41,10 @@ public sealed record TokenizeRequest
     /// <summary>Only the first this many samples of the part (trial runs, benchmarks); null for all.</summary>
     public int? Limit { get; init; }
 
+    /// <summary>How shard files are written and transient I/O errors retried (a shard is written again whole);
+    /// null: the defaults of <see cref="TransientIo"/>.</summary>
+    public TransientIo? Io { get; init; }
+
     public void Validate()
     {
         if (Views < 1) throw new ArgumentException($"--views must be at least 1 (got {Views})");
@@ -119,10 +123,20 @@ public static class TokenizeJob
         var channel = Channel.CreateBounded<IReadOnlyList<SampleRows>>(new BoundedChannelOptions(2) { SingleReader = true, SingleWriter = true });
         var writing = Task.Run(async () =>
         {
-            await foreach (var batchRows in channel.Reader.ReadAllAsync(cancellationToken))
-                foreach (var sample in await SampleRows.WithSourcesAsync(batchRows, index, request, cancellationToken))
-                    await sink.AddAsync(sample, quarantine, cancellationToken);
-            await sink.FinishAsync(end, quarantine, cancellationToken);
+            try
+            {
+                await foreach (var batchRows in channel.Reader.ReadAllAsync(cancellationToken))
+                    foreach (var sample in await SampleRows.WithSourcesAsync(batchRows, index, request, cancellationToken))
+                        await sink.AddAsync(sample, quarantine, cancellationToken);
+                await sink.FinishAsync(end, quarantine, cancellationToken);
+            }
+            catch (Exception error)
+            {
+                // Nobody reads the channel any more: close it, so the models' side stops at its next batch instead of
+                // waiting for room forever.
+                channel.Writer.TryComplete(error);
+                throw;
+            }
         }, cancellationToken);
 
         var clock = Stopwatch.StartNew();
@@ -150,9 +164,19 @@ public static class TokenizeJob
             channel.Writer.TryComplete(error);
             try { await writing; } catch (Exception) when (error is not null) { }
             await sink.AbandonAsync();
+            // When the writer failed, its error is the cause (the models' side only saw the channel close).
+            if (writing.IsFaulted && error is ChannelClosedException) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(writing.Exception!.GetBaseException());
             throw;
         }
-        await writing;
+        try
+        {
+            await writing;
+        }
+        catch
+        {
+            await sink.AbandonAsync();
+            throw;
+        }
         clock.Stop();
 
         var manifest = new ShardManifest

@@ -72,7 +72,9 @@ public sealed class TokenizeJournal
 
     public void Delete() => File.Delete(Path.Combine(directory, TokenizeJob.ProgressFileName));
 
-    private void Save()
+    /// <summary>Writes the journal and the quarantine log as they stand (each atomically: a retry after an I/O error
+    /// writes them whole again).</summary>
+    internal void Save()
     {
         AtomicFile.WriteAllText(Path.Combine(directory, TokenizeJob.ProgressFileName),
             JsonSerializer.Serialize(new Stored(Configuration, Shards, Quarantine), ShardManifest.Json));

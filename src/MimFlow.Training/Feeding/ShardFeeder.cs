@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Threading.Tasks.Dataflow;
+using MimFlow.Core.IO;
 using MimFlow.Core.Randomness;
 using MimFlow.Data.Augment;
 using MimFlow.Data.Decoding;
@@ -32,6 +33,10 @@ public sealed record FeederOptions
     /// (the <c>path</c> column names it) instead of the stored one. Needed for shards stored without images.
     /// </summary>
     public SampleIndex? Originals { get; init; }
+
+    /// <summary>How shard files are opened and transient I/O errors retried (each shard's hash and each row group is
+    /// one retriable read); null: the defaults of <see cref="TransientIo"/>.</summary>
+    public TransientIo? Io { get; init; }
 
     public void Validate()
     {
@@ -77,12 +82,14 @@ public sealed class ShardFeeder
 {
     private readonly string directory;
     private readonly FeederOptions options;
+    private readonly TransientIo io;
 
     public ShardFeeder(string shardDirectory, FeederOptions options)
     {
         options.Validate();
         directory = shardDirectory;
         this.options = options;
+        io = options.Io ?? new TransientIo();
         Manifest = ShardManifest.Read(shardDirectory);
         if (!Manifest.Columns.Image && options.Originals is null)
             throw new ArgumentException($"{shardDirectory}: the shards hold no images (tokenized without --store-image): give --data with the dataset they were " +
@@ -107,12 +114,14 @@ public sealed class ShardFeeder
     {
         if (verifiedShards.ContainsKey(shard.Name)) return;
         string path = Path.Combine(directory, shard.Name);
-        await using (var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, useAsync: true))
+        // A transient error hashes the file again from its start.
+        string sha = await io.RunAsync(path, "hashing the shard", async (_, token) =>
         {
-            string sha = Convert.ToHexStringLower(await System.Security.Cryptography.SHA256.HashDataAsync(stream, cancellationToken));
-            if (sha != shard.Sha256)
-                throw new InvalidDataException($"{path}: SHA-256 {sha} differs from the manifest's {shard.Sha256}: the shard is corrupted; nothing of it was trained on");
-        }
+            await using var stream = io.Files.OpenRead(path);
+            return Convert.ToHexStringLower(await System.Security.Cryptography.SHA256.HashDataAsync(stream, token));
+        }, cancellationToken);
+        if (sha != shard.Sha256)
+            throw new InvalidDataException($"{path}: SHA-256 {sha} differs from the manifest's {shard.Sha256}: the shard is corrupted; nothing of it was trained on");
         verifiedShards[shard.Name] = true;
     }
 
@@ -246,7 +255,7 @@ public sealed class ShardFeeder
         foreach (var shard in Manifest.Shards)
         {
             string previous = "";
-            await foreach (string path in ShardReader.ReadPathsAsync(Path.Combine(directory, shard.Name), cancellationToken))
+            await foreach (string path in ShardReader.ReadPathsAsync(Path.Combine(directory, shard.Name), io, cancellationToken))
             {
                 if (path == previous) continue;
                 previous = path;
@@ -272,7 +281,7 @@ public sealed class ShardFeeder
             await VerifyShardAsync(shard, cancellationToken);
             string path = Path.Combine(directory, shard.Name);
             long rows = 0;
-            await using var reader = ShardReader.ReadAsync(path, cancellationToken).GetAsyncEnumerator(cancellationToken);
+            await using var reader = ShardReader.ReadAsync(path, io, cancellationToken).GetAsyncEnumerator(cancellationToken);
             while (true)
             {
                 ShardRow row;

@@ -17,9 +17,17 @@ public sealed record TrainerState(long Step, int Epoch, long BatchInEpoch, long 
 /// checkpoint intact and current. Older checkpoints beyond <c>keep</c> are removed. A loop's own files (a supervised
 /// run's <c>supervised.json</c>, a segmenter's <c>segmenter.json</c>) go into the hidden folder too, so no checkpoint is
 /// ever visible without them.
+/// <para>
+/// A transient I/O error while building (EIO, ESTALE … on a network file system) builds the checkpoint again, whole,
+/// in a new hidden folder (the failed one is removed); <c>latest.json</c> and the removal of old checkpoints are
+/// retried the same way. A fault that persists ends the run naming the checkpoint and the file.
+/// </para>
 /// </summary>
-public sealed class CheckpointStore(string runDirectory, int keep = 2)
+/// <param name="io">Retries of transient I/O errors, and how the files are opened; null: the defaults.</param>
+public sealed class CheckpointStore(string runDirectory, int keep = 2, TransientIo? io = null)
 {
+    private readonly TransientIo io = io ?? new TransientIo();
+
     public const string LatestFileName = ModelDirectory.RunPointerFileName;
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
@@ -32,6 +40,22 @@ public sealed class CheckpointStore(string runDirectory, int keep = 2)
         Directory.CreateDirectory(Root);
         string name = $"step-{state.Step:D8}";
         string final = Path.Combine(Root, name);
+        io.Run(final, "writing the checkpoint", _ => Build(final, name, state, backboneSpec, backbone, objective, optimizerState, files));
+        string pointer = Path.Combine(runDirectory, LatestFileName);
+        io.Run(pointer, "writing the run pointer", _ => AtomicFile.WriteAllText(pointer, JsonSerializer.Serialize(new { checkpoint = name, step = state.Step }, Json)));
+        io.Run(Root, "removing old checkpoints", _ =>
+        {
+            foreach (string old in Directory.EnumerateDirectories(Root, "step-*").Order(StringComparer.Ordinal).SkipLast(keep)) Directory.Delete(old, recursive: true);
+            foreach (string stale in Directory.EnumerateDirectories(Root, ".step-*")) Directory.Delete(stale, recursive: true);
+        });
+        return final;
+    }
+
+    /// <summary>One attempt: every file into a fresh hidden folder, checksums last, then the rename. A failed attempt
+    /// removes its folder, so the next starts clean.</summary>
+    private void Build(string final, string name, TrainerState state, ModelSpec backboneSpec, nn.Module backbone, nn.Module objective,
+        IReadOnlyDictionary<string, Tensor> optimizerState, IReadOnlyDictionary<string, string>? files)
+    {
         string building = Path.Combine(Root, $".{name}.{Environment.ProcessId}.{Guid.NewGuid():N}.partial");
         Directory.CreateDirectory(building);
         try
@@ -44,19 +68,22 @@ public sealed class CheckpointStore(string runDirectory, int keep = 2)
             writer.Write(Path.Combine(building, "training.safetensors"));
             AtomicFile.WriteAllText(Path.Combine(building, "state.json"), JsonSerializer.Serialize(state, Json));
             foreach (var (file, content) in files ?? new Dictionary<string, string>()) AtomicFile.WriteAllText(Path.Combine(building, file), content);
-            FolderChecksums.Write(building);
+            FolderChecksums.Write(building, io.Files);
             if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
             Directory.Move(building, final);
         }
         catch
         {
-            if (Directory.Exists(building)) Directory.Delete(building, recursive: true);
+            try
+            {
+                if (Directory.Exists(building)) Directory.Delete(building, recursive: true);
+            }
+            catch (IOException)
+            {
+                // Left for the next save's sweep of hidden folders; the error that matters is the one being thrown.
+            }
             throw;
         }
-        AtomicFile.WriteAllText(Path.Combine(runDirectory, LatestFileName), JsonSerializer.Serialize(new { checkpoint = name, step = state.Step }, Json));
-        foreach (string old in Directory.EnumerateDirectories(Root, "step-*").Order(StringComparer.Ordinal).SkipLast(keep)) Directory.Delete(old, recursive: true);
-        foreach (string stale in Directory.EnumerateDirectories(Root, ".step-*")) Directory.Delete(stale, recursive: true);
-        return final;
     }
 
     /// <summary>The checkpoint <c>latest.json</c> names (a folder of <c>checkpoints/</c>, nowhere else), or null for a run without one.</summary>
