@@ -104,7 +104,21 @@ public static class ShardReader
 
     /// <summary>The Parquet reader of a shard; a file that is not Parquet (truncated, garbage) is refused naming it.</summary>
     public static Task<ParquetReader> OpenAsync(Stream stream, string path, CancellationToken cancellationToken = default) =>
-        Named(path, "footer", () => ParquetReader.CreateAsync(stream, null, leaveStreamOpen: false, cancellationToken));
+        Named(path, "footer", async () =>
+        {
+            var reader = await ParquetReader.CreateAsync(stream, null, leaveStreamOpen: false, cancellationToken);
+            try
+            {
+                // The schema decodes lazily: decode it here, so a damaged one is refused with the footer.
+                _ = reader.Schema.GetDataFields();
+                return reader;
+            }
+            catch
+            {
+                await reader.DisposeAsync();
+                throw;
+            }
+        });
 
     private static async Task<ShardRow[]> ReadGroupAsync(ParquetReader reader, ShardSchema schema, int g, string path, CancellationToken cancellationToken)
     {

@@ -81,9 +81,7 @@ public static class TokenizeJob
         Directory.CreateDirectory(request.OutputDirectory);
         using var writer = OutputLock.Acquire(request.OutputDirectory, "tokenize");
         var index = DatasetSource.Open(request.DataRoot, request.Layout, request.Split, request.GroundTruth);
-        int first = (int)((long)index.Count * request.ShardIndex / request.ShardCount);
-        int end = (int)((long)index.Count * (request.ShardIndex + 1) / request.ShardCount);
-        if (request.Limit is int limit) end = Math.Min(end, first + limit);
+        var (first, end) = PartRange(index.Count, request.ShardIndex, request.ShardCount, request.Limit);
         using var models = new FrozenModels(request.TokenizerDirectory, request.TeacherDirectory, request.Teacher, request.Device ?? CPU, request.ImageSize);
         var draw = new PretrainRecipe(models.ImageSize, models.SecondViewSize);
         var recipe = new RepeatedDraws(draw, request.Views);
@@ -193,6 +191,18 @@ public static class TokenizeJob
         return new TokenizeResult(manifest, resumeAt, end - resumeAt, seconds, images / Math.Max(seconds, 1e-9),
             waiting.Elapsed.TotalSeconds / Math.Max(seconds, 1e-9), AlreadyComplete: false);
     }
+
+    /// <summary>The samples [first, end) part <paramref name="index"/> of <paramref name="count"/> covers.</summary>
+    internal static (int First, int End) PartRange(int samples, int index, int count, int? limit)
+    {
+        int first = (int)((long)samples * index / count);
+        int end = (int)((long)samples * (index + 1) / count);
+        if (limit is int most) end = (int)Math.Min(end, (long)first + most);
+        return (first, end);
+    }
+
+    internal static (int First, int End) PartRange(TokenizeConfiguration configuration) =>
+        PartRange(configuration.DatasetSamples, configuration.ShardIndex, configuration.ShardCount, configuration.Limit);
 
     /// <summary>sample_id: 16 hex digits of SHA-256 over the '/'-separated path relative to the dataset root
     /// (<see cref="SampleIndex.SampleId"/>; for wds and hf-parquet the path names the shard and the key or row).</summary>

@@ -334,7 +334,30 @@ public sealed class ShardFeeder
                 throw new InvalidDataException($"{Where()}: {row.FeatureScales?.Length ?? 0} scale bytes, {tokens} tokens need {tokens * 2}");
         }
         if (Manifest.Columns.Image && options.Originals is null && row.Image is not { Length: > 0 }) throw new InvalidDataException($"{Where()}: no stored image");
+        if (row.SourceWidth < 1 || row.SourceHeight < 1) throw new InvalidDataException($"{Where()}: source size {row.SourceWidth}×{row.SourceHeight}");
+        // The replayed view: parsed and bounded here, where the shard is known, not deep in the decoder.
+        ViewParams view;
+        try
+        {
+            view = AugmentParams.FromJson(row.Augment ?? "").Views?.FirstOrDefault() ?? throw new InvalidDataException("no view");
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidDataException or NotSupportedException)
+        {
+            throw new InvalidDataException($"{Where()}: unreadable augmentation parameters ({e.Message})", e);
+        }
+        var crop = view.Crop;
+        if (crop is null || view.Ops is null || !(double.IsFinite(crop.X) && double.IsFinite(crop.Y) && crop.Width > 0 && crop.Height > 0 && double.IsFinite(crop.Right) && double.IsFinite(crop.Bottom)))
+            throw new InvalidDataException($"{Where()}: augmentation parameters without a finite crop of positive size");
+        if (view.Width != view.Height || view.Width < 1 || view.Width > MaxViewSide || (viewSide is int side && side != view.Width))
+            throw new InvalidDataException($"{Where()}: a view of {view.Width}×{view.Height}, the set's views are {(viewSide is int s ? $"{s}×{s}" : $"square, at most {MaxViewSide}")}");
+        viewSide = view.Width;
     }
+
+    /// <summary>Largest view side a row may ask for (a damaged number must not size an allocation).</summary>
+    private const int MaxViewSide = 4096;
+
+    /// <summary>The side of the views of the rows checked so far: every row of a set has the same.</summary>
+    private int? viewSide;
 
     private int ChosenView(string sampleId, int epoch, int views) =>
         views == 1 ? 0 : StableRandom.For(options.Seed, "feeder-view", (ulong)epoch, SampleKey(sampleId)).NextInt(views);

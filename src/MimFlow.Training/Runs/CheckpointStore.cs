@@ -96,14 +96,31 @@ public sealed class CheckpointStore(string runDirectory, int keep = 2, Transient
         return folder;
     }
 
+    /// <summary>
+    /// The state of a checkpoint: state.json checked against its recorded SHA-256 first (so a damaged state is never
+    /// acted on, e.g. compared with the request), then its values: counts not negative, a step that is the
+    /// checkpoint's own (the folder is named for it), names present.
+    /// </summary>
     public static TrainerState ReadState(string checkpoint)
     {
         string path = Path.Combine(checkpoint, "state.json");
+        FolderChecksums.Verify(checkpoint, under: "state.json");
+        TrainerState state;
         try
         {
-            return JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(path), Json) ?? throw new InvalidDataException($"{path}: empty");
+            state = JsonSerializer.Deserialize<TrainerState>(RegularFile.ReadAllText(path, 1 << 20), Json) ?? throw new InvalidDataException($"{path}: empty");
         }
-        catch (JsonException e) { throw new InvalidDataException($"{path}: not a checkpoint state ({e.Message})", e); }
+        catch (Exception e) when (e is JsonException or NotSupportedException or OverflowException)
+        {
+            throw new InvalidDataException($"{path}: not a checkpoint state ({e.Message})", e);
+        }
+        if (state.Step < 0 || state.Epoch < 0 || state.BatchInEpoch < 0 || state.SkippedSteps < 0 || state.SkippedSteps > state.Step)
+            throw new InvalidDataException($"{path}: step {state.Step}, epoch {state.Epoch}, batch {state.BatchInEpoch}, skipped {state.SkippedSteps}: not a position a run can be at");
+        if (state.Objective is null || state.Model is null) throw new InvalidDataException($"{path}: no objective or model");
+        string name = Path.GetFileName(Path.TrimEndingDirectorySeparator(checkpoint));
+        if (name.StartsWith("step-", StringComparison.Ordinal) && name != $"step-{state.Step:D8}")
+            throw new InvalidDataException($"{path}: step {state.Step}, but the checkpoint is {name}");
+        return state;
     }
 
     /// <summary>
@@ -114,7 +131,17 @@ public sealed class CheckpointStore(string runDirectory, int keep = 2, Transient
     public static Dictionary<string, Tensor> Restore(string checkpoint, nn.Module objective)
     {
         FolderChecksums.Verify(checkpoint);
-        using var file = SafetensorsFile.Open(Path.Combine(checkpoint, "training.safetensors"));
+        SafetensorsFile file;
+        try
+        {
+            file = SafetensorsFile.Open(Path.Combine(checkpoint, "training.safetensors"));
+        }
+        catch (SafetensorsFormatException e)
+        {
+            // One refusal type for every damaged checkpoint file (the message names the file already).
+            throw new InvalidDataException(e.Message, e);
+        }
+        using var _ = file;
         var state = objective.state_dict();
         using (no_grad())
             foreach (var (key, target) in state)
