@@ -90,7 +90,9 @@ internal static class FolderWalk
         {
             if (link is null)
             {
-                result.Add((name, null));
+                // A name .NET decoded with replacement characters names no folder: it cannot be entered.
+                bool undecodable = name.Contains('\uFFFD') && !Directory.Exists(Path.Combine(splitFolder, name));
+                result.Add((name, undecodable ? $"undecodable folder name: class folder {splitRelative}/{name} (\uFFFD for each undecodable byte) is not valid UTF-8, so it cannot be opened by name; rename it" : null));
                 continue;
             }
             string where = $"class folder {splitRelative}/{name} is a link to {link}";

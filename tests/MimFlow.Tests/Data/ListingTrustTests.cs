@@ -157,6 +157,35 @@ public sealed class ListingTrustTests
     }
 
     [Fact]
+    public async Task Tokenize_quarantines_a_fifo_and_a_device_and_a_fifo_shard_is_refused_by_name_without_hanging()
+    {
+        using var fixture = await MimFlow.Tests.Precompute.TokenizeFixture.CreateAsync(images: 4);
+        string classFolder = Directory.EnumerateDirectories(Path.Combine(fixture.Data, "train")).Order(StringComparer.Ordinal).First();
+        Shell($"mkfifo '{Path.Combine(classFolder, "a_fifo.JPEG")}'");
+        File.CreateSymbolicLink(Path.Combine(classFolder, "a_zero.JPEG"), "/dev/zero");
+        string output = fixture.Combine("shards");
+        var result = await Task.Run(() => MimFlow.Precompute.Tokenize.TokenizeJob.RunAsync(fixture.Request(output) with { TeacherDirectory = null })).WaitAsync(Hang);
+        var lines = File.ReadAllLines(Path.Combine(output, "quarantine.jsonl")).Select(l => JsonDocument.Parse(l).RootElement.Clone()).ToList();
+        string relative = Path.GetRelativePath(fixture.Data, classFolder).Replace('\\', '/');
+        Assert.Contains("FIFO", ReasonFor(lines, $"{relative}/a_fifo.JPEG"));
+        Assert.Contains("character device", ReasonFor(lines, $"{relative}/a_zero.JPEG"));
+        Assert.Equal(3, result.Manifest.Quarantined);
+
+        // A FIFO named like a tar shard: the listing names it instead of blocking on it.
+        string wds = dir(fixture.Combine("wds"));
+        Shell($"mkfifo '{Path.Combine(wds, "train-0000.tar")}'");
+        var error = await Assert.ThrowsAsync<NotARegularFileException>(() => Task.Run(() => DatasetSource.Open(wds, DatasetLayout.Wds)).WaitAsync(Hang));
+        Assert.Contains(Path.Combine(wds, "train-0000.tar"), error.Message);
+        Assert.Contains("FIFO", error.Message);
+
+        static string dir(string path)
+        {
+            Directory.CreateDirectory(path);
+            return path;
+        }
+    }
+
+    [Fact]
     public async Task Reads_stop_at_the_limit_whatever_size_the_file_reports()
     {
         using var dir = new TemporaryDirectory();
@@ -196,6 +225,12 @@ public sealed class ListingTrustTests
         Assert.Contains("undecodable file name", ReasonFor(lines, "train/n01/bad\\xFF\\xFE.JPEG"));
         Assert.Contains("not valid UTF-8", ReasonFor(lines, "train/n01/dir\\xFF"));
         Assert.DoesNotContain(lines, l => l.GetProperty("reason").GetString()!.Contains("vanished"));
+
+        // A class folder whose name does not decode: refused, not a listing that fails.
+        Shell($"cd '{Path.Combine(data, "train")}' && mkdir \"$(printf 'n03\\377')\" && cp n02/good.JPEG \"$(printf 'n03\\377')/x.JPEG\"");
+        var again = DatasetSource.Open(data, DatasetLayout.ImageNet);
+        var refused = again.All().Single(s => s.RelativePath.StartsWith("train/n03", StringComparison.Ordinal));
+        Assert.Contains("undecodable folder name", (await Assert.ThrowsAsync<BadImageException>(async () => await again.ReadImageAsync(refused))).Reason);
     }
 
     [Fact]
