@@ -16,13 +16,13 @@ public sealed class ShardFileWriter : IAsyncDisposable
     private readonly ShardSchema schema;
     private readonly string finalPath;
     private readonly string temporaryPath;
-    private readonly FileStream stream;
+    private readonly Stream stream;
     private readonly ParquetWriter writer;
     private long rows;
     private bool completed;
     private bool parquetClosed;
 
-    private ShardFileWriter(ShardSchema schema, string finalPath, string temporaryPath, FileStream stream, ParquetWriter writer)
+    private ShardFileWriter(ShardSchema schema, string finalPath, string temporaryPath, Stream stream, ParquetWriter writer)
     {
         this.schema = schema;
         this.finalPath = finalPath;
@@ -31,10 +31,14 @@ public sealed class ShardFileWriter : IAsyncDisposable
         this.writer = writer;
     }
 
-    public static async Task<ShardFileWriter> CreateAsync(ShardSchema schema, string finalPath, CancellationToken cancellationToken)
+    public static Task<ShardFileWriter> CreateAsync(ShardSchema schema, string finalPath, CancellationToken cancellationToken) =>
+        CreateAsync(schema, finalPath, null, cancellationToken);
+
+    /// <param name="files">Opens the temporary file (default: the file system).</param>
+    public static async Task<ShardFileWriter> CreateAsync(ShardSchema schema, string finalPath, IFileOpener? files, CancellationToken cancellationToken)
     {
         string temporary = AtomicFile.TemporaryNameFor(finalPath);
-        var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None);
+        var stream = (files ?? FileOpener.Instance).CreateNew(temporary);
         try
         {
             var options = new ParquetOptions { CompressionMethod = CompressionMethod.Zstd };
@@ -87,7 +91,7 @@ public sealed class ShardFileWriter : IAsyncDisposable
         parquetClosed = true;
         await writer.DisposeAsync();
         await stream.FlushAsync();
-        stream.Flush(flushToDisk: true);
+        if (stream is FileStream file) file.Flush(flushToDisk: true);
         stream.Position = 0;
         string sha256 = Convert.ToHexStringLower(await SHA256.HashDataAsync(stream));
         long bytes = stream.Length;
@@ -106,7 +110,14 @@ public sealed class ShardFileWriter : IAsyncDisposable
             try { await writer.DisposeAsync(); }
             catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException) { }
         }
-        await stream.DisposeAsync();
+        try
+        {
+            await stream.DisposeAsync();
+        }
+        catch (IOException)
+        {
+            // The stream of a failed write may fail to close as well; the file is deleted all the same.
+        }
         File.Delete(temporaryPath);
     }
 

@@ -15,7 +15,7 @@ public sealed record ModelIdentity(string Architecture, string ConfigSha256, str
 
     public static string Sha256Of(string path)
     {
-        using var stream = File.OpenRead(path);
+        using var stream = RegularFile.OpenRead(path, 1 << 16);
         return Convert.ToHexStringLower(SHA256.HashData(stream));
     }
 }
@@ -95,21 +95,40 @@ public sealed record ShardManifest
             throw new InvalidDataException($"{path}: the codes column and the code grid ({CodeLength} codes of {CodebookSize}) disagree");
         if ((Columns.Features is not null) != (FeatureShape is { Length: 2 } shape && shape[0] > 0 && shape[1] > 0))
             throw new InvalidDataException($"{path}: the features column and feature shape [{string.Join(", ", FeatureShape ?? [])}] disagree");
+        // Bounds far above any real set, so that no damaged number sizes an allocation or overflows a count.
+        if (configuration.Views > MaxViews) throw new InvalidDataException($"{path}: views {configuration.Views}, more than {MaxViews}");
+        if (CodeLength > MaxCodeLength || CodebookSize > MaxCodebookSize)
+            throw new InvalidDataException($"{path}: {CodeLength} codes of a codebook of {CodebookSize}, beyond {MaxCodeLength} codes of {MaxCodebookSize}");
+        if (FeatureShape is [int tokens, int dim] && (tokens > MaxCodeLength + 1 || dim > MaxFeatureDim))
+            throw new InvalidDataException($"{path}: feature shape [{tokens}, {dim}] beyond [{MaxCodeLength + 1}, {MaxFeatureDim}]");
+        if ((long)FirstSample + SampleCount > int.MaxValue || Rows / configuration.Views > int.MaxValue)
+            throw new InvalidDataException($"{path}: samples {FirstSample}+{SampleCount} and {Rows} rows exceed what a set can hold");
         var names = new HashSet<string>(StringComparer.Ordinal);
         long rows = 0;
         foreach (var shard in Shards)
         {
+            if (shard is null) throw new InvalidDataException($"{path}: a null shard entry");
             if (!PathNames.IsPlainFileName(shard.Name))
                 throw new InvalidDataException($"{path}: shard '{shard.Name}' is not a file name inside the set's folder");
             if (!names.Add(shard.Name)) throw new InvalidDataException($"{path}: shard '{shard.Name}' is listed twice");
             if (shard.Rows < 0 || shard.Bytes < 0 || shard.Samples < 0 || shard.FirstSample < 0)
                 throw new InvalidDataException($"{path}: shard '{shard.Name}' has negative counts (rows {shard.Rows}, bytes {shard.Bytes}, samples {shard.FirstSample}+{shard.Samples})");
+            if (shard.Sha256 is not { Length: 64 } || !shard.Sha256.All(char.IsAsciiHexDigitLower))
+                throw new InvalidDataException($"{path}: shard '{shard.Name}' has no SHA-256 of 64 lower-case hex digits");
+            if ((long)shard.FirstSample + shard.Samples > int.MaxValue)
+                throw new InvalidDataException($"{path}: shard '{shard.Name}' covers samples {shard.FirstSample}+{shard.Samples}, past what a set can hold");
             if (shard.Rows % configuration.Views != 0)
                 throw new InvalidDataException($"{path}: shard '{shard.Name}' has {shard.Rows} rows, not a whole number of images at {configuration.Views} views");
-            rows += shard.Rows;
+            rows = checked(rows + shard.Rows);
         }
         if (rows != Rows) throw new InvalidDataException($"{path}: the shards list {rows} rows, the manifest says {Rows}");
     }
+
+    public const int MaxViews = 1024;
+    public const long MaxManifestBytes = 64L << 20;
+    public const int MaxCodeLength = 1 << 16;
+    public const int MaxCodebookSize = 1 << 20;
+    public const int MaxFeatureDim = 1 << 16;
 
     public void Write(string directory) => AtomicFile.WriteAllText(Path.Combine(directory, FileName), JsonSerializer.Serialize(this, Json));
 
@@ -119,12 +138,12 @@ public sealed record ShardManifest
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: no manifest (the set is incomplete, or this is not a shard folder)", path);
         try
         {
-            var manifest = JsonSerializer.Deserialize<ShardManifest>(File.ReadAllText(path), Json) ?? throw new InvalidDataException($"{path}: empty manifest");
+            var manifest = JsonSerializer.Deserialize<ShardManifest>(RegularFile.ReadAllText(path, MaxManifestBytes), Json) ?? throw new InvalidDataException($"{path}: empty manifest");
             if (manifest.Format != FormatName) throw new InvalidDataException($"{path}: format '{manifest.Format}' is not {FormatName}");
             manifest.Validate(path);
             return manifest;
         }
-        catch (JsonException e)
+        catch (Exception e) when (e is JsonException or OverflowException or NotSupportedException)
         {
             throw new InvalidDataException($"{path}: not a shard manifest ({e.Message})", e);
         }

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using MimFlow.Core.IO;
 using Parquet;
 using Parquet.Schema;
 
@@ -15,40 +16,109 @@ public static class ShardReader
         return new ShardColumns(names.Contains("codes"), features, names.Contains("image"), names.Contains("label_map"));
     }
 
-    public static async IAsyncEnumerable<ShardRow> ReadAsync(string path, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    public static IAsyncEnumerable<ShardRow> ReadAsync(string path, CancellationToken cancellationToken = default) => ReadAsync(path, null, cancellationToken);
+
+    /// <summary>
+    /// The rows of a shard, one row group at a time. Each group is one retriable read (<paramref name="io"/>): after a
+    /// transient I/O error the file is opened again and the group read again from its start, so the rows come out
+    /// exactly once, in order, as without the error.
+    /// </summary>
+    public static async IAsyncEnumerable<ShardRow> ReadAsync(string path, TransientIo? io, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        await using var stream = File.OpenRead(path);
-        await using var reader = await OpenAsync(stream, path, cancellationToken);
+        io ??= new TransientIo();
+        await using var shard = new OpenShard(path, io.Files);
+        var reader = await io.RunAsync(path, "reading the footer", (_, token) => shard.ReopenAsync(token), cancellationToken);
         var schema = new ShardSchema(ColumnsOf(reader.Schema));
         var expected = schema.ColumnNames;
         var actual = reader.Schema.Fields.Select(f => f.Name).ToList();
         if (!expected.SequenceEqual(actual))
             throw new InvalidDataException($"{path}: columns [{string.Join(", ", actual)}] are not a shard schema (expected [{string.Join(", ", expected)}])");
         for (int g = 0; g < reader.RowGroupCount; g++)
-            foreach (var row in await Named(path, $"row group {g}", () => ReadGroupAsync(reader, schema, g, path, cancellationToken)))
-                yield return row;
+        {
+            int group = g;
+            var rows = await io.RunAsync(path, $"reading row group {group}", async (attempt, token) =>
+            {
+                var current = attempt == 0 ? shard.Reader! : await shard.ReopenAsync(token);
+                return await Named(path, $"row group {group}", () => ReadGroupAsync(current, schema, group, path, token));
+            }, cancellationToken);
+            foreach (var row in rows) yield return row;
+        }
     }
 
-    /// <summary>The <c>path</c> column alone, row by row (a cheap pass over a set: no codes, features or images are read).</summary>
-    public static async IAsyncEnumerable<string> ReadPathsAsync(string path, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    public static IAsyncEnumerable<string> ReadPathsAsync(string path, CancellationToken cancellationToken = default) => ReadPathsAsync(path, null, cancellationToken);
+
+    /// <summary>The <c>path</c> column alone, row by row (a cheap pass over a set: no codes, features or images are read);
+    /// retried per row group as <see cref="ReadAsync(string, TransientIo?, CancellationToken)"/>.</summary>
+    public static async IAsyncEnumerable<string> ReadPathsAsync(string path, TransientIo? io, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        await using var stream = File.OpenRead(path);
-        await using var reader = await OpenAsync(stream, path, cancellationToken);
+        io ??= new TransientIo();
+        await using var shard = new OpenShard(path, io.Files);
+        var reader = await io.RunAsync(path, "reading the footer", (_, token) => shard.ReopenAsync(token), cancellationToken);
         var schema = new ShardSchema(ColumnsOf(reader.Schema));
         for (int g = 0; g < reader.RowGroupCount; g++)
         {
-            var values = await Named(path, $"row group {g}", async () =>
+            int group = g;
+            var values = await io.RunAsync(path, $"reading row group {group}", async (attempt, token) =>
             {
-                using var group = reader.OpenRowGroupReader(g);
-                return await Strings(group, schema.PathField, checked((int)group.RowCount), cancellationToken);
-            });
+                var current = attempt == 0 ? shard.Reader! : await shard.ReopenAsync(token);
+                return await Named(path, $"row group {group}", async () =>
+                {
+                    using var rowGroup = current.OpenRowGroupReader(group);
+                    return await Strings(rowGroup, schema.PathField, checked((int)rowGroup.RowCount), token);
+                });
+            }, cancellationToken);
             foreach (string value in values) yield return value;
+        }
+    }
+
+    /// <summary>A shard file and its Parquet reader, opened again from scratch after an I/O error.</summary>
+    private sealed class OpenShard(string path, IFileOpener files) : IAsyncDisposable
+    {
+        private Stream? stream;
+
+        public ParquetReader? Reader { get; private set; }
+
+        public async Task<ParquetReader> ReopenAsync(CancellationToken cancellationToken)
+        {
+            await DisposeAsync();
+            stream = files.OpenRead(path);
+            Reader = await OpenAsync(stream, path, cancellationToken);
+            return Reader;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            var (reader, open) = (Reader, stream);
+            (Reader, stream) = (null, null);
+            try
+            {
+                if (reader is not null) await reader.DisposeAsync();
+                if (open is not null) await open.DisposeAsync();
+            }
+            catch (IOException)
+            {
+                // Closing a reader of a file that just failed may fail too; the next open starts afresh either way.
+            }
         }
     }
 
     /// <summary>The Parquet reader of a shard; a file that is not Parquet (truncated, garbage) is refused naming it.</summary>
     public static Task<ParquetReader> OpenAsync(Stream stream, string path, CancellationToken cancellationToken = default) =>
-        Named(path, "footer", () => ParquetReader.CreateAsync(stream, null, leaveStreamOpen: false, cancellationToken));
+        Named(path, "footer", async () =>
+        {
+            var reader = await ParquetReader.CreateAsync(stream, null, leaveStreamOpen: false, cancellationToken);
+            try
+            {
+                // The schema decodes lazily: decode it here, so a damaged one is refused with the footer.
+                _ = reader.Schema.GetDataFields();
+                return reader;
+            }
+            catch
+            {
+                await reader.DisposeAsync();
+                throw;
+            }
+        });
 
     private static async Task<ShardRow[]> ReadGroupAsync(ParquetReader reader, ShardSchema schema, int g, string path, CancellationToken cancellationToken)
     {
@@ -82,7 +152,14 @@ public static class ShardReader
         {
             return await read();
         }
-        catch (Exception e) when (e is not (OperationCanceledException or InvalidDataException or UnauthorizedAccessException or FileNotFoundException or DirectoryNotFoundException))
+        catch (Exception e) when (TransientIo.TransientCause(e) is { } cause && cause != e)
+        {
+            // A transient I/O error the Parquet library wrapped: let the retry see it as what it is.
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(cause);
+            throw;
+        }
+        catch (Exception e) when (e is not (OperationCanceledException or InvalidDataException or UnauthorizedAccessException or FileNotFoundException or DirectoryNotFoundException)
+                                  && !TransientIo.IsTransient(e) && e is not NotARegularFileException)
         {
             throw new InvalidDataException($"{path}: not a readable shard ({part}: {e.GetType().Name}: {e.Message.Split('\n')[0]})", e);
         }

@@ -1,5 +1,5 @@
+using MimFlow.Core.IO;
 using MimFlow.Data.Quarantine;
-using Parquet;
 
 namespace MimFlow.Shards;
 
@@ -79,7 +79,10 @@ public static class ShardVerifier
     {
         try
         {
-            var schema = await ParquetReader.ReadSchemaAsync(path);
+            Parquet.Schema.ParquetSchema schema;
+            await using (var stream = RegularFile.OpenRead(path))
+            await using (var reader = await ShardReader.OpenAsync(stream, path, cancellationToken))
+                schema = reader.Schema;
             var columns = ShardReader.ColumnsOf(schema);
             if (columns != manifest.Columns)
             {
@@ -108,8 +111,9 @@ public static class ShardVerifier
             if (rows != shard.Rows) problems.Add($"{path}: {rows} rows, the manifest says {shard.Rows}");
             return rows;
         }
-        catch (Exception e) when (e is IOException or InvalidDataException or Parquet.ParquetException or InvalidOperationException)
+        catch (Exception e) when (e is not OperationCanceledException)
         {
+            // Whatever a damaged file makes the reader throw is one more problem of that file: verify reports, never crashes.
             problems.Add($"{path}: unreadable as a shard ({e.Message})");
             return 0;
         }

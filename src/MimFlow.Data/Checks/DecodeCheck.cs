@@ -1,3 +1,6 @@
+using MimFlow.Core.IO;
+using MimFlow.Data.Decoding;
+using MimFlow.Data.Sources;
 using NetVips;
 
 namespace MimFlow.Data.Checks;
@@ -12,7 +15,7 @@ public sealed record DecodeFailure(string Path, string Reason);
 public sealed record DecodeCheckResult(int Images, int LabelMaps, int MaxLabel, IReadOnlyList<DecodeFailure> Failures, TimeSpan Elapsed);
 
 /// <summary>
-/// Decodes every image and label map below a folder to the last pixel (libvips fails on truncated data), and
+/// Decodes every image and label map below a folder (walked as the folder layouts list it, <see cref="FolderWalk"/>) to the last pixel (libvips fails on truncated data), and
 /// checks that label maps are single-band 8-bit with values no larger than <c>maxLabel</c>. The checks of one encoded
 /// image or label map are public, for datasets stored in archives.
 /// </summary>
@@ -23,21 +26,29 @@ public static class DecodeCheck
         var watch = System.Diagnostics.Stopwatch.StartNew();
         int images = 0, labelMaps = 0, highest = 0;
         var failures = new List<DecodeFailure>();
-        foreach (string path in Directory.EnumerateFiles(root, "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal))
+        // The listing's walk: folder links are not followed, undecodable names are failures of their own.
+        var entries = FolderWalk.FilesBelow(root, "", name => Path.GetExtension(name).ToLowerInvariant() is ".jpg" or ".jpeg" or ".png")
+            .Select(e => (Path: Path.Combine(root, e.RelativePath), e.Defect))
+            .OrderBy(e => e.Path, StringComparer.Ordinal);
+        foreach (var (path, defect) in entries)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            string extension = Path.GetExtension(path).ToLowerInvariant();
-            if (extension is not (".jpg" or ".jpeg" or ".png")) continue;
-            bool labelMap = extension == ".png";
+            if (defect is not null)
+            {
+                failures.Add(new DecodeFailure(path, defect));
+                continue;
+            }
+            bool labelMap = Path.GetExtension(path).Equals(".png", StringComparison.OrdinalIgnoreCase);
             string? failure;
             try
             {
-                using var image = Image.NewFromFile(path, access: Enums.Access.Sequential, failOn: Enums.FailOn.Warning);
-                failure = labelMap ? CheckLabelMap(image, maxLabel, ref highest) : CheckImage(image);
+                // Only a regular file is opened (a FIFO would block, a device never end), and never past the loader's limit.
+                byte[] encoded = RegularFile.ReadAllBytes(path, DecodeLimits.Default.MaxFileBytes);
+                failure = labelMap ? CheckLabelMap(encoded, maxLabel, ref highest) : CheckImage(encoded);
             }
-            catch (VipsException e)
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
-                failure = Reason(e);
+                failure = e is NotARegularFileException notRegular ? notRegular.Reason : e.Message;
             }
             if (failure is not null) failures.Add(new DecodeFailure(path, failure));
             else if (labelMap) labelMaps++;

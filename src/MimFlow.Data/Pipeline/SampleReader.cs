@@ -1,3 +1,4 @@
+using MimFlow.Core.IO;
 using MimFlow.Data.Decoding;
 using MimFlow.Data.Sources;
 using Polly;
@@ -65,5 +66,6 @@ public sealed class SampleReader
     }
 
     /// <summary>IO errors worth another try; missing files and permission errors are final.</summary>
-    private static bool IsTransient(IOException e) => e is not (FileNotFoundException or DirectoryNotFoundException or PathTooLongException);
+    private static bool IsTransient(IOException e) =>
+        e is not (FileNotFoundException or DirectoryNotFoundException or PathTooLongException or NotARegularFileException or FileTooLargeException or PersistentIoException);
 }

@@ -1,3 +1,5 @@
+using Microsoft.Win32.SafeHandles;
+using MimFlow.Core.IO;
 using MimFlow.Data.Decoding;
 
 namespace MimFlow.Data.Sources;
@@ -14,19 +16,28 @@ internal abstract class ByteSource
     public abstract ValueTask<byte[]> ReadAsync(long maxBytes, CancellationToken cancellationToken);
 }
 
-/// <summary>A whole file (folder layouts).</summary>
+/// <summary>A whole file (folder layouts): only a regular file (links followed) is opened, and never more than the
+/// limit is read, whatever size the file reports (a FIFO would block the open, <c>/dev/zero</c> never ends).</summary>
 internal sealed class FileBytes(string path) : ByteSource
 {
     public string Path { get; } = path;
 
     public override async ValueTask<byte[]> ReadAsync(long maxBytes, CancellationToken cancellationToken)
     {
-        if (Directory.Exists(Path)) throw new UnauthorizedAccessException("it is a folder, not a file");
-        var info = new FileInfo(Path);
-        if (!info.Exists) throw new FileNotFoundException(null, Path);
-        if (info.Length > maxBytes)
-            throw new BadImageException($"file of {info.Length:N0} bytes exceeds the limit of {maxBytes:N0}");
-        return await File.ReadAllBytesAsync(Path, cancellationToken);
+        try
+        {
+            return await RegularFile.ReadAllBytesAsync(Path, maxBytes, cancellationToken);
+        }
+        catch (NotARegularFileException e)
+        {
+            throw new BadImageException($"unreadable: {e.Reason}", e);
+        }
+        catch (FileTooLargeException e)
+        {
+            throw new BadImageException(e.Reported > e.Limit
+                ? $"file of {e.Reported:N0} bytes exceeds the limit of {e.Limit:N0}"
+                : $"file exceeds the limit of {e.Limit:N0} bytes though it reports {e.Reported:N0} (a file growing while read?)", e);
+        }
     }
 }
 
@@ -39,19 +50,30 @@ internal sealed class FileRangeBytes(string path, long offset, long length) : By
     public override async ValueTask<byte[]> ReadAsync(long maxBytes, CancellationToken cancellationToken)
     {
         if (length > maxBytes) throw new BadImageException($"member of {length:N0} bytes exceeds the limit of {maxBytes:N0}");
-        using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.Asynchronous);
-        long fileLength = RandomAccess.GetLength(handle);
-        if (offset + length > fileLength)
-            throw new BadImageException($"truncated member: its {length:N0} bytes from byte {offset:N0} run past the end of the file at {fileLength:N0}");
-        var buffer = new byte[length];
-        int done = 0;
-        while (done < length)
+        SafeFileHandle handle;
+        try
         {
-            int read = await RandomAccess.ReadAsync(handle, buffer.AsMemory(done), offset + done, cancellationToken);
-            if (read == 0) throw new BadImageException($"truncated member: the file ended {length - done:N0} bytes early");
-            done += read;
+            handle = RegularFile.OpenHandle(path);
         }
-        return buffer;
+        catch (NotARegularFileException e)
+        {
+            throw new BadImageException($"unreadable: {e.Message}", e);
+        }
+        using (handle)
+        {
+            long fileLength = RandomAccess.GetLength(handle);
+            if (offset + length > fileLength)
+                throw new BadImageException($"truncated member: its {length:N0} bytes from byte {offset:N0} run past the end of the file at {fileLength:N0}");
+            var buffer = new byte[length];
+            int done = 0;
+            while (done < length)
+            {
+                int read = await RandomAccess.ReadAsync(handle, buffer.AsMemory(done), offset + done, cancellationToken);
+                if (read == 0) throw new BadImageException($"truncated member: the file ended {length - done:N0} bytes early");
+                done += read;
+            }
+            return buffer;
+        }
     }
 }
 

@@ -53,7 +53,8 @@ public static class DatasetLayouts
 
 /// <summary>
 /// Lists a dataset in its layout, deterministically: folders and files in code-point order, one folder's names in
-/// memory at a time. ImageNet: class folders of <c>train/</c> or <c>val/</c> (class index = sorted wnid order), or a
+/// memory at a time, by the rules of <see cref="FolderWalk"/> (folder links below a class or root folder are not
+/// followed, undecodable names are refused entries, nothing is opened). ImageNet: class folders of <c>train/</c> or <c>val/</c> (class index = sorted wnid order), or a
 /// flat <c>val/</c> with a ground-truth file; ADE20K: images paired with annotations by name; folder: every image
 /// anywhere below the root, unlabelled; wds: WebDataset tar shards (<see cref="WebDatasetSource"/>); hf-parquet:
 /// Hugging Face <c>datasets</c> Parquet files (<see cref="HfParquetSource"/>).
@@ -96,6 +97,7 @@ public static class DatasetSource
         string classSource = Directory.Exists(ImageNetLayout.SplitFolder(root, true)) ? ImageNetLayout.SplitFolder(root, true) : splitFolder;
         var classes = SortedNames(Directory.EnumerateDirectories(classSource)).ToList();
         var builder = new PathTable();
+        var defects = new Dictionary<int, string>();
 
         var flatFiles = SortedNames(Directory.EnumerateFiles(splitFolder)).Where(IsImageFile).ToList();
         if (flatFiles.Count > 0)
@@ -109,18 +111,30 @@ public static class DatasetSource
                     throw new InvalidDataException($"{groundTruth}: no label for {file}");
                 builder.Add($"{splitName}/{file}", label);
             }
-            return new SampleIndex(root, "imagenet", classes, new FolderStore(root, builder, null));
+            return new SampleIndex(root, "imagenet", classes, new FolderStore(root, builder, null, defects));
         }
 
         var classIndex = classes.Select((name, i) => (name, i)).ToDictionary(p => p.name, p => p.i, StringComparer.Ordinal);
-        foreach (string wnid in SortedNames(Directory.EnumerateDirectories(splitFolder)))
+        foreach (var (wnid, refused) in FolderWalk.ClassFolders(splitFolder, splitName))
         {
             if (!classIndex.TryGetValue(wnid, out int label))
                 throw new InvalidDataException($"{Path.Combine(splitFolder, wnid)}: class folder not present in the training split");
-            foreach (string relative in SortedFilesBelow(Path.Combine(splitFolder, wnid), $"{splitName}/{wnid}"))
-                builder.Add(relative, label);
+            if (refused is not null)
+            {
+                defects[builder.Add($"{splitName}/{wnid}", -1)] = refused;
+                continue;
+            }
+            // A file's label is the class folder it was found in, never another: the walk does not follow folder links.
+            foreach (var entry in FolderWalk.FilesBelow(Path.Combine(splitFolder, wnid), $"{splitName}/{wnid}", IsImageFile))
+                Add(builder, defects, entry, entry.Defect is null ? label : -1);
         }
-        return new SampleIndex(root, "imagenet", classes, new FolderStore(root, builder, null));
+        return new SampleIndex(root, "imagenet", classes, new FolderStore(root, builder, null, defects));
+    }
+
+    private static void Add(PathTable builder, Dictionary<int, string> defects, WalkEntry entry, int label)
+    {
+        int index = builder.Add(entry.RelativePath, label);
+        if (entry.Defect is not null) defects[index] = entry.Defect;
     }
 
     private static Dictionary<string, int> ReadGroundTruth(string file, IReadOnlyList<string> classes)
@@ -128,10 +142,10 @@ public static class DatasetSource
         var byWnid = classes.Select((name, i) => (name, i)).ToDictionary(p => p.name, p => p.i, StringComparer.Ordinal);
         var labels = new Dictionary<string, int>(StringComparer.Ordinal);
         int lineNumber = 0;
-        foreach (string line in File.ReadLines(file))
+        foreach (string line in RegularFile.ReadAllText(file, MaxListFileBytes).Split('\n'))
         {
             lineNumber++;
-            string[] parts = line.Split([',', ' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
+            string[] parts = line.Split([',', ' ', '\t', '\r'], StringSplitOptions.RemoveEmptyEntries);
             if (parts.Length == 0) continue;
             if (parts.Length < 2) throw new InvalidDataException($"{file}:{lineNumber}: expected '<file name> <label>'");
             if (int.TryParse(parts[1], out int index) && index >= 0 && (classes.Count == 0 || index < classes.Count)) labels[parts[0]] = index;
@@ -149,31 +163,36 @@ public static class DatasetSource
             throw new DirectoryNotFoundException($"{images}: the ADE20K layout needs {Ade20kLayout.RootFolder}/images/ and annotations/ below {root}");
         string imagesRelative = Path.GetRelativePath(root, images).Replace(Path.DirectorySeparatorChar, '/');
         string annotationsRelative = Path.GetRelativePath(root, Ade20kLayout.AnnotationsFolder(root, training)).Replace(Path.DirectorySeparatorChar, '/');
+        string annotations = Ade20kLayout.AnnotationsFolder(root, training);
+        if (!Directory.Exists(annotations))
+            throw new DirectoryNotFoundException($"{annotations}: the ADE20K layout needs {Ade20kLayout.RootFolder}/images/ and annotations/ below {root}");
+        string AnnotationFor(string relative) =>
+            annotationsRelative + "/" + Path.ChangeExtension(relative[(imagesRelative.Length + 1)..], Ade20kLayout.AnnotationExtension);
         var builder = new PathTable();
-        foreach (string relative in SortedFilesBelow(images, imagesRelative))
-            builder.Add(relative, -1);
-        return new SampleIndex(root, "ade20k", Ade20kLayout.ClassNames, new FolderStore(root, builder, relative =>
-            annotationsRelative + "/" + Path.ChangeExtension(relative[(imagesRelative.Length + 1)..], Ade20kLayout.AnnotationExtension)));
+        var defects = new Dictionary<int, string>();
+        foreach (var entry in FolderWalk.FilesBelow(images, imagesRelative, IsImageFile))
+        {
+            Add(builder, defects, entry, -1);
+            if (entry.Defect is not null) continue;
+            // An image without its label map is refused naming the file expected (one stat each, while listing).
+            string expected = AnnotationFor(entry.RelativePath);
+            if (RegularFile.KindOf(Path.Combine(root, expected.Replace('/', Path.DirectorySeparatorChar))) is FileKind.Missing or FileKind.BrokenLink)
+                defects[builder.Count - 1] = $"no annotation: expected {expected}";
+        }
+        return new SampleIndex(root, "ade20k", Ade20kLayout.ClassNames, new FolderStore(root, builder, AnnotationFor, defects));
     }
 
     private static SampleIndex OpenFolder(string root)
     {
         var builder = new PathTable();
-        foreach (string relative in SortedFilesBelow(root, ""))
-            builder.Add(relative, -1);
-        return new SampleIndex(root, "folder", [], new FolderStore(root, builder, null));
+        var defects = new Dictionary<int, string>();
+        foreach (var entry in FolderWalk.FilesBelow(root, "", IsImageFile))
+            Add(builder, defects, entry, -1);
+        return new SampleIndex(root, "folder", [], new FolderStore(root, builder, null, defects));
     }
 
-    /// <summary>Image files below <paramref name="folder"/>, depth first, each folder's entries in code-point order.</summary>
-    private static IEnumerable<string> SortedFilesBelow(string folder, string relativePrefix)
-    {
-        string prefix = relativePrefix.Length == 0 ? "" : relativePrefix + "/";
-        foreach (string file in SortedNames(Directory.EnumerateFiles(folder)).Where(IsImageFile))
-            yield return prefix + file;
-        foreach (string sub in SortedNames(Directory.EnumerateDirectories(folder)))
-            foreach (string nested in SortedFilesBelow(Path.Combine(folder, sub), prefix + sub))
-                yield return nested;
-    }
+    /// <summary>Largest ground-truth or class-name file read (a bound, so a device or a huge file is refused, not read).</summary>
+    internal const long MaxListFileBytes = 64L << 20;
 
     internal static IEnumerable<string> SortedNames(IEnumerable<string> paths) =>
         paths.Select(p => Path.GetFileName(p)!).Order(CodePointComparer.Instance);

@@ -66,7 +66,9 @@ internal sealed class PathTable
 }
 
 /// <summary>Loose files below a root (ImageNet, ADE20K and plain folder layouts).</summary>
-internal sealed class FolderStore(string root, PathTable table, Func<string, string?>? annotationFor) : SampleStore
+/// <param name="defects">Entries the listing refused (a folder link, an undecodable name, a missing annotation) by
+/// position: reading them refuses them with the reason, so they are quarantined and counted.</param>
+internal sealed class FolderStore(string root, PathTable table, Func<string, string?>? annotationFor, IReadOnlyDictionary<int, string> defects) : SampleStore
 {
     public override int Count => table.Count;
 
@@ -78,9 +80,11 @@ internal sealed class FolderStore(string root, PathTable table, Func<string, str
 
     public override string? AnnotationPath(int index) => annotationFor?.Invoke(table.Path(index));
 
-    public override ByteSource Image(int index) => new FileBytes(FullPath(table.Path(index)));
+    public override ByteSource Image(int index) =>
+        defects.TryGetValue(index, out string? defect) ? new BrokenBytes(defect) : new FileBytes(FullPath(table.Path(index)));
 
-    public override ByteSource? Annotation(int index) => AnnotationPath(index) is { } relative ? new FileBytes(FullPath(relative)) : null;
+    public override ByteSource? Annotation(int index) =>
+        defects.ContainsKey(index) ? null : AnnotationPath(index) is { } relative ? new FileBytes(FullPath(relative)) : null;
 
     private string FullPath(string relative) => System.IO.Path.Combine(root, relative.Replace('/', System.IO.Path.DirectorySeparatorChar));
 }

@@ -41,6 +41,10 @@ public sealed record TokenizeRequest
     /// <summary>Only the first this many samples of the part (trial runs, benchmarks); null for all.</summary>
     public int? Limit { get; init; }
 
+    /// <summary>How shard files are written and transient I/O errors retried (a shard is written again whole);
+    /// null: the defaults of <see cref="TransientIo"/>.</summary>
+    public TransientIo? Io { get; init; }
+
     public void Validate()
     {
         if (Views < 1) throw new ArgumentException($"--views must be at least 1 (got {Views})");
@@ -77,9 +81,7 @@ public static class TokenizeJob
         Directory.CreateDirectory(request.OutputDirectory);
         using var writer = OutputLock.Acquire(request.OutputDirectory, "tokenize");
         var index = DatasetSource.Open(request.DataRoot, request.Layout, request.Split, request.GroundTruth);
-        int first = (int)((long)index.Count * request.ShardIndex / request.ShardCount);
-        int end = (int)((long)index.Count * (request.ShardIndex + 1) / request.ShardCount);
-        if (request.Limit is int limit) end = Math.Min(end, first + limit);
+        var (first, end) = PartRange(index.Count, request.ShardIndex, request.ShardCount, request.Limit);
         using var models = new FrozenModels(request.TokenizerDirectory, request.TeacherDirectory, request.Teacher, request.Device ?? CPU, request.ImageSize);
         var draw = new PretrainRecipe(models.ImageSize, models.SecondViewSize);
         var recipe = new RepeatedDraws(draw, request.Views);
@@ -119,10 +121,20 @@ public static class TokenizeJob
         var channel = Channel.CreateBounded<IReadOnlyList<SampleRows>>(new BoundedChannelOptions(2) { SingleReader = true, SingleWriter = true });
         var writing = Task.Run(async () =>
         {
-            await foreach (var batchRows in channel.Reader.ReadAllAsync(cancellationToken))
-                foreach (var sample in await SampleRows.WithSourcesAsync(batchRows, index, request, cancellationToken))
-                    await sink.AddAsync(sample, quarantine, cancellationToken);
-            await sink.FinishAsync(end, quarantine, cancellationToken);
+            try
+            {
+                await foreach (var batchRows in channel.Reader.ReadAllAsync(cancellationToken))
+                    foreach (var sample in await SampleRows.WithSourcesAsync(batchRows, index, request, cancellationToken))
+                        await sink.AddAsync(sample, quarantine, cancellationToken);
+                await sink.FinishAsync(end, quarantine, cancellationToken);
+            }
+            catch (Exception error)
+            {
+                // Nobody reads the channel any more: close it, so the models' side stops at its next batch instead of
+                // waiting for room forever.
+                channel.Writer.TryComplete(error);
+                throw;
+            }
         }, cancellationToken);
 
         var clock = Stopwatch.StartNew();
@@ -150,9 +162,19 @@ public static class TokenizeJob
             channel.Writer.TryComplete(error);
             try { await writing; } catch (Exception) when (error is not null) { }
             await sink.AbandonAsync();
+            // When the writer failed, its error is the cause (the models' side only saw the channel close).
+            if (writing.IsFaulted && error is ChannelClosedException) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(writing.Exception!.GetBaseException());
             throw;
         }
-        await writing;
+        try
+        {
+            await writing;
+        }
+        catch
+        {
+            await sink.AbandonAsync();
+            throw;
+        }
         clock.Stop();
 
         var manifest = new ShardManifest
@@ -169,6 +191,18 @@ public static class TokenizeJob
         return new TokenizeResult(manifest, resumeAt, end - resumeAt, seconds, images / Math.Max(seconds, 1e-9),
             waiting.Elapsed.TotalSeconds / Math.Max(seconds, 1e-9), AlreadyComplete: false);
     }
+
+    /// <summary>The samples [first, end) part <paramref name="index"/> of <paramref name="count"/> covers.</summary>
+    internal static (int First, int End) PartRange(int samples, int index, int count, int? limit)
+    {
+        int first = (int)((long)samples * index / count);
+        int end = (int)((long)samples * (index + 1) / count);
+        if (limit is int most) end = (int)Math.Min(end, (long)first + most);
+        return (first, end);
+    }
+
+    internal static (int First, int End) PartRange(TokenizeConfiguration configuration) =>
+        PartRange(configuration.DatasetSamples, configuration.ShardIndex, configuration.ShardCount, configuration.Limit);
 
     /// <summary>sample_id: 16 hex digits of SHA-256 over the '/'-separated path relative to the dataset root
     /// (<see cref="SampleIndex.SampleId"/>; for wds and hf-parquet the path names the shard and the key or row).</summary>

@@ -28,22 +28,33 @@ public sealed class TokenizeJournal
 
     private sealed record Stored(TokenizeConfiguration Configuration, List<ShardEntry> Shards, List<QuarantineEntry> Quarantine);
 
+    /// <summary>
+    /// The journal of an interrupted run in <paramref name="directory"/>, or a new one. A journal is trusted only as far
+    /// as it checks out: it must parse, be of this configuration, and list shards that cover the part from its first
+    /// sample on without gaps, each a plain file name present with its size and SHA-256, each holding exactly one row
+    /// per view of every sample it covers that was not quarantined; quarantine entries must name samples of the part,
+    /// once each. Anything else is refused naming progress.json (delete it to start the part over).
+    /// </summary>
     public static TokenizeJournal Open(string directory, TokenizeConfiguration configuration)
     {
         string path = Path.Combine(directory, TokenizeJob.ProgressFileName);
         var journal = new TokenizeJournal(directory, configuration, [], []);
         if (File.Exists(path))
         {
-            var stored = JsonSerializer.Deserialize<Stored>(File.ReadAllText(path), ShardManifest.Json)
-                ?? throw new InvalidDataException($"{path}: empty progress file");
+            Stored? stored;
+            try
+            {
+                stored = JsonSerializer.Deserialize<Stored>(RegularFile.ReadAllText(path, ShardManifest.MaxManifestBytes), ShardManifest.Json);
+            }
+            catch (Exception e) when (e is JsonException or NotSupportedException or OverflowException)
+            {
+                throw new InvalidDataException($"{path}: not a tokenize journal ({e.Message}); delete it to start this part over", e);
+            }
+            if (stored?.Configuration is null || stored.Shards is null || stored.Quarantine is null)
+                throw new InvalidDataException($"{path}: not a tokenize journal (no configuration, shards or quarantine list); delete it to start this part over");
             if (stored.Configuration != configuration)
                 throw new InvalidOperationException($"{directory}: an interrupted run with another configuration is in this folder (see {TokenizeJob.ProgressFileName}); resume it with its own options or use a new folder");
-            foreach (var shard in stored.Shards)
-            {
-                var file = new FileInfo(Path.Combine(directory, shard.Name));
-                if (!file.Exists || file.Length != shard.Bytes)
-                    throw new InvalidDataException($"{file.FullName}: listed as finished in {TokenizeJob.ProgressFileName} but {(file.Exists ? $"has {file.Length} bytes, not {shard.Bytes}" : "missing")}");
-            }
+            Check(path, directory, configuration, stored);
             journal = new TokenizeJournal(directory, configuration, stored.Shards, stored.Quarantine);
         }
         var listed = journal.Shards.Select(s => s.Name).ToHashSet(StringComparer.Ordinal);
@@ -54,6 +65,51 @@ public sealed class TokenizeJournal
                 File.Delete(file);
         }
         return journal;
+    }
+
+    private static void Check(string path, string directory, TokenizeConfiguration configuration, Stored stored)
+    {
+        var (first, end) = TokenizeJob.PartRange(configuration);
+        var quarantined = new HashSet<int>();
+        foreach (var entry in stored.Quarantine)
+        {
+            if (entry?.Path is null || entry.Reason is null || entry.Stage is null || entry.SampleIndex is not int index)
+                throw new InvalidDataException($"{path}: a quarantine entry without its path, reason, stage or sample index");
+            if (index < first || index >= end || !quarantined.Add(index))
+                throw new InvalidDataException($"{path}: a quarantine entry for sample {index}, outside the part {first}..{end - 1} or listed twice");
+        }
+        long expectedStart = first;
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var shard in stored.Shards)
+        {
+            if (shard is null || !PathNames.IsPlainFileName(shard.Name) || !names.Add(shard.Name))
+                throw new InvalidDataException($"{path}: a shard entry without a plain file name of its own ('{shard?.Name}')");
+            if (shard.FirstSample != expectedStart || shard.Samples < 1 || (long)shard.FirstSample + shard.Samples > end)
+                throw new InvalidDataException($"{path}: shard {shard.Name} covers samples {shard.FirstSample}+{shard.Samples}, but the shards before it end at {expectedStart} and the part at {end}");
+            expectedStart = shard.FirstSample + shard.Samples;
+            int kept = shard.Samples - quarantined.Count(i => i >= shard.FirstSample && i < shard.FirstSample + shard.Samples);
+            if (shard.Rows != (long)kept * configuration.Views)
+                throw new InvalidDataException($"{path}: shard {shard.Name} lists {shard.Rows} rows, but {kept} samples at {configuration.Views} views make {(long)kept * configuration.Views}");
+            var file = new FileInfo(Path.Combine(directory, shard.Name));
+            if (!file.Exists || file.Length != shard.Bytes)
+                throw new InvalidDataException($"{file.FullName}: listed as finished in {TokenizeJob.ProgressFileName} but {(file.Exists ? $"has {file.Length} bytes, not {shard.Bytes}" : "missing")}");
+            // The shard goes into the manifest with this hash: it must be the file's.
+            string sha = ModelIdentity.Sha256Of(file.FullName);
+            if (sha != shard.Sha256)
+                throw new InvalidDataException($"{file.FullName}: SHA-256 {sha} differs from the {shard.Sha256} of {TokenizeJob.ProgressFileName}: the shard changed since it was finished");
+        }
+        // Entries past the last shard are recorded only for a part that ends in refused samples, all of them.
+        if (quarantined.Any(i => i >= expectedStart) && !TailComplete(quarantined, expectedStart, end))
+            throw new InvalidDataException($"{path}: quarantine entries for samples past the last finished shard (which ends at {expectedStart})");
+    }
+
+    /// <summary>Whether every sample from <paramref name="from"/> to <paramref name="end"/> is quarantined (a tail the
+    /// journal records without a shard).</summary>
+    private static bool TailComplete(HashSet<int> quarantined, long from, int end)
+    {
+        for (long i = from; i < end; i++)
+            if (!quarantined.Contains((int)i)) return false;
+        return true;
     }
 
     public void Record(ShardEntry shard, IEnumerable<QuarantineEntry> quarantined)
@@ -72,7 +128,9 @@ public sealed class TokenizeJournal
 
     public void Delete() => File.Delete(Path.Combine(directory, TokenizeJob.ProgressFileName));
 
-    private void Save()
+    /// <summary>Writes the journal and the quarantine log as they stand (each atomically: a retry after an I/O error
+    /// writes them whole again).</summary>
+    internal void Save()
     {
         AtomicFile.WriteAllText(Path.Combine(directory, TokenizeJob.ProgressFileName),
             JsonSerializer.Serialize(new Stored(Configuration, Shards, Quarantine), ShardManifest.Json));

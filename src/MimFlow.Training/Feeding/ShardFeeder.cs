@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Threading.Tasks.Dataflow;
+using MimFlow.Core.IO;
 using MimFlow.Core.Randomness;
 using MimFlow.Data.Augment;
 using MimFlow.Data.Decoding;
@@ -32,6 +33,10 @@ public sealed record FeederOptions
     /// (the <c>path</c> column names it) instead of the stored one. Needed for shards stored without images.
     /// </summary>
     public SampleIndex? Originals { get; init; }
+
+    /// <summary>How shard files are opened and transient I/O errors retried (each shard's hash and each row group is
+    /// one retriable read); null: the defaults of <see cref="TransientIo"/>.</summary>
+    public TransientIo? Io { get; init; }
 
     public void Validate()
     {
@@ -77,12 +82,14 @@ public sealed class ShardFeeder
 {
     private readonly string directory;
     private readonly FeederOptions options;
+    private readonly TransientIo io;
 
     public ShardFeeder(string shardDirectory, FeederOptions options)
     {
         options.Validate();
         directory = shardDirectory;
         this.options = options;
+        io = options.Io ?? new TransientIo();
         Manifest = ShardManifest.Read(shardDirectory);
         if (!Manifest.Columns.Image && options.Originals is null)
             throw new ArgumentException($"{shardDirectory}: the shards hold no images (tokenized without --store-image): give --data with the dataset they were " +
@@ -107,12 +114,14 @@ public sealed class ShardFeeder
     {
         if (verifiedShards.ContainsKey(shard.Name)) return;
         string path = Path.Combine(directory, shard.Name);
-        await using (var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, useAsync: true))
+        // A transient error hashes the file again from its start.
+        string sha = await io.RunAsync(path, "hashing the shard", async (_, token) =>
         {
-            string sha = Convert.ToHexStringLower(await System.Security.Cryptography.SHA256.HashDataAsync(stream, cancellationToken));
-            if (sha != shard.Sha256)
-                throw new InvalidDataException($"{path}: SHA-256 {sha} differs from the manifest's {shard.Sha256}: the shard is corrupted; nothing of it was trained on");
-        }
+            await using var stream = io.Files.OpenRead(path);
+            return Convert.ToHexStringLower(await System.Security.Cryptography.SHA256.HashDataAsync(stream, token));
+        }, cancellationToken);
+        if (sha != shard.Sha256)
+            throw new InvalidDataException($"{path}: SHA-256 {sha} differs from the manifest's {shard.Sha256}: the shard is corrupted; nothing of it was trained on");
         verifiedShards[shard.Name] = true;
     }
 
@@ -246,7 +255,7 @@ public sealed class ShardFeeder
         foreach (var shard in Manifest.Shards)
         {
             string previous = "";
-            await foreach (string path in ShardReader.ReadPathsAsync(Path.Combine(directory, shard.Name), cancellationToken))
+            await foreach (string path in ShardReader.ReadPathsAsync(Path.Combine(directory, shard.Name), io, cancellationToken))
             {
                 if (path == previous) continue;
                 previous = path;
@@ -272,7 +281,7 @@ public sealed class ShardFeeder
             await VerifyShardAsync(shard, cancellationToken);
             string path = Path.Combine(directory, shard.Name);
             long rows = 0;
-            await using var reader = ShardReader.ReadAsync(path, cancellationToken).GetAsyncEnumerator(cancellationToken);
+            await using var reader = ShardReader.ReadAsync(path, io, cancellationToken).GetAsyncEnumerator(cancellationToken);
             while (true)
             {
                 ShardRow row;
@@ -325,7 +334,30 @@ public sealed class ShardFeeder
                 throw new InvalidDataException($"{Where()}: {row.FeatureScales?.Length ?? 0} scale bytes, {tokens} tokens need {tokens * 2}");
         }
         if (Manifest.Columns.Image && options.Originals is null && row.Image is not { Length: > 0 }) throw new InvalidDataException($"{Where()}: no stored image");
+        if (row.SourceWidth < 1 || row.SourceHeight < 1) throw new InvalidDataException($"{Where()}: source size {row.SourceWidth}×{row.SourceHeight}");
+        // The replayed view: parsed and bounded here, where the shard is known, not deep in the decoder.
+        ViewParams view;
+        try
+        {
+            view = AugmentParams.FromJson(row.Augment ?? "").Views?.FirstOrDefault() ?? throw new InvalidDataException("no view");
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidDataException or NotSupportedException)
+        {
+            throw new InvalidDataException($"{Where()}: unreadable augmentation parameters ({e.Message})", e);
+        }
+        var crop = view.Crop;
+        if (crop is null || view.Ops is null || !(double.IsFinite(crop.X) && double.IsFinite(crop.Y) && crop.Width > 0 && crop.Height > 0 && double.IsFinite(crop.Right) && double.IsFinite(crop.Bottom)))
+            throw new InvalidDataException($"{Where()}: augmentation parameters without a finite crop of positive size");
+        if (view.Width != view.Height || view.Width < 1 || view.Width > MaxViewSide || (viewSide is int side && side != view.Width))
+            throw new InvalidDataException($"{Where()}: a view of {view.Width}×{view.Height}, the set's views are {(viewSide is int s ? $"{s}×{s}" : $"square, at most {MaxViewSide}")}");
+        viewSide = view.Width;
     }
+
+    /// <summary>Largest view side a row may ask for (a damaged number must not size an allocation).</summary>
+    private const int MaxViewSide = 4096;
+
+    /// <summary>The side of the views of the rows checked so far: every row of a set has the same.</summary>
+    private int? viewSide;
 
     private int ChosenView(string sampleId, int epoch, int views) =>
         views == 1 ? 0 : StableRandom.For(options.Seed, "feeder-view", (ulong)epoch, SampleKey(sampleId)).NextInt(views);

@@ -6,25 +6,37 @@ namespace MimFlow.Training.Runs;
 
 /// <summary>
 /// <c>metrics.jsonl</c>: one JSON object per step (<c>step</c>, <c>loss</c>, <c>lr</c>, <c>images_per_second</c>,
-/// objective terms …), flushed line by line. A resumed run first drops the lines after its checkpoint's step, so
+/// objective terms …), written line by line. A resumed run first drops the lines after its checkpoint's step, so
 /// every step appears exactly once.
+/// <para>
+/// Each line is one write at the offset where the file ends (this process is the run folder's only writer: its lock
+/// says so), so after a transient I/O error the same bytes are written again at the same place: a partly written line
+/// is overwritten, never doubled.
+/// </para>
 /// </summary>
 public sealed class MetricsLog : IDisposable
 {
     public const string FileName = "metrics.jsonl";
-    private readonly StreamWriter writer;
+    private readonly Stream stream;
+    private readonly TransientIo io;
+    private readonly Lock gate = new();
+    private long end;
 
-    private MetricsLog(StreamWriter writer, string path)
+    private MetricsLog(Stream stream, string path, TransientIo io)
     {
-        this.writer = writer;
+        this.stream = stream;
+        this.io = io;
         Path = path;
+        end = stream.Length;
     }
 
     public string Path { get; }
 
     /// <param name="keepThroughStep">Resume: keep the lines of steps ≤ this; null starts a new log.</param>
-    public static MetricsLog Open(string runDirectory, long? keepThroughStep)
+    /// <param name="io">Retries of transient I/O errors and how the file is opened; null: the defaults.</param>
+    public static MetricsLog Open(string runDirectory, long? keepThroughStep, TransientIo? io = null)
     {
+        io ??= new TransientIo();
         string path = System.IO.Path.Combine(runDirectory, FileName);
         if (keepThroughStep is long last && File.Exists(path))
         {
@@ -32,13 +44,25 @@ public sealed class MetricsLog : IDisposable
             AtomicFile.WriteAllText(path, string.Concat(kept.Select(l => l + "\n")));
         }
         else if (File.Exists(path)) File.Delete(path);
-        var stream = new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.Read);
-        return new MetricsLog(new StreamWriter(stream) { AutoFlush = true }, path);
+        return new MetricsLog(io.Files.OpenWrite(path), path, io);
     }
 
     /// <summary>One step's line; non-finite numbers (a skipped step's loss) are written as null, which JSON allows.</summary>
-    public void Write(IReadOnlyDictionary<string, object> values) =>
-        writer.WriteLine(JsonSerializer.Serialize(values.ToDictionary(p => p.Key, p => p.Value is double d && !double.IsFinite(d) ? null : p.Value)));
+    public void Write(IReadOnlyDictionary<string, object> values)
+    {
+        byte[] line = System.Text.Encoding.UTF8.GetBytes(
+            JsonSerializer.Serialize(values.ToDictionary(p => p.Key, p => p.Value is double d && !double.IsFinite(d) ? null : p.Value)) + "\n");
+        lock (gate)
+        {
+            io.Run(Path, "appending a metrics line", _ =>
+            {
+                stream.Position = end;
+                stream.Write(line);
+                stream.Flush();
+            });
+            end += line.Length;
+        }
+    }
 
     public static IEnumerable<JsonObject> Read(string runDirectory)
     {
@@ -54,5 +78,5 @@ public sealed class MetricsLog : IDisposable
         catch (JsonException) { return null; }
     }
 
-    public void Dispose() => writer.Dispose();
+    public void Dispose() => stream.Dispose();
 }

@@ -1,3 +1,4 @@
+using MimFlow.Core.IO;
 using System.Globalization;
 using System.Text.Json;
 using MimFlow.Data.Decoding;
@@ -111,7 +112,8 @@ internal sealed class ParquetFileListing
         {
             return await ReadCoreAsync(path, name, firstSample, labels);
         }
-        catch (Exception e) when (e is not (InvalidDataException or OperationCanceledException or OutOfMemoryException or FileNotFoundException or UnauthorizedAccessException))
+        catch (Exception e) when (e is not (InvalidDataException or OperationCanceledException or OutOfMemoryException or FileNotFoundException or UnauthorizedAccessException
+                                       or NotARegularFileException))
         {
             // A footer that parses but a label column chunk that does not: still an error naming the file.
             labels.RemoveRange(before, labels.Count - before);
@@ -122,7 +124,7 @@ internal sealed class ParquetFileListing
     private static async Task<ParquetFileListing> ReadCoreAsync(string path, string name, int firstSample, List<int> labels)
     {
         ParquetReader reader;
-        var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        var stream = RegularFile.OpenRead(path);
         try
         {
             reader = await ParquetReader.CreateAsync(stream, null, leaveStreamOpen: false);
@@ -294,7 +296,7 @@ internal sealed class ParquetStore : SampleStore
         var file = files[fileIndex];
         try
         {
-            await using var stream = new FileStream(file.Path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.Asynchronous | FileOptions.RandomAccess);
+            await using var stream = RegularFile.OpenRead(file.Path, 1 << 16);
             await using var reader = await ParquetReader.CreateAsync(stream, null, leaveStreamOpen: false);
             var fields = reader.Schema.GetDataFields();
             using var rowGroup = reader.OpenRowGroupReader(group);
@@ -328,7 +330,15 @@ internal sealed class ParquetStore : SampleStore
     {
         public override async ValueTask<byte[]> ReadAsync(long maxBytes, CancellationToken cancellationToken)
         {
-            var decoded = await cache.GetAsync(file, group, cancellationToken);
+            DecodedRowGroup decoded;
+            try
+            {
+                decoded = await cache.GetAsync(file, group, cancellationToken);
+            }
+            catch (NotARegularFileException e)
+            {
+                throw new BadImageException($"unreadable: {e.Message}", e);
+            }
             if (decoded.Error is { } error) throw new BadImageException(error);
             byte[]? cell = (annotation ? decoded.Annotations! : decoded.Images)[row];
             if (cell is null) throw new BadImageException(annotation ? "the annotation is null" : "the image is null (no bytes)");

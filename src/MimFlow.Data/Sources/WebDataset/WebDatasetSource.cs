@@ -1,3 +1,4 @@
+using MimFlow.Core.IO;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -59,7 +60,8 @@ public static class WebDatasetSource
         {
             // Unbuffered: listing reads 512-byte headers and seeks over contents, so a read-ahead buffer would only
             // pull in image bytes nobody asked for.
-            using var stream = new FileStream(shards.Files[t], FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 0);
+            // Only a regular file is opened: a FIFO named x.tar would block the listing.
+            using var stream = RegularFile.OpenRead(shards.Files[t], bufferSize: 0);
             foreach (var sample in ReadSamples(stream, names[t], shards.Files[t]))
                 store.Add(t, sample);
         }
@@ -132,7 +134,7 @@ public static class WebDatasetSource
             {
                 try
                 {
-                    using var document = JsonDocument.Parse(File.ReadAllText(json));
+                    using var document = JsonDocument.Parse(RegularFile.ReadAllText(json, DatasetSource.MaxListFileBytes));
                     var array = document.RootElement.ValueKind == JsonValueKind.Array ? document.RootElement
                         : document.RootElement.TryGetProperty("classes", out var inner) && inner.ValueKind == JsonValueKind.Array ? inner
                         : throw new InvalidDataException($"{json}: expected a JSON array of class names or {{\"classes\": [...]}}");
@@ -143,7 +145,8 @@ public static class WebDatasetSource
                     throw new InvalidDataException($"{json}: not valid JSON ({e.Message})", e);
                 }
             }
-            if (File.Exists(text)) return (File.ReadAllLines(text).Where(l => l.Length > 0).ToList(), text);
+            if (File.Exists(text))
+                return (RegularFile.ReadAllText(text, DatasetSource.MaxListFileBytes).Split('\n').Select(l => l.TrimEnd('\r')).Where(l => l.Length > 0).ToList(), text);
         }
         return null;
     }
