@@ -38,6 +38,8 @@ public static class DatasetPacker
         request.Validate();
         var watch = Stopwatch.StartNew();
         string output = Path.GetFullPath(request.OutputDirectory);
+        Directory.CreateDirectory(output);
+        using var writerLock = OutputLock.Acquire(output, "datasets pack");
         var splits = request.Split is { } one ? [one] : new[] { DatasetSplit.Train, DatasetSplit.Validation };
         var indexes = new List<(DatasetSplit Split, SampleIndex Index)>();
         foreach (var split in splits)

@@ -29,6 +29,7 @@ public static class DatasetScan
         IProgress<ScanProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         Directory.CreateDirectory(outputDirectory);
+        using var writerLock = OutputLock.Acquire(outputDirectory, "scan");
         using var quarantine = new QuarantineLog(outputDirectory);
         var loader = new DataflowLoader(index, new PretrainRecipe(SecondViewSize: null), options with { Format = PixelFormat.UInt8, Shuffle = false }, quarantine);
         var watch = Stopwatch.StartNew();
