@@ -166,11 +166,14 @@ internal static class TrainTokenizerCommand
         {
             var request = options.Request(parsed);
             request.Validate();
-            request = request with { Device = options.Device.Resolve(parsed) };
-            var result = await VqKdTrainer.RunAsync(request, cancellationToken: cancellationToken);
-            context.Report($"{result.Steps} steps: loss {result.FirstLoss:F3} → {result.LastLoss:F3}, codebook in use {result.CodebookUsage:P1}");
-            context.Console.MarkupLineInterpolated($"{result.Steps} steps: loss {result.FirstLoss:F4} → {result.LastLoss:F4}, codebook in use {result.CodebookUsage:P1} ({result.CodesRestarted} dead codes restarted), {result.ImagesPerSecond:F1} img/s; tokenizer in {result.Tokenizer}");
-            return 0;
+            return await DataParallelLaunch.RunAsync(parsed, options.Device.Resolve(parsed), async (collective, device) =>
+            {
+                var result = await VqKdTrainer.RunAsync(request with { Device = device }, cancellationToken: cancellationToken, collective: collective);
+                if (!collective.Writes()) return 0;
+                context.Report($"{result.Steps} steps: loss {result.FirstLoss:F3} → {result.LastLoss:F3}, codebook in use {result.CodebookUsage:P1}");
+                context.Console.MarkupLineInterpolated($"{result.Steps} steps: loss {result.FirstLoss:F4} → {result.LastLoss:F4}, codebook in use {result.CodebookUsage:P1} ({result.CodesRestarted} dead codes restarted), {result.ImagesPerSecond:F1} img/s; tokenizer in {result.Tokenizer}");
+                return 0;
+            });
         });
         return command;
     }
