@@ -143,7 +143,7 @@ internal static class BenchCommand
             if (Environment.GetEnvironmentVariable(BenchScaling.ThreadsVariable) is { } threads && int.TryParse(threads, out int perRank) && perRank > 0)
                 TorchSharp.torch.set_num_threads(perRank);
             context.Console.MarkupLineInterpolated($"mimflow: {request.Model} batch {request.BatchSize} {request.ComputeType} on {request.Device ?? TorchSharp.torch.CPU} …");
-            if (LaunchEnvironment.FromProcess().IsDistributed)
+            if (LaunchEnvironment.FromProcess().IsDistributed || !string.IsNullOrEmpty(Environment.GetEnvironmentVariable(Collectives.Variable)))
                 return await DataParallelLaunch.RunAsync(parsed, request.Device, (collective, rankDevice) =>
                 {
                     var ranked = TrainStepBenchmark.Run(request with { Device = rankDevice }, cancellationToken, collective);

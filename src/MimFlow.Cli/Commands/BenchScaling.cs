@@ -25,7 +25,9 @@ internal static class BenchScaling
     {
         ["model"] = result.Model, ["world_size"] = result.WorldSize, ["backend"] = result.Backend, ["global_batch"] = result.BatchSize,
         ["compute_type"] = result.ComputeType, ["device"] = result.Device, ["images_per_second"] = result.ImagesPerSecond,
-        ["step_ms"] = result.StepMilliseconds, ["allreduce_ms"] = result.AllReduceMilliseconds,
+        ["step_ms"] = result.StepMilliseconds, ["allreduce_ms"] = result.AllReduceMilliseconds, ["allreduce_bytes"] = result.GradientBytes,
+        // Algorithm bandwidth: the buffer over the time (NCCL's busbw multiplies it by 2(n−1)/n for a ring).
+        ["allreduce_gb_per_s"] = result.AllReduceMilliseconds > 0 ? result.GradientBytes / (result.AllReduceMilliseconds / 1000) / 1e9 : null,
     });
 
     public static async Task<int> RunAsync(CliContext context, ParseResult parsed, int ranks, int batch, string? jsonPath, CancellationToken cancellationToken)

@@ -40,6 +40,9 @@ public sealed record TrainStepResult(
     /// <summary>Time per step in the gradient all-reduce (0 for one process).</summary>
     public double AllReduceMilliseconds { get; init; }
 
+    /// <summary>Bytes of the flat fp32 gradient buffer each step all-reduces.</summary>
+    public long GradientBytes { get; init; }
+
     /// <summary>The collective ("single", "mpi", "nccl").</summary>
     public string Backend { get; init; } = "single";
 }
@@ -125,7 +128,7 @@ public static class TrainStepBenchmark
                 loss.Total.backward();
                 shadow.PushGradients();
             }
-            if (collective.WorldSize > 1)
+            if (collective is not SingleProcess)
             {
                 // The kernel's two collectives of a step: the loss sums (host) and the flat gradient buffer.
                 reducing.Start();
@@ -164,7 +167,7 @@ public static class TrainStepBenchmark
         return new TrainStepResult(request.Model, request.BatchSize, request.ComputeType.ToString().ToLowerInvariant(), imagesPerSecond, seconds * 1000, mfu,
             flops, lossFp32, lossCompute, gradientError, device.ToString(), memory)
         {
-            WorldSize = collective.WorldSize, AllReduceMilliseconds = reducing.Elapsed.TotalMilliseconds / request.Steps, Backend = collective.Backend,
+            WorldSize = collective.WorldSize, GradientBytes = optimizer.Length * 4, AllReduceMilliseconds = reducing.Elapsed.TotalMilliseconds / request.Steps, Backend = collective.Backend,
         };
     }
 

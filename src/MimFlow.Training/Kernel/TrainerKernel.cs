@@ -52,6 +52,10 @@ public sealed class TrainerKernel(FlatAdamW optimizer, ulong seed, Device device
 
     public ICollective Collective => collective;
 
+    /// <summary>Whether steps go through the collective: any engine but the single-process one, even with one rank (NCCL
+    /// at world size 1 then repeats the single-process run bit for bit: every sum is of one term, every share 1).</summary>
+    private bool Reduces => collective is not SingleProcess;
+
     /// <summary>Time spent in the gradient all-reduce so far (zero for one process).</summary>
     public TimeSpan ReduceTime { get; private set; }
 
@@ -64,7 +68,7 @@ public sealed class TrainerKernel(FlatAdamW optimizer, ulong seed, Device device
     public StepOutcome Step(long step, double learningRate, nn.Module model, Func<LocalLoss> forward, StepHooks? hooks = null, BatchSlice? rows = null)
     {
         var slice = rows ?? default;
-        if (collective.WorldSize > 1 && rows is null)
+        if (Reduces && rows is null)
             throw new InvalidOperationException($"a data-parallel step ({collective.WorldSize} ranks) needs this rank's rows of the global batch");
         using var generator = new Generator(StableRandom.For(seed, "drop-path", (ulong)step).NextUInt64(), device);
         Block.UseGenerator(model, generator, rows is null ? null : new DropPathRows(slice.Offset, slice.Count, slice.Global));
@@ -75,23 +79,20 @@ public sealed class TrainerKernel(FlatAdamW optimizer, ulong seed, Device device
             double value = local.Mean.item<float>();
             var metrics = local.Metrics;
             double share = 1;
-            if (collective.WorldSize > 1)
-            {
-                (value, metrics, share) = GlobalMeans(value, local, step);
-            }
+            if (Reduces) (value, metrics, share) = GlobalMeans(value, local, step);
             if (!double.IsFinite(value))
             {
                 optimizer.ZeroGrad();
                 return new StepOutcome(value, double.NaN, Applied: false) { Metrics = metrics };
             }
-            if (collective.WorldSize > 1)
+            if (Reduces)
             {
                 using var scaled = local.Mean * share;
                 scaled.backward();
             }
             else local.Mean.backward();
             hooks?.AfterBackward?.Invoke();
-            if (collective.WorldSize > 1)
+            if (Reduces)
             {
                 var clock = Stopwatch.StartNew();
                 collective.AllReduceSum(optimizer.FlatGradients, $"gradients of step {step}");
