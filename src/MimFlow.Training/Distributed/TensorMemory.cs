@@ -14,11 +14,8 @@ internal static class TensorMemory
         {
             ScalarType.Float32 => StorageStart<float>(tensor),
             ScalarType.Float64 => StorageStart<double>(tensor),
-            ScalarType.BFloat16 or ScalarType.Float16 or ScalarType.Int16 => StorageStart<short>(tensor),
-            ScalarType.Int64 => StorageStart<long>(tensor),
-            ScalarType.Int32 => StorageStart<int>(tensor),
-            ScalarType.Byte or ScalarType.Int8 or ScalarType.Bool => StorageStart<byte>(tensor),
-            _ => throw new NotSupportedException($"no address for {tensor.dtype} tensors"),
+            ScalarType.Byte => StorageStart<byte>(tensor),
+            _ => throw new NotSupportedException($"the collectives carry float32, float64 and byte tensors, not {tensor.dtype}"),
         };
         return start + (nint)(tensor.storage_offset() * elementSize);
     }
