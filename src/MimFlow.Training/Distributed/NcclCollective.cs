@@ -184,6 +184,8 @@ public sealed unsafe class NcclCollective : ICollective
         };
         IntPtr address = TensorMemory.Address(buffer);
         using var armed = watchdog.Arm(what);
+        // The CUDA current device is per thread and the training loop resumes on pool threads: make it this rank's GPU.
+        Check(nccl, nccl.SetDevice(LocalRank), $"cudaSetDevice({LocalRank})", cuda: true);
         Check(nccl, nccl.AllReduce(address, address, (nuint)buffer.numel(), type, NcclLibrary.Sum, comm, IntPtr.Zero), $"ncclAllReduce ({what})");
         // NCCL only enqueues: wait here so the watchdog bounds the collective itself, not whichever later read waits for it.
         cuda.synchronize(device);
@@ -206,6 +208,7 @@ public sealed unsafe class NcclCollective : ICollective
         IntPtr address = TensorMemory.Address(onDevice);
         using (watchdog.Arm(what))
         {
+            Check(nccl, nccl.SetDevice(LocalRank), $"cudaSetDevice({LocalRank})", cuda: true);
             Check(nccl, nccl.Broadcast(address, address, (nuint)bytes.Length, 1, root, comm, IntPtr.Zero), $"ncclBroadcast ({what})");
             cuda.synchronize(device);
         }
