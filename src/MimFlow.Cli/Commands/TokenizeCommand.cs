@@ -144,7 +144,10 @@ internal static class TokenizeCommand
         collective.AllReduceSum(done, "tokenize parts finished");
         if (!collective.Writes()) return 0;
         var parts = Enumerable.Range(0, collective.WorldSize).Select(r => PartFolder(request.OutputDirectory, r, collective.WorldSize)).ToList();
-        var merged = await ShardMerger.MergeAsync(parts, request.OutputDirectory, cancellationToken);
+        // A re-run after a finished merge (the scheduler restarted a completed job) finds every part complete and the set merged.
+        var merged = File.Exists(Path.Combine(request.OutputDirectory, ShardManifest.FileName))
+            ? ShardManifest.Read(request.OutputDirectory)
+            : await ShardMerger.MergeAsync(parts, request.OutputDirectory, cancellationToken);
         context.Console.MarkupLineInterpolated($"{collective.WorldSize} ranks tokenized {parts.Count} parts; merged into {request.OutputDirectory}: {merged.Rows:N0} rows in {merged.Shards.Count} shards");
         context.Report($"{merged.Rows:N0} rows from {collective.WorldSize} ranks, merged; {merged.Quarantined} quarantined, rank 0 at {result.ImagesPerSecond:F0} img/s");
         return 0;

@@ -22,6 +22,9 @@ public sealed class DataParallelFixture : IAsyncLifetime
 
     public string Combine(string name) => fixture!.Combine(name);
 
+    public string Data => fixture!.Data;
+    public string Tokenizer => fixture!.Tokenizer;
+
     public async Task InitializeAsync()
     {
         fixture = await TokenizeFixture.CreateAsync(images: 12);
@@ -137,6 +140,26 @@ public sealed class DataParallelPretrainTests(DataParallelFixture data, ITestOut
         Assert.NotEqual(0, outcome.ExitCode);
         Assert.Contains("rank 1 resolved other options than rank 0", outcome.Output + outcome.Error);
         Assert.False(File.Exists(Path.Combine(run, MetricsLog.FileName)) && File.ReadAllText(Path.Combine(run, MetricsLog.FileName)).Length > 0);
+    }
+
+    [SkippableFact]
+    public async Task Tokenize_under_mpirun_takes_its_part_from_the_rank_and_rank_zero_merges_the_same_rows()
+    {
+        MpiRun.SkipUnlessAvailable();
+        string[] Args(string output) =>
+            ["tokenize", "--data", data.Data, "--layout", "imagenet", "--tokenizer", data.Tokenizer, "--views", "2", "--seed", "7", "--batch", "4", "--workers", "1", "--out", output];
+        string single = data.Combine("tokenize-1"), parallel = data.Combine("tokenize-2");
+        var alone = await CliHarness.RunProcessAsync(new Dictionary<string, string>(), Args(single));
+        Assert.True(alone.ExitCode == 0, alone.Error);
+        var two = await MpiRun.RunAsync(2, Args(parallel));
+        Assert.True(two.ExitCode == 0, two.Output + two.Error);
+        var expected = MimFlow.Shards.ShardManifest.Read(single);
+        var actual = MimFlow.Shards.ShardManifest.Read(parallel);
+        Assert.Equal((expected.Rows, expected.SampleCount, expected.Quarantined), (actual.Rows, actual.SampleCount, actual.Quarantined));
+        Assert.True(Directory.Exists(parallel + "-parts"), "the parts sit beside the merged set");
+        var refused = await MpiRun.RunAsync(2, [.. Args(data.Combine("tokenize-3")), "--shard", "0/2"]);
+        Assert.NotEqual(0, refused.ExitCode);
+        Assert.Contains("leave --shard out", refused.Output + refused.Error);
     }
 
     private static List<double> Losses(string run) => MetricsLog.Read(run).Select(e => e["loss"]!.GetValue<double>()).ToList();
