@@ -5,6 +5,7 @@ using MimFlow.Core.IO;
 using MimFlow.Data.Augment;
 using MimFlow.Precompute.Tokenize;
 using MimFlow.Training.Benchmarks;
+using MimFlow.Training.Distributed;
 using Spectre.Console;
 
 namespace MimFlow.Cli.Commands;
@@ -124,17 +125,31 @@ internal static class BenchCommand
         var peer = new Option<string?>("--peer") { Description = "../shared/peers/peer_beit_step.py, run in the same invocation" };
         var python = new Option<string?>("--python") { Description = "Python with torch and timm for the peer (default python3)" };
         var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file" };
+        var world = new Option<int?>("--world") { Description = "Data-parallel scaling: the step at 1 and N ranks (mpirun -np 1 and -np N, each rank --batch/N images), step time, scaling efficiency and all-reduce time" };
+        OptionChecks.InRange(world, 1, 4096);
         var command = new Command("train", "A BEiT training step on synthetic batches (img/s, step time, MFU), its bf16 gradients checked against fp32, next to the PyTorch peer");
-        foreach (var option in new Option[] { model, objective, batch, dtype, steps, device.Option, peak, peer, python, json }) command.Options.Add(option);
+        foreach (var option in new Option[] { model, objective, batch, dtype, steps, device.Option, peak, peer, python, json, world }) command.Options.Add(option);
         command.SetAction(async (parsed, cancellationToken) =>
         {
+            if (parsed.GetValue(world) is int ranks && ranks > 1 && !LaunchEnvironment.FromProcess().IsDistributed)
+                return await BenchScaling.RunAsync(context, parsed, ranks, parsed.GetValue(batch) ?? defaults.BatchSize, parsed.GetValue(json), cancellationToken);
             var request = defaults with
             {
                 Model = parsed.GetValue(model) ?? defaults.Model, BatchSize = parsed.GetValue(batch) ?? defaults.BatchSize, Steps = parsed.GetValue(steps) ?? defaults.Steps,
                 ComputeType = parsed.GetValue(dtype) switch { "fp32" => TorchSharp.torch.ScalarType.Float32, "bf16" => TorchSharp.torch.ScalarType.BFloat16, _ => defaults.ComputeType },
                 PeakTflops = parsed.GetValue(peak) ?? defaults.PeakTflops, Device = device.Resolve(parsed),
             };
+            // Set only for the ranks bench train --world starts (the backend is loaded by now, through --device).
+            if (Environment.GetEnvironmentVariable(BenchScaling.ThreadsVariable) is { } threads && int.TryParse(threads, out int perRank) && perRank > 0)
+                TorchSharp.torch.set_num_threads(perRank);
             context.Console.MarkupLineInterpolated($"mimflow: {request.Model} batch {request.BatchSize} {request.ComputeType} on {request.Device ?? TorchSharp.torch.CPU} …");
+            if (LaunchEnvironment.FromProcess().IsDistributed || !string.IsNullOrEmpty(Environment.GetEnvironmentVariable(Collectives.Variable)))
+                return await DataParallelLaunch.RunAsync(parsed, request.Device, (collective, rankDevice) =>
+                {
+                    var ranked = TrainStepBenchmark.Run(request with { Device = rankDevice }, cancellationToken, collective);
+                    if (collective.Writes() && parsed.GetValue(json) is { } rankedJson) AtomicFile.WriteAllText(rankedJson, BenchScaling.Json(ranked));
+                    return Task.FromResult(0);
+                });
             var result = TrainStepBenchmark.Run(request, cancellationToken);
             var peerLines = parsed.GetValue(peer) is { } script
                 ? await Peers.TrainStepAsync(parsed.GetValue(python) ?? "python3", script, request.BatchSize, cancellationToken)
@@ -148,7 +163,9 @@ internal static class BenchCommand
                 table.AddRow(new Text($"peer {line.Mode}"), new Text($"{line.ImagesPerSecond:F1}"), new Text($"{line.StepMilliseconds:F1}"), new Text("-"),
                     new Text($"peak {line.PeakMemory}; ratio ours/peer {result.ImagesPerSecond / line.ImagesPerSecond:F2}"));
             context.Console.Write(table);
-            if (parsed.GetValue(json) is { } jsonPath) AtomicFile.WriteAllText(jsonPath, BenchReports.Train(result, peerLines));
+            // A rank of bench train --world writes the scaling run's record; a plain run the report with its peer.
+            bool scalingRank = Environment.GetEnvironmentVariable(BenchScaling.ThreadsVariable) is not null;
+            if (parsed.GetValue(json) is { } jsonPath) AtomicFile.WriteAllText(jsonPath, scalingRank ? BenchScaling.Json(result) : BenchReports.Train(result, peerLines));
             return 0;
         });
         return command;

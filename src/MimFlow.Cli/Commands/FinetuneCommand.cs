@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using MimFlow.Core.IO;
 using MimFlow.Data.Sources;
+using MimFlow.Training.Distributed;
 using MimFlow.Training.Finetuning;
 using MimFlow.Training.Runs;
 using MimFlow.Training.Segmentation;
@@ -161,23 +162,39 @@ internal static class FinetuneCommand
             {
                 var segment = options.Segmentation(parsed);
                 segment.Validate();
-                segment = segment with { Device = options.Device.Resolve(parsed) };
-                var r = await RunAsync<SegmentationMetrics>(context, Segmenter.Task, progress => Segmenter.RunAsync(segment, progress, cancellationToken), e => $"val mIoU {e.MeanIou:P1}");
-                Finish(context, Segmenter.Task, segment.OutputDirectory, r, r.Final is { } final
-                    ? ($"; val mIoU {final.MeanIou.ToString("P2", CultureInfo.InvariantCulture)}, pixel accuracy {final.PixelAccuracy.ToString("P2", CultureInfo.InvariantCulture)} on {final.Images} images",
-                       $", val mIoU {final.MeanIou:P1} on {final.Images} images")
-                    : ("", ""));
-                return 0;
+                return await DataParallelLaunch.RunAsync(parsed, options.Device.Resolve(parsed), async (collective, device) =>
+                {
+                    segment = segment with { Device = device };
+                    if (!collective.Writes())
+                    {
+                        await Segmenter.RunAsync(segment, null, cancellationToken, collective);
+                        return 0;
+                    }
+                    var r = await RunAsync<SegmentationMetrics>(context, Segmenter.Task, progress => Segmenter.RunAsync(segment, progress, cancellationToken, collective), e => $"val mIoU {e.MeanIou:P1}");
+                    Finish(context, Segmenter.Task, segment.OutputDirectory, r, r.Final is { } final
+                        ? ($"; val mIoU {final.MeanIou.ToString("P2", CultureInfo.InvariantCulture)}, pixel accuracy {final.PixelAccuracy.ToString("P2", CultureInfo.InvariantCulture)} on {final.Images} images",
+                           $", val mIoU {final.MeanIou:P1} on {final.Images} images")
+                        : ("", ""));
+                    return 0;
+                });
             }
             var request = options.Classification(parsed);
             request.Validate();
-            request = request with { Device = options.Device.Resolve(parsed) };
-            var result = await RunAsync<EvaluationResult>(context, request.Task, progress => Finetuner.RunAsync(request, progress, cancellationToken), e => $"val top-1 {e.Top1:P1}");
-            Finish(context, request.Task, request.OutputDirectory, result, result.Final is { } top
-                ? ($"; val top-1 {top.Top1:P2}, top-5 {top.Top5:P2} on {top.Images} images (best top-1 {result.Evaluations.Max(e => e.Result.Top1):P2})",
-                   $", val top-1 {top.Top1:P1} on {top.Images} images")
-                : ("", ""));
-            return 0;
+            return await DataParallelLaunch.RunAsync(parsed, options.Device.Resolve(parsed), async (collective, device) =>
+            {
+                request = request with { Device = device };
+                if (!collective.Writes())
+                {
+                    await Finetuner.RunAsync(request, null, cancellationToken, collective);
+                    return 0;
+                }
+                var result = await RunAsync<EvaluationResult>(context, request.Task, progress => Finetuner.RunAsync(request, progress, cancellationToken, collective), e => $"val top-1 {e.Top1:P1}");
+                Finish(context, request.Task, request.OutputDirectory, result, result.Final is { } top
+                    ? ($"; val top-1 {top.Top1:P2}, top-5 {top.Top5:P2} on {top.Images} images (best top-1 {result.Evaluations.Max(e => e.Result.Top1):P2})",
+                       $", val top-1 {top.Top1:P1} on {top.Images} images")
+                    : ("", ""));
+                return 0;
+            });
         });
         return command;
     }

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using MimFlow.Data.Sources;
+using MimFlow.Training.Distributed;
 using MimFlow.Training.Pretraining;
 using MimFlow.Training.Runs;
 using MimFlow.Training.Tokenizer;
@@ -73,16 +74,25 @@ internal static class PretrainCommand
         {
             var request = options.Request(parsed);
             request.Validate();
-            request = request with { Device = options.Device.Resolve(parsed) };
-            var r = await CliProgress.RunAsync(context.Console, "pretrain", 1, task => Pretrainer.RunAsync(request, new Progress<PretrainProgress>(p =>
+            return await DataParallelLaunch.RunAsync(parsed, options.Device.Resolve(parsed), async (collective, device) =>
             {
-                task.MaxValue = p.TotalSteps;
-                task.Value = p.Step + 1;
-                task.Description = $"step {p.Step + 1}/{p.TotalSteps} loss {p.Loss:F3} {p.ImagesPerSecond:F1} img/s";
-            }), cancellationToken));
-            context.Report($"steps {r.FirstStep}–{r.LastStep}: loss {r.FirstLoss:F3} → {r.LastLoss:F3}, {r.ImagesPerSecond:F0} img/s, input-bound {r.InputBoundShare:P0}");
-            context.Console.MarkupLineInterpolated($"steps {r.FirstStep}–{r.LastStep}: loss {r.FirstLoss:F4} → {r.LastLoss:F4}, {r.ImagesPerSecond:F1} img/s, input-bound {r.InputBoundShare:P1}, {r.SkippedSteps} skipped; checkpoint {r.Checkpoint}");
-            return 0;
+                request = request with { Device = device };
+                if (!collective.Writes())
+                {
+                    await Pretrainer.RunAsync(request, null, cancellationToken, collective);
+                    return 0;
+                }
+                var r = await CliProgress.RunAsync(context.Console, "pretrain", 1, task => Pretrainer.RunAsync(request, new Progress<PretrainProgress>(p =>
+                {
+                    task.MaxValue = p.TotalSteps;
+                    task.Value = p.Step + 1;
+                    task.Description = $"step {p.Step + 1}/{p.TotalSteps} loss {p.Loss:F3} {p.ImagesPerSecond:F1} img/s";
+                }), cancellationToken, collective));
+                string ranks = collective.WorldSize > 1 ? $", {collective.WorldSize} ranks ({collective.Backend})" : "";
+                context.Report($"steps {r.FirstStep}–{r.LastStep}: loss {r.FirstLoss:F3} → {r.LastLoss:F3}, {r.ImagesPerSecond:F0} img/s, input-bound {r.InputBoundShare:P0}{ranks}");
+                context.Console.MarkupLineInterpolated($"steps {r.FirstStep}–{r.LastStep}: loss {r.FirstLoss:F4} → {r.LastLoss:F4}, {r.ImagesPerSecond:F1} img/s, input-bound {r.InputBoundShare:P1}, {r.SkippedSteps} skipped{ranks}; checkpoint {r.Checkpoint}");
+                return 0;
+            });
         });
         return command;
     }
@@ -156,11 +166,14 @@ internal static class TrainTokenizerCommand
         {
             var request = options.Request(parsed);
             request.Validate();
-            request = request with { Device = options.Device.Resolve(parsed) };
-            var result = await VqKdTrainer.RunAsync(request, cancellationToken: cancellationToken);
-            context.Report($"{result.Steps} steps: loss {result.FirstLoss:F3} → {result.LastLoss:F3}, codebook in use {result.CodebookUsage:P1}");
-            context.Console.MarkupLineInterpolated($"{result.Steps} steps: loss {result.FirstLoss:F4} → {result.LastLoss:F4}, codebook in use {result.CodebookUsage:P1} ({result.CodesRestarted} dead codes restarted), {result.ImagesPerSecond:F1} img/s; tokenizer in {result.Tokenizer}");
-            return 0;
+            return await DataParallelLaunch.RunAsync(parsed, options.Device.Resolve(parsed), async (collective, device) =>
+            {
+                var result = await VqKdTrainer.RunAsync(request with { Device = device }, cancellationToken: cancellationToken, collective: collective);
+                if (!collective.Writes()) return 0;
+                context.Report($"{result.Steps} steps: loss {result.FirstLoss:F3} → {result.LastLoss:F3}, codebook in use {result.CodebookUsage:P1}");
+                context.Console.MarkupLineInterpolated($"{result.Steps} steps: loss {result.FirstLoss:F4} → {result.LastLoss:F4}, codebook in use {result.CodebookUsage:P1} ({result.CodesRestarted} dead codes restarted), {result.ImagesPerSecond:F1} img/s; tokenizer in {result.Tokenizer}");
+                return 0;
+            });
         });
         return command;
     }

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using MimFlow.Models.Teachers;
 using MimFlow.Shards;
+using MimFlow.Training.Distributed;
 using MimFlow.Precompute.Tokenize;
 using Spectre.Console;
 
@@ -107,6 +108,14 @@ internal static class TokenizeCommand
         {
             var request = options.Request(parsed);
             request.Validate();
+            var launch = LaunchEnvironment.FromProcess();
+            if (launch.IsDistributed)
+            {
+                if (parsed.GetValue(options.Shard) is not null)
+                    throw new UsageException($"--shard: under a launcher ({launch}) each rank takes its part from its rank and world size; leave --shard out");
+                return await DataParallelLaunch.RunAsync(parsed, options.Device.Resolve(parsed), (collective, device) =>
+                    RunPartAsync(context, request with { Device = device }, collective, cancellationToken));
+            }
             request = request with { Device = options.Device.Resolve(parsed) };
             var result = await Run(context.Console, request, cancellationToken);
             Render(context.Console, request, result);
@@ -116,6 +125,32 @@ internal static class TokenizeCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>The folder rank r of n tokenizes into: OUT-parts/r-of-n, beside the merged set in OUT.</summary>
+    public static string PartFolder(string output, int rank, int worldSize) =>
+        Path.Combine(Path.TrimEndingDirectorySeparator(output) + "-parts", $"{rank}-of-{worldSize}");
+
+    /// <summary>
+    /// Under a launcher: rank r tokenizes part r/n (contiguous, disjoint) into its own folder; once every rank has
+    /// finished (a collective), rank 0 merges the parts into --out, verified, as <c>shards merge</c> would.
+    /// </summary>
+    private static async Task<int> RunPartAsync(CliContext context, TokenizeRequest request, ICollective collective, CancellationToken cancellationToken)
+    {
+        var part = request with { ShardIndex = collective.Rank, ShardCount = collective.WorldSize, OutputDirectory = PartFolder(request.OutputDirectory, collective.Rank, collective.WorldSize) };
+        var result = collective.Writes() ? await Run(context.Console, part, cancellationToken) : await TokenizeJob.RunAsync(part, null, cancellationToken);
+        var done = new double[collective.WorldSize];
+        done[collective.Rank] = 1;
+        collective.AllReduceSum(done, "tokenize parts finished");
+        if (!collective.Writes()) return 0;
+        var parts = Enumerable.Range(0, collective.WorldSize).Select(r => PartFolder(request.OutputDirectory, r, collective.WorldSize)).ToList();
+        // A re-run after a finished merge (the scheduler restarted a completed job) finds every part complete and the set merged.
+        var merged = File.Exists(Path.Combine(request.OutputDirectory, ShardManifest.FileName))
+            ? ShardManifest.Read(request.OutputDirectory)
+            : await ShardMerger.MergeAsync(parts, request.OutputDirectory, cancellationToken);
+        context.Console.MarkupLineInterpolated($"{collective.WorldSize} ranks tokenized {parts.Count} parts; merged into {request.OutputDirectory}: {merged.Rows:N0} rows in {merged.Shards.Count} shards");
+        context.Report($"{merged.Rows:N0} rows from {collective.WorldSize} ranks, merged; {merged.Quarantined} quarantined, rank 0 at {result.ImagesPerSecond:F0} img/s");
+        return 0;
     }
 
     public static Task<TokenizeResult> Run(IAnsiConsole console, TokenizeRequest request, CancellationToken cancellationToken) =>

@@ -73,6 +73,12 @@ public sealed class NormEmaQuantizer : Module<Tensor, Quantized>
     /// <summary>Usage counts by EMA, one per code (for codebook-usage reports and dead-code restarts).</summary>
     public Tensor ClusterSize => clusterSize;
 
+    /// <summary>
+    /// Data-parallel training: sums a float tensor across the ranks in place. The EMA's code counts and sums are then
+    /// the global batch's (as BEiT v2's quantizer all-reduces them), so every rank's codebook stays the same.
+    /// </summary>
+    public Action<Tensor>? StatisticsReducer { get; set; }
+
     /// <summary>argmax of cosine per row, a block of rows at a time so the [rows, K] similarities stay small.</summary>
     private static Tensor NearestCodes(Tensor flat, Tensor weight)
     {
@@ -104,11 +110,18 @@ public sealed class NormEmaQuantizer : Module<Tensor, Quantized>
         {
             // Counts and sums by scatter, not a [tokens, K] one-hot: at 8192 codes that matrix is hundreds of MB a batch.
             var bins = indices.bincount(null, Codes).to(flat.dtype);
+            Tensor? sums = training ? zeros([Codes, flat.shape[1]], flat.dtype, flat.device).index_add_(0, indices, flat, 1) : null;
+            if (StatisticsReducer is { } reduce)
+            {
+                var both = (sums is null ? bins.unsqueeze(1) : cat([bins.unsqueeze(1), sums], 1)).contiguous();
+                reduce(both);
+                bins = both.select(1, 0);
+                if (sums is not null) sums = both.narrow(1, 1, sums.shape[1]);
+            }
             clusterSize.mul_(decay).add_(bins, alpha: 1 - decay);
-            if (training)
+            if (sums is not null)
             {
                 var unused = bins.eq(0);
-                var sums = zeros([Codes, flat.shape[1]], flat.dtype, flat.device).index_add_(0, indices, flat, 1);
                 var means = functional.normalize(sums / bins.masked_fill(unused, 1).unsqueeze(1), p: 2, dim: -1);
                 var target = where(unused.unsqueeze(-1), weight, means);
                 weight.mul_(decay).add_(target, alpha: 1 - decay);

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using MimFlow.Models.Backbones;
 using MimFlow.Models.Interop;
 using MimFlow.Training.Objectives;
+using MimFlow.Training.Distributed;
 using MimFlow.Training.Optimization;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -31,7 +32,20 @@ public sealed record TrainStepRequest
 /// <param name="GradientRelativeError">‖g_compute − g_fp32‖ / ‖g_fp32‖ over all parameters on the same batch and weights.</param>
 public sealed record TrainStepResult(
     string Model, int BatchSize, string ComputeType, double ImagesPerSecond, double StepMilliseconds, double? Mfu, double TrainFlopsPerImage,
-    double LossFp32, double LossCompute, double GradientRelativeError, string Device, long? DeviceMemoryInUseBytes);
+    double LossFp32, double LossCompute, double GradientRelativeError, string Device, long? DeviceMemoryInUseBytes)
+{
+    /// <summary>Ranks the global batch was spread over (1: one process).</summary>
+    public int WorldSize { get; init; } = 1;
+
+    /// <summary>Time per step in the gradient all-reduce (0 for one process).</summary>
+    public double AllReduceMilliseconds { get; init; }
+
+    /// <summary>Bytes of the flat fp32 gradient buffer each step all-reduces.</summary>
+    public long GradientBytes { get; init; }
+
+    /// <summary>The collective ("single", "mpi", "nccl").</summary>
+    public string Backend { get; init; } = "single";
+}
 
 /// <summary>
 /// The step the peer (<c>peer_beit_step.py</c>) times: BEiT backbone with the mask token and shared relative position
@@ -41,8 +55,12 @@ public sealed record TrainStepResult(
 /// </summary>
 public static class TrainStepBenchmark
 {
-    public static TrainStepResult Run(TrainStepRequest request, CancellationToken cancellationToken = default)
+    /// <param name="collective">Data parallelism: each rank steps on its rows of the global batch of
+    /// <see cref="TrainStepRequest.BatchSize"/> and the flat gradient buffer is all-reduced every step (timed).</param>
+    public static TrainStepResult Run(TrainStepRequest request, CancellationToken cancellationToken = default, ICollective? collective = null)
     {
+        collective ??= SingleProcess.Instance;
+        var rows = BatchSlice.Of(request.BatchSize, collective.Rank, collective.WorldSize);
         var device = request.Device ?? CPU;
         var config = (request.Config ?? ModelCatalog.Spec(request.Model).Config
             ?? throw new ArgumentException($"{request.Model} is not a ViT")) with { UseMaskToken = true, NumClasses = 0, UseRelPosBias = false, UseSharedRelPosBias = true };
@@ -93,20 +111,31 @@ public static class TrainStepBenchmark
         }
 
         var input = shadow is null ? pixels : pixels.to(request.ComputeType);
+        var mine = (Input: input.narrow(0, rows.Offset, rows.Count), Mask: mask.narrow(0, rows.Offset, rows.Count), Codes: codes.narrow(0, rows.Offset, rows.Count));
+        var reducing = new Stopwatch();
         void Step()
         {
             using var scope = NewDisposeScope();
             if (shadow is null)
             {
-                using var loss = master.Loss(input, mask, codes);
+                using var loss = master.Loss(mine.Input, mine.Mask, mine.Codes);
                 loss.Total.backward();
             }
             else
             {
                 shadow.PullWeights();
-                using var loss = shadowObjective.Loss(input, mask, codes);
+                using var loss = shadowObjective.Loss(mine.Input, mine.Mask, mine.Codes);
                 loss.Total.backward();
                 shadow.PushGradients();
+            }
+            if (collective is not SingleProcess)
+            {
+                // The kernel's two collectives of a step: the loss sums (host) and the flat gradient buffer.
+                reducing.Start();
+                collective.AllReduceSum(new double[4], "bench loss");
+                collective.AllReduceSum(optimizer.FlatGradients, "bench gradients");
+                Synchronize(device);
+                reducing.Stop();
             }
             optimizer.ClipGradNorm(3.0);
             optimizer.Step(1.5e-3);
@@ -118,6 +147,7 @@ public static class TrainStepBenchmark
             Step();
         }
         Synchronize(device);
+        reducing.Reset();
         var clock = Stopwatch.StartNew();
         for (int i = 0; i < request.Steps; i++)
         {
@@ -135,7 +165,10 @@ public static class TrainStepBenchmark
         double? peakTflops = request.PeakTflops ?? DevicePeaks.DenseTflops(request.Device ?? CPU, request.ComputeType);
         double? mfu = peakTflops is double peak ? imagesPerSecond * flops / (peak * 1e12) : null;
         return new TrainStepResult(request.Model, request.BatchSize, request.ComputeType.ToString().ToLowerInvariant(), imagesPerSecond, seconds * 1000, mfu,
-            flops, lossFp32, lossCompute, gradientError, device.ToString(), memory);
+            flops, lossFp32, lossCompute, gradientError, device.ToString(), memory)
+        {
+            WorldSize = collective.WorldSize, GradientBytes = optimizer.Length * 4, AllReduceMilliseconds = reducing.Elapsed.TotalMilliseconds / request.Steps, Backend = collective.Backend,
+        };
     }
 
     /// <summary>

@@ -10,6 +10,7 @@ using MimFlow.Data.Masking;
 using MimFlow.Data.Pipeline;
 using MimFlow.Data.Sources;
 using MimFlow.Shards;
+using MimFlow.Training.Distributed;
 
 namespace MimFlow.Training.Feeding;
 
@@ -38,8 +39,18 @@ public sealed record FeederOptions
     /// one retriable read); null: the defaults of <see cref="TransientIo"/>.</summary>
     public TransientIo? Io { get; init; }
 
+    /// <summary>Data parallelism: this process's rank of <see cref="WorldSize"/>; it decodes and yields only its rows of every
+    /// global batch of <see cref="BatchSize"/> (<see cref="BatchSlice.Of"/>), the same images the single-process run puts there.</summary>
+    public int Rank { get; init; }
+
+    public int WorldSize { get; init; } = 1;
+
+    /// <summary>This process's rows of each global batch.</summary>
+    public BatchSlice Rows => BatchSlice.Of(BatchSize, Rank, WorldSize);
+
     public void Validate()
     {
+        _ = Rows;
         if (BatchSize < 1) throw new ArgumentException($"the batch size must be at least 1 (got {BatchSize})");
         if (ShuffleBuffer < 1) throw new ArgumentException("the shuffle buffer needs at least 1 image");
         if (DecodeWorkers < 1 || PrefetchBatches < 1) throw new ArgumentException("decode workers and prefetch must be at least 1");
@@ -192,12 +203,13 @@ public sealed class ShardFeeder
                 EnsureOrdered = true, CancellationToken = token, SingleProducerConstrained = true,
             });
         var ready = new BufferBlock<TrainingBatch>(new DataflowBlockOptions { BoundedCapacity = options.PrefetchBatches, CancellationToken = token });
-        var pending = new List<Decoded>(options.BatchSize);
+        var rows = options.Rows;
+        var pending = new List<Decoded>(rows.Count);
         long number = skipBatches;
         var collate = new ActionBlock<Decoded>(async decoded =>
         {
             pending.Add(decoded);
-            if (pending.Count < options.BatchSize) return;
+            if (pending.Count < rows.Count) return;
             var batch = Collate(pending, epoch, number++);
             pending.Clear();
             await ready.SendAsync(batch, token);
@@ -219,6 +231,8 @@ public sealed class ShardFeeder
                 {
                     if (position >= limit) break;
                     if (position++ < skip) continue;
+                    // Every rank streams the same shuffled rows (the shuffle is a function of the stream) and decodes only its own.
+                    if (!rows.IsWhole && !rows.Contains((position - 1) % options.BatchSize)) continue;
                     if (!await decode.SendAsync((position, row), token)) break;
                 }
                 decode.Complete();

@@ -7,6 +7,7 @@ using MimFlow.Data.Pipeline;
 using MimFlow.Data.Sources;
 using MimFlow.Models.Backbones;
 using MimFlow.Models.Interop;
+using MimFlow.Training.Distributed;
 using MimFlow.Training.Kernel;
 using MimFlow.Training.Optimization;
 using MimFlow.Training.Runs;
@@ -127,12 +128,19 @@ public static class Finetuner
 
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
-    public static async Task<SupervisedResult<EvaluationResult>> RunAsync(FinetuneRequest request, IProgress<SupervisedProgress<EvaluationResult>>? progress = null, CancellationToken cancellationToken = default)
+    /// <param name="collective">Data parallelism (null: one process): each rank computes its rows of every global batch
+    /// of <see cref="FinetuneRequest.BatchSize"/>; Mixup/CutMix pairs images within a rank's rows (as timm's Mixup does
+    /// on each GPU); rank 0 alone evaluates and writes the run folder.</param>
+    public static async Task<SupervisedResult<EvaluationResult>> RunAsync(FinetuneRequest request, IProgress<SupervisedProgress<EvaluationResult>>? progress = null, CancellationToken cancellationToken = default,
+        ICollective? collective = null)
     {
         request.Validate();
+        collective ??= SingleProcess.Instance;
+        var rows = BatchSlice.Of(request.BatchSize, collective.Rank, collective.WorldSize);
         bool probe = request.IsLinearProbe;
         var device = request.Device ?? CPU;
-        using var writer = OutputLock.Acquire(request.OutputDirectory, request.Task);
+        if (collective.Writes()) Directory.CreateDirectory(request.OutputDirectory);
+        using var writer = DataParallel.AcquireOutput(collective, request.OutputDirectory, request.Task);
         var run = SupervisedCheckpoints<EpochEvaluation<EvaluationResult>>.Open(request.OutputDirectory, request.Task, request.Seed, request.BatchSize, request.Epochs, request.Resume);
         if (run.Complete)
             return new SupervisedResult<EvaluationResult>(run.StepsTaken, run.Tally.FirstLoss, run.Tally.LastLoss, run.Tally.Skipped, 0, run.Evaluations, run.Checkpoint!) { WasComplete = true };
@@ -147,10 +155,12 @@ public static class Finetuner
         long perEpoch = train.Count / request.BatchSize;
         if (perEpoch == 0) throw new ArgumentException($"{request.Data}: {train.Count} training images make no full batch of {request.BatchSize}");
         long totalSteps = request.Epochs * perEpoch;
+        DataParallel.VerifySameOptions(collective, request.Task,
+            $"{request with { Device = null, DecodeWorkers = 0 }} device {device.type} resume {Path.GetFileName(run.Checkpoint) ?? "-"}");
 
         var (spec, model) = BuildClassifier(request, classes);
         using var ownedModel = model;
-        Directory.CreateDirectory(request.OutputDirectory);
+        if (collective.Writes()) Directory.CreateDirectory(request.OutputDirectory);
         model.to(device);
         if (probe)
             foreach (var (name, parameter) in model.named_parameters())
@@ -166,7 +176,7 @@ public static class Finetuner
         run.Restore(spec.Architecture, model, optimizer);
         var start = run.Start(perEpoch);
         // The linear probe's head is not clipped (BEiT's linear eval); fine-tuning clips only when asked.
-        var kernel = new TrainerKernel(optimizer, request.Seed, device, probe ? null : request.ClipGradient);
+        var kernel = new TrainerKernel(optimizer, request.Seed, device, probe ? null : request.ClipGradient, collective);
 
         int size = model.Config.ImgSize;
         IAugmentRecipe recipe = probe
@@ -182,19 +192,19 @@ public static class Finetuner
             BatchSize = request.EvalBatchSize ?? Math.Max(1, (int)(1.5 * request.BatchSize)), DecodeWorkers = request.DecodeWorkers,
         };
 
-        using var metrics = run.OpenMetrics();
+        using var metrics = run.OpenMetrics(collective);
         if (probe) model.eval();
         else model.train();
         var tracker = run.Tracker(metrics, request.MaxConsecutiveNonFinite);
         var evaluations = run.Evaluations;
         var clock = Stopwatch.StartNew();
         long step = await SupervisedEpochs.RunAsync(
-            new SupervisedData(train, recipe, request.BatchSize, request.Seed, request.DecodeWorkers), request.Epochs, totalSteps, start, schedule.ValueAt, tracker,
+            new SupervisedData(train, recipe, request.BatchSize, request.Seed, request.DecodeWorkers, rows), request.Epochs, totalSteps, start, schedule.ValueAt, tracker,
             (batch, at, rate) =>
             {
                 var outcome = probe
-                    ? ProbeStep(kernel, model, batch, device, rate, at)
-                    : ClassifyStep(kernel, model, mixer, batch, device, rate, smoothing, classes, request, at);
+                    ? ProbeStep(kernel, model, batch, device, rate, at, rows)
+                    : ClassifyStep(kernel, model, mixer, batch, device, rate, smoothing, classes, request, at, rows);
                 var terms = probe ? null : new Dictionary<string, object>
                 {
                     ["mix"] = outcome.Mix.Kind.ToString().ToLowerInvariant(), ["lambda"] = outcome.Mix.Lambda,
@@ -205,6 +215,9 @@ public static class Finetuner
             async (epoch, at) =>
             {
                 EvaluationResult? result = null;
+                if (collective.WorldSize > 1) DataParallel.VerifyReplicas(collective, optimizer.FlatParameters, at, request.OutputDirectory);
+                // Rank 0 alone evaluates and saves; the others go on to the next epoch and wait for it in the first step's collective.
+                if (!collective.Writes()) return;
                 if (validation is not null)
                 {
                     result = await Evaluator.EvaluateAsync(model, validation, evalOptions, cancellationToken);
@@ -225,7 +238,7 @@ public static class Finetuner
 
     /// <summary>One fine-tuning step; synchronous, so its dispose scope and grad mode stay on one thread.</summary>
     private static ClassifyOutcome ClassifyStep(TrainerKernel kernel, VisionTransformer model, MixupCutmix? mixer, Batch batch, Device device, double lr,
-        double smoothing, int classes, FinetuneRequest request, long step)
+        double smoothing, int classes, FinetuneRequest request, long step, BatchSlice rows)
     {
         using var scope = NewDisposeScope();
         var (pixels, labels) = Evaluator.Upload(batch, device);
@@ -233,12 +246,12 @@ public static class Finetuner
         var (inputs, targets, draw) = mixer is null
             ? (pixels, MixupCutmix.Targets(labels, classes, 1.0, smoothing), new MixDraw(MixKind.None, 1.0, null))
             : mixer.Apply(pixels, labels, ref random);
-        var outcome = kernel.Step(step, lr, model, () => MixupCutmix.SoftTargetCrossEntropy(model.ForwardHead(model.ForwardFeatures(inputs)), targets));
+        var outcome = kernel.Step(step, lr, model, () => MixupCutmix.SoftTargetCrossEntropy(model.ForwardHead(model.ForwardFeatures(inputs)), targets), rows: rows);
         return new ClassifyOutcome(outcome.Loss, batch.Count, draw);
     }
 
     /// <summary>One linear-probe step: frozen features without autograd, then the head alone with plain cross-entropy.</summary>
-    private static ClassifyOutcome ProbeStep(TrainerKernel kernel, VisionTransformer model, Batch batch, Device device, double lr, long step)
+    private static ClassifyOutcome ProbeStep(TrainerKernel kernel, VisionTransformer model, Batch batch, Device device, double lr, long step, BatchSlice rows)
     {
         using var scope = NewDisposeScope();
         var (pixels, labels) = Evaluator.Upload(batch, device);
@@ -247,7 +260,7 @@ public static class Finetuner
             Tensor features;
             using (no_grad()) features = model.ForwardFeatures(pixels);
             return nn.functional.cross_entropy(model.ForwardHead(features), labels);
-        });
+        }, rows: rows);
         return new ClassifyOutcome(outcome.Loss, batch.Count, new MixDraw(MixKind.None, 1.0, null));
     }
 

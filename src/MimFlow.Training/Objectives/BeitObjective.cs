@@ -58,7 +58,7 @@ public sealed class BeitObjective : nn.Module, IShardObjective
         var logits = head.forward(MaskedPrediction.Gather(backbone.ForwardFeatures(pixels, masked), masked));
         // Losses in float32 whatever the compute type (as autocast does): bf16 softmax over 8192 codes loses the gradient.
         var mim = nn.functional.cross_entropy(logits.to(ScalarType.Float32), labels);
-        return new ObjectiveLoss(mim.alias(), [new("mim", mim)], [new("mim_acc", ObjectiveInputs.Accuracy(logits, labels))])
+        return new ObjectiveLoss(mim.alias(), [new("mim", mim)], [new("mim_acc", ObjectiveInputs.Accuracy(logits, labels))]) { Items = labels.shape[0] }
             .MoveToOuterDisposeScope();
     }
 }

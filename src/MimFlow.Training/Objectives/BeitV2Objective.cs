@@ -143,6 +143,6 @@ public sealed class BeitV2Objective : nn.Module, IShardObjective
         return new ObjectiveLoss(mim + aggregationLoss,
             [new("mim", mim), new("aggregation", aggregationLoss)],
             [new("mim_acc", ObjectiveInputs.Accuracy(mimLogits, labels)), new("aggregation_acc", ObjectiveInputs.Accuracy(aggregationLogits, labels))])
-            .MoveToOuterDisposeScope();
+            { Items = labels.shape[0] }.MoveToOuterDisposeScope();
     }
 }

@@ -1,4 +1,5 @@
 using MimFlow.Models.Backbones;
+using MimFlow.Training.Distributed;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -35,6 +36,12 @@ public interface IMimObjective
 
     /// <summary>After the optimizer step, with the new weights.</summary>
     void AfterStep(StepPosition at) { }
+
+    /// <summary>
+    /// Data-parallel training: the ranks the global batch is spread over. An objective with state computed from the
+    /// batch beyond its loss (iBOT's centres) sums its statistics over them so that state stays the same on every rank.
+    /// </summary>
+    void UseCollective(ICollective collective) { }
 }
 
 /// <summary>Where a step stands in its run, for objectives whose behaviour follows the schedule.</summary>

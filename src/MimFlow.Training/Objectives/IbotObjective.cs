@@ -1,4 +1,5 @@
 using MimFlow.Models.Backbones;
+using MimFlow.Training.Distributed;
 using MimFlow.Models.Heads;
 using MimFlow.Training.Optimization;
 using TorchSharp;
@@ -92,6 +93,7 @@ public sealed class IbotObjective : nn.Module, IMultiCropObjective
     [ComponentName(Name = "center")] private readonly Tensor center;
     [ComponentName(Name = "center2")] private readonly Tensor patchCenter;
     private readonly IbotOptions options;
+    private ICollective collective = SingleProcess.Instance;
 
     public IbotObjective(VisionTransformer backbone, IbotOptions? options = null) : base("IbotObjective")
     {
@@ -139,6 +141,9 @@ public sealed class IbotObjective : nn.Module, IMultiCropObjective
 
     /// <summary>The EMA teacher moves with the fp32 masters, so iBOT computes in fp32.</summary>
     public bool SupportsLowPrecision => false;
+
+    /// <summary>iBOT all-reduces its centre statistics (the teacher outputs' sums and count) so every rank's centres match.</summary>
+    public void UseCollective(ICollective collective) => this.collective = collective;
 
     /// <summary>iBOT's freeze_last_layer: no step for the prototypes during the first epoch.</summary>
     public void AfterBackward(StepPosition at)
@@ -293,7 +298,7 @@ public sealed class IbotObjective : nn.Module, IMultiCropObjective
             diagnostics.Add(new("acc", agreement.to(ScalarType.Float32).mean()));
         }
         if (training) UpdateCenters(teacherCls, teacherPatch);
-        return new ObjectiveLoss(clsLoss + patchLoss, [new("cls", clsLoss), new("patch", patchLoss)], diagnostics).MoveToOuterDisposeScope();
+        return new ObjectiveLoss(clsLoss + patchLoss, [new("cls", clsLoss), new("patch", patchLoss)], diagnostics) { Items = batch }.MoveToOuterDisposeScope();
     }
 
     /// <summary>center ← m · center + (1 − m) · mean over the global batch of the teacher's raw outputs (patches: mean over patches first).</summary>
@@ -302,9 +307,21 @@ public sealed class IbotObjective : nn.Module, IMultiCropObjective
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         long count = teacherCls.shape[0];
-        var clsMean = teacherCls.sum(0, keepdim: true) / count;
+        var clsSum = teacherCls.sum(0, keepdim: true);
+        var patchSum = teacherPatch.mean([1]).sum(0, keepdim: true);
+        if (collective.WorldSize > 1)
+        {
+            // As iBOT's update_center: the sums of the global batch (one all-reduce with the count), then divided.
+            long k = clsSum.shape[1];
+            var sums = cat([clsSum.to(ScalarType.Float32), patchSum.to(ScalarType.Float32), full([1, 1], (float)count, device: clsSum.device)], 1).contiguous();
+            collective.AllReduceSum(sums, "iBOT centre statistics");
+            count = (long)Math.Round(sums[0, 2 * k].item<float>());
+            clsSum = sums.narrow(1, 0, k).to(teacherCls.dtype);
+            patchSum = sums.narrow(1, k, k).to(teacherPatch.dtype);
+        }
+        var clsMean = clsSum / count;
         center.mul_(options.CenterMomentum).add_(clsMean * (1 - options.CenterMomentum));
-        var patchMean = teacherPatch.mean([1]).sum(0, keepdim: true) / count;
+        var patchMean = patchSum / count;
         patchCenter.mul_(options.PatchCenterMomentum).add_(patchMean.unsqueeze(0) * (1 - options.PatchCenterMomentum));
     }
 

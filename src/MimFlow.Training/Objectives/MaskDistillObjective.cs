@@ -88,6 +88,7 @@ public sealed class MaskDistillObjective : nn.Module, IShardObjective
         var predictions = head.forward(tokens);
         var targets = NormalizeTargets(teacherFeatures.detach()[masked].to(predictions.dtype));
         var distill = nn.functional.smooth_l1_loss(predictions.to(ScalarType.Float32), targets.to(ScalarType.Float32), beta: options.Beta);
-        return new ObjectiveLoss(distill.alias(), [new("distill", distill)], []).MoveToOuterDisposeScope();
+        // Smooth-ℓ1's mean runs over masked tokens × the (fixed) teacher dimension: the tokens are the items.
+        return new ObjectiveLoss(distill.alias(), [new("distill", distill)], []) { Items = tokens.shape[0] }.MoveToOuterDisposeScope();
     }
 }

@@ -15,6 +15,13 @@ public sealed record LossTerm(string Name, Tensor Value);
 public sealed record ObjectiveLoss(Tensor Total, IReadOnlyList<LossTerm> Terms, IReadOnlyList<LossTerm> Diagnostics) : IDisposable
 {
     /// <summary>
+    /// The items every term and diagnostic averages over (masked patches, images): data-parallel training weighs each
+    /// rank's means by it, so the global loss is the mean over the global batch's items, not a mean of the ranks' means.
+    /// Null: the batch's images.
+    /// </summary>
+    public long? Items { get; init; }
+
+    /// <summary>
     /// The metrics line's values, read from the device in one transfer (one synchronisation per step): "loss", each
     /// term as "loss_NAME", each diagnostic under its own name (an accuracy is not a loss, and is not plotted as one).
     /// </summary>

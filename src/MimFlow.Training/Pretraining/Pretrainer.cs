@@ -6,6 +6,7 @@ using MimFlow.Data.Sources;
 using MimFlow.Models.Backbones;
 using MimFlow.Models.Interop;
 using MimFlow.Shards;
+using MimFlow.Training.Distributed;
 using MimFlow.Training.Feeding;
 using MimFlow.Training.Objectives;
 using MimFlow.Training.Kernel;
@@ -99,26 +100,35 @@ public sealed record PretrainResult(long FirstStep, long LastStep, double FirstL
 /// </summary>
 public static class Pretrainer
 {
-    public static async Task<PretrainResult> RunAsync(PretrainRequest request, IProgress<PretrainProgress>? progress = null, CancellationToken cancellationToken = default)
+    /// <param name="collective">The ranks of a data-parallel run (null: one process). Every rank reads and computes its
+    /// rows of each global batch of <see cref="PretrainRequest.BatchSize"/>; rank 0 alone writes the run folder.</param>
+    public static async Task<PretrainResult> RunAsync(PretrainRequest request, IProgress<PretrainProgress>? progress = null, CancellationToken cancellationToken = default,
+        ICollective? collective = null)
     {
         request.Validate();
+        collective ??= SingleProcess.Instance;
+        var rows = BatchSlice.Of(request.BatchSize, collective.Rank, collective.WorldSize);
         var device = request.Device ?? CPU;
-        Directory.CreateDirectory(request.OutputDirectory);
-        using var writer = OutputLock.Acquire(request.OutputDirectory, "pretrain");
+        if (collective.Writes()) Directory.CreateDirectory(request.OutputDirectory);
+        using var writer = DataParallel.AcquireOutput(collective, request.OutputDirectory, "pretrain");
         var store = new CheckpointStore(request.OutputDirectory);
         string? resumeFrom = request.Resume ? store.Latest() : null;
         if (!request.Resume && store.Latest() is not null)
             throw new InvalidOperationException($"{request.OutputDirectory}: holds a run already; pass --resume to continue it or choose a new folder");
+        // The device index and decode workers may differ between ranks (local rank, node size); nothing else may.
+        DataParallel.VerifySameOptions(collective, "pretrain",
+            $"{request with { Device = null, DecodeWorkers = 0 }} device {(request.Device ?? CPU).type} resume {Path.GetFileName(resumeFrom) ?? "-"}");
 
         var source = BackboneSource.Resolve(request.Model, "pretraining backbone");
         var spec = source.Spec with { Config = source.Config with { UseMaskToken = true, NumClasses = 0 } };
         var backbone = new VisionTransformer(spec.Config!);
         var config = backbone.Config;
-        var (objective, input, createObjective) = Build(request, backbone);
+        var (objective, input, createObjective) = Build(request, backbone, collective);
         if (input.BatchesPerEpoch == 0) throw new ArgumentException($"{request.Shards ?? request.Data}: too few images for one full batch of {request.BatchSize}");
         long totalSteps = request.Steps ?? request.Epochs!.Value * input.BatchesPerEpoch;
 
         using var module = (nn.Module)objective;
+        objective.UseCollective(collective);
         objective.Initialize((long)request.Seed);
         BackboneSource.CopyWeights(source, backbone, new BackboneTransfer("pretraining backbone", NotCopied: [], MayBeMissing: ["mask_token"]));
         module.to(device);
@@ -133,6 +143,7 @@ public static class Pretrainer
         if (computeType != ScalarType.Float32)
         {
             compute = createObjective(new VisionTransformer(backbone.Config));
+            compute.UseCollective(collective);
             ((nn.Module)compute).to(device);
             ((nn.Module)compute).train();
             shadow = new LowPrecisionShadow((nn.Module)compute, optimizer, computeType);
@@ -141,7 +152,7 @@ public static class Pretrainer
         using var shadowOwner = shadow;
         long warmup = request.WarmupSteps ?? Math.Min(totalSteps / 10, 10 * input.BatchesPerEpoch);
         var schedule = CosineSchedule.LearningRate(request.LearningRate, request.MinLearningRate, totalSteps, warmup);
-        var kernel = new TrainerKernel(optimizer, request.Seed, device, request.ClipGradient);
+        var kernel = new TrainerKernel(optimizer, request.Seed, device, request.ClipGradient, collective);
 
         var state = new TrainerState(0, 0, 0, 0, request.Objective, spec.Architecture, request.Seed);
         if (resumeFrom is not null)
@@ -155,7 +166,9 @@ public static class Pretrainer
         }
         if (state.Step >= totalSteps)
             throw new InvalidOperationException($"{request.OutputDirectory}: the run already finished its {totalSteps} steps (latest checkpoint {resumeFrom}); raise --steps to go on");
-        using var metrics = MetricsLog.Open(request.OutputDirectory, resumeFrom is null ? null : state.Step - 1);
+        using var metrics = collective.Writes()
+            ? MetricsLog.Open(request.OutputDirectory, resumeFrom is null ? null : state.Step - 1, collective.WorldSize)
+            : MetricsLog.Discard(collective.WorldSize);
 
         module.train();
         long step = state.Step, firstStep = step;
@@ -186,25 +199,29 @@ public static class Pretrainer
                     },
                     AfterStep: () => objective.AfterStep(at));
                 ObjectiveLoss? loss = null;
-                var outcome = kernel.Step(step, lr, (nn.Module)runner, () => (loss = batch.Loss(runner)).Total, hooks);
+                var outcome = kernel.Step(step, lr, (nn.Module)runner, () =>
+                {
+                    loss = batch.Loss(runner);
+                    return new LocalLoss(loss.Total, loss.Items ?? batch.Count, loss.ToMetrics());
+                }, hooks, rows);
                 using var ownedLoss = loss;
-                var values = loss!.ToMetrics();
+                var values = outcome.Metrics!;
                 double total = outcome.Loss;
                 double gradientNorm = outcome.GradientNorm;
                 double seconds = stepClock.Elapsed.TotalSeconds;
                 var terms = values.Where(p => p.Key != "loss").ToDictionary(p => p.Key, p => (object)p.Value);
                 terms["grad_norm"] = gradientNorm;
-                stop = tracker.Record(step, batch.Epoch, total, lr, batch.Count, seconds, waited, terms);
-                progress?.Report(new PretrainProgress(step, totalSteps, total, batch.Count / seconds, waited / seconds));
+                stop = tracker.Record(step, batch.Epoch, total, lr, rows.Global, seconds, waited, terms);
+                progress?.Report(new PretrainProgress(step, totalSteps, total, rows.Global / seconds, waited / seconds));
             }
             step++;
             if (stop)
             {
-                checkpoint = Save(store, step, batch.Epoch, batch.ResumePosition, tracker.Skipped, request, spec, backbone, module, optimizer);
+                checkpoint = Save(store, step, batch.Epoch, batch.ResumePosition, tracker.Skipped, request, spec, backbone, module, optimizer, collective);
                 throw new InvalidOperationException($"{tracker.StopReason(step - 1)}: stopped with a checkpoint in {checkpoint} (lower --lr, check the shards)");
             }
             if (step % request.CheckpointEvery == 0 || step == totalSteps)
-                checkpoint = Save(store, step, batch.Epoch, batch.ResumePosition, tracker.Skipped, request, spec, backbone, module, optimizer);
+                checkpoint = Save(store, step, batch.Epoch, batch.ResumePosition, tracker.Skipped, request, spec, backbone, module, optimizer, collective);
             if (step >= totalSteps) break;
             stepClock.Restart();
             wait.Restart();
@@ -216,12 +233,17 @@ public static class Pretrainer
             waiting.Elapsed.TotalSeconds / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), checkpoint);
     }
 
-    /// <summary>The position is where the next step reads; an exhausted epoch yields nothing on resume and the next begins.</summary>
+    /// <summary>The position is where the next step reads; an exhausted epoch yields nothing on resume and the next begins.
+    /// Every rank checks the replicas agree; rank 0 writes (the others return the folder rank 0 writes).</summary>
     private static string Save(CheckpointStore store, long step, int epoch, long position, long skipped, PretrainRequest request,
-        ModelSpec spec, VisionTransformer backbone, nn.Module module, FlatAdamW optimizer)
+        ModelSpec spec, VisionTransformer backbone, nn.Module module, FlatAdamW optimizer, ICollective collective)
     {
+        if (collective.WorldSize > 1) DataParallel.VerifyReplicas(collective, optimizer.FlatParameters, step, request.OutputDirectory);
+        if (!collective.Writes()) return Path.Combine(request.OutputDirectory, "checkpoints", $"step-{step:D8}");
         var state = new TrainerState(step, epoch, position, skipped, request.Objective, spec.Architecture, request.Seed);
-        return store.Save(state, spec with { Config = backbone.Config }, backbone, module, optimizer.StateTensors());
+        var optimizerState = optimizer.StateTensors();
+        try { return store.Save(state, spec with { Config = backbone.Config }, backbone, module, optimizerState); }
+        finally { foreach (var tensor in optimizerState.Values) tensor.Dispose(); }
     }
 
     /// <summary>The dataset the shards were tokenized from, in the layout and split the manifest records unless told otherwise.</summary>
@@ -238,7 +260,8 @@ public static class Pretrainer
 
     /// <summary>The objective over the backbone, its input, and how to build the same objective over another backbone
     /// (the low-precision compute copy).</summary>
-    private static (IMimObjective Objective, IPretrainingInput Input, Func<VisionTransformer, IMimObjective> Create) Build(PretrainRequest request, VisionTransformer backbone)
+    private static (IMimObjective Objective, IPretrainingInput Input, Func<VisionTransformer, IMimObjective> Create) Build(PretrainRequest request, VisionTransformer backbone,
+        ICollective collective)
     {
         var config = backbone.Config;
         var entry = PretrainingObjectives.Find(request.Objective);
@@ -248,7 +271,8 @@ public static class Pretrainer
             var objective = entry.Create(backbone, setup) as IMultiCropObjective
                 ?? throw new InvalidOperationException($"{entry.Name} is registered as reading multi-crop views but does not implement them");
             var index = DatasetSource.Open(request.Data!, request.Layout ?? DatasetLayout.ImageNet);
-            return (objective, new MultiCropInput(index, objective, request.BatchSize, request.LocalCrops, request.Seed, request.DecodeWorkers), b => entry.Create(b, setup));
+            var rows = BatchSlice.Of(request.BatchSize, collective.Rank, collective.WorldSize);
+            return (objective, new MultiCropInput(index, objective, request.BatchSize, request.LocalCrops, request.Seed, request.DecodeWorkers, rows), b => entry.Create(b, setup));
         }
         var manifest = ShardManifest.Read(request.Shards!);
         if (manifest.CodeLength > 0 && manifest.CodeLength != config.NumPatches)
@@ -262,6 +286,7 @@ public static class Pretrainer
         {
             BatchSize = request.BatchSize, Seed = request.Seed, Masks = masks, DecodeWorkers = request.DecodeWorkers, ShuffleBuffer = request.ShuffleBuffer,
             Originals = request.Data is { } data ? Originals(data, request.Layout, manifest) : null,
+            Rank = collective.Rank, WorldSize = collective.WorldSize,
         });
         return (shardObjective, new ShardInput(feeder), b => entry.Create(b, shardSetup));
     }

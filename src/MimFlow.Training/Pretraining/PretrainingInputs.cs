@@ -3,6 +3,7 @@ using MimFlow.Data.Augment;
 using MimFlow.Data.Masking;
 using MimFlow.Data.Pipeline;
 using MimFlow.Data.Sources;
+using MimFlow.Training.Distributed;
 using MimFlow.Training.Feeding;
 using MimFlow.Training.Objectives;
 using static TorchSharp.torch;
@@ -61,9 +62,12 @@ internal sealed class MultiCropInput : IPretrainingInput
     private readonly IMultiCropObjective objective;
     private readonly MultiCropRecipe recipe;
     private readonly LoaderOptions options;
+    private readonly BatchSlice rows;
 
-    public MultiCropInput(SampleIndex index, IMultiCropObjective objective, int batchSize, int localCrops, ulong seed, int decodeWorkers)
+    /// <param name="rows">This process's rows of each global batch of <paramref name="batchSize"/>.</param>
+    public MultiCropInput(SampleIndex index, IMultiCropObjective objective, int batchSize, int localCrops, ulong seed, int decodeWorkers, BatchSlice rows)
     {
+        this.rows = rows;
         this.index = index;
         this.objective = objective;
         var config = objective.Backbone.Config;
@@ -88,7 +92,12 @@ internal sealed class MultiCropInput : IPretrainingInput
             int[] full = new DataflowLoader(index, recipe, epochOptions).EpochOrder();
             var positionOf = new Dictionary<int, int>(full.Length);
             for (int i = 0; i < full.Length; i++) positionOf[full[i]] = i;
-            var loader = new DataflowLoader(index, recipe, epochOptions with { Samples = full[Math.Min(skip, full.Length)..] });
+            var remaining = full[Math.Min(skip, full.Length)..];
+            // Data parallelism: this rank's rows of each global batch laid end to end, read in batches of its row count.
+            // (A refused image shifts this rank's later rows by one, where the single-process run would shift the batch.)
+            var loader = rows.IsWhole
+                ? new DataflowLoader(index, recipe, epochOptions with { Samples = remaining })
+                : new DataflowLoader(index, recipe, epochOptions with { Samples = RowsOf(remaining), BatchSize = rows.Count });
             long number = skip / options.BatchSize;
             long produced = 0;
             await foreach (var batch in loader.ReadEpochAsync(cancellationToken))
@@ -98,7 +107,7 @@ internal sealed class MultiCropInput : IPretrainingInput
                 {
                     var tensors = Upload(batch, device);
                     double fractionalEpoch = epoch + (double)number / Math.Max(1, BatchesPerEpoch);
-                    long next = positionOf[batch.Samples[batch.Count - 1].Index] + 1;
+                    long next = rows.IsWhole ? positionOf[batch.Samples[batch.Count - 1].Index] + 1 : skip + produced * options.BatchSize;
                     yield return new StepBatch(epoch, number++, batch.Count,
                         _ => objective.Loss(tensors.Globals, tensors.Masks, tensors.Locals, fractionalEpoch), tensors, next);
                 }
@@ -107,6 +116,14 @@ internal sealed class MultiCropInput : IPretrainingInput
             if (produced == 0 && (epoch != firstEpoch || skip == 0))
                 throw new InvalidDataException($"{index.Root}: epoch {epoch} gave no batch of {options.BatchSize}: every image was refused (see the quarantine) or too few remain");
         }
+    }
+
+    private int[] RowsOf(int[] order)
+    {
+        long batches = order.Length / options.BatchSize;
+        var mine = new int[batches * rows.Count];
+        for (long b = 0; b < batches; b++) Array.Copy(order, b * options.BatchSize + rows.Offset, mine, b * rows.Count, rows.Count);
+        return mine;
     }
 
     private sealed record Views(Tensor[] Globals, Tensor[] Masks, Tensor[] Locals) : IDisposable

@@ -128,7 +128,10 @@ public sealed class SupervisedCheckpoints<TEvaluation>
     }
 
     /// <summary>metrics.jsonl: a new one, or the resumed one without the lines after the checkpoint (each step exactly once).</summary>
-    public MetricsLog OpenMetrics() => MetricsLog.Open(runDirectory, resumed is null ? null : resumed.Step - 1);
+    /// <param name="collective">Data parallelism: rank 0 writes the log (every line with the world size), the others discard.</param>
+    public MetricsLog OpenMetrics(Distributed.ICollective? collective = null) => collective is { Rank: > 0 }
+        ? MetricsLog.Discard(collective.WorldSize)
+        : MetricsLog.Open(runDirectory, resumed is null ? null : resumed.Step - 1, collective?.WorldSize ?? 1);
 
     public StepTracker Tracker(MetricsLog metrics, int maxConsecutiveNonFinite) => new(metrics, maxConsecutiveNonFinite, Tally);
 

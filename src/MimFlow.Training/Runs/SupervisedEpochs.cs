@@ -9,7 +9,8 @@ namespace MimFlow.Training.Runs;
 public readonly record struct SupervisedStep(double Loss, int Images, IReadOnlyDictionary<string, object>? Terms = null);
 
 /// <summary>How a supervised loop reads its training split.</summary>
-public sealed record SupervisedData(SampleIndex Train, IAugmentRecipe Recipe, int BatchSize, ulong Seed, int DecodeWorkers);
+/// <param name="Rows">Data parallelism: this process's rows of each global batch of <paramref name="BatchSize"/> (null: all).</param>
+public sealed record SupervisedData(SampleIndex Train, IAugmentRecipe Recipe, int BatchSize, ulong Seed, int DecodeWorkers, Distributed.BatchSlice? Rows = null);
 
 /// <summary>Where a supervised loop begins: epoch 0 at step 0, or a checkpoint's epoch boundary when resuming.</summary>
 public readonly record struct EpochStart(int Epoch, long Step)
@@ -36,11 +37,22 @@ public static class SupervisedEpochs
         long steps = start.Step;
         for (int epoch = start.Epoch; epoch < epochs && steps < totalSteps; epoch++)
         {
-            var loader = new DataflowLoader(data.Train, data.Recipe, new LoaderOptions
+            var options = new LoaderOptions
             {
                 BatchSize = data.BatchSize, Seed = data.Seed, Epoch = epoch, Shuffle = true, KeepPartialBatch = false,
                 DecodeWorkers = data.DecodeWorkers, ReadConcurrency = Math.Max(2, data.DecodeWorkers), Format = PixelFormat.Float32,
-            });
+            };
+            var rows = data.Rows ?? Distributed.BatchSlice.Whole(data.BatchSize);
+            if (!rows.IsWhole)
+            {
+                // This rank's rows of each global batch of the epoch's order, read in batches of its row count.
+                int[] order = new DataflowLoader(data.Train, data.Recipe, options).EpochOrder();
+                long batches = order.Length / data.BatchSize;
+                var mine = new int[batches * rows.Count];
+                for (long b = 0; b < batches; b++) Array.Copy(order, b * data.BatchSize + rows.Offset, mine, b * rows.Count, rows.Count);
+                options = options with { Samples = mine, BatchSize = rows.Count };
+            }
+            var loader = new DataflowLoader(data.Train, data.Recipe, options);
             var stepClock = Stopwatch.StartNew();
             var wait = Stopwatch.StartNew();
             await foreach (var batch in loader.ReadEpochAsync(cancellationToken))
@@ -50,7 +62,7 @@ public static class SupervisedEpochs
                 SupervisedStep outcome;
                 using (batch) outcome = step(batch, steps, rate);
                 double seconds = stepClock.Elapsed.TotalSeconds;
-                bool stop = tracker.Record(steps, epoch, outcome.Loss, rate, outcome.Images, seconds, waited, outcome.Terms);
+                bool stop = tracker.Record(steps, epoch, outcome.Loss, rate, rows.IsWhole ? outcome.Images : rows.Global, seconds, waited, outcome.Terms);
                 reported(steps, epoch, outcome, seconds);
                 steps++;
                 if (stop) throw new InvalidOperationException($"{tracker.StopReason(steps - 1)}: stopped (lower --lr)");

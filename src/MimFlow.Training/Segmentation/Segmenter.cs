@@ -8,6 +8,7 @@ using MimFlow.Data.Sources;
 using MimFlow.Models.Backbones;
 using MimFlow.Models.Interop;
 using MimFlow.Training.Finetuning;
+using MimFlow.Training.Distributed;
 using MimFlow.Training.Kernel;
 using MimFlow.Training.Optimization;
 using MimFlow.Training.Runs;
@@ -123,11 +124,21 @@ public static class Segmenter
 
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
-    public static async Task<SupervisedResult<SegmentationMetrics>> RunAsync(SegmentRequest request, IProgress<SupervisedProgress<SegmentationMetrics>>? progress = null, CancellationToken cancellationToken = default)
+    /// <param name="collective">
+    /// Data parallelism (null: one process): each rank computes its rows of every global batch and the loss is the mean
+    /// over the global batch's valid pixels. What differs from one process: the decode heads' BatchNorm normalises each
+    /// rank's rows by their own statistics (B/N images, not B: PyTorch DDP without SyncBatchNorm) and keeps rank 0's
+    /// running statistics, which rank 0's evaluation and checkpoints use.
+    /// </param>
+    public static async Task<SupervisedResult<SegmentationMetrics>> RunAsync(SegmentRequest request, IProgress<SupervisedProgress<SegmentationMetrics>>? progress = null, CancellationToken cancellationToken = default,
+        ICollective? collective = null)
     {
         request.Validate();
+        collective ??= SingleProcess.Instance;
+        var rows = BatchSlice.Of(request.BatchSize, collective.Rank, collective.WorldSize);
         var device = request.Device ?? CPU;
-        using var writer = OutputLock.Acquire(request.OutputDirectory, Task);
+        if (collective.Writes()) Directory.CreateDirectory(request.OutputDirectory);
+        using var writer = DataParallel.AcquireOutput(collective, request.OutputDirectory, Task);
         var run = SupervisedCheckpoints<EpochEvaluation<SegmentationMetrics>>.Open(request.OutputDirectory, Task, request.Seed, request.BatchSize, request.Epochs, request.Resume);
         if (run.Complete)
             return new SupervisedResult<SegmentationMetrics>(run.StepsTaken, run.Tally.FirstLoss, run.Tally.LastLoss, run.Tally.Skipped, 0, run.Evaluations, run.Checkpoint!) { WasComplete = true };
@@ -140,10 +151,12 @@ public static class Segmenter
         long perEpoch = train.Count / request.BatchSize;
         if (perEpoch == 0) throw new ArgumentException($"{request.Data}: {train.Count} training images make no full batch of {request.BatchSize}");
         long totalSteps = request.Epochs * perEpoch;
+        DataParallel.VerifySameOptions(collective, Task,
+            $"{request with { Device = null, DecodeWorkers = 0 }} device {device.type} resume {Path.GetFileName(run.Checkpoint) ?? "-"}");
 
         var (spec, model) = Build(request, classes);
         using var ownedModel = model;
-        Directory.CreateDirectory(request.OutputDirectory);
+        if (collective.Writes()) Directory.CreateDirectory(request.OutputDirectory);
         model.to(device);
 
         using var optimizer = new FlatAdamW(
@@ -157,25 +170,27 @@ public static class Segmenter
         var schedule = new PolySchedule(lr, request.MinLearningRate, totalSteps, warmup, request.PolyPower);
         run.Restore(spec.Architecture, model, optimizer);
         var start = run.Start(perEpoch);
-        var kernel = new TrainerKernel(optimizer, request.Seed, device, request.ClipGradient);
+        var kernel = new TrainerKernel(optimizer, request.Seed, device, request.ClipGradient, collective);
 
         int crop = request.CropSize;
         var recipe = new SegmentationRecipe(CropSize: crop, LongScale: 4 * crop, ShortScale: crop);
         var evalOptions = new SegmentEvaluateOptions { BatchSize = request.EvalBatchSize ?? request.BatchSize, DecodeWorkers = request.DecodeWorkers, Mode = request.EvalMode };
 
         var segmenterFile = new Dictionary<string, string> { [SegmenterFileName] = JsonSerializer.Serialize(FileOf(request, classes), Json) };
-        using var metrics = run.OpenMetrics();
+        using var metrics = run.OpenMetrics(collective);
         model.train();
         var tracker = run.Tracker(metrics, request.MaxConsecutiveNonFinite);
         var evaluations = run.Evaluations;
         var clock = Stopwatch.StartNew();
         long step = await SupervisedEpochs.RunAsync(
-            new SupervisedData(train, recipe, request.BatchSize, request.Seed, request.DecodeWorkers), request.Epochs, totalSteps, start, schedule.ValueAt, tracker,
-            (batch, at, rate) => new SupervisedStep(TrainStep(kernel, model, batch, device, rate, request, at), batch.Count),
+            new SupervisedData(train, recipe, request.BatchSize, request.Seed, request.DecodeWorkers, rows), request.Epochs, totalSteps, start, schedule.ValueAt, tracker,
+            (batch, at, rate) => new SupervisedStep(TrainStep(kernel, model, batch, device, rate, request, at, rows), batch.Count),
             (at, epoch, outcome, seconds) => progress?.Report(new SupervisedProgress<SegmentationMetrics>(at, totalSteps, epoch, outcome.Loss, outcome.Images / seconds, null)),
             async (epoch, at) =>
             {
                 SegmentationMetrics? result = null;
+                if (collective.WorldSize > 1) DataParallel.VerifyReplicas(collective, optimizer.FlatParameters, at, request.OutputDirectory);
+                if (!collective.Writes()) return;
                 if (validation is not null)
                 {
                     result = await EvaluateAsync(model, validation, evalOptions, cancellationToken);
@@ -193,17 +208,21 @@ public static class Segmenter
     }
 
     /// <summary>One step; synchronous, so its dispose scope and grad mode stay on one thread.</summary>
-    private static double TrainStep(TrainerKernel kernel, SegmentationModel model, Batch batch, Device device, double lr, SegmentRequest request, long step)
+    private static double TrainStep(TrainerKernel kernel, SegmentationModel model, Batch batch, Device device, double lr, SegmentRequest request, long step, BatchSlice rows)
     {
         using var scope = NewDisposeScope();
         var (pixels, labels) = Upload(batch, device);
+        bool parallel = kernel.Collective.WorldSize > 1;
         return kernel.Step(step, lr, model, () =>
         {
             var (logits, auxiliary) = model.ForwardTraining(pixels);
             var loss = nn.functional.cross_entropy(logits, labels, ignore_index: SegmentationRecipe.Ignore);
-            return auxiliary is null ? loss
+            var total = auxiliary is null ? loss
                 : loss + request.UperNet.AuxiliaryWeight * nn.functional.cross_entropy(auxiliary, labels, ignore_index: SegmentationRecipe.Ignore);
-        }).Loss;
+            // Both cross-entropies average over the valid (not ignored) pixels: those are the items across ranks.
+            long items = parallel ? labels.ne(SegmentationRecipe.Ignore).sum().item<long>() : rows.Count;
+            return new LocalLoss(total, items);
+        }, rows: rows).Loss;
     }
 
     /// <summary>A float32 segmentation batch as pixels [B, 3, S, S] and int64 label maps [B, S, S] (255 = ignored) on <paramref name="device"/>.</summary>

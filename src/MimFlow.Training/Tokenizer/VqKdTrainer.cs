@@ -8,6 +8,7 @@ using MimFlow.Models.Backbones;
 using MimFlow.Models.Interop;
 using MimFlow.Models.Teachers;
 using MimFlow.Models.Tokenizers;
+using MimFlow.Training.Distributed;
 using MimFlow.Training.Kernel;
 using MimFlow.Training.Optimization;
 using MimFlow.Training.Runs;
@@ -72,15 +73,22 @@ public sealed record VqKdTrainResult(long Steps, double FirstLoss, double LastLo
 /// </summary>
 public static class VqKdTrainer
 {
-    public static async Task<VqKdTrainResult> RunAsync(VqKdTrainRequest request, IProgress<(long Step, long Total, double Loss)>? progress = null, CancellationToken cancellationToken = default)
+    /// <param name="collective">Data parallelism (null: one process): each rank encodes its rows of every global batch;
+    /// the codebook's EMA statistics are summed over the ranks and a dead-code restart takes rank 0's draw, so every
+    /// rank's codebook is the same; rank 0 alone writes.</param>
+    public static async Task<VqKdTrainResult> RunAsync(VqKdTrainRequest request, IProgress<(long Step, long Total, double Loss)>? progress = null, CancellationToken cancellationToken = default,
+        ICollective? collective = null)
     {
         request.Validate();
+        collective ??= SingleProcess.Instance;
+        var rows = BatchSlice.Of(request.BatchSize, collective.Rank, collective.WorldSize);
         var device = request.Device ?? CPU;
-        Directory.CreateDirectory(request.OutputDirectory);
-        using var writer = OutputLock.Acquire(request.OutputDirectory, "train-tokenizer");
+        if (collective.Writes()) Directory.CreateDirectory(request.OutputDirectory);
+        using var writer = DataParallel.AcquireOutput(collective, request.OutputDirectory, "train-tokenizer");
         string tokenizerDirectory = Path.Combine(request.OutputDirectory, "tokenizer");
         if (File.Exists(Path.Combine(tokenizerDirectory, ModelDirectory.ConfigFileName)))
             throw new InvalidOperationException($"{request.OutputDirectory}: holds a trained tokenizer already; choose a new folder");
+        DataParallel.VerifySameOptions(collective, "train-tokenizer", $"{request with { Device = null, DecodeWorkers = 0 }} device {device.type}");
 
         var (spec, module) = Directory.Exists(request.Model) ? ModelDirectory.Load(request.Model) : (ModelCatalog.Spec(request.Model), null);
         if (spec.Kind != ModelKind.Vqkd) throw new ArgumentException($"{request.Model}: a {spec.Kind} model; train-tokenizer --objective vqkd needs a VQ-KD (vqkd-tiny, vqkd-base or a directory)");
@@ -92,6 +100,7 @@ public static class VqKdTrainer
         var teacherStatistics = InputStatistics.For(teacherSpec.Config);
 
         using var tokenizer = module as VqKd ?? (VqKd)ModelCatalog.Create(spec, (long)request.Seed);
+        if (collective.WorldSize > 1) tokenizer.Quantizer.StatisticsReducer = statistics => collective.AllReduceSum(statistics, "VQ-KD codebook statistics");
         using (teacher)
         {
             teacher.eval();
@@ -108,9 +117,9 @@ public static class VqKdTrainer
             if (batchesPerEpoch == 0) throw new ArgumentException($"{request.Data}: too few images for one batch of {request.BatchSize}");
             long totalSteps = request.Steps ?? request.Epochs!.Value * batchesPerEpoch;
             using var optimizer = new FlatAdamW(ParameterGroups.Build(tokenizer), new AdamWOptions { Beta2 = request.Beta2, WeightDecay = request.WeightDecay });
-            var kernel = new TrainerKernel(optimizer, request.Seed, device, request.ClipGradient);
+            var kernel = new TrainerKernel(optimizer, request.Seed, device, request.ClipGradient, collective);
             var schedule = CosineSchedule.LearningRate(request.LearningRate, request.MinLearningRate, totalSteps, request.WarmupSteps ?? Math.Min(totalSteps / 10, batchesPerEpoch));
-            using var metrics = MetricsLog.Open(request.OutputDirectory, null);
+            using var metrics = collective.Writes() ? MetricsLog.Open(request.OutputDirectory, null, collective.WorldSize) : MetricsLog.Discard(collective.WorldSize);
             var tracker = new StepTracker(metrics, request.MaxConsecutiveNonFinite);
             var restartGenerator = new Generator((ulong)StableRandom.For(request.Seed, "dead-codes").NextUInt64());
             int restarted = 0;
@@ -118,7 +127,15 @@ public static class VqKdTrainer
             var clock = Stopwatch.StartNew();
             for (int epoch = 0; step < totalSteps; epoch++)
             {
-                var loader = new DataflowLoader(index, new PretrainRecipe(size, SecondViewSize: null), options with { Epoch = epoch });
+                var epochOptions = options with { Epoch = epoch };
+                if (!rows.IsWhole)
+                {
+                    int[] order = new DataflowLoader(index, new PretrainRecipe(size, SecondViewSize: null), epochOptions).EpochOrder();
+                    var mine = new int[order.Length / request.BatchSize * rows.Count];
+                    for (int b = 0; b < order.Length / request.BatchSize; b++) Array.Copy(order, b * request.BatchSize + rows.Offset, mine, b * rows.Count, rows.Count);
+                    epochOptions = epochOptions with { Samples = mine, BatchSize = rows.Count };
+                }
+                var loader = new DataflowLoader(index, new PretrainRecipe(size, SecondViewSize: null), epochOptions);
                 var wait = Stopwatch.StartNew();
                 await foreach (var batch in loader.ReadEpochAsync(cancellationToken))
                 {
@@ -136,13 +153,19 @@ public static class VqKdTrainer
                         var outcome = kernel.Step(step, lr, tokenizer, () =>
                         {
                             (var reconstruction, quantized) = tokenizer.forward(InputStatistics.ImageNet.Normalise(pixels));
-                            return VqKd.Loss(reconstruction, target, quantized);
-                        });
+                            // Both terms are means over the rows' tokens (a fixed number per image): the images are the items.
+                            return new LocalLoss(VqKd.Loss(reconstruction, target, quantized), batch.Count,
+                                new Dictionary<string, double> { ["commit"] = quantized.CommitmentLoss.item<float>() });
+                        }, rows: rows);
                         if (outcome.Applied && (step + 1) % request.RestartEvery == 0)
+                        {
                             restarted += tokenizer.Quantizer.RestartDeadCodes(quantized!.Codes, request.DeadCodeThreshold, restartGenerator);
+                            if (collective.WorldSize > 1) ShareRankZeroCodebook(collective, tokenizer.Quantizer, step);
+                        }
+                        // The batch's codebook use is this rank's rows' (rank 0's in metrics.jsonl).
                         double used = quantized!.Indices.unique().output.shape[0] / (double)tokenizer.Quantizer.Codes;
-                        double commitment = quantized.CommitmentLoss.item<float>();
-                        bool stop = tracker.Record(step, epoch, outcome.Loss, lr, batch.Count, stepClock.Elapsed.TotalSeconds, waited, new Dictionary<string, object>
+                        double commitment = outcome.Metrics!["commit"];
+                        bool stop = tracker.Record(step, epoch, outcome.Loss, lr, rows.Global, stepClock.Elapsed.TotalSeconds, waited, new Dictionary<string, object>
                         {
                             ["loss_rec"] = outcome.Loss - commitment, ["loss_commit"] = commitment, ["codebook_used_in_batch"] = used,
                         });
@@ -156,8 +179,24 @@ public static class VqKdTrainer
             double usage;
             using (no_grad()) usage = tokenizer.Quantizer.ClusterSize.gt(request.DeadCodeThreshold).sum().item<long>() / (double)tokenizer.Quantizer.Codes;
             tokenizer.eval();
-            ModelDirectory.Save(tokenizerDirectory, spec with { Architecture = spec.Architecture }, tokenizer);
+            if (collective.Writes()) ModelDirectory.Save(tokenizerDirectory, spec with { Architecture = spec.Architecture }, tokenizer);
             return new VqKdTrainResult(step, tracker.FirstLoss, tracker.LastLoss, usage, restarted, tracker.Images / clock.Elapsed.TotalSeconds, tokenizerDirectory);
+        }
+    }
+
+    /// <summary>
+    /// After a dead-code restart every rank drew from its own encoder outputs: all take rank 0's codebook and usage
+    /// (the others contribute zeros to a sum, which leaves rank 0's values exact).
+    /// </summary>
+    private static void ShareRankZeroCodebook(ICollective collective, NormEmaQuantizer quantizer, long step)
+    {
+        using var noGrad = no_grad();
+        foreach (var (tensor, name) in new[] { (quantizer.Codebook, "codebook"), (quantizer.ClusterSize, "code usage") })
+        {
+            using var copy = tensor.detach().contiguous().clone();
+            if (collective.Rank != 0) copy.zero_();
+            collective.AllReduceSum(copy, $"VQ-KD {name} after the restart at step {step}");
+            tensor.copy_(copy);
         }
     }
 }
