@@ -140,14 +140,14 @@ internal static class BenchCommand
                 PeakTflops = parsed.GetValue(peak) ?? defaults.PeakTflops, Device = device.Resolve(parsed),
             };
             // Set only for the ranks bench train --world starts (the backend is loaded by now, through --device).
-            if (Environment.GetEnvironmentVariable(BenchScaling.ThreadsVariable) is { } threads && int.TryParse(threads, out int perRank) && perRank > 0)
+            if (Environment.GetEnvironmentVariable(TrainScaling.ThreadsVariable) is { } threads && int.TryParse(threads, out int perRank) && perRank > 0)
                 TorchSharp.torch.set_num_threads(perRank);
             context.Console.MarkupLineInterpolated($"mimflow: {request.Model} batch {request.BatchSize} {request.ComputeType} on {request.Device ?? TorchSharp.torch.CPU} …");
             if (LaunchEnvironment.FromProcess().IsDistributed || !string.IsNullOrEmpty(Environment.GetEnvironmentVariable(Collectives.Variable)))
                 return await DataParallelLaunch.RunAsync(parsed, request.Device, (collective, rankDevice) =>
                 {
                     var ranked = TrainStepBenchmark.Run(request with { Device = rankDevice }, cancellationToken, collective);
-                    if (collective.Writes() && parsed.GetValue(json) is { } rankedJson) AtomicFile.WriteAllText(rankedJson, BenchScaling.Json(ranked));
+                    if (collective.Writes() && parsed.GetValue(json) is { } rankedJson) AtomicFile.WriteAllText(rankedJson, TrainScaling.RankJson(ranked));
                     return Task.FromResult(0);
                 });
             var result = TrainStepBenchmark.Run(request, cancellationToken);
@@ -164,8 +164,8 @@ internal static class BenchCommand
                     new Text($"peak {line.PeakMemory}; ratio ours/peer {result.ImagesPerSecond / line.ImagesPerSecond:F2}"));
             context.Console.Write(table);
             // A rank of bench train --world writes the scaling run's record; a plain run the report with its peer.
-            bool scalingRank = Environment.GetEnvironmentVariable(BenchScaling.ThreadsVariable) is not null;
-            if (parsed.GetValue(json) is { } jsonPath) AtomicFile.WriteAllText(jsonPath, scalingRank ? BenchScaling.Json(result) : BenchReports.Train(result, peerLines));
+            bool scalingRank = Environment.GetEnvironmentVariable(TrainScaling.ThreadsVariable) is not null;
+            if (parsed.GetValue(json) is { } jsonPath) AtomicFile.WriteAllText(jsonPath, scalingRank ? TrainScaling.RankJson(result) : BenchReports.Train(result, peerLines));
             return 0;
         });
         return command;

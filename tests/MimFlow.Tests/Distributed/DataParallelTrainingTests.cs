@@ -94,4 +94,21 @@ public sealed class DataParallelTrainingTests(SupervisedDataFixture data, ITestO
         }
         output.WriteLine($"{name}: {expected.Count} steps, worst loss difference {worst:E2} relative");
     }
+
+    [RequiresProgramFact("mpirun", "openmpi-bin")]
+    public async Task Bench_train_world_2_reports_step_time_scaling_efficiency_and_all_reduce_time()
+    {
+        using var dir = new TemporaryDirectory();
+        string json = dir.Combine("scaling.json");
+        var outcome = await MimFlow.Tests.Cli.CliHarness.RunProcessAsync(new Dictionary<string, string>(), "bench", "train", "--world", "2", "--model", "beit-tiny",
+            "--batch", "4", "--steps", "1", "--dtype", "fp32", "--json", json);
+        Assert.True(outcome.ExitCode == 0, outcome.Error);
+        Assert.Contains("scaling efficiency", outcome.Output);
+        var document = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(json))!;
+        var ranks = document["ranks"]!.AsArray();
+        Assert.Equal([1, 2], ranks.Select(r => r!["world_size"]!.GetValue<int>()));
+        Assert.Equal(0, ranks[0]!["allreduce_ms"]!.GetValue<double>());
+        Assert.True(ranks[1]!["allreduce_ms"]!.GetValue<double>() > 0, "two ranks all-reduce their gradients");
+        Assert.InRange(document["scaling_efficiency"]!.GetValue<double>(), 0.01, 2);
+    }
 }
