@@ -223,6 +223,7 @@ public static class Finetuner
                     result = await Evaluator.EvaluateAsync(model, validation, evalOptions, cancellationToken);
                     evaluations.Add(new EpochEvaluation<EvaluationResult>(epoch, at, result));
                     WriteEvaluations(request.OutputDirectory, evaluations);
+                    metrics.Scalars(at, new Dictionary<string, double> { ["eval/top1"] = result.Top1, ["eval/top5"] = result.Top5, ["eval/loss"] = result.Loss });
                 }
                 // Saved before the progress report, so a run stopped from it (Ctrl-C) still resumes after this epoch.
                 run.Save(at, epoch + 1, tracker, spec with { Config = model.Config }, model, model, optimizer);

@@ -196,6 +196,10 @@ public static class Segmenter
                     result = await EvaluateAsync(model, validation, evalOptions, cancellationToken);
                     evaluations.Add(new EpochEvaluation<SegmentationMetrics>(epoch, at, result));
                     WriteEvaluations(request.OutputDirectory, evaluations);
+                    metrics.Scalars(at, new Dictionary<string, double>
+                    {
+                        ["eval/miou"] = result.MeanIou, ["eval/pixel_accuracy"] = result.PixelAccuracy, ["eval/loss"] = result.Loss,
+                    });
                 }
                 // Saved before the progress report, so a run stopped from it (Ctrl-C) still resumes after this epoch.
                 run.Save(at, epoch + 1, tracker, spec, model.Backbone, model, optimizer, segmenterFile);

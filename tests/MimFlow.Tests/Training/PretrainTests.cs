@@ -43,7 +43,9 @@ public sealed class PretrainTests
         Assert.Equal(11, result.LastStep);
         Assert.EndsWith("step-00000012", result.Checkpoint);
         var metric = MetricsLog.Read(whole).First();
-        foreach (string key in new[] { "step", "loss", "loss_mim", "mim_acc", "lr", "images_per_second", "input_wait", "grad_norm" }) Assert.True(metric.ContainsKey(key), key);
+        foreach (string key in new[] { "step", "loss", "loss_mim", "mim_acc", "lr", "images_per_second", "input_wait", "grad_norm", "time", "world_size" }) Assert.True(metric.ContainsKey(key), key);
+        Assert.True(DateTimeOffset.TryParse(metric["time"]!.GetValue<string>(), out _));
+        Assert.NotEmpty(Directory.EnumerateFiles(Path.Combine(whole, MimFlow.Training.Runs.TensorBoardLog.FolderName), "events.out.tfevents.*"));
         Assert.DoesNotContain(metric, p => p.Key.StartsWith("loss_", StringComparison.Ordinal) && p.Key.EndsWith("acc", StringComparison.Ordinal));
 
         string resumed = fixture.Combine("resumed");

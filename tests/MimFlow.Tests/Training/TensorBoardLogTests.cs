@@ -93,4 +93,25 @@ public sealed class TensorBoardLogTests
         // 3.25f is 0x40500000.
         Assert.Contains("2: 0x40500000", decoded[2]);
     }
+
+    [Fact]
+    public void The_metrics_log_writes_each_step_to_tensorboard_and_a_resumed_log_starts_a_new_session_at_its_step()
+    {
+        using var dir = new TemporaryDirectory();
+        using (var log = MetricsLog.Open(dir.Path, keepThroughStep: null))
+            for (long step = 0; step < 6; step++) log.Write(new Dictionary<string, object> { ["step"] = step, ["epoch"] = 0, ["loss"] = 6.0 - step, ["lr"] = 1e-3 });
+        using (var log = MetricsLog.Open(dir.Path, keepThroughStep: 3))
+        {
+            log.Write(new Dictionary<string, object> { ["step"] = 4L, ["epoch"] = 0, ["loss"] = 0.5 });
+            log.Scalars(4, new Dictionary<string, double> { ["eval/top1"] = 0.75 });
+        }
+        var files = Directory.EnumerateFiles(Path.Combine(dir.Path, TensorBoardLog.FolderName)).ToList();
+        Assert.Equal(2, files.Count);
+        var records = files.Select(Records).OrderBy(r => r.Count).ToList();
+        Assert.Equal(1 + 6, records[1].Count);
+        // The resumed file: version, SessionLog START at step 4 (field 6), the step and the evaluation.
+        Assert.Equal(4, records[0].Count);
+        Assert.Contains((byte)0x32, records[0][1]);
+        Assert.Contains("eval/top1", System.Text.Encoding.Latin1.GetString(records[0][3]));
+    }
 }

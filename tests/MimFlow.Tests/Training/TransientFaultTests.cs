@@ -146,16 +146,22 @@ public sealed class TransientFaultTests
         using var dir = new TemporaryDirectory();
         var files = new FaultyFiles(p => p.EndsWith(MetricsLog.FileName, StringComparison.Ordinal), FaultAt.Write, failures: 2, afterBytes: 30);
         var io = Io(files);
-        using (var log = MetricsLog.Open(dir.Path, null, io: io))
+        var clock = new FixedClock(new DateTimeOffset(2026, 12, 1, 12, 0, 0, TimeSpan.Zero));
+        using (var log = MetricsLog.Open(dir.Path, null, io: io, clock: clock))
             for (int step = 0; step < 5; step++)
                 log.Write(new Dictionary<string, object> { ["step"] = step, ["loss"] = 0.5 });
         Assert.Equal(2, files.Struck);
-        Assert.Equal(Enumerable.Range(0, 5).Select(s => $"{{\"step\":{s},\"loss\":0.5,\"world_size\":1}}"), File.ReadAllLines(dir.Combine(MetricsLog.FileName)));
+        Assert.Equal(Enumerable.Range(0, 5).Select(s => $"{{\"step\":{s},\"loss\":0.5,\"world_size\":1,\"time\":\"2026-12-01T12:00:00.000Z\"}}"), File.ReadAllLines(dir.Combine(MetricsLog.FileName)));
 
         var persistent = new FaultyFiles(p => p.EndsWith(MetricsLog.FileName, StringComparison.Ordinal), FaultAt.Write, failures: int.MaxValue);
         Directory.CreateDirectory(dir.Combine("broken"));
         using var broken = MetricsLog.Open(dir.Combine("broken"), null, io: Io(persistent));
         var error = Assert.Throws<PersistentIoException>(() => broken.Write(new Dictionary<string, object> { ["step"] = 0 }));
         Assert.Contains(dir.Combine("broken", MetricsLog.FileName), error.Message);
+    }
+
+    private sealed class FixedClock(DateTimeOffset now) : TimeProvider
+    {
+        public override DateTimeOffset GetUtcNow() => now;
     }
 }
