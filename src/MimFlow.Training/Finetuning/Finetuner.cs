@@ -193,6 +193,9 @@ public static class Finetuner
         };
 
         using var metrics = run.OpenMetrics(collective);
+        if (collective.Writes())
+            RunRecord.Append(request.OutputDirectory, request.Task, request, device, "float32", collective.WorldSize, totalSteps,
+                [RunInput.Model("model", request.Model), RunInput.Dataset(request.Data, DatasetLayouts.Name(request.Layout))]);
         if (probe) model.eval();
         else model.train();
         var tracker = run.Tracker(metrics, request.MaxConsecutiveNonFinite);

@@ -169,6 +169,10 @@ public static class Pretrainer
         using var metrics = collective.Writes()
             ? MetricsLog.Open(request.OutputDirectory, resumeFrom is null ? null : state.Step - 1, collective.WorldSize)
             : MetricsLog.Discard(collective.WorldSize);
+        if (collective.Writes())
+            RunRecord.Append(request.OutputDirectory, "pretrain", request, device, computeType.ToString().ToLowerInvariant(), collective.WorldSize, totalSteps,
+                [RunInput.Model("model", request.Model), .. request.Shards is { } shards ? [RunInput.Shards(shards)] : Array.Empty<RunInput>(),
+                 .. request.Data is { } data ? [RunInput.Dataset(data, request.Layout is { } layout ? MimFlow.Data.Sources.DatasetLayouts.Name(layout) : "recorded")] : Array.Empty<RunInput>()]);
 
         module.train();
         long step = state.Step, firstStep = step;

@@ -178,6 +178,9 @@ public static class Segmenter
 
         var segmenterFile = new Dictionary<string, string> { [SegmenterFileName] = JsonSerializer.Serialize(FileOf(request, classes), Json) };
         using var metrics = run.OpenMetrics(collective);
+        if (collective.Writes())
+            RunRecord.Append(request.OutputDirectory, Task, request, device, "float32", collective.WorldSize, totalSteps,
+                [RunInput.Model("model", request.Model), RunInput.Dataset(request.Data, DatasetLayouts.Name(request.Layout))]);
         model.train();
         var tracker = run.Tracker(metrics, request.MaxConsecutiveNonFinite);
         var evaluations = run.Evaluations;

@@ -120,6 +120,9 @@ public static class VqKdTrainer
             var kernel = new TrainerKernel(optimizer, request.Seed, device, request.ClipGradient, collective);
             var schedule = CosineSchedule.LearningRate(request.LearningRate, request.MinLearningRate, totalSteps, request.WarmupSteps ?? Math.Min(totalSteps / 10, batchesPerEpoch));
             using var metrics = collective.Writes() ? MetricsLog.Open(request.OutputDirectory, null, collective.WorldSize) : MetricsLog.Discard(collective.WorldSize);
+            if (collective.Writes())
+                RunRecord.Append(request.OutputDirectory, "train-tokenizer", request, device, "float32", collective.WorldSize, totalSteps,
+                    [RunInput.Model("model", request.Model), RunInput.Model("teacher", request.Teacher), RunInput.Dataset(request.Data, MimFlow.Data.Sources.DatasetLayouts.Name(request.Layout))]);
             var tracker = new StepTracker(metrics, request.MaxConsecutiveNonFinite);
             var restartGenerator = new Generator((ulong)StableRandom.For(request.Seed, "dead-codes").NextUInt64());
             int restarted = 0;

@@ -60,6 +60,17 @@ public sealed class PretrainTests
         Assert.Equal(8, second.FirstStep);
         Assert.Equal(losses, Losses(resumed));
 
+        // run.json: one entry per start, each with the resolved options, versions and the inputs' identity.
+        var starts = RunRecord.Read(resumed);
+        Assert.Equal(2, starts.Count);
+        Assert.Equal([false, true], starts.Select(s => s["options"]!["resume"]!.GetValue<bool>()));
+        Assert.Equal("beit", starts[0]["options"]!["objective"]!.GetValue<string>());
+        Assert.Equal(12, starts[1]["total_steps"]!.GetValue<long>());
+        Assert.NotEqual("unknown", starts[0]["versions"]!["mimflow"]!.GetValue<string>());
+        Assert.False(string.IsNullOrEmpty(starts[0]["versions"]!["libtorch"]!.GetValue<string>()));
+        var shardInput = starts[0]["inputs"]!.AsArray().Single(i => i!["role"]!.GetValue<string>() == "shards")!;
+        Assert.Equal(MimFlow.Core.IO.FolderChecksums.Sha256Of(Path.Combine(shards, "manifest.json")), shardInput["sha256"]!["manifest.json"]!.GetValue<string>());
+
         // The backbone of a checkpoint is a model directory that exports to timm.
         var export = await CliHarness.RunAsync("model", "export", "--to", "timm", "--model", Path.Combine(result.Checkpoint, "backbone"), "--out", fixture.Combine("timm"));
         Assert.True(export.ExitCode == 0, export.Error);
