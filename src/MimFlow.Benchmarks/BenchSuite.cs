@@ -184,7 +184,7 @@ public sealed class BenchSuite(SuiteOptions options, Action<string> say)
                 double median = Median(samples[k]);
                 var figure = new StageFigure(stages[k], unit, median, samples[k], reference, median / references[reference], peak, deviceMemory, details[k]);
                 figures.Add(figure);
-                say($"{stages[k]}: {median:F1} {unit} (ratio {figure.Ratio:F3} to {reference}; {string.Join(", ", samples[k].Select(v => v.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))})");
+                say($"{stages[k]} ({figures.Count}/{StageNames.Count(Wanted)}): {median:F1} {unit} (ratio {figure.Ratio:F3} to {reference}; {string.Join(", ", samples[k].Select(v => v.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))})");
             }
         }
 

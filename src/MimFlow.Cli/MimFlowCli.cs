@@ -1,5 +1,6 @@
 using System.CommandLine;
 using MimFlow.Cli.Commands;
+using MimFlow.Cli.Reporting;
 using MimFlow.Datasets.Synthetic;
 using MimFlow.Torch.Backend;
 
@@ -27,6 +28,7 @@ public static class MimFlowCli
             Description = "Folder of a CUDA libtorch (libc10, libtorch_cpu, libc10_cuda, libtorch_cuda, libtorch); same as MIMFLOW_LIBTORCH",
             Recursive = true,
         });
+        OutputOptions.AddTo(root);
         root.Subcommands.Add(DoctorCommand.Create(context));
         root.Subcommands.Add(DatasetsCommand.Create(context));
         root.Subcommands.Add(ScanCommand.Create(context));
@@ -42,13 +44,13 @@ public static class MimFlowCli
         root.Subcommands.Add(BenchCommand.Create(context));
         root.Subcommands.Add(RunCommand.Create(context));
         root.Subcommands.Add(RunCommand.CreateDemo(context));
+        root.Subcommands.Add(StatusCommand.Create(context));
         return root;
     }
 
     public static async Task<int> RunAsync(string[] args, CliContext context, CancellationToken cancellationToken = default)
     {
-        var root = Build(context);
-        var parsed = root.Parse(args);
+        var parsed = Build(context).Parse(args);
         if (parsed.Errors.Count > 0)
         {
             string command = string.Join(' ', CommandPath(parsed.CommandResult).Prepend("mimflow"));
@@ -59,8 +61,19 @@ public static class MimFlowCli
             context.Error.WriteLine($"mimflow: {string.Join(" ", messages)} (see '{command} --help')");
             return UsageError;
         }
+        CliTelemetry? telemetry = null;
         try
         {
+            if (context.Output is null)
+            {
+                // The global options shape every command's output: read them, then build the tree with them.
+                var settings = OutputOptions.Read(parsed);
+                // In a data-parallel job rank 0 alone reports, so it alone serves the port.
+                if (settings.MetricsPort is int port && MimFlow.Training.Distributed.LaunchEnvironment.FromProcess().Rank == 0)
+                    telemetry = CliTelemetry.Start(settings.MetricsHost, port);
+                context = context with { Output = settings, Telemetry = telemetry };
+                parsed = Build(context).Parse(args);
+            }
             var configuration = new InvocationConfiguration
             {
                 Output = context.Console.Profile.Out.Writer,
@@ -93,6 +106,10 @@ public static class MimFlowCli
             context.Error.WriteLine($"mimflow: unexpected {e.GetType().Name}: {e.Message.Split('\n')[0]}");
             if (Environment.GetEnvironmentVariable("MIMFLOW_DEBUG") is not null) context.Error.WriteLine(e);
             return Failure;
+        }
+        finally
+        {
+            telemetry?.Dispose();
         }
     }
 

@@ -62,7 +62,7 @@ internal static class BenchCommand
                 var suite = options.Request(parsed);
                 try { suite.Validate(); }
                 catch (ArgumentException e) { throw new UsageException(e.Message); }
-                result = await new BenchSuite(suite with { Device = options.Device.Resolve(parsed) }, line => context.Console.WriteLine(line)).RunAsync(cancellationToken);
+                result = await new BenchSuite(suite with { Device = options.Device.Resolve(parsed) }, context.Log).RunAsync(cancellationToken);
             }
             RenderSuite(context.Console, result);
             if (parsed.GetValue(options.Json) is { } jsonPath) AtomicFile.WriteAllText(jsonPath, SuiteJson.Write(result));
@@ -223,7 +223,7 @@ internal static class BenchCommand
                 BatchSize = parsed.GetValue(batch) ?? request.BatchSize, Recipe = parsed.GetValue(recipe) ?? request.Recipe, Peer = parsed.GetValue(peer),
                 Python = parsed.GetValue(python) ?? request.Python,
             };
-            var result = await DataBench.RunAsync(request, line => context.Console.WriteLine(line), cancellationToken);
+            var result = await DataBench.RunAsync(request, context.Log, cancellationToken);
             var table = new Table().Title($"bench data: {request.Recipe} recipe, float32 batches")
                 .AddColumns("workers", "mimflow img/s", "per core", "peer img/s", "peer per worker", "ratio per core");
             foreach (var row in result.Rows)

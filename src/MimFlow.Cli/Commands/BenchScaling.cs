@@ -12,7 +12,7 @@ internal static class BenchScaling
     {
         if (batch % ranks != 0) throw new UsageException($"--batch {batch} must be a multiple of --world {ranks}: each rank steps on --batch/--world images");
         var result = await TrainScaling.RunAsync(new TrainScalingRequest(ranks, batch / ranks, SelfCommand(), PassedOptions(parsed)),
-            line => context.Console.WriteLine(line), cancellationToken);
+            context.Log, cancellationToken);
         var rows = result.Rows;
         var table = new Table().Title($"bench train --world {ranks}: {rows[0]["model"]}, {batch / ranks} images per rank, {rows[0]["device"]}, {Environment.ProcessorCount} cores")
             .AddColumns("ranks", "global batch", "img/s", "step ms", "all-reduce ms", "scaling efficiency");

@@ -1,3 +1,4 @@
+using MimFlow.Cli.Reporting;
 using System.CommandLine;
 using MimFlow.Data.Checks;
 using MimFlow.Data.Packing;
@@ -49,12 +50,9 @@ internal static class DatasetsCommand
         command.SetAction(async (parsed, cancellationToken) =>
         {
             var request = options.Request(parsed);
-            var result = await CliProgress.RunAsync(context.Console, "pack", 1, task => DatasetPacker.PackAsync(request, new Progress<PackProgress>(p =>
-            {
-                task.MaxValue = Math.Max(1, p.Total);
-                task.Value = Math.Min(task.MaxValue, p.Done);
-                task.Description = $"pack {p.Split} {p.Done:N0}/{p.Total:N0}";
-            }), cancellationToken));
+            var result = await CliProgress.RunAsync(context, "pack", "samples", report => DatasetPacker.PackAsync(request,
+                new Progress<PackProgress>(p => report(new ProgressReport(p.Done, p.Total, new ProgressFigure($"split_{p.Split}", p.Done, "0", Shown: false)))),
+                cancellationToken));
             string formatName = request.Format == PackFormat.Wds ? "wds" : "hf-parquet";
             foreach (var packed in result.Splits)
             {
@@ -97,7 +95,7 @@ internal static class DatasetsCommand
         command.SetAction(async (parsed, cancellationToken) =>
         {
             var request = options.Request(parsed);
-            var result = await Synthesize(context.Console, request, cancellationToken);
+            var result = await Synthesize(context, request, cancellationToken);
             context.Report($"{result.TrainImages} train + {result.ValidationImages} val images, {result.Classes.Count} classes, {result.Bytes / 1e6:F1} MB");
             context.Console.MarkupLineInterpolated(
                 $"wrote {result.TrainImages} training + {result.ValidationImages} validation images ({result.Bytes / 1e6:F1} MB, {result.Classes.Count} classes) to [bold]{result.Root}[/] in {result.Elapsed.TotalSeconds:F1} s");
@@ -107,9 +105,9 @@ internal static class DatasetsCommand
     }
 
     /// <summary>Runs a generation with a progress bar (images done, images/s).</summary>
-    public static Task<SynthesisResult> Synthesize(IAnsiConsole console, SynthesisOptions options, CancellationToken cancellationToken) =>
-        CliProgress.RunAsync(console, $"synth {options.Kind.ToString().ToLowerInvariant()}", options.Images, task => SyntheticDatasets.WriteAsync(
-            options, new Progress<SynthesisProgress>(p => task.Value = Math.Max(task.Value, p.Done)), cancellationToken));
+    public static Task<SynthesisResult> Synthesize(CliContext context, SynthesisOptions options, CancellationToken cancellationToken) =>
+        CliProgress.RunAsync(context, "synth", "images", report => SyntheticDatasets.WriteAsync(
+            options, new Progress<SynthesisProgress>(p => report(new ProgressReport(p.Done, p.Total))), cancellationToken));
 }
 
 /// <summary>The options of <c>mimflow datasets synth</c>; only what the user typed is applied onto <see cref="SynthesisOptions"/>' defaults.</summary>

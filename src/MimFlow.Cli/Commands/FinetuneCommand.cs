@@ -1,3 +1,4 @@
+using MimFlow.Cli.Reporting;
 using System.CommandLine;
 using System.Globalization;
 using MimFlow.Core.IO;
@@ -170,7 +171,7 @@ internal static class FinetuneCommand
                         await Segmenter.RunAsync(segment, null, cancellationToken, collective);
                         return 0;
                     }
-                    var r = await RunAsync<SegmentationMetrics>(context, Segmenter.Task, progress => Segmenter.RunAsync(segment, progress, cancellationToken, collective), e => $"val mIoU {e.MeanIou:P1}");
+                    var r = await RunAsync<SegmentationMetrics>(context, Segmenter.Task, progress => Segmenter.RunAsync(segment, progress, cancellationToken, collective), e => [new ProgressFigure("val_miou", e.MeanIou, "0.0000"), new ProgressFigure("val_pixel_accuracy", e.PixelAccuracy, "0.0000", Shown: false)]);
                     Finish(context, Segmenter.Task, segment.OutputDirectory, r, r.Final is { } final
                         ? ($"; val mIoU {final.MeanIou.ToString("P2", CultureInfo.InvariantCulture)}, pixel accuracy {final.PixelAccuracy.ToString("P2", CultureInfo.InvariantCulture)} on {final.Images} images",
                            $", val mIoU {final.MeanIou:P1} on {final.Images} images")
@@ -188,7 +189,7 @@ internal static class FinetuneCommand
                     await Finetuner.RunAsync(request, null, cancellationToken, collective);
                     return 0;
                 }
-                var result = await RunAsync<EvaluationResult>(context, request.Task, progress => Finetuner.RunAsync(request, progress, cancellationToken, collective), e => $"val top-1 {e.Top1:P1}");
+                var result = await RunAsync<EvaluationResult>(context, request.Task, progress => Finetuner.RunAsync(request, progress, cancellationToken, collective), e => [new ProgressFigure("val_top1", e.Top1, "0.0000"), new ProgressFigure("val_top5", e.Top5, "0.0000", Shown: false)]);
                 Finish(context, request.Task, request.OutputDirectory, result, result.Final is { } top
                     ? ($"; val top-1 {top.Top1:P2}, top-5 {top.Top5:P2} on {top.Images} images (best top-1 {result.Evaluations.Max(e => e.Result.Top1):P2})",
                        $", val top-1 {top.Top1:P1} on {top.Images} images")
@@ -200,16 +201,14 @@ internal static class FinetuneCommand
     }
 
     /// <summary>A supervised run with a progress bar that shows the step, the loss and the last evaluation.</summary>
-    private static Task<SupervisedResult<T>> RunAsync<T>(CliContext context, string task, Func<IProgress<SupervisedProgress<T>>, Task<SupervisedResult<T>>> run, Func<T, string> describe)
+    private static Task<SupervisedResult<T>> RunAsync<T>(CliContext context, string task, Func<IProgress<SupervisedProgress<T>>, Task<SupervisedResult<T>>> run, Func<T, ProgressFigure[]> describe)
         where T : class
     {
-        string lastEval = "";
-        return CliProgress.RunAsync(context.Console, task, 1, bar => run(new Progress<SupervisedProgress<T>>(p =>
+        ProgressFigure[] lastEval = [];
+        return CliProgress.RunAsync(context, task, "steps", report => run(new Progress<SupervisedProgress<T>>(p =>
         {
-            bar.MaxValue = p.TotalSteps;
-            bar.Value = p.Step + 1;
-            if (p.Evaluation is { } e) lastEval = " " + describe(e);
-            bar.Description = $"epoch {p.Epoch + 1} step {p.Step + 1}/{p.TotalSteps} loss {p.Loss:F3}{lastEval}";
+            if (p.Evaluation is { } e) lastEval = describe(e);
+            report(ProgressReport.FromStep(p.Step, p.TotalSteps, p.Figures, [new ProgressFigure("epoch", p.Epoch + 1, "0"), .. lastEval]));
         })));
     }
 
@@ -236,7 +235,8 @@ internal static class FinetuneCommand
             {
                 var segmentOptions = options.Segmentation(parsed);
                 segmentOptions.Validate();
-                var metrics = await Segmenter.EvaluateAsync(parsed.GetRequiredValue(options.Model), index, segmentOptions with { Device = options.Device.Resolve(parsed) }, cancellationToken);
+                var metrics = await CliProgress.RunAsync(context, "eval", "images", report => Segmenter.EvaluateAsync(parsed.GetRequiredValue(options.Model), index,
+                    segmentOptions with { Device = options.Device.Resolve(parsed) }, cancellationToken, new Progress<int>(done => report(new ProgressReport(done, index.Count)))));
                 var iou = new Table().AddColumns("class", "name", "pixels", "IoU");
                 foreach (var row in metrics.PerClass.Where(c => !double.IsNaN(c.Iou)))
                     iou.AddRow(row.Class.ToString(CultureInfo.InvariantCulture), Markup.Escape(row.Name), row.TruthPixels.ToString(CultureInfo.InvariantCulture),
@@ -249,7 +249,8 @@ internal static class FinetuneCommand
             }
             var classifyOptions = options.Classification(parsed);
             classifyOptions.Validate();
-            var result = await Evaluator.EvaluateAsync(parsed.GetRequiredValue(options.Model), index, classifyOptions with { Device = options.Device.Resolve(parsed) }, cancellationToken);
+            var result = await CliProgress.RunAsync(context, "eval", "images", report => Evaluator.EvaluateAsync(parsed.GetRequiredValue(options.Model), index,
+                classifyOptions with { Device = options.Device.Resolve(parsed) }, cancellationToken, new Progress<int>(done => report(new ProgressReport(done, index.Count)))));
             var table = new Table().AddColumns("class", "name", "images", "top-1");
             foreach (var row in result.PerClass)
                 table.AddRow(row.Class.ToString(CultureInfo.InvariantCulture), Markup.Escape(row.Name), row.Images.ToString(CultureInfo.InvariantCulture),

@@ -1,3 +1,4 @@
+using MimFlow.Cli.Reporting;
 using System.CommandLine;
 using System.Diagnostics;
 using MimFlow.Cli.Pipelines;
@@ -66,7 +67,7 @@ internal static class RunCommand
         var watch = Stopwatch.StartNew();
         var console = context.Console;
         console.MarkupLineInterpolated($"[bold]{request.Pipeline.Name}[/]: {request.Pipeline.Stages.Count} stages from {request.Pipeline.Source} into {Path.GetFullPath(request.OutputDirectory)}");
-        var result = await new PipelineRunner(executor, new Display(console)).RunAsync(request, cancellationToken);
+        var result = await new PipelineRunner(executor, new Display(context)).RunAsync(request, cancellationToken);
         if (request.DryRun) RenderPlan(console, result);
         else Render(console, result, watch.Elapsed);
         if (result.Error is { } error)
@@ -118,19 +119,38 @@ internal static class RunCommand
         return variables;
     }
 
-    /// <summary>A rule per stage as it starts, a line as it ends (skips included), so a long run shows where it is.</summary>
-    private sealed class Display(IAnsiConsole console) : IPipelineObserver
+    /// <summary>
+    /// A rule per stage as it starts, a line as it ends (skips included), so a long run shows where it is; in a log,
+    /// time-stamped lines (JSON with --log-format json), and the stages done as Prometheus gauges.
+    /// </summary>
+    private sealed class Display(CliContext context) : IPipelineObserver
     {
+        private int finished;
+        private int count;
+
         public void Starting(int position, int count, StageReport plan)
         {
-            console.Write(new Rule($"[bold]{Markup.Escape(plan.Stage)}[/] ({position}/{count}): {Markup.Escape(Verb(plan.Action, dryRun: true))}, {Markup.Escape(plan.Reason)}").LeftJustified());
-            console.WriteLine(plan.CommandLine);
+            this.count = count;
+            context.Telemetry?.Observe("run", "stages", new ProgressReport(finished, count));
+            if (Interactive)
+            {
+                context.Console.Write(new Rule($"[bold]{Markup.Escape(plan.Stage)}[/] ({position}/{count}): {Markup.Escape(Verb(plan.Action, dryRun: true))}, {Markup.Escape(plan.Reason)}").LeftJustified());
+                context.Console.WriteLine(plan.CommandLine);
+            }
+            else context.Log($"stage {plan.Stage} ({position}/{count}): {Verb(plan.Action, dryRun: true)}, {plan.Reason}: {plan.CommandLine}");
         }
 
         public void Finished(StageReport report)
         {
-            if (report.Action == StageAction.Skip) console.MarkupLineInterpolated($"[grey]{report.Stage}: skipped ({report.Reason})[/]");
-            else console.MarkupLineInterpolated($"{report.Stage}: done in {report.Elapsed.TotalSeconds:F1} s{(report.Summary is { } s ? ": " + s : "")}");
+            context.Telemetry?.Observe("run", "stages", new ProgressReport(++finished, count));
+            string line = report.Action == StageAction.Skip
+                ? $"{report.Stage}: skipped ({report.Reason})"
+                : $"{report.Stage}: done in {report.Elapsed.TotalSeconds:F1} s{(report.Summary is { } s ? ": " + s : "")}";
+            if (!Interactive) context.Log("stage " + line);
+            else if (report.Action == StageAction.Skip) context.Console.MarkupLineInterpolated($"[grey]{line}[/]");
+            else context.Console.WriteLine(line);
         }
+
+        private bool Interactive => context.Settings.LogFormat == LogFormat.Text && context.Console.Profile.Capabilities.Interactive;
     }
 }

@@ -1,3 +1,4 @@
+using MimFlow.Cli.Reporting;
 using System.CommandLine;
 using MimFlow.Data.Pipeline;
 using MimFlow.Data.Scan;
@@ -31,7 +32,7 @@ internal static class ScanCommand
                 DecodeWorkers = parsed.GetValue(workers) ?? defaults.DecodeWorkers,
                 Limits = parsed.GetValue(maxPixels) is long limit ? defaults.Limits with { MaxPixels = limit } : defaults.Limits,
             };
-            var report = await Run(context.Console, index, parsed.GetRequiredValue(output), data.SplitOf(parsed), options, cancellationToken);
+            var report = await Run(context, index, parsed.GetRequiredValue(output), data.SplitOf(parsed), options, cancellationToken);
             Render(context.Console, report);
             context.Report($"{report.Ok} ok, {report.Quarantined} quarantined, {report.ImagesPerSecond:F0} img/s");
             return 0;
@@ -39,13 +40,10 @@ internal static class ScanCommand
         return command;
     }
 
-    public static Task<ScanReport> Run(IAnsiConsole console, SampleIndex index, string output, DatasetSplit split, LoaderOptions options, CancellationToken cancellationToken) =>
-        CliProgress.RunAsync(console, "scan", Math.Max(1, index.Count), task => DatasetScan.RunAsync(index, output, split, options,
-            new Progress<ScanProgress>(p =>
-            {
-                task.Value = Math.Max(task.Value, p.Done);
-                task.Description = $"scan {p.ImagesPerSecond:F0} img/s";
-            }), cancellationToken));
+    public static Task<ScanReport> Run(CliContext context, SampleIndex index, string output, DatasetSplit split, LoaderOptions options, CancellationToken cancellationToken) =>
+        CliProgress.RunAsync(context, "scan", "images", report => DatasetScan.RunAsync(index, output, split, options,
+            new Progress<ScanProgress>(p => report(new ProgressReport(p.Done, p.Total, new ProgressFigure("images_per_second", p.ImagesPerSecond, "0", Shown: false)))),
+            cancellationToken));
 
     public static void Render(IAnsiConsole console, ScanReport report) =>
         console.MarkupLineInterpolated(

@@ -1,3 +1,4 @@
+using MimFlow.Cli.Reporting;
 using System.CommandLine;
 using System.Globalization;
 using MimFlow.Models.Teachers;
@@ -117,7 +118,7 @@ internal static class TokenizeCommand
                     RunPartAsync(context, request with { Device = device }, collective, cancellationToken));
             }
             request = request with { Device = options.Device.Resolve(parsed) };
-            var result = await Run(context.Console, request, cancellationToken);
+            var result = await Run(context, request, cancellationToken);
             Render(context.Console, request, result);
             var manifest = result.Manifest;
             context.Report(result.AlreadyComplete ? $"already complete: {manifest.Rows:N0} rows in {manifest.Shards.Count} shards"
@@ -138,7 +139,7 @@ internal static class TokenizeCommand
     private static async Task<int> RunPartAsync(CliContext context, TokenizeRequest request, ICollective collective, CancellationToken cancellationToken)
     {
         var part = request with { ShardIndex = collective.Rank, ShardCount = collective.WorldSize, OutputDirectory = PartFolder(request.OutputDirectory, collective.Rank, collective.WorldSize) };
-        var result = collective.Writes() ? await Run(context.Console, part, cancellationToken) : await TokenizeJob.RunAsync(part, null, cancellationToken);
+        var result = collective.Writes() ? await Run(context, part, cancellationToken) : await TokenizeJob.RunAsync(part, null, cancellationToken);
         var done = new double[collective.WorldSize];
         done[collective.Rank] = 1;
         collective.AllReduceSum(done, "tokenize parts finished");
@@ -153,13 +154,10 @@ internal static class TokenizeCommand
         return 0;
     }
 
-    public static Task<TokenizeResult> Run(IAnsiConsole console, TokenizeRequest request, CancellationToken cancellationToken) =>
-        CliProgress.RunAsync(console, "tokenize", 1, task => TokenizeJob.RunAsync(request, new Progress<TokenizeProgress>(p =>
-        {
-            task.MaxValue = Math.Max(1, p.SamplesTotal);
-            task.Value = Math.Min(task.MaxValue, p.SamplesDone);
-            task.Description = $"tokenize {p.Rows:N0} rows, {p.Shards} shards, {p.Quarantined} quarantined";
-        }), cancellationToken));
+    public static Task<TokenizeResult> Run(CliContext context, TokenizeRequest request, CancellationToken cancellationToken) =>
+        CliProgress.RunAsync(context, "tokenize", "images", report => TokenizeJob.RunAsync(request, new Progress<TokenizeProgress>(p => report(new ProgressReport(
+            p.SamplesDone, p.SamplesTotal, new ProgressFigure("rows", p.Rows, "0"), new ProgressFigure("shards", p.Shards, "0"),
+            new ProgressFigure("quarantined", p.Quarantined, "0")))), cancellationToken));
 
     public static void Render(IAnsiConsole console, TokenizeRequest request, TokenizeResult result)
     {

@@ -45,9 +45,11 @@ public sealed class OutputLock : IDisposable
     }
 
     /// <summary>Whether some process holds the folder's lock now (for status reports; nothing is taken).</summary>
-    public static bool IsHeld(string folder)
+    public static bool IsHeld(string folder) => IsFileHeld(System.IO.Path.Combine(folder, FileName));
+
+    /// <summary>Whether some process holds the lock at <paramref name="path"/> (one taken with <see cref="AcquireFile"/>).</summary>
+    public static bool IsFileHeld(string path)
     {
-        string path = System.IO.Path.Combine(folder, FileName);
         if (!File.Exists(path)) return false;
         try
         {
@@ -60,8 +62,39 @@ public sealed class OutputLock : IDisposable
         }
     }
 
+    /// <summary>
+    /// Who holds the folder's lock now, from the note in the lock file, or null when no one does (or the note cannot
+    /// be read). The file is read without taking a lock of its own, so a status report never gets in a writer's way.
+    /// </summary>
+    public static LockHolder? Holder(string folder) => HolderOfFile(System.IO.Path.Combine(folder, FileName));
+
+    /// <summary>Who holds the lock at <paramref name="path"/>, as <see cref="Holder"/>.</summary>
+    public static LockHolder? HolderOfFile(string path)
+    {
+        if (!IsFileHeld(path) || !UnixFiles.Supported) return null;
+        var (descriptor, errno) = UnixFiles.OpenReadNonBlocking(path);
+        if (errno != 0) return null;
+        using var handle = new Microsoft.Win32.SafeHandles.SafeFileHandle(descriptor, ownsHandle: true);
+        var buffer = new byte[4096];
+        int read = RandomAccess.Read(handle, buffer, 0);
+        try
+        {
+            using var note = System.Text.Json.JsonDocument.Parse(buffer.AsMemory(0, read));
+            var root = note.RootElement;
+            return new LockHolder(root.GetProperty("pid").GetInt32(), root.GetProperty("host").GetString() ?? "", root.GetProperty("what").GetString() ?? "",
+                DateTimeOffset.Parse(root.GetProperty("since").GetString() ?? "", System.Globalization.CultureInfo.InvariantCulture));
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+        {
+            return null;
+        }
+    }
+
     public void Dispose() => stream.Dispose();
 }
+
+/// <summary>The process that holds an output folder's lock: its id, host, command and since when.</summary>
+public sealed record LockHolder(int Pid, string Host, string What, DateTimeOffset Since);
 
 /// <summary>A second writer found an output folder in use.</summary>
 public sealed class OutputInUseException(string message, Exception inner) : IOException(message, inner);

@@ -213,7 +213,7 @@ public sealed class PipelineRunner(IStageExecutor executor, IPipelineObserver? o
     {
         try
         {
-            return OutputLock.AcquireFile(Path.Combine(root, StageRecords.Folder, "run.lock"), "run " + pipeline.Name, root);
+            return OutputLock.AcquireFile(StageRecords.LockPath(root), "run " + pipeline.Name, root);
         }
         catch (OutputInUseException e)
         {

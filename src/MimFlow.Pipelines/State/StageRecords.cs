@@ -25,6 +25,19 @@ public sealed class StageRecords(string runDirectory)
 
     public string Directory { get; } = Path.Combine(runDirectory, Folder, "stages");
 
+    /// <summary>The lock a pipeline run holds on its run folder.</summary>
+    public static string LockPath(string runDirectory) => Path.Combine(runDirectory, Folder, "run.lock");
+
+    /// <summary>Every stage record and attempt in the folder, oldest first.</summary>
+    public (IReadOnlyList<StageRecord> Finished, IReadOnlyList<StageAttempt> Started) All()
+    {
+        if (!System.IO.Directory.Exists(Directory)) return ([], []);
+        var files = System.IO.Directory.EnumerateFiles(Directory, "*.json").Order(StringComparer.Ordinal).ToList();
+        var started = files.Where(f => f.EndsWith(".started.json", StringComparison.Ordinal)).Select(Read<StageAttempt>).OfType<StageAttempt>().OrderBy(a => a.StartedUtc).ToList();
+        var finished = files.Where(f => !f.EndsWith(".started.json", StringComparison.Ordinal)).Select(Read<StageRecord>).OfType<StageRecord>().OrderBy(r => r.FinishedUtc).ToList();
+        return (finished, started);
+    }
+
     public StageRecord? Finished(string stage) => Read<StageRecord>(RecordPath(stage));
 
     public StageAttempt? Started(string stage) => Read<StageAttempt>(AttemptPath(stage));

@@ -14,19 +14,27 @@ public sealed class TokenizeJournal
 {
     private readonly string directory;
 
-    private TokenizeJournal(string directory, TokenizeConfiguration configuration, List<ShardEntry> shards, List<QuarantineEntry> quarantine)
+    private TokenizeJournal(string directory, TokenizeConfiguration configuration, List<ShardEntry> shards, List<QuarantineEntry> quarantine, DateTimeOffset started)
     {
         this.directory = directory;
         Configuration = configuration;
         Shards = shards;
         Quarantine = quarantine;
+        Started = started;
+        Resumed = DateTimeOffset.UtcNow;
     }
 
     public TokenizeConfiguration Configuration { get; }
     public List<ShardEntry> Shards { get; }
     public List<QuarantineEntry> Quarantine { get; }
 
-    private sealed record Stored(TokenizeConfiguration Configuration, List<ShardEntry> Shards, List<QuarantineEntry> Quarantine);
+    /// <summary>When the part was first started (kept across resumes) and when this run of it started.</summary>
+    public DateTimeOffset Started { get; }
+    public DateTimeOffset Resumed { get; }
+
+    /// <param name="Started">Null in journals written before it was recorded.</param>
+    internal sealed record Stored(TokenizeConfiguration Configuration, List<ShardEntry> Shards, List<QuarantineEntry> Quarantine,
+        DateTimeOffset? Started = null, DateTimeOffset? Resumed = null);
 
     /// <summary>
     /// The journal of an interrupted run in <paramref name="directory"/>, or a new one. A journal is trusted only as far
@@ -38,24 +46,14 @@ public sealed class TokenizeJournal
     public static TokenizeJournal Open(string directory, TokenizeConfiguration configuration)
     {
         string path = Path.Combine(directory, TokenizeJob.ProgressFileName);
-        var journal = new TokenizeJournal(directory, configuration, [], []);
+        var journal = new TokenizeJournal(directory, configuration, [], [], DateTimeOffset.UtcNow);
         if (File.Exists(path))
         {
-            Stored? stored;
-            try
-            {
-                stored = JsonSerializer.Deserialize<Stored>(RegularFile.ReadAllText(path, ShardManifest.MaxManifestBytes), ShardManifest.Json);
-            }
-            catch (Exception e) when (e is JsonException or NotSupportedException or OverflowException)
-            {
-                throw new InvalidDataException($"{path}: not a tokenize journal ({e.Message}); delete it to start this part over", e);
-            }
-            if (stored?.Configuration is null || stored.Shards is null || stored.Quarantine is null)
-                throw new InvalidDataException($"{path}: not a tokenize journal (no configuration, shards or quarantine list); delete it to start this part over");
+            var stored = Parse(path);
             if (stored.Configuration != configuration)
                 throw new InvalidOperationException($"{directory}: an interrupted run with another configuration is in this folder (see {TokenizeJob.ProgressFileName}); resume it with its own options or use a new folder");
             Check(path, directory, configuration, stored);
-            journal = new TokenizeJournal(directory, configuration, stored.Shards, stored.Quarantine);
+            journal = new TokenizeJournal(directory, configuration, stored.Shards, stored.Quarantine, stored.Started ?? File.GetLastWriteTimeUtc(path));
         }
         var listed = journal.Shards.Select(s => s.Name).ToHashSet(StringComparer.Ordinal);
         foreach (var file in Directory.EnumerateFiles(directory))
@@ -65,6 +63,23 @@ public sealed class TokenizeJournal
                 File.Delete(file);
         }
         return journal;
+    }
+
+    /// <summary>The journal as written: parsed and complete, not yet checked against the folder.</summary>
+    internal static Stored Parse(string path)
+    {
+        Stored? stored;
+        try
+        {
+            stored = JsonSerializer.Deserialize<Stored>(RegularFile.ReadAllText(path, ShardManifest.MaxManifestBytes), ShardManifest.Json);
+        }
+        catch (Exception e) when (e is JsonException or NotSupportedException or OverflowException)
+        {
+            throw new InvalidDataException($"{path}: not a tokenize journal ({e.Message}); delete it to start this part over", e);
+        }
+        if (stored?.Configuration is null || stored.Shards is null || stored.Quarantine is null || stored.Shards.Any(s => s is null))
+            throw new InvalidDataException($"{path}: not a tokenize journal (no configuration, shards or quarantine list); delete it to start this part over");
+        return stored;
     }
 
     private static void Check(string path, string directory, TokenizeConfiguration configuration, Stored stored)
@@ -133,7 +148,7 @@ public sealed class TokenizeJournal
     internal void Save()
     {
         AtomicFile.WriteAllText(Path.Combine(directory, TokenizeJob.ProgressFileName),
-            JsonSerializer.Serialize(new Stored(Configuration, Shards, Quarantine), ShardManifest.Json));
+            JsonSerializer.Serialize(new Stored(Configuration, Shards, Quarantine, Started, Resumed), ShardManifest.Json));
         AtomicFile.WriteAllText(Path.Combine(directory, QuarantineLog.FileName), string.Concat(Quarantine.Select(q => QuarantineLog.ToJsonLine(q) + "\n")));
     }
 }

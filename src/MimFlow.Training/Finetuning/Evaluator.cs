@@ -135,7 +135,9 @@ public static class Evaluator
     });
 
     /// <summary>Loads a ViT model directory with a classification head and evaluates it on <paramref name="data"/>.</summary>
-    public static async Task<EvaluationResult> EvaluateAsync(string modelDirectory, SampleIndex data, EvaluateOptions? options = null, CancellationToken cancellationToken = default)
+    /// <param name="progress">Images scored so far (of <c>data.Count</c>).</param>
+    public static async Task<EvaluationResult> EvaluateAsync(string modelDirectory, SampleIndex data, EvaluateOptions? options = null, CancellationToken cancellationToken = default,
+        IProgress<int>? progress = null)
     {
         options ??= new EvaluateOptions();
         options.Validate();
@@ -147,7 +149,7 @@ public static class Evaluator
         using (model)
         {
             model.to(options.Device ?? CPU);
-            return await EvaluateAsync(model, data, options, cancellationToken);
+            return await EvaluateAsync(model, data, options, cancellationToken, progress);
         }
     }
 
@@ -155,7 +157,8 @@ public static class Evaluator
     /// Evaluates <paramref name="model"/> where it is (its device, its input size); it runs in eval mode and is put
     /// back into training mode afterwards if it was training.
     /// </summary>
-    public static async Task<EvaluationResult> EvaluateAsync(VisionTransformer model, SampleIndex data, EvaluateOptions? options = null, CancellationToken cancellationToken = default)
+    public static async Task<EvaluationResult> EvaluateAsync(VisionTransformer model, SampleIndex data, EvaluateOptions? options = null, CancellationToken cancellationToken = default,
+        IProgress<int>? progress = null)
     {
         options ??= new EvaluateOptions();
         options.Validate();
@@ -168,7 +171,7 @@ public static class Evaluator
         {
             var (pixels, labels) = Upload(batch, device);
             counter.Add(model.ForwardHead(model.ForwardFeatures(pixels)), labels);
-        }, cancellationToken);
+        }, cancellationToken, progress);
         return counter.Result(data.Classes, quarantined);
     }
 

@@ -214,7 +214,7 @@ public static class Finetuner
                 };
                 return new SupervisedStep(outcome.Loss, outcome.Images, terms);
             },
-            (at, epoch, outcome, seconds) => progress?.Report(new SupervisedProgress<EvaluationResult>(at, totalSteps, epoch, outcome.Loss, outcome.Images / seconds, null)),
+            (at, epoch, outcome, seconds) => progress?.Report(new SupervisedProgress<EvaluationResult>(at, totalSteps, epoch, outcome.Loss, outcome.Images / seconds, null, tracker.LastFigures)),
             async (epoch, at) =>
             {
                 EvaluationResult? result = null;
@@ -230,7 +230,7 @@ public static class Finetuner
                 }
                 // Saved before the progress report, so a run stopped from it (Ctrl-C) still resumes after this epoch.
                 run.Save(at, epoch + 1, tracker, spec with { Config = model.Config }, model, model, optimizer);
-                if (result is not null) progress?.Report(new SupervisedProgress<EvaluationResult>(at - 1, totalSteps, epoch, tracker.LastLoss, 0, result));
+                if (result is not null) progress?.Report(new SupervisedProgress<EvaluationResult>(at - 1, totalSteps, epoch, tracker.LastLoss, 0, result, tracker.LastFigures));
             },
             cancellationToken);
         clock.Stop();

@@ -86,7 +86,8 @@ public sealed record PretrainRequest
     }
 }
 
-public sealed record PretrainProgress(long Step, long TotalSteps, double Loss, double ImagesPerSecond, double InputBound);
+/// <param name="Figures">The numbers of the step's metrics line (loss terms, lr, grad_norm, images_per_second, input_wait, …).</param>
+public sealed record PretrainProgress(long Step, long TotalSteps, double Loss, double ImagesPerSecond, double InputBound, IReadOnlyDictionary<string, double> Figures);
 
 public sealed record PretrainResult(long FirstStep, long LastStep, double FirstLoss, double LastLoss, long SkippedSteps, double ImagesPerSecond,
     double InputBoundShare, string Checkpoint);
@@ -216,7 +217,7 @@ public static class Pretrainer
                 var terms = values.Where(p => p.Key != "loss").ToDictionary(p => p.Key, p => (object)p.Value);
                 terms["grad_norm"] = gradientNorm;
                 stop = tracker.Record(step, batch.Epoch, total, lr, rows.Global, seconds, waited, terms);
-                progress?.Report(new PretrainProgress(step, totalSteps, total, rows.Global / seconds, waited / seconds));
+                progress?.Report(new PretrainProgress(step, totalSteps, total, rows.Global / seconds, waited / seconds, tracker.LastFigures));
             }
             step++;
             if (stop)

@@ -21,10 +21,12 @@ public static class EvaluationPass
 
     /// <param name="score">Scores one batch; it runs inside its own dispose scope and no-grad mode, with no await inside
     /// (scopes and grad mode are per thread).</param>
+    /// <param name="progress">Images scored so far, after each batch (of <c>data.Count</c>, less the quarantined).</param>
     /// <returns>The inputs the loader refused (quarantined).</returns>
     public static async Task<int> RunAsync(nn.Module model, SampleIndex data, IAugmentRecipe recipe, int batchSize, int decodeWorkers, Action<Batch> score,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken, IProgress<int>? progress = null)
     {
+        int scored = 0;
         var loader = new DataflowLoader(data, recipe, new LoaderOptions
         {
             BatchSize = batchSize, Shuffle = false, KeepPartialBatch = true, DecodeWorkers = decodeWorkers,
@@ -40,6 +42,8 @@ public static class EvaluationPass
                     using var scope = NewDisposeScope();
                     using var noGrad = no_grad();
                     score(batch);
+                    scored += batch.Count;
+                    progress?.Report(scored);
                 }
         }
         finally

@@ -92,6 +92,50 @@ public sealed class MetricsLog : IDisposable
             if (line.Length > 0 && JsonNode.Parse(line) is JsonObject entry) yield return entry;
     }
 
+    /// <summary>
+    /// The last <paramref name="lines"/> complete lines (oldest first), read from the end of the file: a status report
+    /// of a run with millions of steps reads kilobytes. A line being written (no newline yet) is left out.
+    /// </summary>
+    public static IReadOnlyList<JsonObject> ReadTail(string runDirectory, int lines)
+    {
+        string path = System.IO.Path.Combine(runDirectory, FileName);
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        var found = new List<string>();
+        long end = stream.Length;
+        int window = 64 << 10;
+        while (true)
+        {
+            long start = Math.Max(0, end - window);
+            var buffer = new byte[end - start];
+            stream.Position = start;
+            stream.ReadExactly(buffer);
+            string text = System.Text.Encoding.UTF8.GetString(buffer);
+            int complete = text.LastIndexOf('\n');
+            var split = complete < 0 ? [] : text[..complete].Split('\n');
+            // Unless the window reaches the file's start, its first piece may be the tail of a longer line.
+            var whole = start == 0 ? split : split.Skip(1).ToArray();
+            if (whole.Count(l => l.Length > 0) >= lines || start == 0)
+            {
+                found = whole.Where(l => l.Length > 0).TakeLast(lines).ToList();
+                break;
+            }
+            window *= 4;
+        }
+        var entries = new List<JsonObject>();
+        foreach (string line in found)
+        {
+            try
+            {
+                if (JsonNode.Parse(line) is JsonObject entry) entries.Add(entry);
+            }
+            catch (JsonException e)
+            {
+                throw new InvalidDataException($"{path}: a line that is not JSON ({e.Message})", e);
+            }
+        }
+        return entries;
+    }
+
     private static long? StepOf(string line)
     {
         try { return JsonNode.Parse(line)?["step"]?.GetValue<long>(); }

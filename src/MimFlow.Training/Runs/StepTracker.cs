@@ -33,6 +33,9 @@ public sealed class StepTracker(MetricsLog metrics, int maxConsecutiveNonFinite,
 
     public StepTally Tally => new(Skipped, consecutiveNonFinite, FirstLoss, LastLoss);
 
+    /// <summary>The numbers of the last metrics line (loss, its terms, lr, images_per_second, input_wait, …), for progress reports.</summary>
+    public IReadOnlyDictionary<string, double> LastFigures { get; private set; } = new Dictionary<string, double>();
+
     /// <summary>Records one step; true when the run must stop (too many non-finite losses in a row).</summary>
     /// <param name="terms">Further values for the metrics line (loss terms, gradient norm, mixing), written after the common ones.</param>
     public bool Record(long step, int epoch, double loss, double lr, int images, double seconds, double waited, IReadOnlyDictionary<string, object>? terms = null)
@@ -57,7 +60,19 @@ public sealed class StepTracker(MetricsLog metrics, int maxConsecutiveNonFinite,
         entry["input_wait"] = waited / seconds;
         if (!double.IsFinite(loss)) entry["skipped"] = true;
         metrics.Write(entry);
+        LastFigures = Numbers(entry);
         return consecutiveNonFinite > maxConsecutiveNonFinite;
+    }
+
+    private static Dictionary<string, double> Numbers(Dictionary<string, object> entry)
+    {
+        var figures = new Dictionary<string, double>(StringComparer.Ordinal);
+        foreach (var (name, value) in entry)
+        {
+            if (name is "step" or "epoch") continue;
+            if (value is double or float or int or long) figures[name] = Convert.ToDouble(value, System.Globalization.CultureInfo.InvariantCulture);
+        }
+        return figures;
     }
 
     /// <summary>Why the run stopped, for the error it raises.</summary>

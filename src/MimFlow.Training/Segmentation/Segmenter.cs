@@ -188,7 +188,7 @@ public static class Segmenter
         long step = await SupervisedEpochs.RunAsync(
             new SupervisedData(train, recipe, request.BatchSize, request.Seed, request.DecodeWorkers, rows), request.Epochs, totalSteps, start, schedule.ValueAt, tracker,
             (batch, at, rate) => new SupervisedStep(TrainStep(kernel, model, batch, device, rate, request, at, rows), batch.Count),
-            (at, epoch, outcome, seconds) => progress?.Report(new SupervisedProgress<SegmentationMetrics>(at, totalSteps, epoch, outcome.Loss, outcome.Images / seconds, null)),
+            (at, epoch, outcome, seconds) => progress?.Report(new SupervisedProgress<SegmentationMetrics>(at, totalSteps, epoch, outcome.Loss, outcome.Images / seconds, null, tracker.LastFigures)),
             async (epoch, at) =>
             {
                 SegmentationMetrics? result = null;
@@ -206,7 +206,7 @@ public static class Segmenter
                 }
                 // Saved before the progress report, so a run stopped from it (Ctrl-C) still resumes after this epoch.
                 run.Save(at, epoch + 1, tracker, spec, model.Backbone, model, optimizer, segmenterFile);
-                if (result is not null) progress?.Report(new SupervisedProgress<SegmentationMetrics>(at - 1, totalSteps, epoch, tracker.LastLoss, 0, result));
+                if (result is not null) progress?.Report(new SupervisedProgress<SegmentationMetrics>(at - 1, totalSteps, epoch, tracker.LastLoss, 0, result, tracker.LastFigures));
             },
             cancellationToken);
         clock.Stop();
@@ -307,14 +307,16 @@ public static class Segmenter
     }
 
     /// <summary>Loads a saved segmenter and evaluates it on <paramref name="data"/>.</summary>
-    public static async Task<SegmentationMetrics> EvaluateAsync(string path, SampleIndex data, SegmentEvaluateOptions? options = null, CancellationToken cancellationToken = default)
+    /// <param name="progress">Images scored so far (of <c>data.Count</c>).</param>
+    public static async Task<SegmentationMetrics> EvaluateAsync(string path, SampleIndex data, SegmentEvaluateOptions? options = null, CancellationToken cancellationToken = default,
+        IProgress<int>? progress = null)
     {
         options ??= new SegmentEvaluateOptions();
         var (_, model) = Load(path);
         using (model)
         {
             model.to(options.Device ?? CPU);
-            return await EvaluateAsync(model, data, options, cancellationToken);
+            return await EvaluateAsync(model, data, options, cancellationToken, progress);
         }
     }
 
@@ -322,7 +324,8 @@ public static class Segmenter
     /// mIoU, pixel accuracy and per-class IoU of <paramref name="model"/> on a labelled split, where the model is, in
     /// eval mode (training mode restored afterwards); see <see cref="SegmentationEvalRecipe"/> for the view scored.
     /// </summary>
-    public static async Task<SegmentationMetrics> EvaluateAsync(SegmentationModel model, SampleIndex data, SegmentEvaluateOptions? options = null, CancellationToken cancellationToken = default)
+    public static async Task<SegmentationMetrics> EvaluateAsync(SegmentationModel model, SampleIndex data, SegmentEvaluateOptions? options = null, CancellationToken cancellationToken = default,
+        IProgress<int>? progress = null)
     {
         options ??= new SegmentEvaluateOptions();
         options.Validate();
@@ -344,7 +347,7 @@ public static class Segmenter
                 if (labelled > 0)
                     counter.AddLoss(nn.functional.cross_entropy(logits.to(ScalarType.Float32), labels, ignore_index: SegmentationRecipe.Ignore,
                         reduction: nn.Reduction.Sum).item<float>(), labelled);
-            }, cancellationToken);
+            }, cancellationToken, progress);
         return counter.Result(data.Classes, quarantined);
     }
 

@@ -76,7 +76,7 @@ public static class VqKdTrainer
     /// <param name="collective">Data parallelism (null: one process): each rank encodes its rows of every global batch;
     /// the codebook's EMA statistics are summed over the ranks and a dead-code restart takes rank 0's draw, so every
     /// rank's codebook is the same; rank 0 alone writes.</param>
-    public static async Task<VqKdTrainResult> RunAsync(VqKdTrainRequest request, IProgress<(long Step, long Total, double Loss)>? progress = null, CancellationToken cancellationToken = default,
+    public static async Task<VqKdTrainResult> RunAsync(VqKdTrainRequest request, IProgress<TrainStepProgress>? progress = null, CancellationToken cancellationToken = default,
         ICollective? collective = null)
     {
         request.Validate();
@@ -172,7 +172,7 @@ public static class VqKdTrainer
                         {
                             ["loss_rec"] = outcome.Loss - commitment, ["loss_commit"] = commitment, ["codebook_used_in_batch"] = used,
                         });
-                        progress?.Report((step, totalSteps, outcome.Loss));
+                        progress?.Report(new TrainStepProgress(step, totalSteps, tracker.LastFigures));
                         if (stop) throw new InvalidOperationException($"{tracker.StopReason(step)}: stopped (lower --lr)");
                     }
                     if (++step >= totalSteps) break;
