@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# On the CUDA machine, from the project root, after ../shared/gpu/pack.sh and `cp ../shared/peers/*.py .gpu/`:
+# On the CUDA machine, from the project root, after (here) `bash ops/package.sh --no-libtorch --out .gpu` and
+# `cp ../shared/peers/*.py .gpu/`:
 # every GPU figure the open issues ask for, in one device call (results under $OUT, max 8 files).
 #   1. the CUDA route (doctor)                                           issue 2
 #   2. BEiT-B train step, batch 128, fp32 and bf16 (fp32 masters), gradients checked against fp32,
@@ -13,7 +14,8 @@
 set -euo pipefail
 out=${1:-${OUT:-.}}
 mkdir -p "$out" /tmp/mimflow
-run() { bash .gpu/remote.sh MimFlow.Cli.dll "$@"; }
+source ops/gpu/release.sh
+run() { mimflow "$@"; }
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; python3 -c 'import torch; print("pytorch", torch.__version__, "cuda", torch.version.cuda)'; nproc; } > "$out/machine.txt"
 run doctor > "$out/doctor.txt" 2>&1 || true
 run bench train --device cuda --model beit-base --batch 128 --dtype fp32 --json "$out/train-fp32.json" > "$out/train.txt" 2>&1 || true

@@ -43,6 +43,7 @@ public sealed class ShardFileWriter : IAsyncDisposable
         {
             var options = new ParquetOptions { CompressionMethod = CompressionMethod.Zstd };
             var writer = await ParquetWriter.CreateAsync(schema.Parquet, stream, options, append: false, cancellationToken);
+            if (schema.KeyValueMetadata.Count > 0) writer.CustomMetadata = schema.KeyValueMetadata.ToDictionary();
             return new ShardFileWriter(schema, finalPath, temporary, stream, writer);
         }
         catch
@@ -64,7 +65,7 @@ public sealed class ShardFileWriter : IAsyncDisposable
         using var rowGroup = writer.CreateRowGroup();
         await rowGroup.WriteAsync(schema.SampleId, group.Select(r => r.SampleId).ToArray(), null);
         await rowGroup.WriteAsync(schema.PathField, group.Select(r => r.Path).ToArray(), null);
-        await WriteNullableAsync(rowGroup, schema.Label, group.Select(r => r.Label).ToArray(), cancellationToken);
+        await WriteNullableAsync(rowGroup, schema.Label, group.Select(r => (long?)r.Label).ToArray(), cancellationToken);
         await rowGroup.WriteAsync<int>(schema.View, group.Select(r => r.View).ToArray().AsMemory(), null, null, cancellationToken);
         await rowGroup.WriteAsync(schema.Augment, group.Select(r => r.Augment).ToArray(), null);
         await rowGroup.WriteAsync<int>(schema.SourceWidth, group.Select(r => r.SourceWidth).ToArray().AsMemory(), null, null, cancellationToken);
@@ -139,11 +140,11 @@ public sealed class ShardFileWriter : IAsyncDisposable
         await rowGroup.WriteAllPartsAsync<short>(schema.CodeValues, values, definition, repetition, cancellationToken);
     }
 
-    private static async Task WriteNullableAsync(ParquetRowGroupWriter rowGroup, Parquet.Schema.DataField field, int?[] values, CancellationToken cancellationToken)
+    private static async Task WriteNullableAsync(ParquetRowGroupWriter rowGroup, Parquet.Schema.DataField field, long?[] values, CancellationToken cancellationToken)
     {
-        int[] defined = values.Where(v => v.HasValue).Select(v => v!.Value).ToArray();
+        long[] defined = values.Where(v => v.HasValue).Select(v => v!.Value).ToArray();
         int[] definition = values.Select(v => v.HasValue ? field.MaxDefinitionLevel : 0).ToArray();
-        await rowGroup.WriteAllPartsAsync<int>(field, defined, definition, null, cancellationToken);
+        await rowGroup.WriteAllPartsAsync<long>(field, defined, definition, null, cancellationToken);
     }
 
     private static T Required<T>(T? value, string column) where T : class =>

@@ -72,6 +72,13 @@ public sealed record ShardManifest
     public required long Rows { get; init; }
     public required int Quarantined { get; init; }
     public required IReadOnlyList<ShardEntry> Shards { get; init; }
+    /// <summary>The dataset's class names and the column they name (null: none, or a set written before they were
+    /// recorded). The dataset card and the shards' metadata are made from them.</summary>
+    public ShardClasses? Classes { get; init; }
+
+    /// <summary>What the set's columns hold: the source of its shards' metadata and of its dataset card.</summary>
+    [JsonIgnore]
+    public ShardDescription Description => new(Configuration, Columns, Classes, CodeLength, CodebookSize, FeatureShape);
 
     public static JsonSerializerOptions Json { get; } = new()
     {
@@ -103,6 +110,13 @@ public sealed record ShardManifest
             throw new InvalidDataException($"{path}: feature shape [{tokens}, {dim}] beyond [{MaxCodeLength + 1}, {MaxFeatureDim}]");
         if ((long)FirstSample + SampleCount > int.MaxValue || Rows / configuration.Views > int.MaxValue)
             throw new InvalidDataException($"{path}: samples {FirstSample}+{SampleCount} and {Rows} rows exceed what a set can hold");
+        if (Classes is not null)
+        {
+            if (Classes.Column is not (ShardClasses.LabelColumn or ShardClasses.LabelMapColumn) || Classes.Names is null)
+                throw new InvalidDataException($"{path}: classes must name the label or label_map column and list the names");
+            if (Classes.Names.Count > MaxClasses || Classes.Names.Any(n => n is null))
+                throw new InvalidDataException($"{path}: {Classes.Names.Count} class names, more than {MaxClasses} or with a null among them");
+        }
         var names = new HashSet<string>(StringComparer.Ordinal);
         long rows = 0;
         foreach (var shard in Shards)
@@ -129,6 +143,7 @@ public sealed record ShardManifest
     public const int MaxCodeLength = 1 << 16;
     public const int MaxCodebookSize = 1 << 20;
     public const int MaxFeatureDim = 1 << 16;
+    public const int MaxClasses = 1 << 20;
 
     public void Write(string directory) => AtomicFile.WriteAllText(Path.Combine(directory, FileName), JsonSerializer.Serialize(this, Json));
 

@@ -8,9 +8,9 @@ namespace MimFlow.Shards;
 /// The parts must be complete (each has its manifest), made with the same configuration but for the part index, and
 /// cover 0..n−1 exactly once; their shard files are copied over (names already differ by part) and each copy checked
 /// against its part's SHA-256, quarantine logs are concatenated in part order, the whole set is verified, and only
-/// then is the joined manifest written: it is the commit point, so a failed merge leaves no manifest (and removes the
-/// files it copied) and can simply be run again. The manifest describes the whole dataset as one run would
-/// (<c>shard_index</c> 0 of 1).
+/// then are the dataset card and the joined manifest written: the manifest is the commit point, so a failed merge
+/// leaves no manifest (and removes the files it copied, the card included) and can simply be run again. The manifest
+/// describes the whole dataset as one run would (<c>shard_index</c> 0 of 1).
 /// </summary>
 public static class ShardMerger
 {
@@ -25,6 +25,8 @@ public static class ShardMerger
             if (manifest.Configuration with { ShardIndex = 0 } != reference)
                 throw new InvalidDataException($"{Path.Combine(folder, ShardManifest.FileName)}: made with another configuration than {Path.Combine(manifests[0].Folder, ShardManifest.FileName)}");
             if (manifest.Columns != manifests[0].Manifest.Columns) throw new InvalidDataException($"{folder}: its columns differ from the other parts'");
+            if (!SameClasses(manifest.Classes, manifests[0].Manifest.Classes))
+                throw new InvalidDataException($"{Path.Combine(folder, ShardManifest.FileName)}: its class names differ from those of {Path.Combine(manifests[0].Folder, ShardManifest.FileName)}");
         }
         var indices = manifests.Select(m => m.Manifest.Configuration.ShardIndex).ToList();
         if (!indices.SequenceEqual(Enumerable.Range(0, count)))
@@ -35,6 +37,7 @@ public static class ShardMerger
         Directory.CreateDirectory(output);
         using var writer = OutputLock.Acquire(output, "shards merge");
         if (File.Exists(Path.Combine(output, ShardManifest.FileName))) throw new IOException($"{output}: already holds a shard set (manifest.json)");
+        DatasetCard.EnsureWritable(output);
         var written = new List<string>();
         try
         {
@@ -73,6 +76,8 @@ public static class ShardMerger
             };
             var report = await ShardVerifier.VerifyAsync(output, merged, cancellationToken);
             if (!report.Ok) throw new InvalidDataException($"the merged set does not verify, nothing was committed: {report.Problems[0]}");
+            written.Add(Path.Combine(output, DatasetCard.FileName));
+            DatasetCard.Write(output, merged);
             merged.Write(output);
             return merged;
         }
@@ -82,4 +87,7 @@ public static class ShardMerger
             throw;
         }
     }
+
+    private static bool SameClasses(ShardClasses? a, ShardClasses? b) =>
+        a is null || b is null ? a is null && b is null : a.Column == b.Column && a.Names.SequenceEqual(b.Names, StringComparer.Ordinal);
 }

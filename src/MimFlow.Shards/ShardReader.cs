@@ -126,8 +126,7 @@ public static class ShardReader
         int count = checked((int)group.RowCount);
         var ids = await Strings(group, schema.SampleId, count, cancellationToken);
         var paths = await Strings(group, schema.PathField, count, cancellationToken);
-        var labels = new int?[count];
-        await group.ReadAsync<int>(schema.Label, labels, null, cancellationToken);
+        var labels = await Labels(group, reader.Schema, count, path, cancellationToken);
         var views = await Values<int>(group, schema.View, count, cancellationToken);
         var augment = await Strings(group, schema.Augment, count, cancellationToken);
         var widths = await Values<int>(group, schema.SourceWidth, count, cancellationToken);
@@ -163,6 +162,29 @@ public static class ShardReader
         {
             throw new InvalidDataException($"{path}: not a readable shard ({part}: {e.GetType().Name}: {e.Message.Split('\n')[0]})", e);
         }
+    }
+
+    /// <summary>The label column as the file stores it: int64 (the current format) or int32 (sets written before the
+    /// shards described themselves to Hugging Face <c>datasets</c>, whose ClassLabel is int64).</summary>
+    private static async Task<int?[]> Labels(ParquetRowGroupReader group, ParquetSchema schema, int count, string path, CancellationToken cancellationToken)
+    {
+        var field = schema.DataFields.FirstOrDefault(f => f.Name == "label") ?? throw new InvalidDataException($"{path}: no label column");
+        var labels = new int?[count];
+        if (field.ClrType == typeof(int))
+        {
+            await group.ReadAsync<int>(field, labels, null, cancellationToken);
+            return labels;
+        }
+        if (field.ClrType != typeof(long)) throw new InvalidDataException($"{path}: the label column is {field.ClrType.Name}, not int64 (or int32)");
+        var wide = new long?[count];
+        await group.ReadAsync<long>(field, wide, null, cancellationToken);
+        for (int i = 0; i < count; i++)
+        {
+            if (wide[i] is not long value) continue;
+            if (value is < -1 or > int.MaxValue) throw new InvalidDataException($"{path}: label {value} in row {i} of a row group is outside 0..{int.MaxValue}");
+            labels[i] = (int)value;
+        }
+        return labels;
     }
 
     private static async Task<string[]> Strings(ParquetRowGroupReader group, DataField field, int count, CancellationToken cancellationToken)

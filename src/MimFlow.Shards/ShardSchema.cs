@@ -31,9 +31,17 @@ public sealed class ShardSchema
     /// <summary>Codes are stored as int16 (list&lt;int16&gt;): 0..32767. A larger codebook is refused rather than wrapped.</summary>
     public const int MaxCodebookSize = short.MaxValue + 1;
 
-    public ShardSchema(ShardColumns columns)
+    /// <param name="description">What the rows mean: when given, every file written with this schema carries it as
+    /// <c>huggingface</c> key-value metadata (<see cref="ShardMetadata"/>); readers need none.</param>
+    public ShardSchema(ShardColumns columns, ShardDescription? description = null)
     {
+        if (description is not null && description.Columns != columns)
+            throw new ArgumentException("the description is of another column set than the schema", nameof(description));
         Columns = columns;
+        Description = description;
+        KeyValueMetadata = description is null
+            ? new Dictionary<string, string>()
+            : new Dictionary<string, string> { [ShardMetadata.HuggingFaceKey] = ShardMetadata.HuggingFaceJson(description) };
         var fields = new List<Field> { SampleId, PathField, Label, View, Augment, SourceWidth, SourceHeight };
         if (columns.Codes) fields.Add(Codes);
         if (columns.Features is FeatureEncoding encoding)
@@ -47,11 +55,17 @@ public sealed class ShardSchema
     }
 
     public ShardColumns Columns { get; }
+    public ShardDescription? Description { get; }
     public ParquetSchema Parquet { get; }
+
+    /// <summary>The file's key-value metadata (empty without a description).</summary>
+    public IReadOnlyDictionary<string, string> KeyValueMetadata { get; }
 
     public DataField<string> SampleId { get; } = new("sample_id");
     public DataField<string> PathField { get; } = new("path");
-    public DataField<int?> Label { get; } = new("label");
+    /// <summary>int64 because that is what a Hugging Face ClassLabel is stored as (its metadata is honoured only on an
+    /// int64 column); sets written before were int32, which <see cref="ShardReader"/> still reads.</summary>
+    public DataField<long?> Label { get; } = new("label");
     public DataField<int> View { get; } = new("view");
     public DataField<string> Augment { get; } = new("augment");
     public DataField<int> SourceWidth { get; } = new("source_width");

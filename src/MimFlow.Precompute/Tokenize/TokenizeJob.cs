@@ -67,9 +67,9 @@ public sealed record TokenizeResult(
 /// Pre-tokenization of one part of a dataset: the data graph renders K pretraining draws per image (uint8 views) →
 /// the frozen tokenizer / teacher turn each draw into codes / features → a writer task turns rows into Parquet
 /// shards of about the target size (cut only between images), recording each finished shard in
-/// <c>progress.json</c>; <c>manifest.json</c> is written last. A run interrupted at any point and started again with
-/// the same request continues after the last finished shard: unfinished files are removed, so the set ends with
-/// exactly the rows of an uninterrupted run.
+/// <c>progress.json</c>; the dataset card (<c>README.md</c>) and then <c>manifest.json</c> are written last. A run
+/// interrupted at any point and started again with the same request continues after the last finished shard:
+/// unfinished files are removed, so the set ends with exactly the rows of an uninterrupted run.
 /// </summary>
 public static class TokenizeJob
 {
@@ -106,11 +106,16 @@ public static class TokenizeJob
             return new TokenizeResult(finished, end, 0, 0, 0, 0, AlreadyComplete: true);
         }
 
+        // The card is written at the end, over whatever README.md is there: refuse a foreign one now, not after hours.
+        DatasetCard.EnsureWritable(request.OutputDirectory);
+        var classes = ShardClasses.Of(index.Classes, index.HasAnnotations);
+        var description = new ShardDescription(configuration, columns, classes, models.CodeLength, models.CodebookSize,
+            columns.Features is null ? null : models.FeatureShape);
         var journal = TokenizeJournal.Open(request.OutputDirectory, configuration);
         int resumeAt = journal.Shards.Count > 0 ? journal.Shards[^1].FirstSample + journal.Shards[^1].Samples : first;
         var quarantine = new QuarantineLog(null);
         int processed = 0;
-        var sink = new ShardSink(request, new ShardSchema(columns), journal, resumeAt,
+        var sink = new ShardSink(request, new ShardSchema(columns, description), journal, resumeAt,
             () => progress?.Report(new TokenizeProgress(Volatile.Read(ref processed), end - resumeAt, journal.Shards.Sum(s => s.Rows), journal.Shards.Count, quarantine.Count)));
         var loader = new DataflowLoader(index, recipe, new LoaderOptions
         {
@@ -181,8 +186,10 @@ public static class TokenizeJob
         {
             Configuration = configuration, Columns = columns, CodeLength = models.CodeLength, CodebookSize = models.CodebookSize,
             FeatureShape = columns.Features is null ? null : models.FeatureShape, FirstSample = first, SampleCount = end - first,
-            Rows = journal.Shards.Sum(s => s.Rows), Quarantined = journal.Quarantine.Count, Shards = journal.Shards.ToList(),
+            Rows = journal.Shards.Sum(s => s.Rows), Quarantined = journal.Quarantine.Count, Shards = journal.Shards.ToList(), Classes = classes,
         };
+        // The card first: the manifest is the commit point, so a complete set always has its card.
+        DatasetCard.Write(request.OutputDirectory, manifest);
         manifest.Write(request.OutputDirectory);
         journal.Delete();
         progress?.Report(new TokenizeProgress(end - resumeAt, end - resumeAt, manifest.Rows, manifest.Shards.Count, manifest.Quarantined));
