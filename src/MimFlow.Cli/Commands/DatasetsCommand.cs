@@ -51,7 +51,7 @@ internal static class DatasetsCommand
         {
             var request = options.Request(parsed);
             var result = await CliProgress.RunAsync(context, "pack", "samples", report => DatasetPacker.PackAsync(request,
-                new Progress<PackProgress>(p => report(new ProgressReport(p.Done, p.Total, new ProgressFigure($"split_{p.Split}", p.Done, "0", Shown: false)))),
+                new ImmediateProgress<PackProgress>(p => report(new ProgressReport(p.Done, p.Total, new ProgressFigure($"split_{p.Split}", p.Done, "0", Shown: false)))),
                 cancellationToken));
             string formatName = request.Format == PackFormat.Wds ? "wds" : "hf-parquet";
             foreach (var packed in result.Splits)
@@ -107,7 +107,7 @@ internal static class DatasetsCommand
     /// <summary>Runs a generation with a progress bar (images done, images/s).</summary>
     public static Task<SynthesisResult> Synthesize(CliContext context, SynthesisOptions options, CancellationToken cancellationToken) =>
         CliProgress.RunAsync(context, "synth", "images", report => SyntheticDatasets.WriteAsync(
-            options, new Progress<SynthesisProgress>(p => report(new ProgressReport(p.Done, p.Total))), cancellationToken));
+            options, new ImmediateProgress<SynthesisProgress>(p => report(new ProgressReport(p.Done, p.Total))), cancellationToken));
 }
 
 /// <summary>The options of <c>mimflow datasets synth</c>; only what the user typed is applied onto <see cref="SynthesisOptions"/>' defaults.</summary>

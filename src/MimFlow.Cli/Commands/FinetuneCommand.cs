@@ -205,7 +205,7 @@ internal static class FinetuneCommand
         where T : class
     {
         ProgressFigure[] lastEval = [];
-        return CliProgress.RunAsync(context, task, "steps", report => run(new Progress<SupervisedProgress<T>>(p =>
+        return CliProgress.RunAsync(context, task, "steps", report => run(new ImmediateProgress<SupervisedProgress<T>>(p =>
         {
             if (p.Evaluation is { } e) lastEval = describe(e);
             report(ProgressReport.FromStep(p.Step, p.TotalSteps, p.Figures, [new ProgressFigure("epoch", p.Epoch + 1, "0"), .. lastEval]));
@@ -236,7 +236,7 @@ internal static class FinetuneCommand
                 var segmentOptions = options.Segmentation(parsed);
                 segmentOptions.Validate();
                 var metrics = await CliProgress.RunAsync(context, "eval", "images", report => Segmenter.EvaluateAsync(parsed.GetRequiredValue(options.Model), index,
-                    segmentOptions with { Device = options.Device.Resolve(parsed) }, cancellationToken, new Progress<int>(done => report(new ProgressReport(done, index.Count)))));
+                    segmentOptions with { Device = options.Device.Resolve(parsed) }, cancellationToken, new ImmediateProgress<int>(done => report(new ProgressReport(done, index.Count)))));
                 var iou = new Table().AddColumns("class", "name", "pixels", "IoU");
                 foreach (var row in metrics.PerClass.Where(c => !double.IsNaN(c.Iou)))
                     iou.AddRow(row.Class.ToString(CultureInfo.InvariantCulture), Markup.Escape(row.Name), row.TruthPixels.ToString(CultureInfo.InvariantCulture),
@@ -250,7 +250,7 @@ internal static class FinetuneCommand
             var classifyOptions = options.Classification(parsed);
             classifyOptions.Validate();
             var result = await CliProgress.RunAsync(context, "eval", "images", report => Evaluator.EvaluateAsync(parsed.GetRequiredValue(options.Model), index,
-                classifyOptions with { Device = options.Device.Resolve(parsed) }, cancellationToken, new Progress<int>(done => report(new ProgressReport(done, index.Count)))));
+                classifyOptions with { Device = options.Device.Resolve(parsed) }, cancellationToken, new ImmediateProgress<int>(done => report(new ProgressReport(done, index.Count)))));
             var table = new Table().AddColumns("class", "name", "images", "top-1");
             foreach (var row in result.PerClass)
                 table.AddRow(row.Class.ToString(CultureInfo.InvariantCulture), Markup.Escape(row.Name), row.Images.ToString(CultureInfo.InvariantCulture),

@@ -84,7 +84,7 @@ internal static class PretrainCommand
                     return 0;
                 }
                 var r = await CliProgress.RunAsync(context, "pretrain", "steps", report => Pretrainer.RunAsync(request,
-                    new Progress<PretrainProgress>(p => report(ProgressReport.FromStep(p.Step, p.TotalSteps, p.Figures))), cancellationToken, collective));
+                    new ImmediateProgress<PretrainProgress>(p => report(ProgressReport.FromStep(p.Step, p.TotalSteps, p.Figures))), cancellationToken, collective));
                 string ranks = collective.WorldSize > 1 ? $", {collective.WorldSize} ranks ({collective.Backend})" : "";
                 context.Report($"steps {r.FirstStep}–{r.LastStep}: loss {r.FirstLoss:F3} → {r.LastLoss:F3}, {r.ImagesPerSecond:F0} img/s, input-bound {r.InputBoundShare:P0}{ranks}");
                 context.Console.MarkupLineInterpolated($"steps {r.FirstStep}–{r.LastStep}: loss {r.FirstLoss:F4} → {r.LastLoss:F4}, {r.ImagesPerSecond:F1} img/s, input-bound {r.InputBoundShare:P1}, {r.SkippedSteps} skipped{ranks}; checkpoint {r.Checkpoint}");
@@ -171,7 +171,7 @@ internal static class TrainTokenizerCommand
                     return 0;
                 }
                 var result = await CliProgress.RunAsync(context, "train-tokenizer", "steps", report => VqKdTrainer.RunAsync(request with { Device = device },
-                    new Progress<TrainStepProgress>(p => report(ProgressReport.FromStep(p.Step, p.TotalSteps, p.Figures))), cancellationToken, collective));
+                    new ImmediateProgress<TrainStepProgress>(p => report(ProgressReport.FromStep(p.Step, p.TotalSteps, p.Figures))), cancellationToken, collective));
                 context.Report($"{result.Steps} steps: loss {result.FirstLoss:F3} → {result.LastLoss:F3}, codebook in use {result.CodebookUsage:P1}");
                 context.Console.MarkupLineInterpolated($"{result.Steps} steps: loss {result.FirstLoss:F4} → {result.LastLoss:F4}, codebook in use {result.CodebookUsage:P1} ({result.CodesRestarted} dead codes restarted), {result.ImagesPerSecond:F1} img/s; tokenizer in {result.Tokenizer}");
                 return 0;

@@ -42,7 +42,7 @@ internal static class ScanCommand
 
     public static Task<ScanReport> Run(CliContext context, SampleIndex index, string output, DatasetSplit split, LoaderOptions options, CancellationToken cancellationToken) =>
         CliProgress.RunAsync(context, "scan", "images", report => DatasetScan.RunAsync(index, output, split, options,
-            new Progress<ScanProgress>(p => report(new ProgressReport(p.Done, p.Total, new ProgressFigure("images_per_second", p.ImagesPerSecond, "0", Shown: false)))),
+            new ImmediateProgress<ScanProgress>(p => report(new ProgressReport(p.Done, p.Total, new ProgressFigure("images_per_second", p.ImagesPerSecond, "0", Shown: false)))),
             cancellationToken));
 
     public static void Render(IAnsiConsole console, ScanReport report) =>

@@ -28,7 +28,7 @@ internal static class StatusCommand
             var status = Read(path) ?? throw new InvalidDataException(
                 $"{path}: not a run folder (no run.json, metrics.jsonl or latest.json), a shard folder (no manifest.json or progress.json) or a pipeline run folder");
             var now = context.Time.GetUtcNow();
-            if (parsed.GetValue(json)) context.Console.Profile.Out.Writer.WriteLine(Json(status, now).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            if (parsed.GetValue(json)) context.Console.Profile.Out.Writer.WriteLine(Json(status, now).ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));
             else Render(context.Console, status, now);
             return 0;
         });

@@ -155,7 +155,7 @@ internal static class TokenizeCommand
     }
 
     public static Task<TokenizeResult> Run(CliContext context, TokenizeRequest request, CancellationToken cancellationToken) =>
-        CliProgress.RunAsync(context, "tokenize", "images", report => TokenizeJob.RunAsync(request, new Progress<TokenizeProgress>(p => report(new ProgressReport(
+        CliProgress.RunAsync(context, "tokenize", "images", report => TokenizeJob.RunAsync(request, new ImmediateProgress<TokenizeProgress>(p => report(new ProgressReport(
             p.SamplesDone, p.SamplesTotal, new ProgressFigure("rows", p.Rows, "0"), new ProgressFigure("shards", p.Shards, "0"),
             new ProgressFigure("quarantined", p.Quarantined, "0")))), cancellationToken));
 

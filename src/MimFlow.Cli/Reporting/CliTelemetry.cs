@@ -24,6 +24,7 @@ internal sealed class CliTelemetry : IDisposable
     private readonly MeterProvider provider;
     private readonly ConcurrentDictionary<string, ConcurrentDictionary<(string Task, string Unit), double>> values = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<(string Task, string Unit), (double Done, long Ticks)> rateFrom = new();
+    private readonly Dictionary<(string Task, string Unit), ProgressReport> latest = [];
     private readonly Lock gate = new();
 
     private CliTelemetry(Meter meter, MeterProvider provider)
@@ -70,6 +71,18 @@ internal sealed class CliTelemetry : IDisposable
     {
         var key = (task, unit);
         long now = Stopwatch.GetTimestamp();
+        // Reports from several workers can arrive out of order: a gauge never steps back to an older count.
+        lock (gate)
+        {
+            if (latest.TryGetValue(key, out var known) && report.Total == known.Total && report.Done < known.Done) return;
+            latest[key] = report;
+            SetAll(key, report, now);
+        }
+    }
+
+    private void SetAll((string Task, string Unit) key, ProgressReport report, long now)
+    {
+        var (task, unit) = key;
         Set("mimflow_progress_done", key, report.Done, "Units of work done by the task", unit);
         if (report.Total > 0) Set("mimflow_progress_planned", key, report.Total, "Units of work the task has in all", unit);
         var from = rateFrom.GetOrAdd(key, (report.Done, now));

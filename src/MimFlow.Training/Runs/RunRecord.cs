@@ -45,6 +45,7 @@ public static class RunRecord
     private static readonly JsonSerializerOptions Json = new()
     {
         WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,  // "0.1.0+commit", paths with non-ASCII letters: as written
         Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower), new DeviceConverter() },
     };
 

@@ -43,6 +43,8 @@ public sealed class MetricsEndpointTests
             {
                 ["loss"] = 6.25, ["lr"] = 1.5e-4, ["images_per_second"] = 40.5, ["input_wait"] = 0.125, ["eval/top1"] = 0.5,
             }));
+            // A report that overtook an older one: the older, arriving late, does not move the gauges back.
+            telemetry.Observe("tokenize", "images", new ProgressReport(38, 100, new ProgressFigure("rows", 76), new ProgressFigure("quarantined", 1)));
             string text = Scrape(port);
             Assert.Equal(40, Value(text, "mimflow_progress_done{task=\"tokenize\",unit=\"images\"}"));
             Assert.Equal(100, Value(text, "mimflow_progress_planned{task=\"tokenize\",unit=\"images\"}"));
@@ -83,7 +85,7 @@ public sealed class MetricsEndpointTests
         Assert.DoesNotContain("mimflow_", output);  // no lint remark on our metrics either
     }
 
-    /// <summary>Scrapes the endpoint from inside the run: when the command writes its second progress line.</summary>
+    /// <summary>Scrapes the endpoint from inside the run, while the step that wrote the line waits: progress is reported inline.</summary>
     private sealed class ScrapingWriter(int port, Func<string, bool> when) : StringWriter
     {
         public string? Scraped { get; private set; }
