@@ -27,8 +27,29 @@ public abstract record PixelOp
 {
     public abstract void Apply(RgbImage image);
 
+    /// <summary>
+    /// The same operation on planar pixels, giving the same bytes as <see cref="Apply(RgbImage)"/>. The per-pixel
+    /// operations of the pretraining recipes override it (vectorised or table-driven); the rest go through an
+    /// interleaved copy.
+    /// </summary>
+    public virtual void Apply(PlanarImage image)
+    {
+        byte[] rgb = System.Buffers.ArrayPool<byte>.Shared.Rent(image.Length);
+        try
+        {
+            image.ToInterleaved(rgb);
+            Apply(new RgbImage(rgb, image.Width, image.Height));
+            image.FromInterleaved(rgb.AsSpan(0, image.Length));
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(rgb);
+        }
+    }
+
     internal static byte Clip(double value) => (byte)Math.Clamp((int)Math.Round(value, MidpointRounding.AwayFromZero), 0, 255);
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     internal static void Lookup(Span<byte> values, ReadOnlySpan<byte> table)
     {
         for (int i = 0; i < values.Length; i++) values[i] = table[values[i]];
@@ -42,6 +63,13 @@ public abstract record PixelOp
 public sealed record Brightness(double Factor) : PixelOp
 {
     public override void Apply(RgbImage image)
+    {
+        Span<byte> table = stackalloc byte[256];
+        for (int v = 0; v < 256; v++) table[v] = Clip(v * Factor);
+        Lookup(image.Pixels, table);
+    }
+
+    public override void Apply(PlanarImage image)
     {
         Span<byte> table = stackalloc byte[256];
         for (int v = 0; v < 256; v++) table[v] = Clip(v * Factor);
@@ -61,6 +89,15 @@ public sealed record Contrast(double Factor) : PixelOp
         Span<byte> table = stackalloc byte[256];
         for (int v = 0; v < 256; v++) table[v] = Clip(mean + Factor * (v - mean));
         Lookup(pixels, table);
+    }
+
+    public override void Apply(PlanarImage image)
+    {
+        long sum = PlanarKernels.LumaSum(image.Plane(0), image.Plane(1), image.Plane(2));
+        double mean = Math.Floor((double)sum / image.PlaneLength + 0.5);
+        Span<byte> table = stackalloc byte[256];
+        for (int v = 0; v < 256; v++) table[v] = Clip(mean + Factor * (v - mean));
+        Lookup(image.Pixels, table);
     }
 }
 
@@ -82,6 +119,9 @@ public sealed record Saturation(double Factor) : PixelOp
     }
 
     private static byte ClipFixed(int value) => (byte)Math.Clamp(value >> 16, 0, 255);
+
+    public override void Apply(PlanarImage image) =>
+        PlanarKernels.Saturate(image.Plane(0), image.Plane(1), image.Plane(2), (int)Math.Round(Factor * 65536));
 }
 
 /// <summary>torchvision adjust_hue on PIL images: shift H of PIL's 8-bit HSV by <see cref="Shift"/>·255 (wrapping).</summary>
@@ -134,6 +174,9 @@ public sealed record Grayscale : PixelOp
             pixels[i] = pixels[i + 1] = pixels[i + 2] = grey;
         }
     }
+
+    /// <summary>Saturation 0 is exactly the luma in every channel.</summary>
+    public override void Apply(PlanarImage image) => PlanarKernels.Saturate(image.Plane(0), image.Plane(1), image.Plane(2), 0);
 }
 
 /// <summary>Gaussian blur with standard deviation <see cref="Radius"/> (PIL's GaussianBlur radius), edges extended.</summary>
@@ -188,12 +231,26 @@ public sealed record Solarize(int Threshold = 128) : PixelOp
         for (int v = 0; v < 256; v++) table[v] = (byte)(v < Threshold ? v : 255 - v);
         Lookup(image.Pixels, table);
     }
+
+    public override void Apply(PlanarImage image)
+    {
+        Span<byte> table = stackalloc byte[256];
+        for (int v = 0; v < 256; v++) table[v] = (byte)(v < Threshold ? v : 255 - v);
+        Lookup(image.Pixels, table);
+    }
 }
 
 /// <summary>timm's solarize_add: values below the threshold get <see cref="Addition"/> added (clipped).</summary>
 public sealed record SolarizeAdd(int Addition, int Threshold = 128) : PixelOp
 {
     public override void Apply(RgbImage image)
+    {
+        Span<byte> table = stackalloc byte[256];
+        for (int v = 0; v < 256; v++) table[v] = (byte)(v < Threshold ? Math.Min(255, v + Addition) : v);
+        Lookup(image.Pixels, table);
+    }
+
+    public override void Apply(PlanarImage image)
     {
         Span<byte> table = stackalloc byte[256];
         for (int v = 0; v < 256; v++) table[v] = (byte)(v < Threshold ? Math.Min(255, v + Addition) : v);
@@ -211,11 +268,25 @@ public sealed record Posterize(int Bits) : PixelOp
         var pixels = image.Pixels;
         for (int i = 0; i < pixels.Length; i++) pixels[i] &= mask;
     }
+
+    public override void Apply(PlanarImage image)
+    {
+        if (Bits >= 8) return;
+        byte mask = (byte)~((1 << (8 - Math.Max(Bits, 0))) - 1);
+        var pixels = image.Pixels;
+        for (int i = 0; i < pixels.Length; i++) pixels[i] &= mask;
+    }
 }
 
 public sealed record Invert : PixelOp
 {
     public override void Apply(RgbImage image)
+    {
+        var pixels = image.Pixels;
+        for (int i = 0; i < pixels.Length; i++) pixels[i] = (byte)(255 - pixels[i]);
+    }
+
+    public override void Apply(PlanarImage image)
     {
         var pixels = image.Pixels;
         for (int i = 0; i < pixels.Length; i++) pixels[i] = (byte)(255 - pixels[i]);

@@ -164,8 +164,9 @@ public sealed record RepeatedDraws(IAugmentRecipe Inner, int Draws) : IAugmentRe
 public static class RecipeCatalog
 {
     /// <summary>pretrain: BEiT's single 224 view (the torchvision peer's recipe); pretrain-two-view: plus the dVAE's
-    /// 112 view; multi-crop: iBOT/DINO; finetune: BEiT's fine-tuning recipe; eval: resize and centre crop.</summary>
-    public static IReadOnlyList<string> Names { get; } = ["pretrain", "pretrain-two-view", "multi-crop", "finetune", "eval"];
+    /// 112 view; multi-crop: iBOT/DINO; finetune: BEiT's fine-tuning recipe; eval: resize and centre crop;
+    /// segmentation: BEiT's ADE20K crops (data with label maps).</summary>
+    public static IReadOnlyList<string> Names { get; } = ["pretrain", "pretrain-two-view", "multi-crop", "finetune", "eval", "segmentation"];
 
     public static IAugmentRecipe ByName(string name) => name switch
     {
@@ -174,6 +175,7 @@ public static class RecipeCatalog
         "multi-crop" => new MultiCropRecipe(),
         "finetune" => new FinetuneRecipe(),
         "eval" => new EvalRecipe(),
+        "segmentation" => new SegmentationRecipe(),
         _ => throw new ArgumentException($"unknown recipe '{name}' ({string.Join(", ", Names)})"),
     };
 }

@@ -1,0 +1,620 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace MimFlow.Data.Decoding;
+
+/// <summary>
+/// A managed decoder for the common JPEG: baseline or extended sequential Huffman, 8-bit, one interleaved scan,
+/// YCbCr with luma sampling 1×1, 2×1, 1×2 or 2×2 and chroma 1×1, decoded at full scale. It decodes only the MCU
+/// rows down to the region's bottom and runs the IDCT, upsampling and colour conversion only for the blocks the
+/// region (plus a one-MCU margin) touches; the entropy decoding of the rows above must still be done. Its pixels
+/// are libjpeg-turbo's bit for bit (accurate integer IDCT, "fancy" triangle upsampling, table-driven YCbCr → RGB,
+/// as libvips' jpegload gives them): tests compare every pixel with libvips. Anything else (progressive,
+/// arithmetic, 12-bit, CMYK, grey, other samplings, restart or marker trouble, a scale other than 1) makes
+/// <see cref="TryDecode"/> return false, and the caller decodes with libvips.
+/// </summary>
+/// <remarks>
+/// Why: libvips' jpegload costs about twice a plain libjpeg decode on 300–640-pixel images (per-call pipeline,
+/// region and thread hand-off costs), more than the rest of the augmentation together. One instance per thread
+/// (<see cref="ForThread"/>) keeps its planes between images, so a decode allocates nothing.
+/// </remarks>
+public sealed class JpegRegionDecoder
+{
+    [ThreadStatic] private static JpegRegionDecoder? perThread;
+
+    /// <summary>This thread's decoder (planes and tables reused from image to image).</summary>
+    public static JpegRegionDecoder ForThread => perThread ??= new JpegRegionDecoder();
+
+    /// <summary>Process-wide switch (tests and benchmarks compare with libvips); on by default.</summary>
+    public static bool Enabled { get; set; } = true;
+
+    private readonly int[][] quant = new int[4][];
+    private readonly HuffmanTable?[] dcTables = new HuffmanTable?[4];
+    private readonly HuffmanTable?[] acTables = new HuffmanTable?[4];
+    private readonly Component[] components = [new(), new(), new()];
+    private byte[] planes = [];
+    private readonly short[] blockBuffer = new short[64];
+    private int componentCount, width, height, restartInterval, scanStart, hMax, vMax;
+    private bool sawJfif, sawAdobe;
+    private int adobeTransform;
+
+    private sealed class Component
+    {
+        public int Id, H, V, QuantTable, DcTable, AcTable;
+        // Window of this component's samples that is decoded: columns [X0, X0 + W), rows [Y0, Y0 + Rows).
+        public int X0, Y0, W, Rows, PlaneOffset;
+        public int SampledWidth, SampledHeight;
+        public int DcPredictor;
+    }
+
+    private sealed class HuffmanTable
+    {
+        // 9-bit lookahead: (length << 8) | symbol, 0 when the code is longer.
+        public readonly ushort[] Lookup = new ushort[1 << LookBits];
+        public readonly int[] MaxCode = new int[18];
+        public readonly int[] ValueOffset = new int[18];
+        public readonly byte[] Values = new byte[256];
+        // AC only: (value << 16) | (run << 8) | bits used, when code and magnitude fit the lookahead; else 0.
+        public readonly int[] FastAc = new int[1 << LookBits];
+    }
+
+    private const int LookBits = 9;
+
+    /// <summary>
+    /// Decodes display pixels [<paramref name="left"/>, <paramref name="left"/> + <paramref name="regionWidth"/>) ×
+    /// [<paramref name="top"/>, …) of <paramref name="encoded"/> as interleaved 8-bit RGB into
+    /// <paramref name="rgb"/> (3 · width · height bytes), or returns false (nothing usable written) when this JPEG is
+    /// not one the decoder handles exactly.
+    /// </summary>
+    public bool TryDecode(ReadOnlySpan<byte> encoded, int left, int top, int regionWidth, int regionHeight, Span<byte> rgb)
+    {
+        if (!Enabled) return false;
+        try
+        {
+            if (!ReadHeaders(encoded)) return false;
+            if (left < 0 || top < 0 || regionWidth < 1 || regionHeight < 1 || left + regionWidth > width || top + regionHeight > height) return false;
+            if (rgb.Length < 3 * regionWidth * regionHeight) return false;
+            return DecodeScan(encoded, left, top, regionWidth, regionHeight, rgb);
+        }
+        catch (InvalidDataException)
+        {
+            return false;
+        }
+        catch (IndexOutOfRangeException)
+        {
+            return false;
+        }
+        catch (ArgumentOutOfRangeException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Reads markers up to the first SOS; false for anything outside the supported subset.</summary>
+    private bool ReadHeaders(ReadOnlySpan<byte> data)
+    {
+        componentCount = 0;
+        restartInterval = 0;
+        sawJfif = sawAdobe = false;
+        Array.Clear(dcTables);
+        Array.Clear(acTables);
+        Array.Clear(quant);
+        if (data.Length < 4 || data[0] != 0xFF || data[1] != 0xD8) return false;
+        int p = 2;
+        bool frame = false;
+        while (true)
+        {
+            if (p + 4 > data.Length) return false;
+            if (data[p] != 0xFF) return false;
+            byte marker = data[p + 1];
+            if (marker == 0xFF) { p++; continue; }
+            int length = BinaryPrimitives.ReadUInt16BigEndian(data[(p + 2)..]);
+            if (length < 2 || p + 2 + length > data.Length) return false;
+            var segment = data.Slice(p + 4, length - 2);
+            switch (marker)
+            {
+                case 0xC0 or 0xC1:
+                    if (frame || !ReadFrame(segment)) return false;
+                    frame = true;
+                    break;
+                case 0xC4:
+                    if (!ReadHuffman(segment)) return false;
+                    break;
+                case 0xDB:
+                    if (!ReadQuant(segment)) return false;
+                    break;
+                case 0xDD:
+                    if (segment.Length != 2) return false;
+                    restartInterval = BinaryPrimitives.ReadUInt16BigEndian(segment);
+                    break;
+                case 0xE0:
+                    if (segment.Length >= 5 && segment[..5].SequenceEqual("JFIF\0"u8)) sawJfif = true;
+                    break;
+                case 0xEE:
+                    if (segment.Length >= 12 && segment[..5].SequenceEqual("Adobe"u8))
+                    {
+                        sawAdobe = true;
+                        adobeTransform = segment[11];
+                    }
+                    break;
+                case 0xDA:
+                    if (!frame || !ReadScan(segment)) return false;
+                    // libjpeg's colour-space guess for three components: YCbCr unless an Adobe marker says RGB (or
+                    // something else) or, without JFIF and Adobe markers, the component ids spell R, G, B.
+                    if (!sawJfif)
+                    {
+                        if (sawAdobe) { if (adobeTransform != 1) return false; }
+                        else if (components[0].Id == 'R' && components[1].Id == 'G' && components[2].Id == 'B') return false;
+                    }
+                    scanStart = p + 2 + length;
+                    return true;
+                case >= 0xC2 and <= 0xCF:
+                    return false; // progressive, lossless, arithmetic, hierarchical
+                case 0xD9:
+                    return false;
+                default:
+                    if (marker is >= 0xD0 and <= 0xD8 or 0x01) return false;
+                    break; // APPn, COM, DNL-free others: skipped
+            }
+            p += 2 + length;
+        }
+    }
+
+    private bool ReadFrame(ReadOnlySpan<byte> s)
+    {
+        if (s.Length < 6 || s[0] != 8) return false;
+        height = BinaryPrimitives.ReadUInt16BigEndian(s[1..]);
+        width = BinaryPrimitives.ReadUInt16BigEndian(s[3..]);
+        componentCount = s[5];
+        if (width < 1 || height < 1 || componentCount != 3 || s.Length != 6 + 3 * componentCount) return false;
+        hMax = vMax = 1;
+        for (int i = 0; i < componentCount; i++)
+        {
+            var c = components[i];
+            c.Id = s[6 + 3 * i];
+            c.H = s[7 + 3 * i] >> 4;
+            c.V = s[7 + 3 * i] & 15;
+            c.QuantTable = s[8 + 3 * i];
+            if (c.QuantTable > 3) return false;
+            hMax = Math.Max(hMax, c.H);
+            vMax = Math.Max(vMax, c.V);
+        }
+        // Luma 1×1, 2×1, 1×2 or 2×2; chroma 1×1.
+        if (components[0].H is < 1 or > 2 || components[0].V is < 1 or > 2) return false;
+        if (components[1].H != 1 || components[1].V != 1 || components[2].H != 1 || components[2].V != 1) return false;
+        for (int i = 0; i < componentCount; i++)
+        {
+            var c = components[i];
+            c.SampledWidth = (int)(((long)width * c.H + hMax - 1) / hMax);
+            c.SampledHeight = (int)(((long)height * c.V + vMax - 1) / vMax);
+        }
+        // libjpeg upsamples 2× "fancily" only when the chroma is wider than 2 samples; keep to that case.
+        if (hMax == 2 && components[1].SampledWidth <= 2) return false;
+        return true;
+    }
+
+    private bool ReadQuant(ReadOnlySpan<byte> s)
+    {
+        while (s.Length > 0)
+        {
+            int precision = s[0] >> 4, id = s[0] & 15;
+            if (id > 3 || precision > 1) return false;
+            int size = precision == 0 ? 64 : 128;
+            if (s.Length < 1 + size) return false;
+            var table = quant[id] ??= new int[64];
+            for (int k = 0; k < 64; k++)
+                table[Natural[k]] = precision == 0 ? s[1 + k] : BinaryPrimitives.ReadUInt16BigEndian(s[(1 + 2 * k)..]);
+            s = s[(1 + size)..];
+        }
+        return true;
+    }
+
+    private bool ReadHuffman(ReadOnlySpan<byte> s)
+    {
+        while (s.Length > 0)
+        {
+            if (s.Length < 17) return false;
+            int tableClass = s[0] >> 4, id = s[0] & 15;
+            if (tableClass > 1 || id > 3) return false;
+            int count = 0;
+            for (int l = 1; l <= 16; l++) count += s[l];
+            if (count > 256 || s.Length < 17 + count) return false;
+            var table = new HuffmanTable();
+            if (!Build(table, s.Slice(1, 16), s.Slice(17, count), dc: tableClass == 0)) return false;
+            (tableClass == 0 ? dcTables : acTables)[id] = table;
+            s = s[(17 + count)..];
+        }
+        return true;
+    }
+
+    /// <summary>libjpeg's jpeg_make_d_derived_tbl, with a 9-bit lookahead.</summary>
+    private static bool Build(HuffmanTable table, ReadOnlySpan<byte> bits, ReadOnlySpan<byte> values, bool dc)
+    {
+        Span<int> sizes = stackalloc int[257];
+        Span<int> codes = stackalloc int[257];
+        int p = 0;
+        for (int l = 1; l <= 16; l++)
+            for (int i = 0; i < bits[l - 1]; i++) sizes[p++] = l;
+        sizes[p] = 0;
+        int code = 0, si = sizes[0];
+        p = 0;
+        while (sizes[p] != 0)
+        {
+            while (sizes[p] == si) codes[p++] = code++;
+            if (code >= 1 << si) return false;
+            code <<= 1;
+            si++;
+        }
+        p = 0;
+        for (int l = 1; l <= 16; l++)
+        {
+            if (bits[l - 1] != 0)
+            {
+                table.ValueOffset[l] = p - codes[p];
+                p += bits[l - 1];
+                table.MaxCode[l] = codes[p - 1];
+            }
+            else table.MaxCode[l] = -1;
+        }
+        table.MaxCode[17] = int.MaxValue;
+        values.CopyTo(table.Values);
+        p = 0;
+        for (int l = 1; l <= LookBits; l++)
+            for (int i = 1; i <= bits[l - 1]; i++, p++)
+            {
+                int look = codes[p] << (LookBits - l);
+                for (int n = 1 << (LookBits - l); n > 0; n--) table.Lookup[look++] = (ushort)((l << 8) | values[p]);
+            }
+        if (dc)
+        {
+            foreach (byte v in values)
+                if (v > 15) return false;
+            return true;
+        }
+        for (int look = 0; look < 1 << LookBits; look++)
+        {
+            int entry = table.Lookup[look];
+            if (entry == 0) continue;
+            int length = entry >> 8, run = (entry >> 4) & 15, size = entry & 15;
+            if (size == 0 || length + size > LookBits) continue;
+            int v = (look >> (LookBits - length - size)) & ((1 << size) - 1);
+            if (v < 1 << (size - 1)) v -= (1 << size) - 1;
+            table.FastAc[look] = (v << 16) | (run << 8) | (length + size);
+        }
+        return true;
+    }
+
+    private bool ReadScan(ReadOnlySpan<byte> s)
+    {
+        if (s.Length < 1 || s[0] != componentCount || s.Length != 1 + 2 * componentCount + 3) return false;
+        for (int i = 0; i < componentCount; i++)
+        {
+            int id = s[1 + 2 * i];
+            var c = components[i];
+            if (c.Id != id) return false;
+            for (int j = 0; j < i; j++)
+                if (components[j].Id == id) return false;
+            c.DcTable = s[2 + 2 * i] >> 4;
+            c.AcTable = s[2 + 2 * i] & 15;
+            if (c.DcTable > 3 || c.AcTable > 3 || dcTables[c.DcTable] is null || acTables[c.AcTable] is null || quant[c.QuantTable] is null) return false;
+        }
+        int ss = s[1 + 2 * componentCount], se = s[2 + 2 * componentCount], a = s[3 + 2 * componentCount];
+        return ss == 0 && se == 63 && a == 0;
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private bool DecodeScan(ReadOnlySpan<byte> data, int left, int top, int regionWidth, int regionHeight, Span<byte> rgb)
+    {
+        int mcuWidth = 8 * hMax, mcuHeight = 8 * vMax;
+        int mcusAcross = (width + mcuWidth - 1) / mcuWidth, mcusDown = (height + mcuHeight - 1) / mcuHeight;
+        // The MCU columns and rows the region needs, with one MCU of context around it for the upsampler.
+        int mx0 = Math.Max(0, left / mcuWidth - 1), mx1 = Math.Min(mcusAcross, (left + regionWidth + mcuWidth - 1) / mcuWidth + 1);
+        int my0 = Math.Max(0, top / mcuHeight - 1), my1 = Math.Min(mcusDown, (top + regionHeight + mcuHeight - 1) / mcuHeight + 1);
+        int total = 0;
+        for (int i = 0; i < componentCount; i++)
+        {
+            var c = components[i];
+            c.X0 = mx0 * 8 * c.H;
+            c.Y0 = my0 * 8 * c.V;
+            c.W = (mx1 - mx0) * 8 * c.H;
+            c.Rows = (my1 - my0) * 8 * c.V;
+            c.PlaneOffset = total;
+            c.DcPredictor = 0;
+            total += c.W * c.Rows;
+        }
+        if (planes.Length < total) planes = new byte[Math.Max(total, planes.Length * 2)];
+
+        // The entropy decoder's state lives in locals of this one method (refills and block decoding inlined), so
+        // the JIT keeps it in registers.
+        ulong buffer = 0;
+        int bits = 0, position = scanStart, padding = 0;
+        bool ended = false;
+        short[] block = blockBuffer;
+        int restartsLeft = restartInterval, nextRestart = 0;
+        for (int my = 0; my < my1; my++)
+        {
+            bool rowNeeded = my >= my0;
+            for (int mx = 0; mx < mcusAcross; mx++)
+            {
+                if (restartInterval > 0)
+                {
+                    if (restartsLeft == 0)
+                    {
+                        if (bits < padding) throw new InvalidDataException("entropy data ended early");
+                        RefillBytes(data, ref buffer, ref bits, ref position, ref padding, ref ended);
+                        // Only the fill bits of the last byte may remain before the marker.
+                        if (!ended || bits - padding >= 8 || position + 1 >= data.Length || data[position] != 0xFF || data[position + 1] != 0xD0 + nextRestart)
+                            throw new InvalidDataException("restart marker not where expected");
+                        position += 2;
+                        buffer = 0;
+                        bits = padding = 0;
+                        ended = false;
+                        nextRestart = (nextRestart + 1) & 7;
+                        restartsLeft = restartInterval;
+                        for (int i = 0; i < componentCount; i++) components[i].DcPredictor = 0;
+                    }
+                    restartsLeft--;
+                }
+                bool needed = rowNeeded && mx >= mx0 && mx < mx1;
+                for (int i = 0; i < componentCount; i++)
+                {
+                    var c = components[i];
+                    var dc = dcTables[c.DcTable]!;
+                    var ac = acTables[c.AcTable]!;
+                    ushort[] dcLookup = dc.Lookup;
+                    ushort[] acLookup = ac.Lookup;
+                    int[] fastAc = ac.FastAc;
+                    for (int by = 0; by < c.V; by++)
+                        for (int bx = 0; bx < c.H; bx++)
+                        {
+                            Array.Clear(block);
+                            // DC: a difference from the previous block's DC.
+                            if (bits < 32) Refill(data, ref buffer, ref bits, ref position, ref padding, ref ended);
+                            int entry = dcLookup[(int)(buffer >> (64 - LookBits))];
+                            int symbol;
+                            if (entry != 0)
+                            {
+                                buffer <<= entry >> 8;
+                                bits -= entry >> 8;
+                                symbol = entry & 0xFF;
+                            }
+                            else symbol = DecodeLong(dc, ref buffer, ref bits);
+                            if (symbol != 0)
+                            {
+                                int v = (int)(buffer >> (64 - symbol));
+                                buffer <<= symbol;
+                                bits -= symbol;
+                                c.DcPredictor += v < (1 << (symbol - 1)) ? v - (1 << symbol) + 1 : v;
+                            }
+                            block[0] = (short)c.DcPredictor;
+                            int last = 0;
+                            for (int k = 1; k < 64; k++)
+                            {
+                                if (bits < 32) Refill(data, ref buffer, ref bits, ref position, ref padding, ref ended);
+                                int look = (int)(buffer >> (64 - LookBits));
+                                int fast = fastAc[look];
+                                if (fast != 0)
+                                {
+                                    // Code and magnitude bits within the lookahead: the value comes from the table.
+                                    k += (fast >> 8) & 0xFF;
+                                    buffer <<= fast & 0xFF;
+                                    bits -= fast & 0xFF;
+                                    if (k > 63) throw new InvalidDataException("coefficient index past 63");
+                                    block[Natural[k]] = (short)(fast >> 16);
+                                    last = k;
+                                    continue;
+                                }
+                                entry = acLookup[look];
+                                if (entry != 0)
+                                {
+                                    buffer <<= entry >> 8;
+                                    bits -= entry >> 8;
+                                    symbol = entry & 0xFF;
+                                }
+                                else symbol = DecodeLong(ac, ref buffer, ref bits);
+                                int run = symbol >> 4, size = symbol & 15;
+                                if (size != 0)
+                                {
+                                    k += run;
+                                    if (k > 63) throw new InvalidDataException("coefficient index past 63");
+                                    int v = (int)(buffer >> (64 - size));
+                                    buffer <<= size;
+                                    bits -= size;
+                                    block[Natural[k]] = (short)(v < (1 << (size - 1)) ? v - (1 << size) + 1 : v);
+                                    last = k;
+                                }
+                                else
+                                {
+                                    if (run != 15) break;
+                                    k += 15;
+                                }
+                            }
+                            if (!needed) continue;
+                            int x = (mx - mx0) * 8 * c.H + 8 * bx, y = (my - my0) * 8 * c.V + 8 * by;
+                            var target = planes.AsSpan(c.PlaneOffset + y * c.W + x);
+                            if (last == 0) FillDc(block[0] * quant[c.QuantTable][0], target, c.W);
+                            else InverseDct.Islow(block, quant[c.QuantTable], target, c.W);
+                        }
+                }
+                if (bits < padding) throw new InvalidDataException("entropy data ended early");
+            }
+        }
+
+        Render(left, top, regionWidth, regionHeight, rgb);
+        return true;
+    }
+
+    private static void FillDc(int dequantized, Span<byte> target, int stride)
+    {
+        // The islow IDCT of a DC-only block: pass 1 gives dc << 2, pass 2 descales by 5 bits, +128 and clamped.
+        int value = ((dequantized << 2) + 16) >> 5;
+        byte v = (byte)Math.Clamp(value + 128, 0, 255);
+        var row = Vector64.Create(v);
+        for (int y = 0; y < 8; y++) row.StoreUnsafe(ref target[y * stride]);
+    }
+
+    /// <summary>
+    /// Tops the bit buffer up to more than 32 bits: 4 bytes at once when none of them is 0xFF, else byte by byte
+    /// (stuffed FF 00 → FF; a marker or the end of the data ends the entropy data, and zero bits are supplied after
+    /// it, counted in <paramref name="padding"/>).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Refill(ReadOnlySpan<byte> data, ref ulong buffer, ref int bits, ref int position, ref int padding, ref bool ended)
+    {
+        if (!ended && position + 4 <= data.Length)
+        {
+            uint word = BinaryPrimitives.ReadUInt32BigEndian(data.Slice(position, 4));
+            uint inverted = ~word;
+            if (((inverted - 0x01010101u) & ~inverted & 0x80808080u) == 0)
+            {
+                buffer |= (ulong)word << (32 - bits);
+                bits += 32;
+                position += 4;
+                return;
+            }
+        }
+        RefillBytes(data, ref buffer, ref bits, ref position, ref padding, ref ended);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void RefillBytes(ReadOnlySpan<byte> data, ref ulong buffer, ref int bits, ref int position, ref int padding, ref bool ended)
+    {
+        while (bits <= 56)
+        {
+            uint b = 0;
+            if (!ended)
+            {
+                if (position < data.Length)
+                {
+                    b = data[position];
+                    if (b == 0xFF)
+                    {
+                        if (position + 1 < data.Length && data[position + 1] == 0) position += 2;
+                        else
+                        {
+                            ended = true;
+                            b = 0;
+                        }
+                    }
+                    else position++;
+                }
+                else ended = true;
+            }
+            if (ended) padding += 8;
+            buffer |= (ulong)b << (56 - bits);
+            bits += 8;
+        }
+    }
+
+    /// <summary>A Huffman code longer than the lookahead (libjpeg's jpeg_huff_decode).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static int DecodeLong(HuffmanTable table, ref ulong buffer, ref int bits)
+    {
+        int l = LookBits + 1;
+        int code = (int)(buffer >> (64 - l));
+        while (l <= 16 && code > table.MaxCode[l])
+        {
+            l++;
+            code = (int)(buffer >> (64 - l));
+        }
+        if (l > 16) throw new InvalidDataException("bad Huffman code");
+        buffer <<= l;
+        bits -= l;
+        int index = code + table.ValueOffset[l];
+        if ((uint)index > 255) throw new InvalidDataException("bad Huffman code");
+        return table.Values[index];
+    }
+
+    /// <summary>
+    /// Upsample (libjpeg's fancy triangle filter, edges replicated) and convert the region to RGB, written as three
+    /// planes (R, G, B) of <paramref name="regionWidth"/> × <paramref name="regionHeight"/> bytes each.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private void Render(int left, int top, int regionWidth, int regionHeight, Span<byte> planar)
+    {
+        var luma = components[0];
+        int plane = regionWidth * regionHeight;
+        int[] cbRow = ArrayPool<int>.Shared.Rent(regionWidth + 24), crRow = ArrayPool<int>.Shared.Rent(regionWidth + 24);
+        int[] sums = ArrayPool<int>.Shared.Rent(regionWidth / 2 + 24);
+        try
+        {
+            for (int y = 0; y < regionHeight; y++)
+            {
+                int sy = top + y;
+                int lumaRow = luma.PlaneOffset + (sy - luma.Y0) * luma.W - luma.X0 + left;
+                int offsetCb = UpsampleRow(components[1], sy, left, regionWidth, cbRow, sums);
+                int offsetCr = UpsampleRow(components[2], sy, left, regionWidth, crRow, sums);
+                ColorConvert.Row(planes.AsSpan(lumaRow, regionWidth), cbRow.AsSpan(offsetCb, regionWidth), crRow.AsSpan(offsetCr, regionWidth),
+                    planar.Slice(y * regionWidth, regionWidth), planar.Slice(plane + y * regionWidth, regionWidth), planar.Slice(2 * plane + y * regionWidth, regionWidth));
+            }
+        }
+        finally
+        {
+            ArrayPool<int>.Shared.Return(cbRow);
+            ArrayPool<int>.Shared.Return(crRow);
+            ArrayPool<int>.Shared.Return(sums);
+        }
+    }
+
+    /// <summary>
+    /// The chroma of luma row <paramref name="sy"/>, columns [left, left + count), at luma resolution, written to
+    /// <paramref name="output"/> from the returned offset on.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private int UpsampleRow(Component c, int sy, int left, int count, int[] output, int[] sums)
+    {
+        byte[] p = planes;
+        int last = c.SampledWidth - 1;
+        int nearRow, farRow;
+        int vertical; // 0: no vertical filter; else the bias of the 3:1 vertical blend (h1v2) or 2 (h2v2: in the column sums)
+        if (vMax == 1)
+        {
+            nearRow = farRow = c.PlaneOffset + (sy - c.Y0) * c.W - c.X0;
+            vertical = 0;
+        }
+        else
+        {
+            // Vertical 2×: the nearer chroma row weighs 3, the further 1 (above for even rows, below for odd; edges replicated).
+            int cy = sy >> 1;
+            int far = (sy & 1) == 0 ? Math.Max(cy - 1, 0) : Math.Min(cy + 1, c.SampledHeight - 1);
+            if (far < c.Y0 || far >= c.Y0 + c.Rows) throw new InvalidDataException("chroma context outside the decoded window");
+            nearRow = c.PlaneOffset + (cy - c.Y0) * c.W - c.X0;
+            farRow = c.PlaneOffset + (far - c.Y0) * c.W - c.X0;
+            vertical = (sy & 1) == 0 ? 1 : 2;
+        }
+        if (hMax == 1)
+        {
+            if (vertical == 0)
+                for (int x = 0; x < count; x++) output[x] = p[nearRow + left + x];
+            else
+                for (int x = 0; x < count; x++)
+                {
+                    int sx = left + x;
+                    output[x] = (3 * p[nearRow + sx] + p[farRow + sx] + vertical) >> 2;
+                }
+            return 0;
+        }
+        // Horizontal 2×: chroma columns c0 .. c1 cover the output from the even column at or before left; sums[k]
+        // holds column c0 − 1 + k (clamped at the image edges), as 3·near + far (h2v2) or the sample itself (h2v1).
+        int c0 = left >> 1, c1 = (left + count - 1) >> 1;
+        int n = c1 - c0 + 1;
+        for (int k = 0; k < n + 2; k++)
+        {
+            int cx = Math.Clamp(c0 - 1 + k, 0, last);
+            sums[k] = vertical == 0 ? p[nearRow + cx] : 3 * p[nearRow + cx] + p[farRow + cx];
+        }
+        if (vertical == 0) ChromaUpsample.H2(sums, n, output, 1, 2, 2);
+        else ChromaUpsample.H2(sums, n, output, 8, 7, 4);
+        return left & 1;
+    }
+
+    /// <summary>Zig-zag position → natural (row-major) position.</summary>
+    internal static ReadOnlySpan<byte> Natural =>
+    [
+        0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21,
+        28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61,
+        54, 47, 55, 62, 63,
+    ];
+}

@@ -1,0 +1,167 @@
+using MimFlow.Core.Randomness;
+using MimFlow.Data.Augment;
+using MimFlow.Data.Decoding;
+using NetVips;
+
+namespace MimFlow.Tests.Data;
+
+/// <summary>The managed JPEG decoder gives libvips' (libjpeg-turbo's) pixels bit for bit, and refuses what it does not handle.</summary>
+public sealed class JpegDecoderTests
+{
+    /// <summary>A photo-like image: smooth colour waves plus noise (many AC coefficients, every Huffman code length).</summary>
+    private static Image Noisy(int width, int height, int seed)
+    {
+        var random = new Random(seed);
+        byte[] pixels = new byte[width * height * 3];
+        double fx = random.Next(3, 40), fy = random.Next(3, 40);
+        for (int y = 0; y < height; y++)
+            for (int x = 0; x < width; x++)
+                for (int c = 0; c < 3; c++)
+                {
+                    double wave = Math.Sin(x / fx + c) * Math.Cos(y / fy + 2 * c);
+                    pixels[3 * (y * width + x) + c] = (byte)Math.Clamp(128 + 100 * wave + random.Next(-25, 26), 0, 255);
+                }
+        return Image.NewFromMemory(pixels, width, height, 3, Enums.BandFormat.Uchar).Copy(interpretation: Enums.Interpretation.Srgb);
+    }
+
+    private static byte[] Encode(Image image, int quality, Enums.ForeignSubsample subsample, int restart = 0, bool progressive = false) =>
+        image.JpegsaveBuffer(q: quality, subsampleMode: subsample, restartInterval: restart, interlace: progressive, keep: Enums.ForeignKeep.None);
+
+    private static byte[] Planar(byte[] interleaved, int width, int x0, int y0, int w, int h)
+    {
+        byte[] planar = new byte[3 * w * h];
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+                for (int c = 0; c < 3; c++) planar[c * w * h + y * w + x] = interleaved[3 * ((y0 + y) * width + x0 + x) + c];
+        return planar;
+    }
+
+    [Theory]
+    [InlineData(640, 480, 90, Enums.ForeignSubsample.Auto, 0)]
+    [InlineData(333, 517, 75, Enums.ForeignSubsample.On, 0)]
+    [InlineData(101, 77, 95, Enums.ForeignSubsample.Off, 0)]
+    [InlineData(250, 190, 60, Enums.ForeignSubsample.On, 3)]
+    [InlineData(17, 9, 85, Enums.ForeignSubsample.On, 1)]
+    [InlineData(7, 300, 92, Enums.ForeignSubsample.Off, 2)]
+    public void Regions_equal_libvips_decodes_bit_for_bit(int width, int height, int quality, Enums.ForeignSubsample subsample, int restart)
+    {
+        using var image = Noisy(width, height, width * height);
+        byte[] jpeg = Encode(image, quality, subsample, restart);
+        using var decoded = Image.JpegloadBuffer(jpeg, access: Enums.Access.Random);
+        byte[] full = decoded.WriteToMemory<byte>();
+        var random = new Random(width);
+        var decoder = new JpegRegionDecoder();
+        for (int t = 0; t < 12; t++)
+        {
+            int w = t == 0 ? width : random.Next(1, width + 1), h = t == 0 ? height : random.Next(1, height + 1);
+            int x0 = random.Next(0, width - w + 1), y0 = random.Next(0, height - h + 1);
+            byte[] region = new byte[3 * w * h];
+            Assert.True(decoder.TryDecode(jpeg, x0, y0, w, h, region), $"{width}×{height} q{quality} {subsample} restart {restart}: not decoded");
+            Assert.Equal(Planar(full, width, x0, y0, w, h), region);
+        }
+    }
+
+    [Fact]
+    public void Unsupported_jpegs_are_left_to_libvips()
+    {
+        var decoder = new JpegRegionDecoder();
+        using var image = Noisy(64, 48, 1);
+        byte[] target = new byte[3 * 64 * 48];
+        Assert.False(decoder.TryDecode(Encode(image, 80, Enums.ForeignSubsample.Auto, progressive: true), 0, 0, 64, 48, target));
+        Assert.False(decoder.TryDecode(TestImages.GreyJpeg(64, 48), 0, 0, 64, 48, target));
+        Assert.False(decoder.TryDecode(TestImages.CmykJpeg(64, 48), 0, 0, 64, 48, target));
+        Assert.False(decoder.TryDecode(TestImages.AlphaPng(64, 48), 0, 0, 64, 48, target));
+        byte[] jpeg = Encode(image, 80, Enums.ForeignSubsample.Auto);
+        Assert.False(decoder.TryDecode(jpeg[..(jpeg.Length / 2)], 0, 0, 64, 48, target)); // runs out of data
+        Assert.False(decoder.TryDecode(jpeg, 10, 10, 64, 48, target)); // region outside the image
+    }
+
+    [Fact]
+    public void Damaged_entropy_data_never_throws()
+    {
+        using var image = Noisy(120, 90, 7);
+        byte[] jpeg = Encode(image, 85, Enums.ForeignSubsample.Auto, restart: 2);
+        var random = new Random(3);
+        var decoder = new JpegRegionDecoder();
+        byte[] target = new byte[3 * 120 * 90];
+        for (int t = 0; t < 300; t++)
+        {
+            byte[] damaged = (byte[])jpeg.Clone();
+            for (int k = 0; k < 1 + t % 5; k++) damaged[random.Next(damaged.Length / 3, damaged.Length)] = (byte)random.Next(256);
+            _ = decoder.TryDecode(damaged, 0, 0, 120, 90, target); // true or false, never an exception
+        }
+    }
+
+    [Fact]
+    public void The_vector_idct_equals_the_scalar_one()
+    {
+        var random = new Random(11);
+        short[] block = new short[64];
+        int[] quant = new int[64];
+        byte[] vector = new byte[64], scalar = new byte[64];
+        for (int t = 0; t < 2000; t++)
+        {
+            for (int i = 0; i < 64; i++)
+            {
+                block[i] = (short)(random.Next(4) == 0 ? random.Next(-400, 401) : 0);
+                quant[i] = random.Next(1, 60);
+            }
+            InverseDct.Islow(block, quant, vector, 8);
+            InverseDct.IslowScalar(block, quant, scalar, 8);
+            Assert.Equal(scalar, vector);
+        }
+    }
+
+    [Fact]
+    public void Rendering_with_the_managed_decoder_equals_rendering_with_libvips()
+    {
+        using var image = Noisy(500, 375, 5);
+        byte[] jpeg = Encode(image, 90, Enums.ForeignSubsample.Auto);
+        var header = ImageHeader.Read(jpeg, DecodeLimits.Default);
+        var recipe = new PretrainRecipe();
+        for (int i = 0; i < 10; i++)
+        {
+            var random = StableRandom.For(4, (ulong)i);
+            var parameters = recipe.Draw(header, ref random);
+            byte[][] managed = recipe.Views.Select(v => new byte[v.Bytes]).ToArray();
+            byte[][] libvips = recipe.Views.Select(v => new byte[v.Bytes]).ToArray();
+            Augmenter.Render(jpeg, header, parameters, recipe.Views, managed.Select(b => new Memory<byte>(b)).ToArray());
+            JpegRegionDecoder.Enabled = false;
+            try
+            {
+                Augmenter.Render(jpeg, header, parameters, recipe.Views, libvips.Select(b => new Memory<byte>(b)).ToArray());
+            }
+            finally
+            {
+                JpegRegionDecoder.Enabled = true;
+            }
+            for (int v = 0; v < managed.Length; v++) Assert.Equal(libvips[v], managed[v]);
+        }
+    }
+
+    [Fact]
+    public void The_planar_resampler_stays_within_one_level_of_the_interleaved_one()
+    {
+        var random = new Random(2);
+        for (int t = 0; t < 40; t++)
+        {
+            int w = random.Next(1, 300), h = random.Next(1, 300);
+            byte[] rgb = new byte[3 * w * h];
+            random.NextBytes(rgb);
+            byte[] planar = new byte[3 * w * h];
+            new PlanarImage(planar, w, h).FromInterleaved(rgb);
+            double bw = Math.Min(w, random.NextDouble() * w + 0.5), bh = Math.Min(h, random.NextDouble() * h + 0.5);
+            var box = new CropBox(random.NextDouble() * (w - bw), random.NextDouble() * (h - bh), bw, bh);
+            int tw = random.Next(1, 130), th = random.Next(1, 130);
+            var kernel = (ResampleKernel)(t % 4);
+            byte[] reference = new byte[3 * tw * th];
+            Resampler.ResizeRgb(rgb, w, h, 3 * w, box, reference, tw, th, kernel);
+            byte[] output = new byte[3 * tw * th];
+            var plan = PlanarResampler.Plan.For(w, h, box, tw, th, kernel);
+            for (int c = 0; c < 3; c++) PlanarResampler.Resize(plan, planar.AsSpan(c * w * h, w * h), output.AsSpan(c * tw * th, tw * th), tw);
+            for (int i = 0; i < tw * th; i++)
+                for (int c = 0; c < 3; c++)
+                    Assert.InRange(output[c * tw * th + i] - reference[3 * i + c], -1, 1);
+        }
+    }
+}
