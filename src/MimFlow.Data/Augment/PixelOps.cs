@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using System.Text.Json.Serialization;
 
 namespace MimFlow.Data.Augment;
@@ -52,7 +53,25 @@ public abstract record PixelOp
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     internal static void Lookup(Span<byte> values, ReadOnlySpan<byte> table)
     {
-        for (int i = 0; i < values.Length; i++) values[i] = table[values[i]];
+        int i = 0;
+        if (System.Runtime.Intrinsics.X86.Avx512Vbmi.IsSupported && values.Length >= 64 && table.Length >= 256)
+        {
+            // 64 lookups at once: two 128-byte permutes (vpermi2b) and a select on the index's top bit; same bytes.
+            var t0 = System.Runtime.Intrinsics.Vector512.Create(table[..64]);
+            var t1 = System.Runtime.Intrinsics.Vector512.Create(table.Slice(64, 64));
+            var t2 = System.Runtime.Intrinsics.Vector512.Create(table.Slice(128, 64));
+            var t3 = System.Runtime.Intrinsics.Vector512.Create(table.Slice(192, 64));
+            ref byte start = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(values);
+            for (; i + 64 <= values.Length; i += 64)
+            {
+                var index = System.Runtime.Intrinsics.Vector512.LoadUnsafe(ref start, (nuint)i);
+                var low = System.Runtime.Intrinsics.X86.Avx512Vbmi.PermuteVar64x8x2(t0, index, t1);
+                var high = System.Runtime.Intrinsics.X86.Avx512Vbmi.PermuteVar64x8x2(t2, index, t3);
+                var upperHalf = System.Runtime.Intrinsics.Vector512.LessThan(index.AsSByte(), System.Runtime.Intrinsics.Vector512<sbyte>.Zero).AsByte();
+                System.Runtime.Intrinsics.Vector512.ConditionalSelect(upperHalf, high, low).StoreUnsafe(ref start, (nuint)i);
+            }
+        }
+        for (; i < values.Length; i++) values[i] = table[values[i]];
     }
 
     /// <summary>PIL's RGB → L conversion (ITU-R 601-2 luma, fixed point).</summary>

@@ -170,6 +170,16 @@ public static class PlanarResampler
                     {
                         int y = oy + j;
                         int start = (plan.VerticalStart[y] - firstRow) * stride + cx;
+                        if (Vector512.IsHardwareAccelerated)
+                        {
+                            // The same products and sums, 16 lanes at once.
+                            var sum = Vector512<float>.Zero;
+                            for (int k = 0; k < taps; k++)
+                                sum += Vector512.LoadUnsafe(ref input, (nuint)(start + k * stride)) * Vector512.Create(Unsafe.Add(ref weights, y * taps + k));
+                            left[j] = sum.GetLower();
+                            right[j] = sum.GetUpper();
+                            continue;
+                        }
                         var a = Vector256<float>.Zero;
                         var b = Vector256<float>.Zero;
                         for (int k = 0; k < taps; k++)

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
 namespace MimFlow.Data.Decoding;
@@ -39,6 +40,8 @@ public sealed class JpegRegionDecoder
     private int componentCount, width, height, restartInterval, scanStart, hMax, vMax;
     private bool sawJfif, sawAdobe;
     private int adobeTransform;
+    private int exifSegments, orientation;
+    private bool exifReadable;
 
     private sealed class Component
     {
@@ -49,9 +52,12 @@ public sealed class JpegRegionDecoder
         public int DcPredictor;
     }
 
+    private readonly List<HuffmanTable> builtTables = new(16);
+
     private sealed class HuffmanTable
     {
-        // 9-bit lookahead: (length << 8) | symbol, 0 when the code is longer.
+        public byte[] Definition = [];
+        // 11-bit lookahead: (length << 8) | symbol, 0 when the code is longer.
         public readonly ushort[] Lookup = new ushort[1 << LookBits];
         public readonly int[] MaxCode = new int[18];
         public readonly int[] ValueOffset = new int[18];
@@ -60,7 +66,7 @@ public sealed class JpegRegionDecoder
         public readonly int[] FastAc = new int[1 << LookBits];
     }
 
-    private const int LookBits = 9;
+    private const int LookBits = 11;
 
     /// <summary>
     /// Decodes display pixels [<paramref name="left"/>, <paramref name="left"/> + <paramref name="regionWidth"/>) ×
@@ -92,12 +98,71 @@ public sealed class JpegRegionDecoder
         }
     }
 
+    /// <summary>
+    /// The header facts <see cref="ImageHeader"/> needs, without libvips, for the JPEGs this decoder handles: stored
+    /// size and EXIF orientation (IFD0's tag 0x0112, as libvips reads it through libexif). False, and the caller asks
+    /// libvips, for anything else, including a second or unreadable EXIF block.
+    /// </summary>
+    public bool TryReadHeader(ReadOnlySpan<byte> encoded, out int storedWidth, out int storedHeight, out int exifOrientation)
+    {
+        storedWidth = storedHeight = 0;
+        exifOrientation = 1;
+        if (!Enabled) return false;
+        try
+        {
+            if (!ReadHeaders(encoded) || exifSegments > 1 || !exifReadable) return false;
+        }
+        catch (Exception e) when (e is InvalidDataException or IndexOutOfRangeException or ArgumentOutOfRangeException)
+        {
+            return false;
+        }
+        storedWidth = width;
+        storedHeight = height;
+        exifOrientation = orientation;
+        return true;
+    }
+
+    /// <summary>
+    /// The Orientation tag of a TIFF structure (EXIF without its "Exif\0\0" prefix): IFD0, tag 0x0112, type SHORT,
+    /// count 1. No tag: orientation 1. Anything malformed: false.
+    /// </summary>
+    internal static bool ExifOrientation(ReadOnlySpan<byte> tiff, out int value)
+    {
+        value = 1;
+        if (tiff.Length < 8) return false;
+        bool little = tiff[0] == 'I' && tiff[1] == 'I';
+        if (!little && !(tiff[0] == 'M' && tiff[1] == 'M')) return false;
+        if (U16(tiff, 2, little) != 42) return false;
+        uint ifd = U32(tiff, 4, little);
+        if (ifd < 8 || ifd > tiff.Length - 2) return false;
+        int entries = U16(tiff, (int)ifd, little);
+        if (ifd + 2 + 12L * entries > tiff.Length) return false;
+        for (int i = 0; i < entries; i++)
+        {
+            int at = (int)ifd + 2 + 12 * i;
+            if (U16(tiff, at, little) != 0x0112) continue;
+            if (U16(tiff, at + 2, little) != 3 || U32(tiff, at + 4, little) != 1) return false;
+            value = U16(tiff, at + 8, little);
+            return true;
+        }
+        return true;
+    }
+
+    private static ushort U16(ReadOnlySpan<byte> s, int at, bool little) =>
+        little ? BinaryPrimitives.ReadUInt16LittleEndian(s[at..]) : BinaryPrimitives.ReadUInt16BigEndian(s[at..]);
+
+    private static uint U32(ReadOnlySpan<byte> s, int at, bool little) =>
+        little ? BinaryPrimitives.ReadUInt32LittleEndian(s[at..]) : BinaryPrimitives.ReadUInt32BigEndian(s[at..]);
+
     /// <summary>Reads markers up to the first SOS; false for anything outside the supported subset.</summary>
     private bool ReadHeaders(ReadOnlySpan<byte> data)
     {
         componentCount = 0;
         restartInterval = 0;
         sawJfif = sawAdobe = false;
+        exifSegments = 0;
+        orientation = 1;
+        exifReadable = true;
         Array.Clear(dcTables);
         Array.Clear(acTables);
         Array.Clear(quant);
@@ -131,6 +196,13 @@ public sealed class JpegRegionDecoder
                     break;
                 case 0xE0:
                     if (segment.Length >= 5 && segment[..5].SequenceEqual("JFIF\0"u8)) sawJfif = true;
+                    break;
+                case 0xE1:
+                    if (segment.Length >= 6 && segment[..6].SequenceEqual("Exif\0\0"u8))
+                    {
+                        exifSegments++;
+                        if (!ExifOrientation(segment[6..], out orientation)) exifReadable = false;
+                    }
                     break;
                 case 0xEE:
                     if (segment.Length >= 12 && segment[..5].SequenceEqual("Adobe"u8))
@@ -221,15 +293,25 @@ public sealed class JpegRegionDecoder
             int count = 0;
             for (int l = 1; l <= 16; l++) count += s[l];
             if (count > 256 || s.Length < 17 + count) return false;
-            var table = new HuffmanTable();
-            if (!Build(table, s.Slice(1, 16), s.Slice(17, count), dc: tableClass == 0)) return false;
+            var definition = s.Slice(0, 17 + count);
+            HuffmanTable? table = null;
+            foreach (var cached in builtTables)
+                if (cached.Definition.AsSpan().SequenceEqual(definition)) { table = cached; break; }
+            if (table is null)
+            {
+                // Most files of a dataset come from a few encoders with the same tables: build each once.
+                table = new HuffmanTable { Definition = definition.ToArray() };
+                if (!Build(table, s.Slice(1, 16), s.Slice(17, count), dc: tableClass == 0)) return false;
+                if (builtTables.Count == 16) builtTables.RemoveAt(0);
+                builtTables.Add(table);
+            }
             (tableClass == 0 ? dcTables : acTables)[id] = table;
             s = s[(17 + count)..];
         }
         return true;
     }
 
-    /// <summary>libjpeg's jpeg_make_d_derived_tbl, with a 9-bit lookahead.</summary>
+    /// <summary>libjpeg's jpeg_make_d_derived_tbl, with an 11-bit lookahead.</summary>
     private static bool Build(HuffmanTable table, ReadOnlySpan<byte> bits, ReadOnlySpan<byte> values, bool dc)
     {
         Span<int> sizes = stackalloc int[257];
@@ -278,7 +360,14 @@ public sealed class JpegRegionDecoder
             int entry = table.Lookup[look];
             if (entry == 0) continue;
             int length = entry >> 8, run = (entry >> 4) & 15, size = entry & 15;
-            if (size == 0 || length + size > LookBits) continue;
+            if (size == 0)
+            {
+                // End of block (run 64 takes k past 63: the loop ends) and sixteen zeros (run 15, then the loop's k++).
+                if (run == 0) table.FastAc[look] = (64 << 8) | length;
+                else if (run == 15) table.FastAc[look] = (15 << 8) | length;
+                continue;
+            }
+            if (length + size > LookBits) continue;
             int v = (look >> (LookBits - length - size)) & ((1 << size) - 1);
             if (v < 1 << (size - 1)) v -= (1 << size) - 1;
             table.FastAc[look] = (v << 16) | (run << 8) | (length + size);
@@ -343,7 +432,7 @@ public sealed class JpegRegionDecoder
                     if (restartsLeft == 0)
                     {
                         if (bits < padding) throw new InvalidDataException("entropy data ended early");
-                        RefillBytes(data, ref buffer, ref bits, ref position, ref padding, ref ended);
+                        (buffer, bits, position, padding, ended) = RefillBytes(data, buffer, bits, position, padding, ended);
                         // Only the fill bits of the last byte may remain before the marker.
                         if (!ended || bits - padding >= 8 || position + 1 >= data.Length || data[position] != 0xFF || data[position + 1] != 0xD0 + nextRestart)
                             throw new InvalidDataException("restart marker not where expected");
@@ -363,24 +452,24 @@ public sealed class JpegRegionDecoder
                     var c = components[i];
                     var dc = dcTables[c.DcTable]!;
                     var ac = acTables[c.AcTable]!;
-                    ushort[] dcLookup = dc.Lookup;
-                    ushort[] acLookup = ac.Lookup;
-                    int[] fastAc = ac.FastAc;
+                    // Indices below are bounded by construction (11-bit lookups into 2048-entry tables, k ≤ 63 checked,
+                    // natural positions < 64), so the loop reads through refs without bounds checks.
+                    ref ushort dcLookup = ref MemoryMarshal.GetArrayDataReference(dc.Lookup);
+                    ref ushort acLookup = ref MemoryMarshal.GetArrayDataReference(ac.Lookup);
+                    ref int fastAc = ref MemoryMarshal.GetArrayDataReference(ac.FastAc);
+                    ref byte natural = ref MemoryMarshal.GetReference(Natural);
+                    ref short coefficients = ref MemoryMarshal.GetArrayDataReference(block);
                     for (int by = 0; by < c.V; by++)
                         for (int bx = 0; bx < c.H; bx++)
                         {
-                            Array.Clear(block);
+                            if (needed) Array.Clear(block);
                             // DC: a difference from the previous block's DC.
                             if (bits < 32) Refill(data, ref buffer, ref bits, ref position, ref padding, ref ended);
-                            int entry = dcLookup[(int)(buffer >> (64 - LookBits))];
-                            int symbol;
-                            if (entry != 0)
-                            {
-                                buffer <<= entry >> 8;
-                                bits -= entry >> 8;
-                                symbol = entry & 0xFF;
-                            }
-                            else symbol = DecodeLong(dc, ref buffer, ref bits);
+                            int entry = Unsafe.Add(ref dcLookup, (int)(buffer >> (64 - LookBits)));
+                            if (entry == 0) entry = DecodeLong(dc, buffer);
+                            buffer <<= entry >> 8;
+                            bits -= entry >> 8;
+                            int symbol = entry & 0xFF;
                             if (symbol != 0)
                             {
                                 int v = (int)(buffer >> (64 - symbol));
@@ -394,26 +483,32 @@ public sealed class JpegRegionDecoder
                             {
                                 if (bits < 32) Refill(data, ref buffer, ref bits, ref position, ref padding, ref ended);
                                 int look = (int)(buffer >> (64 - LookBits));
-                                int fast = fastAc[look];
+                                int fast = Unsafe.Add(ref fastAc, look);
                                 if (fast != 0)
                                 {
                                     // Code and magnitude bits within the lookahead: the value comes from the table.
-                                    k += (fast >> 8) & 0xFF;
+                                    int skip = (fast >> 8) & 0xFF;
+                                    k += skip;
                                     buffer <<= fast & 0xFF;
                                     bits -= fast & 0xFF;
-                                    if (k > 63) throw new InvalidDataException("coefficient index past 63");
-                                    block[Natural[k]] = (short)(fast >> 16);
-                                    last = k;
+                                    if (k > 63)
+                                    {
+                                        if (skip == 64) break; // end of block
+                                        throw new InvalidDataException("coefficient index past 63");
+                                    }
+                                    int value = fast >> 16;
+                                    if (value != 0)
+                                    {
+                                        Unsafe.Add(ref coefficients, Unsafe.Add(ref natural, k)) = (short)value;
+                                        last = k;
+                                    }
                                     continue;
                                 }
-                                entry = acLookup[look];
-                                if (entry != 0)
-                                {
-                                    buffer <<= entry >> 8;
-                                    bits -= entry >> 8;
-                                    symbol = entry & 0xFF;
-                                }
-                                else symbol = DecodeLong(ac, ref buffer, ref bits);
+                                entry = Unsafe.Add(ref acLookup, look);
+                                if (entry == 0) entry = DecodeLong(ac, buffer);
+                                buffer <<= entry >> 8;
+                                bits -= entry >> 8;
+                                symbol = entry & 0xFF;
                                 int run = symbol >> 4, size = symbol & 15;
                                 if (size != 0)
                                 {
@@ -422,7 +517,7 @@ public sealed class JpegRegionDecoder
                                     int v = (int)(buffer >> (64 - size));
                                     buffer <<= size;
                                     bits -= size;
-                                    block[Natural[k]] = (short)(v < (1 << (size - 1)) ? v - (1 << size) + 1 : v);
+                                    Unsafe.Add(ref coefficients, Unsafe.Add(ref natural, k)) = (short)(v < (1 << (size - 1)) ? v - (1 << size) + 1 : v);
                                     last = k;
                                 }
                                 else
@@ -475,11 +570,13 @@ public sealed class JpegRegionDecoder
                 return;
             }
         }
-        RefillBytes(data, ref buffer, ref bits, ref position, ref padding, ref ended);
+        (buffer, bits, position, padding, ended) = RefillBytes(data, buffer, bits, position, padding, ended);
     }
 
+    /// <summary>The byte-by-byte refill. Takes and returns the state by value: the caller's locals never have their
+    /// address taken, so the JIT keeps them in registers.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void RefillBytes(ReadOnlySpan<byte> data, ref ulong buffer, ref int bits, ref int position, ref int padding, ref bool ended)
+    private static (ulong Buffer, int Bits, int Position, int Padding, bool Ended) RefillBytes(ReadOnlySpan<byte> data, ulong buffer, int bits, int position, int padding, bool ended)
     {
         while (bits <= 56)
         {
@@ -506,11 +603,13 @@ public sealed class JpegRegionDecoder
             buffer |= (ulong)b << (56 - bits);
             bits += 8;
         }
+        return (buffer, bits, position, padding, ended);
     }
 
     /// <summary>A Huffman code longer than the lookahead (libjpeg's jpeg_huff_decode).</summary>
+    /// <returns>(length << 8) | symbol.</returns>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static int DecodeLong(HuffmanTable table, ref ulong buffer, ref int bits)
+    private static int DecodeLong(HuffmanTable table, ulong buffer)
     {
         int l = LookBits + 1;
         int code = (int)(buffer >> (64 - l));
@@ -520,11 +619,9 @@ public sealed class JpegRegionDecoder
             code = (int)(buffer >> (64 - l));
         }
         if (l > 16) throw new InvalidDataException("bad Huffman code");
-        buffer <<= l;
-        bits -= l;
         int index = code + table.ValueOffset[l];
         if ((uint)index > 255) throw new InvalidDataException("bad Huffman code");
-        return table.Values[index];
+        return (l << 8) | table.Values[index];
     }
 
     /// <summary>
@@ -600,14 +697,37 @@ public sealed class JpegRegionDecoder
         // holds column c0 − 1 + k (clamped at the image edges), as 3·near + far (h2v2) or the sample itself (h2v1).
         int c0 = left >> 1, c1 = (left + count - 1) >> 1;
         int n = c1 - c0 + 1;
-        for (int k = 0; k < n + 2; k++)
+        int inside = Math.Max(0, 1 - c0), insideEnd = Math.Min(n + 2, last - c0 + 2); // k whose column needs no clamping
+        for (int k = 0; k < inside; k++) sums[k] = ColumnSum(p, nearRow, farRow, Math.Clamp(c0 - 1 + k, 0, last), vertical);
+        int j = inside;
+        if (Vector256.IsHardwareAccelerated)
         {
-            int cx = Math.Clamp(c0 - 1 + k, 0, last);
-            sums[k] = vertical == 0 ? p[nearRow + cx] : 3 * p[nearRow + cx] + p[farRow + cx];
+            ref byte near = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(p), nearRow + c0 - 1);
+            ref byte farRef = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(p), farRow + c0 - 1);
+            ref int sum = ref MemoryMarshal.GetArrayDataReference(sums);
+            for (; j + 8 <= insideEnd; j += 8)
+            {
+                var a = Widen8(ref near, j);
+                var v = vertical == 0 ? a : a * 3 + Widen8(ref farRef, j);
+                v.StoreUnsafe(ref sum, (nuint)j);
+            }
         }
+        for (; j < n + 2; j++) sums[j] = ColumnSum(p, nearRow, farRow, Math.Clamp(c0 - 1 + j, 0, last), vertical);
         if (vertical == 0) ChromaUpsample.H2(sums, n, output, 1, 2, 2);
         else ChromaUpsample.H2(sums, n, output, 8, 7, 4);
         return left & 1;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int ColumnSum(byte[] p, int nearRow, int farRow, int cx, int vertical) =>
+        vertical == 0 ? p[nearRow + cx] : 3 * p[nearRow + cx] + p[farRow + cx];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Widen8(ref byte row, int offset)
+    {
+        var bytes = Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref row, offset))).AsByte();
+        var shorts = Vector128.WidenLower(bytes);
+        return Vector256.Create(Vector128.WidenLower(shorts), Vector128.WidenUpper(shorts)).AsInt32();
     }
 
     /// <summary>Zig-zag position → natural (row-major) position.</summary>

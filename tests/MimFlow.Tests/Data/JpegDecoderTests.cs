@@ -164,4 +164,30 @@ public sealed class JpegDecoderTests
                     Assert.InRange(output[c * tw * th + i] - reference[3 * i + c], -1, 1);
         }
     }
+
+    [Fact]
+    public void Headers_read_without_libvips_equal_libvips_headers()
+    {
+        byte[][] inputs =
+        [
+            TestImages.Jpeg(640, 480), TestImages.OrientedJpeg(120, 80, 6), TestImages.OrientedJpeg(33, 17, 3), TestImages.OrientedJpeg(50, 40, 1),
+            Encode(Noisy(77, 51, 3), 70, Enums.ForeignSubsample.Off, restart: 2), TestImages.GreyJpeg(30, 20), TestImages.CmykJpeg(30, 20),
+            Encode(Noisy(64, 48, 2), 80, Enums.ForeignSubsample.Auto, progressive: true),
+        ];
+        foreach (byte[] input in inputs)
+        {
+            var managed = ImageHeader.Read(input, DecodeLimits.Default);
+            JpegRegionDecoder.Enabled = false;
+            try
+            {
+                Assert.Equal(ImageHeader.Read(input, DecodeLimits.Default), managed);
+            }
+            finally
+            {
+                JpegRegionDecoder.Enabled = true;
+            }
+        }
+        var bomb = Assert.Throws<BadImageException>(() => ImageHeader.Read(TestImages.Jpeg(400, 300), new DecodeLimits(MaxPixels: 100_000)));
+        Assert.Contains("decompression bomb", bomb.Reason);
+    }
 }
