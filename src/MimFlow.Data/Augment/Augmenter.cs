@@ -27,7 +27,8 @@ public static class Augmenter
 
         // The region that covers every view, as planes R, G, B: the managed decoder for the common JPEG (bit for bit
         // libjpeg-turbo's pixels, only the blocks the region touches), libvips for everything else.
-        var (region, width, height, placement) = DecodeRegion(encoded, header, union, shrink);
+        bool wantMean = views.Any(v => v.Ops.Any(op => op is Contrast { WholeImage: true }));
+        var (region, width, height, placement, imageMean) = DecodeRegion(encoded, header, union, shrink, wantMean);
         try
         {
             int plane = width * height;
@@ -50,7 +51,7 @@ public static class Augmenter
                         if (view.Flip)
                             for (int y = 0; y < view.Height; y++) target.Slice(y * view.Width, view.Width).Reverse();
                     }
-                    foreach (var op in view.Ops) op.Apply(image);
+                    ApplyOps(view.Ops, image, imageMean);
                     if (!exact) Pad(image, shape, view.PadValue, destinations[v].Span);
                 }
                 finally
@@ -70,7 +71,48 @@ public static class Augmenter
     /// the managed decoder handles (baseline, YCbCr, common samplings, no rotation, full scale) decode with it, the
     /// same pixels libvips gives (tested); the rest, and shrink-on-load, go through libvips.
     /// </summary>
-    private static unsafe (byte[] Region, int Width, int Height, RegionPlacement Placement) DecodeRegion(byte[] encoded, ImageHeader header, CropBox union, int shrink)
+    /// <summary>
+    /// The view's operations in order. A whole-image contrast blends with the source image's mean grey as the
+    /// operations before it would have left it: brightness factors scale it (per-channel clipping ignored),
+    /// saturation and grey conversion keep it (they blend towards each pixel's own grey).
+    /// </summary>
+    private static void ApplyOps(IReadOnlyList<PixelOp> ops, PlanarImage image, double imageMean)
+    {
+        double scale = 1;
+        foreach (var op in ops)
+        {
+            switch (op)
+            {
+                case Contrast { WholeImage: true } contrast:
+                    contrast.Apply(image, Math.Min(255, imageMean * scale));
+                    break;
+                case Brightness brightness:
+                    scale *= brightness.Factor;
+                    op.Apply(image);
+                    break;
+                default:
+                    op.Apply(image);
+                    break;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The mean grey of the whole image, for contrast that acts before the crop: from the luma DC coefficients when the
+    /// managed decoder can read the JPEG (<see cref="JpegRegionDecoder.TryLumaMean"/>), else PIL's L averaged over a
+    /// libvips decode (JPEGs shrunk 8× on load).
+    /// </summary>
+    public static double WholeImageMean(byte[] encoded, ImageHeader header)
+    {
+        if (header.IsJpeg && JpegRegionDecoder.ForThread.TryLumaMean(encoded, out double mean)) return mean;
+        using var image = RegionDecoder.LoadRegion(encoded, header, new CropBox(0, 0, header.Width, header.Height), header.IsJpeg ? 8 : 1, out _);
+        byte[] rgb = image.WriteToMemory<byte>();
+        long sum = 0;
+        for (int i = 0; i + 2 < rgb.Length; i += 3) sum += PixelOp.Luma(rgb[i], rgb[i + 1], rgb[i + 2]);
+        return (double)sum / Math.Max(1, rgb.Length / 3);
+    }
+
+    private static unsafe (byte[] Region, int Width, int Height, RegionPlacement Placement, double Mean) DecodeRegion(byte[] encoded, ImageHeader header, CropBox union, int shrink, bool wantMean)
     {
         if (header.IsJpeg && shrink == 1 && header.Orientation == 1)
         {
@@ -81,8 +123,9 @@ public static class Augmenter
             int bottom = Math.Clamp((int)Math.Round(union.Y + union.Height), top + 1, header.Height);
             int w = right - left, h = bottom - top;
             byte[] planar = ArrayPool<byte>.Shared.Rent(3 * w * h);
-            if (JpegRegionDecoder.ForThread.TryDecode(encoded, left, top, w, h, planar))
-                return (planar, w, h, new RegionPlacement(left, top, 1, 1));
+            // The whole image's mean comes from the same entropy pass, continued to the last MCU row.
+            if (JpegRegionDecoder.ForThread.TryDecode(encoded, left, top, w, h, planar, wantMean, out double lumaMean))
+                return (planar, w, h, new RegionPlacement(left, top, 1, 1), lumaMean);
             ArrayPool<byte>.Shared.Return(planar);
         }
         IntPtr pixels = IntPtr.Zero;
@@ -99,7 +142,7 @@ public static class Augmenter
             }
             byte[] planar = ArrayPool<byte>.Shared.Rent(3 * width * height);
             new PlanarImage(planar, width, height).FromInterleaved(new ReadOnlySpan<byte>((void*)pixels, 3 * width * height));
-            return (planar, width, height, placement);
+            return (planar, width, height, placement, wantMean ? WholeImageMean(encoded, header) : 0);
         }
         catch (VipsException e)
         {

@@ -96,9 +96,25 @@ public sealed record Brightness(double Factor) : PixelOp
     }
 }
 
-/// <summary>PIL ImageEnhance.Contrast: blend with the mean grey of the image.</summary>
+/// <summary>
+/// PIL ImageEnhance.Contrast: blend with the mean grey of the image. <see cref="WholeImage"/>: the mean is that of the
+/// whole source image (BEiT jitters before cropping), which the renderer supplies (<see cref="Apply(PlanarImage, double)"/>);
+/// otherwise, and when applied alone, the mean of the view itself (recipes that jitter after the crop).
+/// </summary>
 public sealed record Contrast(double Factor) : PixelOp
 {
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
+    public bool WholeImage { get; init; }
+
+    /// <summary>Blend with a given mean grey (rounded as PIL rounds the image mean).</summary>
+    public void Apply(PlanarImage image, double mean)
+    {
+        mean = Math.Floor(mean + 0.5);
+        Span<byte> table = stackalloc byte[256];
+        for (int v = 0; v < 256; v++) table[v] = Clip(mean + Factor * (v - mean));
+        Lookup(image.Pixels, table);
+    }
+
     public override void Apply(RgbImage image)
     {
         var pixels = image.Pixels;

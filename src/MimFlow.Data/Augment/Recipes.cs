@@ -23,7 +23,9 @@ public interface IAugmentRecipe
 public sealed record PretrainRecipe(int Size = 224, int? SecondViewSize = 112) : IAugmentRecipe
 {
     public RandomResizedCrop Crop { get; init; } = new();
-    public ColorJitter Jitter { get; init; } = new();
+
+    /// <summary>BEiT's ColorJitter acts on the whole image before the crop: its contrast centre is the whole image's mean grey.</summary>
+    public ColorJitter Jitter { get; init; } = new() { WholeImageContrast = true };
     public double FlipProbability { get; init; } = 0.5;
 
     public string Name => SecondViewSize is null ? "pretrain" : "pretrain-two-view";

@@ -70,19 +70,28 @@ public sealed class JpegRegionDecoder
 
     /// <summary>
     /// Decodes display pixels [<paramref name="left"/>, <paramref name="left"/> + <paramref name="regionWidth"/>) ×
-    /// [<paramref name="top"/>, …) of <paramref name="encoded"/> as interleaved 8-bit RGB into
-    /// <paramref name="rgb"/> (3 · width · height bytes), or returns false (nothing usable written) when this JPEG is
-    /// not one the decoder handles exactly.
+    /// [<paramref name="top"/>, …) of <paramref name="encoded"/> as planar 8-bit RGB (three planes of width · height
+    /// bytes) into <paramref name="rgb"/>, or returns false (nothing usable written) when this JPEG is not one the
+    /// decoder handles exactly.
     /// </summary>
-    public bool TryDecode(ReadOnlySpan<byte> encoded, int left, int top, int regionWidth, int regionHeight, Span<byte> rgb)
+    public bool TryDecode(ReadOnlySpan<byte> encoded, int left, int top, int regionWidth, int regionHeight, Span<byte> rgb) =>
+        TryDecode(encoded, left, top, regionWidth, regionHeight, rgb, false, out _);
+
+    /// <summary>
+    /// <see cref="TryDecode(ReadOnlySpan{byte}, int, int, int, int, Span{byte})"/>, and with
+    /// <paramref name="wantLumaMean"/> also the mean grey of the whole image (<see cref="TryLumaMean"/>), the entropy
+    /// decoding continuing past the region's rows to the end for it.
+    /// </summary>
+    public bool TryDecode(ReadOnlySpan<byte> encoded, int left, int top, int regionWidth, int regionHeight, Span<byte> rgb, bool wantLumaMean, out double lumaMean)
     {
+        lumaMean = 0;
         if (!Enabled) return false;
         try
         {
             if (!ReadHeaders(encoded)) return false;
             if (left < 0 || top < 0 || regionWidth < 1 || regionHeight < 1 || left + regionWidth > width || top + regionHeight > height) return false;
             if (rgb.Length < 3 * regionWidth * regionHeight) return false;
-            return DecodeScan(encoded, left, top, regionWidth, regionHeight, rgb);
+            return DecodeScan(encoded, left, top, regionWidth, regionHeight, rgb, wantLumaMean, out lumaMean);
         }
         catch (InvalidDataException)
         {
@@ -153,6 +162,26 @@ public sealed class JpegRegionDecoder
 
     private static uint U32(ReadOnlySpan<byte> s, int at, bool little) =>
         little ? BinaryPrimitives.ReadUInt32LittleEndian(s[at..]) : BinaryPrimitives.ReadUInt32BigEndian(s[at..]);
+
+    /// <summary>
+    /// The mean grey of the whole image from its luma DC coefficients alone: each 8×8 luma block's mean
+    /// (clamp(⌊(DC·q + 4) / 8⌋ + 128), libjpeg's 1/8-scale sample) averaged over the blocks inside the image. An entropy
+    /// pass without IDCT; it stands for PIL's mean of L over the full-resolution image (ColorJitter's contrast centre)
+    /// within rounding. Works whether or not <see cref="Enabled"/> (it decides nothing about pixels).
+    /// </summary>
+    public bool TryLumaMean(ReadOnlySpan<byte> encoded, out double mean)
+    {
+        mean = 0;
+        try
+        {
+            if (!ReadHeaders(encoded)) return false;
+            return DecodeScan(encoded, 0, 0, 1, 1, [], true, out mean, pixels: false);
+        }
+        catch (Exception e) when (e is InvalidDataException or IndexOutOfRangeException or ArgumentOutOfRangeException)
+        {
+            return false;
+        }
+    }
 
     /// <summary>Reads markers up to the first SOS; false for anything outside the supported subset.</summary>
     private bool ReadHeaders(ReadOnlySpan<byte> data)
@@ -394,7 +423,7 @@ public sealed class JpegRegionDecoder
     }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    private bool DecodeScan(ReadOnlySpan<byte> data, int left, int top, int regionWidth, int regionHeight, Span<byte> rgb)
+    private bool DecodeScan(ReadOnlySpan<byte> data, int left, int top, int regionWidth, int regionHeight, Span<byte> rgb, bool wantLumaMean, out double lumaMean, bool pixels = true)
     {
         int mcuWidth = 8 * hMax, mcuHeight = 8 * vMax;
         int mcusAcross = (width + mcuWidth - 1) / mcuWidth, mcusDown = (height + mcuHeight - 1) / mcuHeight;
@@ -422,9 +451,14 @@ public sealed class JpegRegionDecoder
         bool ended = false;
         short[] block = blockBuffer;
         int restartsLeft = restartInterval, nextRestart = 0;
-        for (int my = 0; my < my1; my++)
+        // The luma mean: blocks inside the luma plane (libjpeg's 1/8-scale output covers ⌈w/8⌉ × ⌈h/8⌉ of them).
+        int lumaBlocksAcross = (components[0].SampledWidth + 7) / 8, lumaBlocksDown = (components[0].SampledHeight + 7) / 8;
+        long lumaSum = 0;
+        int[] lumaQuant = quant[components[0].QuantTable];
+        int rowsDecoded = wantLumaMean ? mcusDown : my1;
+        for (int my = 0; my < rowsDecoded; my++)
         {
-            bool rowNeeded = my >= my0;
+            bool rowNeeded = pixels && my >= my0 && my < my1;
             for (int mx = 0; mx < mcusAcross; mx++)
             {
                 if (restartInterval > 0)
@@ -478,6 +512,8 @@ public sealed class JpegRegionDecoder
                                 c.DcPredictor += v < (1 << (symbol - 1)) ? v - (1 << symbol) + 1 : v;
                             }
                             block[0] = (short)c.DcPredictor;
+                            if (wantLumaMean && i == 0 && mx * c.H + bx < lumaBlocksAcross && my * c.V + by < lumaBlocksDown)
+                                lumaSum += Math.Clamp(((block[0] * lumaQuant[0] + 4) >> 3) + 128, 0, 255);
                             int last = 0;
                             for (int k = 1; k < 64; k++)
                             {
@@ -537,7 +573,8 @@ public sealed class JpegRegionDecoder
             }
         }
 
-        Render(left, top, regionWidth, regionHeight, rgb);
+        lumaMean = wantLumaMean ? (double)lumaSum / ((long)lumaBlocksAcross * lumaBlocksDown) : 0;
+        if (pixels) Render(left, top, regionWidth, regionHeight, rgb);
         return true;
     }
 

@@ -190,4 +190,69 @@ public sealed class JpegDecoderTests
         var bomb = Assert.Throws<BadImageException>(() => ImageHeader.Read(TestImages.Jpeg(400, 300), new DecodeLimits(MaxPixels: 100_000)));
         Assert.Contains("decompression bomb", bomb.Reason);
     }
+
+    [Theory]
+    [InlineData(0.6)]
+    [InlineData(1.4)]
+    public void Whole_image_contrast_after_the_crop_matches_contrast_before_it(double factor)
+    {
+        // Dark left half, bright right half: the right half's own mean is far from the image's. (No value clips under
+        // either factor: resampling and a clipped table do not commute, which is not what this test is about.)
+        int width = 320, height = 240;
+        byte[] pixels = new byte[3 * width * height];
+        var random = new Random(4);
+        for (int y = 0; y < height; y++)
+            for (int x = 0; x < width; x++)
+                for (int c = 0; c < 3; c++) pixels[3 * (y * width + x) + c] = (byte)Math.Clamp((x < width / 2 ? 60 : 150) + 10 * c + random.Next(-10, 11), 0, 255);
+        using var image = Image.NewFromMemory(pixels, width, height, 3, Enums.BandFormat.Uchar).Copy(interpretation: Enums.Interpretation.Srgb);
+        byte[] jpeg = Encode(image, 90, Enums.ForeignSubsample.Auto);
+        var header = ImageHeader.Read(jpeg, DecodeLimits.Default);
+
+        // torchvision's order: contrast on the whole decoded image, then crop and resize.
+        using var decoded = Image.JpegloadBuffer(jpeg);
+        byte[] full = decoded.WriteToMemory<byte>();
+        new Contrast(factor).Apply(new RgbImage(full, width, height));
+        var crop = new CropBox(180, 40, 120, 150);
+        byte[] reference = new byte[3 * 64 * 64];
+        Resampler.ResizeRgb(full, width, height, 3 * width, crop, reference, 64, 64, ResampleKernel.Bicubic);
+
+        // MimFlow's: crop and resize, then contrast around the whole image's mean (from the luma DC coefficients).
+        var parameters = AugmentParams.Of(new ViewParams(crop, 64, 64, ResampleKernel.Bicubic, false, [new Contrast(factor) { WholeImage = true }]));
+        byte[] view = new byte[3 * 64 * 64];
+        Augmenter.Render(jpeg, header, parameters, [new ViewShape(64, 64)], [view]);
+        double total = 0;
+        int far = 0;
+        for (int i = 0; i < 64 * 64; i++)
+            for (int c = 0; c < 3; c++)
+            {
+                int d = Math.Abs(view[c * 4096 + i] - reference[3 * i + c]);
+                total += d;
+                if (d > 2) far++;
+            }
+        Assert.True(total / (3 * 4096) < 1.0, $"mean abs difference {total / (3 * 4096):F2}");
+        Assert.True(far < 3 * 4096 / 100, $"{far} values differ by more than 2");
+
+        // The view's own mean (the old behaviour) is far off here: that is what the whole-image mean fixes.
+        byte[] own = new byte[3 * 64 * 64];
+        Augmenter.Render(jpeg, header, AugmentParams.Of(new ViewParams(crop, 64, 64, ResampleKernel.Bicubic, false, [new Contrast(factor)])), [new ViewShape(64, 64)], [own]);
+        double ownTotal = 0;
+        for (int i = 0; i < 64 * 64; i++)
+            for (int c = 0; c < 3; c++) ownTotal += Math.Abs(own[c * 4096 + i] - reference[3 * i + c]);
+        Assert.True(ownTotal / (3 * 4096) > 5, $"view mean differs by only {ownTotal / (3 * 4096):F2}");
+    }
+
+    [Fact]
+    public void The_dc_mean_is_within_a_level_of_the_full_decode_mean()
+    {
+        foreach (var (w, h, seed) in new[] { (640, 480, 1), (333, 517, 2), (101, 77, 3) })
+        {
+            byte[] jpeg = Encode(Noisy(w, h, seed), 90, Enums.ForeignSubsample.Auto);
+            using var decoded = Image.JpegloadBuffer(jpeg);
+            byte[] rgb = decoded.WriteToMemory<byte>();
+            long sum = 0;
+            for (int i = 0; i < rgb.Length; i += 3) sum += PixelOp.Luma(rgb[i], rgb[i + 1], rgb[i + 2]);
+            Assert.True(new JpegRegionDecoder().TryLumaMean(jpeg, out double mean));
+            Assert.InRange(mean - (double)sum / (w * h), -1.0, 1.0);
+        }
+    }
 }
