@@ -75,7 +75,7 @@ public sealed record DataBenchResult(DataBenchRequest Request, IReadOnlyList<Dat
             {
                 workers = r.Ours.Workers, images = r.Ours.Images, seconds = r.Ours.Seconds, images_per_second = r.Ours.ImagesPerSecond,
                 images_per_second_per_core = r.Ours.ImagesPerSecondPerCore, peer_images_per_second = r.PeerImagesPerSecond, ratio_per_core = r.RatioPerCore,
-                of_pil_decode_per_core = OfDecodeLimit(r),
+                of_pil_decode_per_core = OfDecodeLimit(r), cpu_milliseconds_per_image = r.Ours.CpuSecondsPerImage * 1e3,
             }),
             decode_only = new
             {
@@ -134,6 +134,9 @@ public static class DataBench
         say?.Invoke($"  mimflow decode only: {decode.Ours:F1} img/s (managed decoder took {decode.ManagedShare:P0} of {decode.Images} files; libvips alone {decode.Libvips:F1} img/s)");
         var recipe = RecipeCatalog.ByName(request.Recipe);
         int images = Math.Min(request.Images, request.Data.Count);
+        // Untimed warm-up (4 batches): the runtime compiles the loader's methods to their final tier in the first
+        // seconds of a process, which a run of a few seconds would otherwise count; training runs for hours.
+        await LoaderBenchmark.RunAsync(request.Data, recipe, request.Workers[0], Math.Min(images, 4 * request.BatchSize), request.BatchSize, cancellationToken);
         var rows = new List<DataBenchRow>();
         foreach (int workers in request.Workers)
         {

@@ -212,13 +212,16 @@ internal static class BenchCommand
             };
             try { request.Validate(); }
             catch (ArgumentException e) { throw new UsageException(e.Message); }
+            if (request.Pin is { } cores && Environment.GetEnvironmentVariable(PinnedVariable) != cores)
+                return await RunPinnedAsync(cores, cancellationToken);
             var result = await DataBench.RunAsync(request, line => context.Console.WriteLine(line), cancellationToken);
             string decodeTitle = result.PilDecode is double pil ? $"; decode only: PIL {pil:F1} img/s" : "";
             if (result.Decode is { } decode) decodeTitle += $", mimflow {decode.Ours:F1} img/s (libvips {decode.Libvips:F1})";
             var table = new Table().Title($"bench data: {request.Recipe} recipe, float32 batches{(request.Pin is { } p ? $", pinned to CPU {p}" : "")}{decodeTitle}")
-                .AddColumns("workers", "mimflow img/s", "per core", "peer img/s", "peer per worker", "ratio per core", "of PIL decode");
+                .AddColumns("workers", "mimflow img/s", "per core", "CPU ms/img", "peer img/s", "peer per worker", "ratio per core", "of PIL decode");
             foreach (var row in result.Rows)
                 table.AddRow(row.Ours.Workers.ToString(CultureInfo.InvariantCulture), $"{row.Ours.ImagesPerSecond:F1}", $"{row.Ours.ImagesPerSecondPerCore:F1}",
+                    $"{row.Ours.CpuSecondsPerImage * 1e3:F2}",
                     row.PeerImagesPerSecond?.ToString("F1", CultureInfo.InvariantCulture) ?? "-", row.PeerPerWorker?.ToString("F1", CultureInfo.InvariantCulture) ?? "-",
                     row.RatioPerCore?.ToString("F2", CultureInfo.InvariantCulture) ?? "-", result.OfDecodeLimit(row)?.ToString("F2", CultureInfo.InvariantCulture) ?? "-");
             context.Console.Write(table);
@@ -236,6 +239,39 @@ internal static class BenchCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Set in the pinned copy of the process, to the cores it was started on.</summary>
+    private const string PinnedVariable = "MIMFLOW_PINNED";
+
+    /// <summary>
+    /// --pin: the same command again under <c>taskset -c CORES</c>, so that the runtime starts on those cores (it sizes
+    /// its thread pool and spin-waiting by the cores it may use: a process pinned only after start spins as if it had
+    /// the others) and the peers it starts inherit them. Its output is this command's; its exit code is returned.
+    /// </summary>
+    private static async Task<int> RunPinnedAsync(string cores, CancellationToken cancellationToken)
+    {
+        string[] arguments = Environment.GetCommandLineArgs();
+        string process = Environment.ProcessPath ?? throw new InvalidOperationException("the program's path is unknown");
+        var start = new System.Diagnostics.ProcessStartInfo("taskset") { UseShellExecute = false };
+        start.ArgumentList.Add("-c");
+        start.ArgumentList.Add(cores);
+        start.ArgumentList.Add(process);
+        // Under `dotnet MimFlow.Cli.dll`, the first argument is the assembly; under the app host, the host itself.
+        bool host = !Path.GetFileNameWithoutExtension(process).Equals("dotnet", StringComparison.OrdinalIgnoreCase);
+        foreach (string argument in host ? arguments.Skip(1) : arguments) start.ArgumentList.Add(argument);
+        start.Environment[PinnedVariable] = cores;
+        using var child = System.Diagnostics.Process.Start(start) ?? throw new IOException("could not start taskset");
+        try
+        {
+            await child.WaitForExitAsync(cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            child.Kill(entireProcessTree: true);
+            throw;
+        }
+        return child.ExitCode;
     }
 
     private static int[] WorkerCounts(string text) => text.Split(',', StringSplitOptions.RemoveEmptyEntries)
