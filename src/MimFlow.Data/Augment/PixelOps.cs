@@ -74,6 +74,12 @@ public abstract record PixelOp
         for (; i < values.Length; i++) values[i] = table[values[i]];
     }
 
+    /// <summary>
+    /// C's fmod(x, m) for 0 ≤ x &lt; 2m: x − m is exact there (Sterbenz), so this is the same double without the
+    /// library call. Only for arguments known to be in range.
+    /// </summary>
+    internal static double Wrap(double x, double m) => x >= m ? x - m : x;
+
     /// <summary>PIL's RGB → L conversion (ITU-R 601-2 luma, fixed point).</summary>
     public static int Luma(byte r, byte g, byte b) => (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16;
 }
@@ -182,7 +188,7 @@ public sealed record Hue(double Shift) : PixelOp
         double s = cr / max;
         double rc = (max - r) / cr, gc = (max - g) / cr, bc = (max - b) / cr;
         double h = r == max ? bc - gc : g == max ? 2.0 + rc - bc : 4.0 + gc - rc;
-        h = (h / 6.0 + 1.0) % 1.0;
+        h = Wrap(h / 6.0 + 1.0, 1.0); // h / 6 + 1 is in [5/6, 11/6): fmod by one subtraction, exact
         return ((byte)Math.Clamp((int)(h * 255), 0, 255), (byte)Math.Clamp((int)(s * 255), 0, 255), (byte)max);
     }
 
@@ -190,11 +196,43 @@ public sealed record Hue(double Shift) : PixelOp
     internal static (byte R, byte G, byte B) FromHsv(byte hue, byte saturation, byte value)
     {
         if (saturation == 0) return (value, value, value);
-        var (r, g, b) = Core.Imaging.ColorSpace.HsvToRgb(hue / 255.0, saturation / 255.0, value);
+        var (r, g, b) = HsvToRgb(hue / 255.0, saturation / 255.0, value);
         return (ToByte(r), ToByte(g), ToByte(b));
     }
 
     private static byte ToByte(double value) => (byte)Math.Clamp((int)Math.Round(value), 0, 255);
+
+    /// <summary>MimFlow.Core's HsvToRgb with its two <c>% 1</c> done as exact subtractions (the same doubles, no fmod
+    /// call): hue is in [0, 1] here.</summary>
+    private static (double R, double G, double B) HsvToRgb(double hue, double saturation, double value)
+    {
+        hue = Wrap(Wrap(hue, 1) + 1, 1) * 6;
+        int sector = (int)Math.Floor(hue) % 6;
+        double f = hue - Math.Floor(hue);
+        double p = value * (1 - saturation), q = value * (1 - saturation * f), t = value * (1 - saturation * (1 - f));
+        return sector switch
+        {
+            0 => (value, t, p),
+            1 => (q, value, p),
+            2 => (p, value, t),
+            3 => (p, q, value),
+            4 => (t, p, value),
+            _ => (value, p, q),
+        };
+    }
+
+    public override void Apply(PlanarImage image)
+    {
+        var red = image.Plane(0);
+        var green = image.Plane(1);
+        var blue = image.Plane(2);
+        int delta = (int)Math.Round(Shift * 255);
+        for (int i = 0; i < red.Length; i++)
+        {
+            var (h, s, v) = ToHsv(red[i], green[i], blue[i]);
+            (red[i], green[i], blue[i]) = FromHsv((byte)(h + delta), s, v);
+        }
+    }
 }
 
 /// <summary>RandomGrayscale: L replicated into the three channels.</summary>
@@ -217,6 +255,69 @@ public sealed record Grayscale : PixelOp
 /// <summary>Gaussian blur with standard deviation <see cref="Radius"/> (PIL's GaussianBlur radius), edges extended.</summary>
 public sealed record GaussianBlur(double Radius) : PixelOp
 {
+    /// <summary>The same kernel, passes and float arithmetic per plane (each output's sum in the same order), 8 outputs at a time.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    public override void Apply(PlanarImage image)
+    {
+        int reach = Math.Max(1, (int)Math.Ceiling(3 * Radius));
+        float[] kernel = new float[2 * reach + 1];
+        double total = 0;
+        for (int k = -reach; k <= reach; k++) total += kernel[k + reach] = (float)Math.Exp(-k * k / (2 * Radius * Radius));
+        for (int k = 0; k < kernel.Length; k++) kernel[k] /= (float)total;
+        int w = image.Width, h = image.Height, n = w * h;
+        float[] rows = System.Buffers.ArrayPool<float>.Shared.Rent(n);
+        float[] padded = System.Buffers.ArrayPool<float>.Shared.Rent(w + 2 * reach + 8);
+        float[] column = System.Buffers.ArrayPool<float>.Shared.Rent(w + 8);
+        try
+        {
+            for (int c = 0; c < 3; c++)
+            {
+                var plane = image.Plane(c);
+                for (int y = 0; y < h; y++)
+                {
+                    var row = plane.Slice(y * w, w);
+                    for (int x = -reach; x < w + reach; x++) padded[x + reach] = row[Math.Clamp(x, 0, w - 1)];
+                    var output = rows.AsSpan(y * w, w);
+                    int i = 0;
+                    for (; i + 8 <= w; i += 8)
+                    {
+                        var sum = Vector256<float>.Zero;
+                        for (int k = 0; k < kernel.Length; k++) sum += Vector256.Create(kernel[k]) * Vector256.Create<float>(padded.AsSpan(i + k, 8));
+                        sum.CopyTo(output.Slice(i, 8));
+                    }
+                    for (; i < w; i++)
+                    {
+                        float sum = 0;
+                        for (int k = 0; k < kernel.Length; k++) sum += kernel[k] * padded[i + k];
+                        output[i] = sum;
+                    }
+                }
+                for (int y = 0; y < h; y++)
+                {
+                    var sums = column.AsSpan(0, w);
+                    sums.Clear();
+                    for (int k = -reach; k <= reach; k++)
+                    {
+                        float weight = kernel[k + reach];
+                        var source = rows.AsSpan(Math.Clamp(y + k, 0, h - 1) * w, w);
+                        int i = 0;
+                        for (; i + 8 <= w; i += 8)
+                            (Vector256.Create<float>(sums.Slice(i, 8)) + Vector256.Create(weight) * Vector256.Create<float>(source.Slice(i, 8))).CopyTo(sums.Slice(i, 8));
+                        for (; i < w; i++) sums[i] += weight * source[i];
+                    }
+                    var target = plane.Slice(y * w, w);
+                    for (int i = 0; i < w; i++) target[i] = (byte)Math.Clamp((int)(sums[i] + 0.5f), 0, 255);
+                }
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(rows);
+            System.Buffers.ArrayPool<float>.Shared.Return(padded);
+            System.Buffers.ArrayPool<float>.Shared.Return(column);
+        }
+    }
+
     public override void Apply(RgbImage image)
     {
         int reach = Math.Max(1, (int)Math.Ceiling(3 * Radius));
@@ -416,6 +517,132 @@ public sealed record Affine(double A, double B, double C, double D, double E, do
         return new Affine(cos, sin, cos * -cx + sin * -cy + cx, -sin, cos, -sin * -cx + cos * -cy + cy, kernel, r, g, b);
     }
 
+    /// <summary>
+    /// The same transform on planes, the same arithmetic in the same order (so the same bytes): weights are computed
+    /// once per distinct fractional offset (shears and translations repeat them along a row or column), and where one
+    /// axis falls exactly on a pixel (its weights 0, 1, 0, 0) only the other axis' four taps are summed: the skipped
+    /// terms are exact zeros.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    public override void Apply(PlanarImage image)
+    {
+        if (Kernel == ResampleKernel.Nearest) { base.Apply(image); return; }
+        int w = image.Width, h = image.Height, n = w * h;
+        byte[] copy = System.Buffers.ArrayPool<byte>.Shared.Rent(3 * n);
+        try
+        {
+            image.Pixels.CopyTo(copy);
+            var red = image.Plane(0);
+            var green = image.Plane(1);
+            var blue = image.Plane(2);
+            var kernel = Kernel == ResampleKernel.Bilinear ? ResampleKernel.Bilinear : ResampleKernel.Bicubic;
+            int reach = kernel == ResampleKernel.Bilinear ? 1 : 2, taps = 2 * reach;
+            Span<double> wx = stackalloc double[4], wy = stackalloc double[4];
+            Span<int> cols = stackalloc int[4], rows = stackalloc int[4];
+            double lastFx = double.NaN, lastFy = double.NaN;
+            bool xDelta = false, yDelta = false;
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++)
+                {
+                    double sx = A * (x + 0.5) + B * (y + 0.5) + C - 0.5;
+                    double sy = D * (x + 0.5) + E * (y + 0.5) + F - 0.5;
+                    int o = y * w + x;
+                    if (sx < -0.5 || sy < -0.5 || sx > w - 0.5 || sy > h - 0.5)
+                    {
+                        red[o] = FillR;
+                        green[o] = FillG;
+                        blue[o] = FillB;
+                        continue;
+                    }
+                    int x0 = (int)Math.Floor(sx), y0 = (int)Math.Floor(sy);
+                    double fx = sx - x0, fy = sy - y0;
+                    if (!fx.Equals(lastFx))
+                    {
+                        for (int k = 0; k < taps; k++) wx[k] = kernel == ResampleKernel.Bicubic ? Cubic(k + 1 - reach - fx) : Resampler.Weight(kernel, k + 1 - reach - fx);
+                        lastFx = fx;
+                        xDelta = IsDelta(wx, taps, reach);
+                    }
+                    if (!fy.Equals(lastFy))
+                    {
+                        for (int k = 0; k < taps; k++) wy[k] = kernel == ResampleKernel.Bicubic ? Cubic(k + 1 - reach - fy) : Resampler.Weight(kernel, k + 1 - reach - fy);
+                        lastFy = fy;
+                        yDelta = IsDelta(wy, taps, reach);
+                    }
+                    for (int k = 0; k < taps; k++)
+                    {
+                        cols[k] = Math.Clamp(x0 + k + 1 - reach, 0, w - 1);
+                        rows[k] = Math.Clamp(y0 + k + 1 - reach, 0, h - 1) * w;
+                    }
+                    double r = 0, g = 0, b = 0, total = 0;
+                    if (yDelta)
+                    {
+                        int row = rows[reach - 1];
+                        for (int i = 0; i < taps; i++)
+                        {
+                            double weight = wx[i] * wy[reach - 1];
+                            int at = row + cols[i];
+                            r += weight * copy[at];
+                            g += weight * copy[n + at];
+                            b += weight * copy[2 * n + at];
+                            total += weight;
+                        }
+                    }
+                    else if (xDelta)
+                    {
+                        int column = cols[reach - 1];
+                        for (int j = 0; j < taps; j++)
+                        {
+                            double weight = wx[reach - 1] * wy[j];
+                            int at = rows[j] + column;
+                            r += weight * copy[at];
+                            g += weight * copy[n + at];
+                            b += weight * copy[2 * n + at];
+                            total += weight;
+                        }
+                    }
+                    else
+                    {
+                        for (int j = 0; j < taps; j++)
+                            for (int i = 0; i < taps; i++)
+                            {
+                                double weight = wx[i] * wy[j];
+                                int at = rows[j] + cols[i];
+                                r += weight * copy[at];
+                                g += weight * copy[n + at];
+                                b += weight * copy[2 * n + at];
+                                total += weight;
+                            }
+                    }
+                    red[o] = Clip(r / total);
+                    green[o] = Clip(g / total);
+                    blue[o] = Clip(b / total);
+                }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(copy);
+        }
+    }
+
+    /// <summary><see cref="Resampler.Weight"/>'s bicubic (a = −0.5), the same expression, inlined.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static double Cubic(double x)
+    {
+        x = Math.Abs(x);
+        const double a = -0.5;
+        if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+        if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
+        return 0;
+    }
+
+    /// <summary>Weights that pick one pixel exactly: 1 at the centre tap, exact zeros elsewhere.</summary>
+    private static bool IsDelta(ReadOnlySpan<double> weights, int taps, int reach)
+    {
+        for (int k = 0; k < taps; k++)
+            if (weights[k] != (k == reach - 1 ? 1.0 : 0.0)) return false;
+        return true;
+    }
+
     public override void Apply(RgbImage image)
     {
         int w = image.Width, h = image.Height;
@@ -493,7 +720,7 @@ public sealed record PhotometricShift(double? BrightnessDelta, double? ContrastF
             {
                 var (h, s, v) = RgbToHsvDegrees(pixels[i], pixels[i + 1], pixels[i + 2]);
                 if (SaturationFactor is double factor) s = Math.Clamp(s * factor, 0, 1);
-                if (HueDegrees is double shift) h = ((h + shift) % 360 + 360) % 360;
+                if (HueDegrees is double shift) h = Wrap(Remainder360(h + shift) + 360, 360);
                 (pixels[i], pixels[i + 1], pixels[i + 2]) = HsvDegreesToRgb(h, s, v);
             }
         }
@@ -503,16 +730,45 @@ public sealed record PhotometricShift(double? BrightnessDelta, double? ContrastF
 
     private static byte ClipTruncate(double value) => (byte)Math.Clamp((int)value, 0, 255);
 
+    /// <summary>fmod(x, 360) for x in (−360, 720): x itself below 360 (negatives keep their sign, as in C), else x − 360.</summary>
+    private static double Remainder360(double x) => x >= 360 ? x - 360 : x;
+
+    public override void Apply(PlanarImage image)
+    {
+        // Every step is per value or per pixel: the interleaved code on the planes directly.
+        var pixels = image.Pixels;
+        if (BrightnessDelta is double delta)
+            for (int i = 0; i < pixels.Length; i++) pixels[i] = ClipTruncate(pixels[i] + delta);
+        if (ContrastFirst && ContrastFactor is double first)
+            for (int i = 0; i < pixels.Length; i++) pixels[i] = ClipTruncate(pixels[i] * first);
+        if (SaturationFactor is not null || HueDegrees is not null)
+        {
+            var red = image.Plane(0);
+            var green = image.Plane(1);
+            var blue = image.Plane(2);
+            for (int i = 0; i < red.Length; i++)
+            {
+                var (h, s, v) = RgbToHsvDegrees(red[i], green[i], blue[i]);
+                if (SaturationFactor is double factor) s = Math.Clamp(s * factor, 0, 1);
+                if (HueDegrees is double shift) h = Wrap(Remainder360(h + shift) + 360, 360);
+                (red[i], green[i], blue[i]) = HsvDegreesToRgb(h, s, v);
+            }
+        }
+        if (!ContrastFirst && ContrastFactor is double last)
+            for (int i = 0; i < pixels.Length; i++) pixels[i] = ClipTruncate(pixels[i] * last);
+    }
+
     private static (double H, double S, double V) RgbToHsvDegrees(byte r, byte g, byte b)
     {
         double max = Math.Max(r, Math.Max(g, b)), min = Math.Min(r, Math.Min(g, b)), d = max - min;
         double h = d == 0 ? 0 : max == r ? 60 * ((g - b) / d) : max == g ? 60 * ((b - r) / d) + 120 : 60 * ((r - g) / d) + 240;
-        return ((h + 360) % 360, max == 0 ? 0 : d / max, max);
+        return (Wrap(h + 360, 360), max == 0 ? 0 : d / max, max); // h + 360 is in [300, 720)
     }
 
     private static (byte, byte, byte) HsvDegreesToRgb(double h, double s, double v)
     {
-        double c = v * s, x = c * (1 - Math.Abs(h / 60 % 2 - 1)), m = v - c;
+        double sixth = h / 60; // in [0, 6): fmod(sixth, 2) by exact subtractions
+        double c = v * s, x = c * (1 - Math.Abs((sixth >= 4 ? sixth - 4 : sixth >= 2 ? sixth - 2 : sixth) - 1)), m = v - c;
         var (r, g, b) = (int)(h / 60) switch
         {
             0 => (c, x, 0.0),

@@ -255,4 +255,35 @@ public sealed class JpegDecoderTests
             Assert.InRange(mean - (double)sum / (w * h), -1.0, 1.0);
         }
     }
+
+    [Fact]
+    public void Every_pixel_operation_gives_the_same_bytes_on_planes_as_interleaved()
+    {
+        int w = 61, h = 47;
+        var random = new Random(9);
+        byte[] rgb = new byte[3 * w * h];
+        for (int i = 0; i < rgb.Length; i++) rgb[i] = (byte)Math.Clamp(128 + 90 * Math.Sin(i / 37.0) + random.Next(-30, 31), 0, 255);
+        PixelOp[] ops =
+        [
+            new Brightness(1.3), new Brightness(0.7), new Contrast(1.4), new Contrast(0.6), new Saturation(1.35), new Saturation(0.2), new Hue(0.08),
+            new Grayscale(), new GaussianBlur(1.3), new Solarize(100), new SolarizeAdd(60), new Posterize(3), new Invert(), new AutoContrast(),
+            new Equalize(), new Sharpness(1.8), Affine.Rotate(17, w, h, ResampleKernel.Bicubic, 124, 116, 104),
+            Affine.Rotate(-8, w, h, ResampleKernel.Bilinear, 1, 2, 3), new Affine(1, 0.21, 0, 0, 1, 0, ResampleKernel.Bicubic, 124, 116, 104),
+            new Affine(1, 0, 0, -0.17, 1, 0, ResampleKernel.Bicubic, 124, 116, 104), new Affine(1, 0, 9.3, 0, 1, 0, ResampleKernel.Bicubic, 124, 116, 104),
+            new Affine(1, 0, 0, 0, 1, -6.7, ResampleKernel.Bicubic, 124, 116, 104), new Affine(1, 0, 3, 0, 1, 0, ResampleKernel.Nearest, 9, 9, 9),
+            new PhotometricShift(12, 1.2, true, 0.8, 20), new PhotometricShift(-20, 0.7, false, null, -36),
+        ];
+        foreach (var op in ops)
+        {
+            byte[] interleaved = (byte[])rgb.Clone();
+            op.Apply(new RgbImage(interleaved, w, h));
+            byte[] planar = new byte[3 * w * h];
+            var image = new PlanarImage(planar, w, h);
+            image.FromInterleaved(rgb);
+            op.Apply(image);
+            byte[] back = new byte[3 * w * h];
+            image.ToInterleaved(back);
+            Assert.True(interleaved.AsSpan().SequenceEqual(back), $"{op}: planar differs");
+        }
+    }
 }
