@@ -733,20 +733,35 @@ public sealed record PhotometricShift(double? BrightnessDelta, double? ContrastF
     /// <summary>fmod(x, 360) for x in (−360, 720): x itself below 360 (negatives keep their sign, as in C), else x − 360.</summary>
     private static double Remainder360(double x) => x >= 360 ? x - 360 : x;
 
+    /// <summary>
+    /// The same steps on planes: the per-value steps as 256-entry tables (the same bytes), the HSV step four pixels
+    /// at a time in double precision with the same operations in the same order, so the same bytes too (tested
+    /// against the interleaved code).
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public override void Apply(PlanarImage image)
     {
-        // Every step is per value or per pixel: the interleaved code on the planes directly.
         var pixels = image.Pixels;
+        Span<byte> table = stackalloc byte[256];
         if (BrightnessDelta is double delta)
-            for (int i = 0; i < pixels.Length; i++) pixels[i] = ClipTruncate(pixels[i] + delta);
+        {
+            for (int v = 0; v < 256; v++) table[v] = ClipTruncate(v + delta);
+            Lookup(pixels, table);
+        }
         if (ContrastFirst && ContrastFactor is double first)
-            for (int i = 0; i < pixels.Length; i++) pixels[i] = ClipTruncate(pixels[i] * first);
+        {
+            for (int v = 0; v < 256; v++) table[v] = ClipTruncate(v * first);
+            Lookup(pixels, table);
+        }
         if (SaturationFactor is not null || HueDegrees is not null)
         {
             var red = image.Plane(0);
             var green = image.Plane(1);
             var blue = image.Plane(2);
-            for (int i = 0; i < red.Length; i++)
+            int i = 0;
+            if (Vector256.IsHardwareAccelerated)
+                for (; i + 4 <= red.Length; i += 4) HsvStep4(red, green, blue, i);
+            for (; i < red.Length; i++)
             {
                 var (h, s, v) = RgbToHsvDegrees(red[i], green[i], blue[i]);
                 if (SaturationFactor is double factor) s = Math.Clamp(s * factor, 0, 1);
@@ -755,7 +770,70 @@ public sealed record PhotometricShift(double? BrightnessDelta, double? ContrastF
             }
         }
         if (!ContrastFirst && ContrastFactor is double last)
-            for (int i = 0; i < pixels.Length; i++) pixels[i] = ClipTruncate(pixels[i] * last);
+        {
+            for (int v = 0; v < 256; v++) table[v] = ClipTruncate(v * last);
+            Lookup(pixels, table);
+        }
+    }
+
+    private void HsvStep4(Span<byte> red, Span<byte> green, Span<byte> blue, int i)
+    {
+        var r = Vector256.Create((double)red[i], red[i + 1], red[i + 2], red[i + 3]);
+        var g = Vector256.Create((double)green[i], green[i + 1], green[i + 2], green[i + 3]);
+        var b = Vector256.Create((double)blue[i], blue[i + 1], blue[i + 2], blue[i + 3]);
+        var zero = Vector256<double>.Zero;
+        var full = Vector256.Create(360.0);
+        // RgbToHsvDegrees
+        var max = Vector256.Max(r, Vector256.Max(g, b));
+        var min = Vector256.Min(r, Vector256.Min(g, b));
+        var d = max - min;
+        var sixty = Vector256.Create(60.0);
+        var hr = sixty * ((g - b) / d);
+        var hg = sixty * ((b - r) / d) + Vector256.Create(120.0);
+        var hb = sixty * ((r - g) / d) + Vector256.Create(240.0);
+        var h = Vector256.ConditionalSelect(Vector256.Equals(d, zero), zero,
+            Vector256.ConditionalSelect(Vector256.Equals(max, r), hr, Vector256.ConditionalSelect(Vector256.Equals(max, g), hg, hb)));
+        h += full;
+        h = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(h, full), h - full, h);
+        var s = Vector256.ConditionalSelect(Vector256.Equals(max, zero), zero, d / max);
+        var v = max;
+        if (SaturationFactor is double factor) s = Vector256.Min(Vector256.Max(s * Vector256.Create(factor), zero), Vector256.Create(1.0));
+        if (HueDegrees is double shift)
+        {
+            var x = h + Vector256.Create(shift);
+            x = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(x, full), x - full, x);
+            x += full;
+            h = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(x, full), x - full, x);
+        }
+        // HsvDegreesToRgb
+        var c = v * s;
+        var sixth = h / sixty;
+        var two = Vector256.Create(2.0);
+        var four = Vector256.Create(4.0);
+        var one = Vector256.Create(1.0);
+        var folded = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(sixth, four), sixth - four,
+            Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(sixth, two), sixth - two, sixth));
+        var x2 = c * (one - Vector256.Abs(folded - one));
+        var m = v - c;
+        var sector = Vector256.Floor(sixth);
+        var s0 = Vector256.Equals(sector, zero);
+        var s1 = Vector256.Equals(sector, one);
+        var s2 = Vector256.Equals(sector, two);
+        var s3 = Vector256.Equals(sector, Vector256.Create(3.0));
+        var s4 = Vector256.Equals(sector, four);
+        // (c, x, 0) (x, c, 0) (0, c, x) (0, x, c) (x, 0, c) (c, 0, x)
+        var rr = Vector256.ConditionalSelect(s0, c, Vector256.ConditionalSelect(s1, x2, Vector256.ConditionalSelect(s2 | s3, zero, Vector256.ConditionalSelect(s4, x2, c))));
+        var gg = Vector256.ConditionalSelect(s0, x2, Vector256.ConditionalSelect(s1 | s2, c, Vector256.ConditionalSelect(s3, x2, zero)));
+        var bb = Vector256.ConditionalSelect(s0 | s1, zero, Vector256.ConditionalSelect(s2, x2, Vector256.ConditionalSelect(s3 | s4, c, x2)));
+        var half = Vector256.Create(0.5);
+        Store4(rr + m + half, red, i);
+        Store4(gg + m + half, green, i);
+        Store4(bb + m + half, blue, i);
+    }
+
+    private static void Store4(Vector256<double> values, Span<byte> plane, int i)
+    {
+        for (int k = 0; k < 4; k++) plane[i + k] = ClipTruncate(values.GetElement(k));
     }
 
     private static (double H, double S, double V) RgbToHsvDegrees(byte r, byte g, byte b)

@@ -271,7 +271,8 @@ public sealed class JpegDecoderTests
             Affine.Rotate(-8, w, h, ResampleKernel.Bilinear, 1, 2, 3), new Affine(1, 0.21, 0, 0, 1, 0, ResampleKernel.Bicubic, 124, 116, 104),
             new Affine(1, 0, 0, -0.17, 1, 0, ResampleKernel.Bicubic, 124, 116, 104), new Affine(1, 0, 9.3, 0, 1, 0, ResampleKernel.Bicubic, 124, 116, 104),
             new Affine(1, 0, 0, 0, 1, -6.7, ResampleKernel.Bicubic, 124, 116, 104), new Affine(1, 0, 3, 0, 1, 0, ResampleKernel.Nearest, 9, 9, 9),
-            new PhotometricShift(12, 1.2, true, 0.8, 20), new PhotometricShift(-20, 0.7, false, null, -36),
+            new PhotometricShift(12, 1.2, true, 0.8, 20), new PhotometricShift(-20, 0.7, false, null, -36), new PhotometricShift(null, null, false, 1.45, null),
+            new PhotometricShift(31.5, 1.5, false, 0.5, 34), new PhotometricShift(null, 0.5, true, null, -2),
         ];
         foreach (var op in ops)
         {
