@@ -10,18 +10,30 @@ namespace MimFlow.Data.Decoding;
 /// clamped to 0..255 after +128, as libjpeg-turbo's SIMD version saturates). Integer arithmetic only, so the result is
 /// the same on every machine; the AVX2 path computes 8 columns (then 8 rows) at once with the same formulas.
 /// </summary>
+/// <remarks>
+/// libjpeg-turbo's SIMD IDCT (what libvips runs on x86 and ARM) keeps the dequantised coefficients and the first
+/// pass's results in 16-bit lanes: the products wrap, the sums in0 ± in4, in7 + in3 and in5 + in1 wrap, and each pass
+/// saturates to 16 bits. Its pixels equal these 32-bit formulas only while every dequantised coefficient and every
+/// first-pass value lies in [−16384, 16383], where none of that can happen. Blocks a real encoder writes stay far
+/// inside (|coefficient · quant| ≤ about 1,200 for 8-bit samples, first-pass values ≤ about 4,100); damaged entropy
+/// data can leave it, and then <see cref="Islow"/> says so and the caller leaves the image to libvips.
+/// </remarks>
 internal static class InverseDct
 {
     private const int ConstBits = 13, Pass1Bits = 2;
     private const int F0298 = 2446, F0390 = 3196, F0541 = 4433, F0765 = 6270, F0899 = 7373, F1175 = 9633,
         F1501 = 12299, F1847 = 15137, F1961 = 16069, F2053 = 16819, F2562 = 20995, F3072 = 25172;
 
-    /// <summary>Dequantizes (natural-order <paramref name="quant"/>) and transforms <paramref name="block"/> into 8 rows of 8 bytes.</summary>
-    public static void Islow(ReadOnlySpan<short> block, ReadOnlySpan<int> quant, Span<byte> output, int stride)
-    {
-        if (Avx2.IsSupported) IslowAvx2(block, quant, output, stride);
-        else IslowScalar(block, quant, output, stride);
-    }
+    /// <summary>Values in [−<see cref="Half16"/>, <see cref="Half16"/>) are those whose pairwise sums fit 16 bits.</summary>
+    private const int Half16 = 1 << 14;
+
+    /// <summary>
+    /// Dequantizes (natural-order <paramref name="quant"/>) and transforms <paramref name="block"/> into 8 rows of 8
+    /// bytes. False when a dequantised coefficient or a first-pass value leaves [−16384, 16383], where libjpeg-turbo's
+    /// 16-bit SIMD arithmetic gives other pixels (the output is still this exact transform's).
+    /// </summary>
+    public static bool Islow(ReadOnlySpan<short> block, ReadOnlySpan<int> quant, Span<byte> output, int stride) =>
+        Avx2.IsSupported ? IslowAvx2(block, quant, output, stride) : IslowScalar(block, quant, output, stride);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Butterfly(
@@ -83,13 +95,24 @@ internal static class InverseDct
     }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    private static void IslowAvx2(ReadOnlySpan<short> block, ReadOnlySpan<int> quant, Span<byte> output, int stride)
+    private static bool IslowAvx2(ReadOnlySpan<short> block, ReadOnlySpan<int> quant, Span<byte> output, int stride)
     {
-        if (block.Length < 64 || quant.Length < 64 || output.Length < 7 * stride + 8) throw new ArgumentOutOfRangeException(nameof(output));
+        if (block.Length < 64 || quant.Length < 64 || stride < 8 || output.Length < 7 * stride + 8) throw new ArgumentOutOfRangeException(nameof(output));
         // Pass 1: columns (lane = column, vector = row).
-        Butterfly(Row(block, quant, 0), Row(block, quant, 1), Row(block, quant, 2), Row(block, quant, 3),
-            Row(block, quant, 4), Row(block, quant, 5), Row(block, quant, 6), Row(block, quant, 7),
+        var r0 = Row(block, quant, 0);
+        var r1 = Row(block, quant, 1);
+        var r2 = Row(block, quant, 2);
+        var r3 = Row(block, quant, 3);
+        var r4 = Row(block, quant, 4);
+        var r5 = Row(block, quant, 5);
+        var r6 = Row(block, quant, 6);
+        var r7 = Row(block, quant, 7);
+        // x + 2^14 has no bit at or above bit 15 set exactly when x is in [−2^14, 2^14).
+        var bias = Vector256.Create(Half16);
+        var range = ((r0 + bias) | (r1 + bias)) | ((r2 + bias) | (r3 + bias)) | ((r4 + bias) | (r5 + bias)) | ((r6 + bias) | (r7 + bias));
+        Butterfly(r0, r1, r2, r3, r4, r5, r6, r7,
             out var w0, out var w1, out var w2, out var w3, out var w4, out var w5, out var w6, out var w7, ConstBits - Pass1Bits);
+        range |= ((w0 + bias) | (w1 + bias)) | ((w2 + bias) | (w3 + bias)) | ((w4 + bias) | (w5 + bias)) | ((w6 + bias) | (w7 + bias));
         // Pass 2: rows (transpose so that lane = row, vector = column).
         Transpose(ref w0, ref w1, ref w2, ref w3, ref w4, ref w5, ref w6, ref w7);
         Butterfly(w0, w1, w2, w3, w4, w5, w6, w7,
@@ -117,6 +140,7 @@ internal static class InverseDct
         Unsafe.WriteUnaligned(ref Unsafe.Add(ref target, 5 * stride), rows4567.GetElement(1));
         Unsafe.WriteUnaligned(ref Unsafe.Add(ref target, 6 * stride), rows4567.GetElement(2));
         Unsafe.WriteUnaligned(ref Unsafe.Add(ref target, 7 * stride), rows4567.GetElement(3));
+        return (range & Vector256.Create(-2 * Half16)) == Vector256<int>.Zero;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -150,15 +174,16 @@ internal static class InverseDct
     }
 
     /// <summary>The same transform one value at a time (machines without AVX2; the tests hold the two equal).</summary>
-    internal static void IslowScalar(ReadOnlySpan<short> block, ReadOnlySpan<int> quant, Span<byte> output, int stride)
+    internal static bool IslowScalar(ReadOnlySpan<short> block, ReadOnlySpan<int> quant, Span<byte> output, int stride)
     {
         Span<int> ws = stackalloc int[64];
         Span<int> v = stackalloc int[8];
+        int range = 0;
         for (int c = 0; c < 8; c++)
         {
-            for (int r = 0; r < 8; r++) v[r] = block[8 * r + c] * quant[8 * r + c];
+            for (int r = 0; r < 8; r++) range |= (v[r] = block[8 * r + c] * quant[8 * r + c]) + Half16;
             ScalarButterfly(v, ConstBits - Pass1Bits);
-            for (int r = 0; r < 8; r++) ws[8 * r + c] = v[r];
+            for (int r = 0; r < 8; r++) range |= (ws[8 * r + c] = v[r]) + Half16;
         }
         for (int r = 0; r < 8; r++)
         {
@@ -166,6 +191,7 @@ internal static class InverseDct
             ScalarButterfly(row, ConstBits + Pass1Bits + 3);
             for (int c = 0; c < 8; c++) output[r * stride + c] = (byte)(Math.Clamp(row[c], -128, 127) + 128);
         }
+        return (range & -2 * Half16) == 0;
     }
 
     private static void ScalarButterfly(Span<int> v, int shift)

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -14,12 +15,20 @@ namespace MimFlow.Data.Decoding;
 /// are libjpeg-turbo's bit for bit (accurate integer IDCT, "fancy" triangle upsampling, table-driven YCbCr → RGB,
 /// as libvips' jpegload gives them): tests compare every pixel with libvips. Anything else (progressive,
 /// arithmetic, 12-bit, CMYK, grey, other samplings, restart or marker trouble, a scale other than 1) makes
-/// <see cref="TryDecode"/> return false, and the caller decodes with libvips.
+/// <see cref="TryDecode"/> return false, and the caller decodes with libvips; <see cref="LastRefusal"/> says why.
 /// </summary>
 /// <remarks>
 /// Why: libvips' jpegload costs about twice a plain libjpeg decode on 300–640-pixel images (per-call pipeline,
 /// region and thread hand-off costs), more than the rest of the augmentation together. One instance per thread
 /// (<see cref="ForThread"/>) keeps its planes between images, so a decode allocates nothing.
+/// <para>Hostile input: every length, count, table id, sampling factor and size is checked where the headers are read,
+/// before anything is sized from it; Huffman tables are complete 2048-entry lookups whatever the code set; the
+/// entropy decoder reads through bounds-checked refills that supply zero bits past the end (consuming them refuses
+/// the image); coefficient positions are checked against 63 before they are stored; the planes are sized in 64-bit
+/// arithmetic and only after the entropy data was found long enough to cover the blocks (two bits at least each),
+/// so a small file claiming a large image allocates nothing. Anything libjpeg would refuse, or decode differently
+/// (sides over 65500, a short JFIF segment, coefficients past libjpeg-turbo's 16-bit lanes), is refused here too
+/// and left to libvips.</para>
 /// </remarks>
 public sealed class JpegRegionDecoder
 {
@@ -42,6 +51,26 @@ public sealed class JpegRegionDecoder
     private int adobeTransform;
     private int exifSegments, orientation;
     private bool exifReadable;
+
+    /// <summary>libjpeg's largest image side (JPEG_MAX_DIMENSION): it refuses larger ones as a fatal error.</summary>
+    public const int MaxSide = 65500;
+
+    /// <summary>
+    /// Why the last <see cref="TryDecode(ReadOnlySpan{byte}, int, int, int, int, Span{byte})"/>,
+    /// <see cref="TryReadHeader"/> or <see cref="TryLumaMean"/> call returned false ("JPEG: …"), null after a success.
+    /// For diagnostics: a refused image goes to libvips, whose verdict (and reason) is the one that counts.
+    /// </summary>
+    public string? LastRefusal { get; private set; }
+
+    private bool Refuse(string reason)
+    {
+        LastRefusal = reason;
+        return false;
+    }
+
+    /// <summary>The refusal for an exception from the decoding itself: damaged data, or (a bug) a failed bounds check.</summary>
+    private bool Refuse(Exception e) =>
+        Refuse(e is InvalidDataException ? "JPEG: " + e.Message : $"JPEG: internal bounds check failed ({e.GetType().Name}: {e.Message})");
 
     private sealed class Component
     {
@@ -85,25 +114,21 @@ public sealed class JpegRegionDecoder
     public bool TryDecode(ReadOnlySpan<byte> encoded, int left, int top, int regionWidth, int regionHeight, Span<byte> rgb, bool wantLumaMean, out double lumaMean)
     {
         lumaMean = 0;
-        if (!Enabled) return false;
+        LastRefusal = null;
+        if (!Enabled) return Refuse("managed JPEG decoding is switched off");
         try
         {
             if (!ReadHeaders(encoded)) return false;
-            if (left < 0 || top < 0 || regionWidth < 1 || regionHeight < 1 || left + regionWidth > width || top + regionHeight > height) return false;
-            if (rgb.Length < 3 * regionWidth * regionHeight) return false;
+            // Unsigned and 64-bit comparisons: no sum here can wrap around.
+            if (regionWidth < 1 || regionHeight < 1 || (uint)left >= (uint)width || (uint)top >= (uint)height || regionWidth > width - left || regionHeight > height - top)
+                return Refuse($"JPEG: region {regionWidth}×{regionHeight} at ({left}, {top}) is not inside the {width}×{height} image");
+            if (rgb.Length < 3L * regionWidth * regionHeight)
+                return Refuse($"JPEG: an output of {rgb.Length:N0} bytes for a {regionWidth}×{regionHeight} RGB region");
             return DecodeScan(encoded, left, top, regionWidth, regionHeight, rgb, wantLumaMean, out lumaMean);
         }
-        catch (InvalidDataException)
+        catch (Exception e) when (e is InvalidDataException or IndexOutOfRangeException or ArgumentOutOfRangeException)
         {
-            return false;
-        }
-        catch (IndexOutOfRangeException)
-        {
-            return false;
-        }
-        catch (ArgumentOutOfRangeException)
-        {
-            return false;
+            return Refuse(e);
         }
     }
 
@@ -116,14 +141,17 @@ public sealed class JpegRegionDecoder
     {
         storedWidth = storedHeight = 0;
         exifOrientation = 1;
-        if (!Enabled) return false;
+        LastRefusal = null;
+        if (!Enabled) return Refuse("managed JPEG decoding is switched off");
         try
         {
-            if (!ReadHeaders(encoded) || exifSegments > 1 || !exifReadable) return false;
+            if (!ReadHeaders(encoded)) return false;
+            if (exifSegments > 1) return Refuse($"JPEG: {exifSegments} EXIF blocks (libvips reads them)");
+            if (!exifReadable) return Refuse("JPEG: an EXIF block whose orientation is not one plain SHORT in IFD0 (libvips reads it)");
         }
         catch (Exception e) when (e is InvalidDataException or IndexOutOfRangeException or ArgumentOutOfRangeException)
         {
-            return false;
+            return Refuse(e);
         }
         storedWidth = width;
         storedHeight = height;
@@ -133,7 +161,8 @@ public sealed class JpegRegionDecoder
 
     /// <summary>
     /// The Orientation tag of a TIFF structure (EXIF without its "Exif\0\0" prefix): IFD0, tag 0x0112, type SHORT,
-    /// count 1. No tag: orientation 1. Anything malformed: false.
+    /// count 1. No tag, or a value outside 1..8: orientation 1, as libvips reads it. Anything malformed: false. Only
+    /// IFD0's entries are read (no offsets followed), so links between IFDs, loops included, play no part.
     /// </summary>
     internal static bool ExifOrientation(ReadOnlySpan<byte> tiff, out int value)
     {
@@ -152,6 +181,7 @@ public sealed class JpegRegionDecoder
             if (U16(tiff, at, little) != 0x0112) continue;
             if (U16(tiff, at + 2, little) != 3 || U32(tiff, at + 4, little) != 1) return false;
             value = U16(tiff, at + 8, little);
+            if (value is < 1 or > 8) value = 1;
             return true;
         }
         return true;
@@ -172,6 +202,7 @@ public sealed class JpegRegionDecoder
     public bool TryLumaMean(ReadOnlySpan<byte> encoded, out double mean)
     {
         mean = 0;
+        LastRefusal = null;
         try
         {
             if (!ReadHeaders(encoded)) return false;
@@ -179,11 +210,11 @@ public sealed class JpegRegionDecoder
         }
         catch (Exception e) when (e is InvalidDataException or IndexOutOfRangeException or ArgumentOutOfRangeException)
         {
-            return false;
+            return Refuse(e);
         }
     }
 
-    /// <summary>Reads markers up to the first SOS; false for anything outside the supported subset.</summary>
+    /// <summary>Reads markers up to the first SOS; false (with <see cref="LastRefusal"/>) for anything outside the supported subset.</summary>
     private bool ReadHeaders(ReadOnlySpan<byte> data)
     {
         componentCount = 0;
@@ -195,22 +226,27 @@ public sealed class JpegRegionDecoder
         Array.Clear(dcTables);
         Array.Clear(acTables);
         Array.Clear(quant);
-        if (data.Length < 4 || data[0] != 0xFF || data[1] != 0xD8) return false;
+        if (data.Length < 4 || data[0] != 0xFF || data[1] != 0xD8) return Refuse("JPEG: no start-of-image marker");
         int p = 2;
         bool frame = false;
         while (true)
         {
-            if (p + 4 > data.Length) return false;
-            if (data[p] != 0xFF) return false;
+            if (p + 4 > data.Length) return Refuse($"JPEG: the file ends at byte {data.Length:N0}, inside the markers before the scan");
+            if (data[p] != 0xFF) return Refuse($"JPEG: byte 0x{data[p]:X2} at {p:N0} where a marker should start");
             byte marker = data[p + 1];
             if (marker == 0xFF) { p++; continue; }
+            // Markers without a length field: refused before their (absent) length is read.
+            if (marker is >= 0xD0 and <= 0xD9 or 0x01 or 0x00)
+                return Refuse(marker == 0xD9 ? "JPEG: end of image before any scan" : $"JPEG: marker FF{marker:X2} at {p:N0} before the scan");
             int length = BinaryPrimitives.ReadUInt16BigEndian(data[(p + 2)..]);
-            if (length < 2 || p + 2 + length > data.Length) return false;
+            if (length < 2 || p + 2 + length > data.Length)
+                return Refuse($"JPEG: segment FF{marker:X2} at {p:N0} gives length {length}, {(length < 2 ? "below 2" : $"past the end of the file at {data.Length:N0}")}");
             var segment = data.Slice(p + 4, length - 2);
             switch (marker)
             {
                 case 0xC0 or 0xC1:
-                    if (frame || !ReadFrame(segment)) return false;
+                    if (frame) return Refuse("JPEG: a second frame header (SOF)");
+                    if (!ReadFrame(segment)) return false;
                     frame = true;
                     break;
                 case 0xC4:
@@ -220,11 +256,12 @@ public sealed class JpegRegionDecoder
                     if (!ReadQuant(segment)) return false;
                     break;
                 case 0xDD:
-                    if (segment.Length != 2) return false;
+                    if (segment.Length != 2) return Refuse($"JPEG: a restart interval segment of {segment.Length} bytes (2 expected)");
                     restartInterval = BinaryPrimitives.ReadUInt16BigEndian(segment);
                     break;
                 case 0xE0:
-                    if (segment.Length >= 5 && segment[..5].SequenceEqual("JFIF\0"u8)) sawJfif = true;
+                    // libjpeg takes an APP0 as JFIF only when it holds the whole 14-byte JFIF header.
+                    if (segment.Length >= 14 && segment[..5].SequenceEqual("JFIF\0"u8)) sawJfif = true;
                     break;
                 case 0xE1:
                     if (segment.Length >= 6 && segment[..6].SequenceEqual("Exif\0\0"u8))
@@ -241,35 +278,53 @@ public sealed class JpegRegionDecoder
                     }
                     break;
                 case 0xDA:
-                    if (!frame || !ReadScan(segment)) return false;
+                    if (!frame) return Refuse("JPEG: a scan before the frame header (SOS before SOF)");
+                    if (!ReadScan(segment)) return false;
                     // libjpeg's colour-space guess for three components: YCbCr unless an Adobe marker says RGB (or
                     // something else) or, without JFIF and Adobe markers, the component ids spell R, G, B.
                     if (!sawJfif)
                     {
-                        if (sawAdobe) { if (adobeTransform != 1) return false; }
-                        else if (components[0].Id == 'R' && components[1].Id == 'G' && components[2].Id == 'B') return false;
+                        if (sawAdobe) { if (adobeTransform != 1) return Refuse($"JPEG: Adobe colour transform {adobeTransform} (not YCbCr)"); }
+                        else if (components[0].Id == 'R' && components[1].Id == 'G' && components[2].Id == 'B')
+                            return Refuse("JPEG: component ids R, G, B without a JFIF or Adobe marker (RGB, not YCbCr)");
                     }
                     scanStart = p + 2 + length;
                     return true;
                 case >= 0xC2 and <= 0xCF:
-                    return false; // progressive, lossless, arithmetic, hierarchical
-                case 0xD9:
-                    return false;
+                    return Refuse($"JPEG: {FrameKind(marker)} (marker FF{marker:X2})");
+                case >= 0xE0 and <= 0xEF or 0xFE or 0xDC:
+                    break; // other APPn, COM and DNL: skipped, as libjpeg skips them
                 default:
-                    if (marker is >= 0xD0 and <= 0xD8 or 0x01) return false;
-                    break; // APPn, COM, DNL-free others: skipped
+                    // DHP, EXP, JPGn and the reserved markers: libjpeg stops with "Unsupported marker type".
+                    return Refuse($"JPEG: marker FF{marker:X2} at {p:N0}, which libjpeg does not accept");
             }
             p += 2 + length;
         }
     }
 
+    private static string FrameKind(byte marker) => marker switch
+    {
+        0xC2 => "progressive Huffman coding",
+        0xC3 => "lossless Huffman coding",
+        0xC5 or 0xC6 or 0xC7 => "hierarchical (differential) Huffman coding",
+        0xC8 => "a reserved JPEG extension",
+        0xC9 or 0xCA or 0xCB or 0xCD or 0xCE or 0xCF => "arithmetic coding",
+        0xCC => "arithmetic coding conditioning",
+        _ => "an unsupported frame type",
+    };
+
     private bool ReadFrame(ReadOnlySpan<byte> s)
     {
-        if (s.Length < 6 || s[0] != 8) return false;
+        if (s.Length < 6) return Refuse($"JPEG: a frame header of {s.Length} bytes");
+        if (s[0] != 8) return Refuse($"JPEG: {s[0]}-bit samples (only 8-bit ones are decoded here)");
         height = BinaryPrimitives.ReadUInt16BigEndian(s[1..]);
         width = BinaryPrimitives.ReadUInt16BigEndian(s[3..]);
         componentCount = s[5];
-        if (width < 1 || height < 1 || componentCount != 3 || s.Length != 6 + 3 * componentCount) return false;
+        if (width < 1 || height < 1) return Refuse($"JPEG: an image of {width}×{height} pixels");
+        if (width > MaxSide || height > MaxSide) return Refuse($"JPEG: {width}×{height} pixels, past libjpeg's largest side of {MaxSide} pixels");
+        if (componentCount != 3)
+            return Refuse($"JPEG: {componentCount} component{(componentCount == 1 ? "" : "s")} (only 3-component YCbCr is decoded here)");
+        if (s.Length != 6 + 3 * componentCount) return Refuse($"JPEG: a frame header of {s.Length} bytes for {componentCount} components");
         hMax = vMax = 1;
         for (int i = 0; i < componentCount; i++)
         {
@@ -278,13 +333,13 @@ public sealed class JpegRegionDecoder
             c.H = s[7 + 3 * i] >> 4;
             c.V = s[7 + 3 * i] & 15;
             c.QuantTable = s[8 + 3 * i];
-            if (c.QuantTable > 3) return false;
+            if (c.QuantTable > 3) return Refuse($"JPEG: component {c.Id} uses quantisation table {c.QuantTable} (at most 3)");
             hMax = Math.Max(hMax, c.H);
             vMax = Math.Max(vMax, c.V);
         }
         // Luma 1×1, 2×1, 1×2 or 2×2; chroma 1×1.
-        if (components[0].H is < 1 or > 2 || components[0].V is < 1 or > 2) return false;
-        if (components[1].H != 1 || components[1].V != 1 || components[2].H != 1 || components[2].V != 1) return false;
+        if (components[0].H is < 1 or > 2 || components[0].V is < 1 or > 2 || components[1].H != 1 || components[1].V != 1 || components[2].H != 1 || components[2].V != 1)
+            return Refuse($"JPEG: sampling factors {components[0].H}×{components[0].V}, {components[1].H}×{components[1].V}, {components[2].H}×{components[2].V} (luma 1×1, 2×1, 1×2 or 2×2 with chroma 1×1 are decoded here)");
         for (int i = 0; i < componentCount; i++)
         {
             var c = components[i];
@@ -292,7 +347,7 @@ public sealed class JpegRegionDecoder
             c.SampledHeight = (int)(((long)height * c.V + vMax - 1) / vMax);
         }
         // libjpeg upsamples 2× "fancily" only when the chroma is wider than 2 samples; keep to that case.
-        if (hMax == 2 && components[1].SampledWidth <= 2) return false;
+        if (hMax == 2 && components[1].SampledWidth <= 2) return Refuse("JPEG: chroma of 2 samples or fewer across (libjpeg upsamples it without its triangle filter)");
         return true;
     }
 
@@ -301,9 +356,10 @@ public sealed class JpegRegionDecoder
         while (s.Length > 0)
         {
             int precision = s[0] >> 4, id = s[0] & 15;
-            if (id > 3 || precision > 1) return false;
+            if (id > 3) return Refuse($"JPEG: quantisation table {id} (at most 3)");
+            if (precision > 1) return Refuse($"JPEG: quantisation table {id} of precision {precision} (0 or 1)");
             int size = precision == 0 ? 64 : 128;
-            if (s.Length < 1 + size) return false;
+            if (s.Length < 1 + size) return Refuse($"JPEG: quantisation table {id} cut short ({s.Length - 1} of {size} bytes)");
             var table = quant[id] ??= new int[64];
             for (int k = 0; k < 64; k++)
                 table[Natural[k]] = precision == 0 ? s[1 + k] : BinaryPrimitives.ReadUInt16BigEndian(s[(1 + 2 * k)..]);
@@ -316,12 +372,13 @@ public sealed class JpegRegionDecoder
     {
         while (s.Length > 0)
         {
-            if (s.Length < 17) return false;
+            if (s.Length < 17) return Refuse($"JPEG: a Huffman table definition cut short ({s.Length} bytes)");
             int tableClass = s[0] >> 4, id = s[0] & 15;
-            if (tableClass > 1 || id > 3) return false;
+            if (tableClass > 1 || id > 3) return Refuse($"JPEG: Huffman table of class {tableClass}, id {id} (class 0 or 1, id 0 to 3)");
             int count = 0;
             for (int l = 1; l <= 16; l++) count += s[l];
-            if (count > 256 || s.Length < 17 + count) return false;
+            if (count > 256) return Refuse($"JPEG: Huffman table {id} with {count} codes (at most 256)");
+            if (s.Length < 17 + count) return Refuse($"JPEG: Huffman table {id} of {count} codes cut short ({s.Length - 17} symbols in the segment)");
             var definition = s.Slice(0, 17 + count);
             HuffmanTable? table = null;
             foreach (var cached in builtTables)
@@ -330,7 +387,8 @@ public sealed class JpegRegionDecoder
             {
                 // Most files of a dataset come from a few encoders with the same tables: build each once.
                 table = new HuffmanTable { Definition = definition.ToArray() };
-                if (!Build(table, s.Slice(1, 16), s.Slice(17, count), dc: tableClass == 0)) return false;
+                if (Build(table, s.Slice(1, 16), s.Slice(17, count), dc: tableClass == 0) is { } problem)
+                    return Refuse($"JPEG: {(tableClass == 0 ? "DC" : "AC")} Huffman table {id} {problem}");
                 if (builtTables.Count == 16) builtTables.RemoveAt(0);
                 builtTables.Add(table);
             }
@@ -340,8 +398,14 @@ public sealed class JpegRegionDecoder
         return true;
     }
 
-    /// <summary>libjpeg's jpeg_make_d_derived_tbl, with an 11-bit lookahead.</summary>
-    private static bool Build(HuffmanTable table, ReadOnlySpan<byte> bits, ReadOnlySpan<byte> values, bool dc)
+    /// <summary>libjpeg's jpeg_make_d_derived_tbl, with an 11-bit lookahead; null, or what is wrong with the code set.</summary>
+    /// <remarks>
+    /// Every table is a complete lookup whatever the file says: codes are checked to fit their lengths (an
+    /// over-subscribed set is refused, as libjpeg refuses it), lookups have all 2048 entries (0 where no code of 11
+    /// bits or fewer matches: a longer code, or none in an incomplete set, which <c>DecodeLong</c> refuses), and
+    /// <see cref="HuffmanTable.Values"/> has all 256 entries, so an index from a bad code stays inside it.
+    /// </remarks>
+    private static string? Build(HuffmanTable table, ReadOnlySpan<byte> bits, ReadOnlySpan<byte> values, bool dc)
     {
         Span<int> sizes = stackalloc int[257];
         Span<int> codes = stackalloc int[257];
@@ -354,10 +418,13 @@ public sealed class JpegRegionDecoder
         while (sizes[p] != 0)
         {
             while (sizes[p] == si) codes[p++] = code++;
-            if (code >= 1 << si) return false;
+            if (code >= 1 << si) return $"has more codes of {si} bits than fit (an over-subscribed code set)";
             code <<= 1;
             si++;
         }
+        if (dc)
+            foreach (byte v in values)
+                if (v > 15) return $"holds the symbol {v} (DC differences have at most 15 bits)";
         p = 0;
         for (int l = 1; l <= 16; l++)
         {
@@ -378,12 +445,7 @@ public sealed class JpegRegionDecoder
                 int look = codes[p] << (LookBits - l);
                 for (int n = 1 << (LookBits - l); n > 0; n--) table.Lookup[look++] = (ushort)((l << 8) | values[p]);
             }
-        if (dc)
-        {
-            foreach (byte v in values)
-                if (v > 15) return false;
-            return true;
-        }
+        if (dc) return null;
         for (int look = 0; look < 1 << LookBits; look++)
         {
             int entry = table.Lookup[look];
@@ -401,36 +463,50 @@ public sealed class JpegRegionDecoder
             if (v < 1 << (size - 1)) v -= (1 << size) - 1;
             table.FastAc[look] = (v << 16) | (run << 8) | (length + size);
         }
-        return true;
+        return null;
     }
 
     private bool ReadScan(ReadOnlySpan<byte> s)
     {
-        if (s.Length < 1 || s[0] != componentCount || s.Length != 1 + 2 * componentCount + 3) return false;
+        if (s.Length < 1 || s[0] != componentCount)
+            return Refuse($"JPEG: a scan of {(s.Length < 1 ? 0 : s[0])} of the {componentCount} components (one interleaved scan of all of them is decoded here)");
+        if (s.Length != 1 + 2 * componentCount + 3) return Refuse($"JPEG: a scan header of {s.Length} bytes for {componentCount} components");
         for (int i = 0; i < componentCount; i++)
         {
             int id = s[1 + 2 * i];
             var c = components[i];
-            if (c.Id != id) return false;
-            for (int j = 0; j < i; j++)
-                if (components[j].Id == id) return false;
+            if (c.Id != id) return Refuse($"JPEG: scan component {i} is {id}, frame component {i} is {c.Id}");
             c.DcTable = s[2 + 2 * i] >> 4;
             c.AcTable = s[2 + 2 * i] & 15;
-            if (c.DcTable > 3 || c.AcTable > 3 || dcTables[c.DcTable] is null || acTables[c.AcTable] is null || quant[c.QuantTable] is null) return false;
+            if (c.DcTable > 3 || dcTables[c.DcTable] is null) return Refuse($"JPEG: DC Huffman table {c.DcTable} referenced by the scan is not defined");
+            if (c.AcTable > 3 || acTables[c.AcTable] is null) return Refuse($"JPEG: AC Huffman table {c.AcTable} referenced by the scan is not defined");
+            if (quant[c.QuantTable] is null) return Refuse($"JPEG: quantisation table {c.QuantTable} of component {c.Id} is not defined");
         }
+        for (int i = 1; i < componentCount; i++)
+            for (int j = 0; j < i; j++)
+                if (components[j].Id == components[i].Id) return Refuse($"JPEG: component id {components[i].Id} appears twice");
         int ss = s[1 + 2 * componentCount], se = s[2 + 2 * componentCount], a = s[3 + 2 * componentCount];
-        return ss == 0 && se == 63 && a == 0;
+        return ss == 0 && se == 63 && a == 0 || Refuse($"JPEG: a scan of coefficients {ss} to {se}, successive approximation 0x{a:X2} (sequential: 0 to 63, 0)");
     }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private bool DecodeScan(ReadOnlySpan<byte> data, int left, int top, int regionWidth, int regionHeight, Span<byte> rgb, bool wantLumaMean, out double lumaMean, bool pixels = true)
     {
+        lumaMean = 0;
         int mcuWidth = 8 * hMax, mcuHeight = 8 * vMax;
         int mcusAcross = (width + mcuWidth - 1) / mcuWidth, mcusDown = (height + mcuHeight - 1) / mcuHeight;
         // The MCU columns and rows the region needs, with one MCU of context around it for the upsampler.
         int mx0 = Math.Max(0, left / mcuWidth - 1), mx1 = Math.Min(mcusAcross, (left + regionWidth + mcuWidth - 1) / mcuWidth + 1);
         int my0 = Math.Max(0, top / mcuHeight - 1), my1 = Math.Min(mcusDown, (top + regionHeight + mcuHeight - 1) / mcuHeight + 1);
-        int total = 0;
+        int rowsDecoded = wantLumaMean ? mcusDown : my1;
+        // Every block takes at least two bits (a DC code and an AC code of one bit or more), so entropy data too short
+        // for the MCU rows to decode would run out anyway: refuse before sizing anything from the claimed image size.
+        int blocksPerMcu = 0;
+        for (int i = 0; i < componentCount; i++) blocksPerMcu += components[i].H * components[i].V;
+        long blocks = (long)rowsDecoded * mcusAcross * blocksPerMcu, dataBits = 8L * (data.Length - scanStart);
+        if (2 * blocks > dataBits)
+            return Refuse($"JPEG: {data.Length - scanStart:N0} bytes of entropy data cannot hold the {blocks:N0} blocks of {width}×{height} pixels to decode (two bits at least each)");
+        long total = 0;
         for (int i = 0; i < componentCount; i++)
         {
             var c = components[i];
@@ -438,11 +514,12 @@ public sealed class JpegRegionDecoder
             c.Y0 = my0 * 8 * c.V;
             c.W = (mx1 - mx0) * 8 * c.H;
             c.Rows = (my1 - my0) * 8 * c.V;
-            c.PlaneOffset = total;
+            c.PlaneOffset = (int)Math.Min(total, int.MaxValue);
             c.DcPredictor = 0;
-            total += c.W * c.Rows;
+            total += (long)c.W * c.Rows;
         }
-        if (planes.Length < total) planes = new byte[Math.Max(total, planes.Length * 2)];
+        if (total > Array.MaxLength) return Refuse($"JPEG: the planes of a {regionWidth}×{regionHeight} region would take {total:N0} bytes");
+        if (planes.Length < total) planes = new byte[Math.Min(Math.Max(total, 2L * planes.Length), Array.MaxLength)];
 
         // The entropy decoder's state lives in locals of this one method (refills and block decoding inlined), so
         // the JIT keeps it in registers.
@@ -455,7 +532,6 @@ public sealed class JpegRegionDecoder
         int lumaBlocksAcross = (components[0].SampledWidth + 7) / 8, lumaBlocksDown = (components[0].SampledHeight + 7) / 8;
         long lumaSum = 0;
         int[] lumaQuant = quant[components[0].QuantTable];
-        int rowsDecoded = wantLumaMean ? mcusDown : my1;
         for (int my = 0; my < rowsDecoded; my++)
         {
             bool rowNeeded = pixels && my >= my0 && my < my1;
@@ -465,11 +541,11 @@ public sealed class JpegRegionDecoder
                 {
                     if (restartsLeft == 0)
                     {
-                        if (bits < padding) throw new InvalidDataException("entropy data ended early");
+                        if (bits < padding) ThrowEndedEarly(my);
                         (buffer, bits, position, padding, ended) = RefillBytes(data, buffer, bits, position, padding, ended);
                         // Only the fill bits of the last byte may remain before the marker.
                         if (!ended || bits - padding >= 8 || position + 1 >= data.Length || data[position] != 0xFF || data[position + 1] != 0xD0 + nextRestart)
-                            throw new InvalidDataException("restart marker not where expected");
+                            ThrowRestartMissing(nextRestart, my * mcusAcross + mx);
                         position += 2;
                         buffer = 0;
                         bits = padding = 0;
@@ -530,7 +606,7 @@ public sealed class JpegRegionDecoder
                                     if (k > 63)
                                     {
                                         if (skip == 64) break; // end of block
-                                        throw new InvalidDataException("coefficient index past 63");
+                                        ThrowPast63();
                                     }
                                     int value = fast >> 16;
                                     if (value != 0)
@@ -549,7 +625,7 @@ public sealed class JpegRegionDecoder
                                 if (size != 0)
                                 {
                                     k += run;
-                                    if (k > 63) throw new InvalidDataException("coefficient index past 63");
+                                    if (k > 63) ThrowPast63();
                                     int v = (int)(buffer >> (64 - size));
                                     buffer <<= size;
                                     bits -= size;
@@ -566,10 +642,10 @@ public sealed class JpegRegionDecoder
                             int x = (mx - mx0) * 8 * c.H + 8 * bx, y = (my - my0) * 8 * c.V + 8 * by;
                             var target = planes.AsSpan(c.PlaneOffset + y * c.W + x);
                             if (last == 0) FillDc(block[0] * quant[c.QuantTable][0], target, c.W);
-                            else InverseDct.Islow(block, quant[c.QuantTable], target, c.W);
+                            else if (!InverseDct.Islow(block, quant[c.QuantTable], target, c.W)) ThrowPast16Bits();
                         }
                 }
-                if (bits < padding) throw new InvalidDataException("entropy data ended early");
+                if (bits < padding) ThrowEndedEarly(my);
             }
         }
 
@@ -580,12 +656,33 @@ public sealed class JpegRegionDecoder
 
     private static void FillDc(int dequantized, Span<byte> target, int stride)
     {
+        // libjpeg-turbo's SIMD IDCT shifts a DC-only block's dequantised DC left by 2 in a 16-bit lane: beyond
+        // [−8192, 8191] it wraps, and only damaged data gets there (see InverseDct).
+        if ((uint)(dequantized + 8192) > 16383) ThrowPast16Bits();
+        if (stride < 8 || target.Length < 7 * stride + 8) throw new ArgumentOutOfRangeException(nameof(target));
         // The islow IDCT of a DC-only block: pass 1 gives dc << 2, pass 2 descales by 5 bits, +128 and clamped.
         int value = ((dequantized << 2) + 16) >> 5;
         byte v = (byte)Math.Clamp(value + 128, 0, 255);
         var row = Vector64.Create(v);
-        for (int y = 0; y < 8; y++) row.StoreUnsafe(ref target[y * stride]);
+        ref byte first = ref MemoryMarshal.GetReference(target);
+        for (int y = 0; y < 8; y++) row.StoreUnsafe(ref first, (nuint)(y * stride));
     }
+
+    // Throw helpers keep the hot loop's code small; the messages become LastRefusal ("JPEG: …").
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowEndedEarly(int mcuRow) =>
+        throw new InvalidDataException($"the entropy data runs out in MCU row {mcuRow} (cut short, or interrupted by a marker)");
+
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowRestartMissing(int expected, int mcu) =>
+        throw new InvalidDataException($"restart marker RST{expected} missing before MCU {mcu}");
+
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowPast63() => throw new InvalidDataException("a run of coefficients past position 63 of a block");
+
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowPast16Bits() =>
+        throw new InvalidDataException("coefficients past the 16-bit range of libjpeg-turbo's IDCT (damaged entropy data)");
 
     /// <summary>
     /// Tops the bit buffer up to more than 32 bits: 4 bytes at once when none of them is 0xFF, else byte by byte
@@ -655,9 +752,9 @@ public sealed class JpegRegionDecoder
             l++;
             code = (int)(buffer >> (64 - l));
         }
-        if (l > 16) throw new InvalidDataException("bad Huffman code");
+        if (l > 16) throw new InvalidDataException("a Huffman code that matches no symbol");
         int index = code + table.ValueOffset[l];
-        if ((uint)index > 255) throw new InvalidDataException("bad Huffman code");
+        if ((uint)index > 255) throw new InvalidDataException("a Huffman code that matches no symbol");
         return (l << 8) | table.Values[index];
     }
 
@@ -703,8 +800,11 @@ public sealed class JpegRegionDecoder
         int last = c.SampledWidth - 1;
         int nearRow, farRow;
         int vertical; // 0: no vertical filter; else the bias of the 3:1 vertical blend (h1v2) or 2 (h2v2: in the column sums)
+        // The rows and columns read must lie in the decoded window (they do by construction; checked once a row, as
+        // the vector loop below reads through refs).
         if (vMax == 1)
         {
+            if ((uint)(sy - c.Y0) >= (uint)c.Rows) ThrowOutsideWindow();
             nearRow = farRow = c.PlaneOffset + (sy - c.Y0) * c.W - c.X0;
             vertical = 0;
         }
@@ -713,7 +813,7 @@ public sealed class JpegRegionDecoder
             // Vertical 2×: the nearer chroma row weighs 3, the further 1 (above for even rows, below for odd; edges replicated).
             int cy = sy >> 1;
             int far = (sy & 1) == 0 ? Math.Max(cy - 1, 0) : Math.Min(cy + 1, c.SampledHeight - 1);
-            if (far < c.Y0 || far >= c.Y0 + c.Rows) throw new InvalidDataException("chroma context outside the decoded window");
+            if ((uint)(cy - c.Y0) >= (uint)c.Rows || (uint)(far - c.Y0) >= (uint)c.Rows) ThrowOutsideWindow();
             nearRow = c.PlaneOffset + (cy - c.Y0) * c.W - c.X0;
             farRow = c.PlaneOffset + (far - c.Y0) * c.W - c.X0;
             vertical = (sy & 1) == 0 ? 1 : 2;
@@ -735,10 +835,13 @@ public sealed class JpegRegionDecoder
         int c0 = left >> 1, c1 = (left + count - 1) >> 1;
         int n = c1 - c0 + 1;
         int inside = Math.Max(0, 1 - c0), insideEnd = Math.Min(n + 2, last - c0 + 2); // k whose column needs no clamping
+        if (n < 1 || sums.Length < n + 10 || output.Length < 2 * n + 16) throw new ArgumentOutOfRangeException(nameof(count));
         for (int k = 0; k < inside; k++) sums[k] = ColumnSum(p, nearRow, farRow, Math.Clamp(c0 - 1 + k, 0, last), vertical);
         int j = inside;
-        if (Vector256.IsHardwareAccelerated)
+        if (Vector256.IsHardwareAccelerated && insideEnd - inside >= 8)
         {
+            // Columns c0 − 1 + inside .. c0 − 1 + insideEnd − 1 are read 8 at a time.
+            if (c0 - 1 + inside < c.X0 || c0 - 1 + insideEnd > c.X0 + c.W) ThrowOutsideWindow();
             ref byte near = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(p), nearRow + c0 - 1);
             ref byte farRef = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(p), farRow + c0 - 1);
             ref int sum = ref MemoryMarshal.GetArrayDataReference(sums);
@@ -754,6 +857,9 @@ public sealed class JpegRegionDecoder
         else ChromaUpsample.H2(sums, n, output, 8, 7, 4);
         return left & 1;
     }
+
+    [DoesNotReturn, MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowOutsideWindow() => throw new IndexOutOfRangeException("chroma context outside the decoded window");
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int ColumnSum(byte[] p, int nearRow, int farRow, int cx, int vertical) =>
