@@ -209,11 +209,14 @@ internal static class BenchCommand
         var batch = new Option<int?>("--batch") { Description = "Batch size (default 64)" };
         var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file" };
         var peer = new Option<string?>("--peer") { Description = "torchvision+PIL peer script (../shared/peers/peer_data.py), run on the same folder first" };
-        var recipe = FinetuneOptions.NullableChoice("--recipe", "pretrain (the peer's recipe; the default), pretrain-two-view, multi-crop, finetune or eval", [.. RecipeCatalog.Names]);
+        var peerRecipes = new Option<string?>("--peer-recipes") { Description = $"The peer for the other recipes and PIL's decode-only rate (default {DataBenchRequest.DefaultPeerRecipes} when present)" };
+        var recipe = FinetuneOptions.NullableChoice("--recipe", "pretrain (the peer's recipe; the default), pretrain-two-view, multi-crop, finetune, eval or segmentation (--layout ade20k)", [.. RecipeCatalog.Names]);
         var python = new Option<string?>("--python") { Description = "Python with torch, torchvision and PIL for the peer (default /usr/bin/python3)" };
-        var command = new Command("data", "Decode + augment + collate of the pretraining recipe (images/s, per core), optionally against torchvision+PIL on the same files");
+        var pin = new Option<string?>("--pin") { Description = "CPU list (taskset -c), e.g. 1: the peers first, then this process, all pinned to these cores" };
+        var stages = new Option<bool>("--stages") { Description = "Also measure each stage's CPU per image on one thread (header, decode, resample, jitter, normalise, collate, loader overhead)" };
+        var command = new Command("data", "Decode + augment + collate of a recipe (images/s, per core) next to torchvision+PIL on the same files and the decode-only rate of both, optionally pinned and stage by stage");
         data.AddTo(command);
-        foreach (var option in new Option[] { workers, images, batch, recipe, json, peer, python }) command.Options.Add(option);
+        foreach (var option in new Option[] { workers, images, batch, recipe, json, peer, peerRecipes, python, pin, stages }) command.Options.Add(option);
         command.SetAction(async (parsed, cancellationToken) =>
         {
             var request = new DataBenchRequest(data.Open(parsed));
@@ -221,16 +224,30 @@ internal static class BenchCommand
             {
                 Workers = parsed.GetValue(workers) is { } counts ? WorkerCounts(counts) : request.Workers, Images = parsed.GetValue(images) ?? request.Images,
                 BatchSize = parsed.GetValue(batch) ?? request.BatchSize, Recipe = parsed.GetValue(recipe) ?? request.Recipe, Peer = parsed.GetValue(peer),
-                Python = parsed.GetValue(python) ?? request.Python,
+                PeerRecipes = parsed.GetValue(peerRecipes) ?? request.PeerRecipes, Python = parsed.GetValue(python) ?? request.Python,
+                Pin = parsed.GetValue(pin) ?? request.Pin, Stages = parsed.GetValue(stages),
             };
+            try { request.Validate(); }
+            catch (ArgumentException e) { throw new UsageException(e.Message); }
+            if (request.Pin is { } cores && Environment.GetEnvironmentVariable(PinnedVariable) != cores)
+                return await RunPinnedAsync(cores, cancellationToken);
             var result = await DataBench.RunAsync(request, context.Log, cancellationToken);
-            var table = new Table().Title($"bench data: {request.Recipe} recipe, float32 batches")
-                .AddColumns("workers", "mimflow img/s", "per core", "peer img/s", "peer per worker", "ratio per core");
+            string decodeTitle = result.PilDecode is double pil ? $"; decode only: PIL {pil:F1} img/s" : "";
+            if (result.Decode is { } decode) decodeTitle += $", mimflow {decode.Ours:F1} img/s (libvips {decode.Libvips:F1})";
+            var table = new Table().Title($"bench data: {request.Recipe} recipe, float32 batches{(request.Pin is { } p ? $", pinned to CPU {p}" : "")}{decodeTitle}")
+                .AddColumns("workers", "mimflow img/s", "per core", "CPU ms/img", "peer img/s", "peer per worker", "ratio per core", "of PIL decode");
             foreach (var row in result.Rows)
                 table.AddRow(row.Ours.Workers.ToString(CultureInfo.InvariantCulture), $"{row.Ours.ImagesPerSecond:F1}", $"{row.Ours.ImagesPerSecondPerCore:F1}",
+                    $"{row.Ours.CpuSecondsPerImage * 1e3:F2}",
                     row.PeerImagesPerSecond?.ToString("F1", CultureInfo.InvariantCulture) ?? "-", row.PeerPerWorker?.ToString("F1", CultureInfo.InvariantCulture) ?? "-",
-                    row.RatioPerCore?.ToString("F2", CultureInfo.InvariantCulture) ?? "-");
+                    row.RatioPerCore?.ToString("F2", CultureInfo.InvariantCulture) ?? "-", result.OfDecodeLimit(row)?.ToString("F2", CultureInfo.InvariantCulture) ?? "-");
             context.Console.Write(table);
+            if (result.Stages is { } costs)
+            {
+                var stageTable = new Table().Title($"where one image's time goes ({request.Recipe}, one thread, CPU µs per image)").AddColumns("stage", "µs", "what");
+                foreach (var cost in costs) stageTable.AddRow(new Text(cost.Stage), new Text(cost.MicrosecondsPerImage.ToString("F1", CultureInfo.InvariantCulture)), new Text(cost.What));
+                context.Console.Write(stageTable);
+            }
             if (parsed.GetValue(json) is { } jsonPath)
             {
                 AtomicFile.WriteAllText(jsonPath, result.ToJson());
@@ -239,6 +256,39 @@ internal static class BenchCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Set in the pinned copy of the process, to the cores it was started on.</summary>
+    private const string PinnedVariable = "MIMFLOW_PINNED";
+
+    /// <summary>
+    /// --pin: the same command again under <c>taskset -c CORES</c>, so that the runtime starts on those cores (it sizes
+    /// its thread pool and spin-waiting by the cores it may use: a process pinned only after start spins as if it had
+    /// the others) and the peers it starts inherit them. Its output is this command's; its exit code is returned.
+    /// </summary>
+    private static async Task<int> RunPinnedAsync(string cores, CancellationToken cancellationToken)
+    {
+        string[] arguments = Environment.GetCommandLineArgs();
+        string process = Environment.ProcessPath ?? throw new InvalidOperationException("the program's path is unknown");
+        var start = new System.Diagnostics.ProcessStartInfo("taskset") { UseShellExecute = false };
+        start.ArgumentList.Add("-c");
+        start.ArgumentList.Add(cores);
+        start.ArgumentList.Add(process);
+        // Under `dotnet MimFlow.Cli.dll`, the first argument is the assembly; under the app host, the host itself.
+        bool host = !Path.GetFileNameWithoutExtension(process).Equals("dotnet", StringComparison.OrdinalIgnoreCase);
+        foreach (string argument in host ? arguments.Skip(1) : arguments) start.ArgumentList.Add(argument);
+        start.Environment[PinnedVariable] = cores;
+        using var child = System.Diagnostics.Process.Start(start) ?? throw new IOException("could not start taskset");
+        try
+        {
+            await child.WaitForExitAsync(cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            child.Kill(entireProcessTree: true);
+            throw;
+        }
+        return child.ExitCode;
     }
 
     private static int[] WorkerCounts(string text) => text.Split(',', StringSplitOptions.RemoveEmptyEntries)

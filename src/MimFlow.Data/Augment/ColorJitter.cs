@@ -9,6 +9,9 @@ namespace MimFlow.Data.Augment;
 /// </summary>
 public sealed record ColorJitter(double Brightness = 0.4, double Contrast = 0.4, double Saturation = 0.4, double Hue = 0)
 {
+    /// <summary>Contrast blends with the whole image's mean grey (the jitter precedes the crop, as in BEiT's pretraining).</summary>
+    public bool WholeImageContrast { get; init; }
+
     public IReadOnlyList<PixelOp> Draw(ref StableRandom random)
     {
         JitterOperation[] order = [JitterOperation.Brightness, JitterOperation.Contrast, JitterOperation.Saturation, JitterOperation.Hue];
@@ -27,7 +30,7 @@ public sealed record ColorJitter(double Brightness = 0.4, double Contrast = 0.4,
             switch (operation)
             {
                 case JitterOperation.Brightness when Brightness > 0: ops.Add(new Brightness(b)); break;
-                case JitterOperation.Contrast when Contrast > 0: ops.Add(new Contrast(c)); break;
+                case JitterOperation.Contrast when Contrast > 0: ops.Add(new Contrast(c) { WholeImage = WholeImageContrast }); break;
                 case JitterOperation.Saturation when Saturation > 0: ops.Add(new Saturation(s)); break;
                 case JitterOperation.Hue when Hue > 0: ops.Add(new Hue(h)); break;
             }

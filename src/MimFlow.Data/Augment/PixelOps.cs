@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using System.Text.Json.Serialization;
 
 namespace MimFlow.Data.Augment;
@@ -27,12 +28,57 @@ public abstract record PixelOp
 {
     public abstract void Apply(RgbImage image);
 
+    /// <summary>
+    /// The same operation on planar pixels, giving the same bytes as <see cref="Apply(RgbImage)"/>. The per-pixel
+    /// operations of the pretraining recipes override it (vectorised or table-driven); the rest go through an
+    /// interleaved copy.
+    /// </summary>
+    public virtual void Apply(PlanarImage image)
+    {
+        byte[] rgb = System.Buffers.ArrayPool<byte>.Shared.Rent(image.Length);
+        try
+        {
+            image.ToInterleaved(rgb);
+            Apply(new RgbImage(rgb, image.Width, image.Height));
+            image.FromInterleaved(rgb.AsSpan(0, image.Length));
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(rgb);
+        }
+    }
+
     internal static byte Clip(double value) => (byte)Math.Clamp((int)Math.Round(value, MidpointRounding.AwayFromZero), 0, 255);
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     internal static void Lookup(Span<byte> values, ReadOnlySpan<byte> table)
     {
-        for (int i = 0; i < values.Length; i++) values[i] = table[values[i]];
+        int i = 0;
+        if (System.Runtime.Intrinsics.X86.Avx512Vbmi.IsSupported && values.Length >= 64 && table.Length >= 256)
+        {
+            // 64 lookups at once: two 128-byte permutes (vpermi2b) and a select on the index's top bit; same bytes.
+            var t0 = System.Runtime.Intrinsics.Vector512.Create(table[..64]);
+            var t1 = System.Runtime.Intrinsics.Vector512.Create(table.Slice(64, 64));
+            var t2 = System.Runtime.Intrinsics.Vector512.Create(table.Slice(128, 64));
+            var t3 = System.Runtime.Intrinsics.Vector512.Create(table.Slice(192, 64));
+            ref byte start = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(values);
+            for (; i + 64 <= values.Length; i += 64)
+            {
+                var index = System.Runtime.Intrinsics.Vector512.LoadUnsafe(ref start, (nuint)i);
+                var low = System.Runtime.Intrinsics.X86.Avx512Vbmi.PermuteVar64x8x2(t0, index, t1);
+                var high = System.Runtime.Intrinsics.X86.Avx512Vbmi.PermuteVar64x8x2(t2, index, t3);
+                var upperHalf = System.Runtime.Intrinsics.Vector512.LessThan(index.AsSByte(), System.Runtime.Intrinsics.Vector512<sbyte>.Zero).AsByte();
+                System.Runtime.Intrinsics.Vector512.ConditionalSelect(upperHalf, high, low).StoreUnsafe(ref start, (nuint)i);
+            }
+        }
+        for (; i < values.Length; i++) values[i] = table[values[i]];
     }
+
+    /// <summary>
+    /// C's fmod(x, m) for 0 ≤ x &lt; 2m: x − m is exact there (Sterbenz), so this is the same double without the
+    /// library call. Only for arguments known to be in range.
+    /// </summary>
+    internal static double Wrap(double x, double m) => x >= m ? x - m : x;
 
     /// <summary>PIL's RGB → L conversion (ITU-R 601-2 luma, fixed point).</summary>
     public static int Luma(byte r, byte g, byte b) => (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16;
@@ -47,11 +93,34 @@ public sealed record Brightness(double Factor) : PixelOp
         for (int v = 0; v < 256; v++) table[v] = Clip(v * Factor);
         Lookup(image.Pixels, table);
     }
+
+    public override void Apply(PlanarImage image)
+    {
+        Span<byte> table = stackalloc byte[256];
+        for (int v = 0; v < 256; v++) table[v] = Clip(v * Factor);
+        Lookup(image.Pixels, table);
+    }
 }
 
-/// <summary>PIL ImageEnhance.Contrast: blend with the mean grey of the image.</summary>
+/// <summary>
+/// PIL ImageEnhance.Contrast: blend with the mean grey of the image. <see cref="WholeImage"/>: the mean is that of the
+/// whole source image (BEiT jitters before cropping), which the renderer supplies (<see cref="Apply(PlanarImage, double)"/>);
+/// otherwise, and when applied alone, the mean of the view itself (recipes that jitter after the crop).
+/// </summary>
 public sealed record Contrast(double Factor) : PixelOp
 {
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
+    public bool WholeImage { get; init; }
+
+    /// <summary>Blend with a given mean grey (rounded as PIL rounds the image mean).</summary>
+    public void Apply(PlanarImage image, double mean)
+    {
+        mean = Math.Floor(mean + 0.5);
+        Span<byte> table = stackalloc byte[256];
+        for (int v = 0; v < 256; v++) table[v] = Clip(mean + Factor * (v - mean));
+        Lookup(image.Pixels, table);
+    }
+
     public override void Apply(RgbImage image)
     {
         var pixels = image.Pixels;
@@ -61,6 +130,15 @@ public sealed record Contrast(double Factor) : PixelOp
         Span<byte> table = stackalloc byte[256];
         for (int v = 0; v < 256; v++) table[v] = Clip(mean + Factor * (v - mean));
         Lookup(pixels, table);
+    }
+
+    public override void Apply(PlanarImage image)
+    {
+        long sum = PlanarKernels.LumaSum(image.Plane(0), image.Plane(1), image.Plane(2));
+        double mean = Math.Floor((double)sum / image.PlaneLength + 0.5);
+        Span<byte> table = stackalloc byte[256];
+        for (int v = 0; v < 256; v++) table[v] = Clip(mean + Factor * (v - mean));
+        Lookup(image.Pixels, table);
     }
 }
 
@@ -82,6 +160,9 @@ public sealed record Saturation(double Factor) : PixelOp
     }
 
     private static byte ClipFixed(int value) => (byte)Math.Clamp(value >> 16, 0, 255);
+
+    public override void Apply(PlanarImage image) =>
+        PlanarKernels.Saturate(image.Plane(0), image.Plane(1), image.Plane(2), (int)Math.Round(Factor * 65536));
 }
 
 /// <summary>torchvision adjust_hue on PIL images: shift H of PIL's 8-bit HSV by <see cref="Shift"/>·255 (wrapping).</summary>
@@ -107,7 +188,7 @@ public sealed record Hue(double Shift) : PixelOp
         double s = cr / max;
         double rc = (max - r) / cr, gc = (max - g) / cr, bc = (max - b) / cr;
         double h = r == max ? bc - gc : g == max ? 2.0 + rc - bc : 4.0 + gc - rc;
-        h = (h / 6.0 + 1.0) % 1.0;
+        h = Wrap(h / 6.0 + 1.0, 1.0); // h / 6 + 1 is in [5/6, 11/6): fmod by one subtraction, exact
         return ((byte)Math.Clamp((int)(h * 255), 0, 255), (byte)Math.Clamp((int)(s * 255), 0, 255), (byte)max);
     }
 
@@ -115,11 +196,108 @@ public sealed record Hue(double Shift) : PixelOp
     internal static (byte R, byte G, byte B) FromHsv(byte hue, byte saturation, byte value)
     {
         if (saturation == 0) return (value, value, value);
-        var (r, g, b) = Core.Imaging.ColorSpace.HsvToRgb(hue / 255.0, saturation / 255.0, value);
+        var (r, g, b) = HsvToRgb(hue / 255.0, saturation / 255.0, value);
         return (ToByte(r), ToByte(g), ToByte(b));
     }
 
     private static byte ToByte(double value) => (byte)Math.Clamp((int)Math.Round(value), 0, 255);
+
+    /// <summary>MimFlow.Core's HsvToRgb with its two <c>% 1</c> done as exact subtractions (the same doubles, no fmod
+    /// call): hue is in [0, 1] here.</summary>
+    private static (double R, double G, double B) HsvToRgb(double hue, double saturation, double value)
+    {
+        hue = Wrap(Wrap(hue, 1) + 1, 1) * 6;
+        int sector = (int)Math.Floor(hue) % 6;
+        double f = hue - Math.Floor(hue);
+        double p = value * (1 - saturation), q = value * (1 - saturation * f), t = value * (1 - saturation * (1 - f));
+        return sector switch
+        {
+            0 => (value, t, p),
+            1 => (q, value, p),
+            2 => (p, value, t),
+            3 => (p, q, value),
+            4 => (t, p, value),
+            _ => (value, p, q),
+        };
+    }
+
+    /// <summary>The same conversion four pixels at a time in double precision (the same operations and roundings,
+    /// so the same bytes; tested against the interleaved code).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    public override void Apply(PlanarImage image)
+    {
+        var red = image.Plane(0);
+        var green = image.Plane(1);
+        var blue = image.Plane(2);
+        int delta = (int)Math.Round(Shift * 255);
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+            for (; i + 4 <= red.Length; i += 4) Step4(red, green, blue, i, delta);
+        for (; i < red.Length; i++)
+        {
+            var (h, s, v) = ToHsv(red[i], green[i], blue[i]);
+            (red[i], green[i], blue[i]) = FromHsv((byte)(h + delta), s, v);
+        }
+    }
+
+    private static void Step4(Span<byte> red, Span<byte> green, Span<byte> blue, int i, int delta)
+    {
+        var r = Vector256.Create((double)red[i], red[i + 1], red[i + 2], red[i + 3]);
+        var g = Vector256.Create((double)green[i], green[i + 1], green[i + 2], green[i + 3]);
+        var b = Vector256.Create((double)blue[i], blue[i + 1], blue[i + 2], blue[i + 3]);
+        var zero = Vector256<double>.Zero;
+        var one = Vector256.Create(1.0);
+        var byteMax = Vector256.Create(255.0);
+        // ToHsv
+        var max = Vector256.Max(r, Vector256.Max(g, b));
+        var min = Vector256.Min(r, Vector256.Min(g, b));
+        var grey = Vector256.Equals(max, min);
+        var cr = max - min;
+        var sat = cr / max;
+        var rc = (max - r) / cr;
+        var gc = (max - g) / cr;
+        var bc = (max - b) / cr;
+        var h = Vector256.ConditionalSelect(Vector256.Equals(r, max), bc - gc,
+            Vector256.ConditionalSelect(Vector256.Equals(g, max), Vector256.Create(2.0) + rc - bc, Vector256.Create(4.0) + gc - rc));
+        h = h / Vector256.Create(6.0) + one;
+        h = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(h, one), h - one, h);
+        var hueByte = Vector256.ConditionalSelect(grey, zero, Vector256.Min(Vector256.Max(Vector256.Floor(h * byteMax), zero), byteMax));
+        var satByte = Vector256.ConditionalSelect(grey, zero, Vector256.Min(Vector256.Max(Vector256.Floor(sat * byteMax), zero), byteMax));
+        // (byte)(h + delta): modulo 256 on integers, exact in doubles
+        var shifted = hueByte + Vector256.Create((double)delta);
+        var wrap = Vector256.Create(256.0);
+        shifted -= wrap * Vector256.Floor(shifted / wrap);
+        // FromHsv → HsvToRgb(hue / 255, sat / 255, value)
+        var hue = shifted / byteMax;
+        var s = satByte / byteMax;
+        var v = max;
+        hue = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(hue, one), hue - one, hue) + one;
+        hue = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(hue, one), hue - one, hue) * Vector256.Create(6.0);
+        var sector = Vector256.Floor(hue);
+        var f = hue - sector;
+        var p = v * (one - s);
+        var q = v * (one - s * f);
+        var t = v * (one - s * (one - f));
+        var k0 = Vector256.Equals(sector, zero);
+        var k1 = Vector256.Equals(sector, one);
+        var k2 = Vector256.Equals(sector, Vector256.Create(2.0));
+        var k3 = Vector256.Equals(sector, Vector256.Create(3.0));
+        var k4 = Vector256.Equals(sector, Vector256.Create(4.0));
+        // 0 (v, t, p) 1 (q, v, p) 2 (p, v, t) 3 (p, q, v) 4 (t, p, v) 5 (v, p, q)
+        var rr = Vector256.ConditionalSelect(k0, v, Vector256.ConditionalSelect(k1, q, Vector256.ConditionalSelect(k2 | k3, p, Vector256.ConditionalSelect(k4, t, v))));
+        var gg = Vector256.ConditionalSelect(k0, t, Vector256.ConditionalSelect(k1 | k2, v, Vector256.ConditionalSelect(k3, q, p)));
+        var bb = Vector256.ConditionalSelect(k0 | k1, p, Vector256.ConditionalSelect(k2, t, Vector256.ConditionalSelect(k3 | k4, v, q)));
+        var plain = Vector256.Equals(satByte, zero);
+        rr = Vector256.ConditionalSelect(plain, v, Vector256.Round(rr));
+        gg = Vector256.ConditionalSelect(plain, v, Vector256.Round(gg));
+        bb = Vector256.ConditionalSelect(plain, v, Vector256.Round(bb));
+        for (int k = 0; k < 4; k++)
+        {
+            red[i + k] = (byte)Math.Clamp((int)rr.GetElement(k), 0, 255);
+            green[i + k] = (byte)Math.Clamp((int)gg.GetElement(k), 0, 255);
+            blue[i + k] = (byte)Math.Clamp((int)bb.GetElement(k), 0, 255);
+        }
+    }
 }
 
 /// <summary>RandomGrayscale: L replicated into the three channels.</summary>
@@ -134,11 +312,77 @@ public sealed record Grayscale : PixelOp
             pixels[i] = pixels[i + 1] = pixels[i + 2] = grey;
         }
     }
+
+    /// <summary>Saturation 0 is exactly the luma in every channel.</summary>
+    public override void Apply(PlanarImage image) => PlanarKernels.Saturate(image.Plane(0), image.Plane(1), image.Plane(2), 0);
 }
 
 /// <summary>Gaussian blur with standard deviation <see cref="Radius"/> (PIL's GaussianBlur radius), edges extended.</summary>
 public sealed record GaussianBlur(double Radius) : PixelOp
 {
+    /// <summary>The same kernel, passes and float arithmetic per plane (each output's sum in the same order), 8 outputs at a time.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    public override void Apply(PlanarImage image)
+    {
+        int reach = Math.Max(1, (int)Math.Ceiling(3 * Radius));
+        float[] kernel = new float[2 * reach + 1];
+        double total = 0;
+        for (int k = -reach; k <= reach; k++) total += kernel[k + reach] = (float)Math.Exp(-k * k / (2 * Radius * Radius));
+        for (int k = 0; k < kernel.Length; k++) kernel[k] /= (float)total;
+        int w = image.Width, h = image.Height, n = w * h;
+        float[] rows = System.Buffers.ArrayPool<float>.Shared.Rent(n);
+        float[] padded = System.Buffers.ArrayPool<float>.Shared.Rent(w + 2 * reach + 8);
+        float[] column = System.Buffers.ArrayPool<float>.Shared.Rent(w + 8);
+        try
+        {
+            for (int c = 0; c < 3; c++)
+            {
+                var plane = image.Plane(c);
+                for (int y = 0; y < h; y++)
+                {
+                    var row = plane.Slice(y * w, w);
+                    for (int x = -reach; x < w + reach; x++) padded[x + reach] = row[Math.Clamp(x, 0, w - 1)];
+                    var output = rows.AsSpan(y * w, w);
+                    int i = 0;
+                    for (; i + 8 <= w; i += 8)
+                    {
+                        var sum = Vector256<float>.Zero;
+                        for (int k = 0; k < kernel.Length; k++) sum += Vector256.Create(kernel[k]) * Vector256.Create<float>(padded.AsSpan(i + k, 8));
+                        sum.CopyTo(output.Slice(i, 8));
+                    }
+                    for (; i < w; i++)
+                    {
+                        float sum = 0;
+                        for (int k = 0; k < kernel.Length; k++) sum += kernel[k] * padded[i + k];
+                        output[i] = sum;
+                    }
+                }
+                for (int y = 0; y < h; y++)
+                {
+                    var sums = column.AsSpan(0, w);
+                    sums.Clear();
+                    for (int k = -reach; k <= reach; k++)
+                    {
+                        float weight = kernel[k + reach];
+                        var source = rows.AsSpan(Math.Clamp(y + k, 0, h - 1) * w, w);
+                        int i = 0;
+                        for (; i + 8 <= w; i += 8)
+                            (Vector256.Create<float>(sums.Slice(i, 8)) + Vector256.Create(weight) * Vector256.Create<float>(source.Slice(i, 8))).CopyTo(sums.Slice(i, 8));
+                        for (; i < w; i++) sums[i] += weight * source[i];
+                    }
+                    var target = plane.Slice(y * w, w);
+                    for (int i = 0; i < w; i++) target[i] = (byte)Math.Clamp((int)(sums[i] + 0.5f), 0, 255);
+                }
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(rows);
+            System.Buffers.ArrayPool<float>.Shared.Return(padded);
+            System.Buffers.ArrayPool<float>.Shared.Return(column);
+        }
+    }
+
     public override void Apply(RgbImage image)
     {
         int reach = Math.Max(1, (int)Math.Ceiling(3 * Radius));
@@ -188,12 +432,26 @@ public sealed record Solarize(int Threshold = 128) : PixelOp
         for (int v = 0; v < 256; v++) table[v] = (byte)(v < Threshold ? v : 255 - v);
         Lookup(image.Pixels, table);
     }
+
+    public override void Apply(PlanarImage image)
+    {
+        Span<byte> table = stackalloc byte[256];
+        for (int v = 0; v < 256; v++) table[v] = (byte)(v < Threshold ? v : 255 - v);
+        Lookup(image.Pixels, table);
+    }
 }
 
 /// <summary>timm's solarize_add: values below the threshold get <see cref="Addition"/> added (clipped).</summary>
 public sealed record SolarizeAdd(int Addition, int Threshold = 128) : PixelOp
 {
     public override void Apply(RgbImage image)
+    {
+        Span<byte> table = stackalloc byte[256];
+        for (int v = 0; v < 256; v++) table[v] = (byte)(v < Threshold ? Math.Min(255, v + Addition) : v);
+        Lookup(image.Pixels, table);
+    }
+
+    public override void Apply(PlanarImage image)
     {
         Span<byte> table = stackalloc byte[256];
         for (int v = 0; v < 256; v++) table[v] = (byte)(v < Threshold ? Math.Min(255, v + Addition) : v);
@@ -211,11 +469,25 @@ public sealed record Posterize(int Bits) : PixelOp
         var pixels = image.Pixels;
         for (int i = 0; i < pixels.Length; i++) pixels[i] &= mask;
     }
+
+    public override void Apply(PlanarImage image)
+    {
+        if (Bits >= 8) return;
+        byte mask = (byte)~((1 << (8 - Math.Max(Bits, 0))) - 1);
+        var pixels = image.Pixels;
+        for (int i = 0; i < pixels.Length; i++) pixels[i] &= mask;
+    }
 }
 
 public sealed record Invert : PixelOp
 {
     public override void Apply(RgbImage image)
+    {
+        var pixels = image.Pixels;
+        for (int i = 0; i < pixels.Length; i++) pixels[i] = (byte)(255 - pixels[i]);
+    }
+
+    public override void Apply(PlanarImage image)
     {
         var pixels = image.Pixels;
         for (int i = 0; i < pixels.Length; i++) pixels[i] = (byte)(255 - pixels[i]);
@@ -310,6 +582,132 @@ public sealed record Affine(double A, double B, double C, double D, double E, do
         return new Affine(cos, sin, cos * -cx + sin * -cy + cx, -sin, cos, -sin * -cx + cos * -cy + cy, kernel, r, g, b);
     }
 
+    /// <summary>
+    /// The same transform on planes, the same arithmetic in the same order (so the same bytes): weights are computed
+    /// once per distinct fractional offset (shears and translations repeat them along a row or column), and where one
+    /// axis falls exactly on a pixel (its weights 0, 1, 0, 0) only the other axis' four taps are summed: the skipped
+    /// terms are exact zeros.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    public override void Apply(PlanarImage image)
+    {
+        if (Kernel == ResampleKernel.Nearest) { base.Apply(image); return; }
+        int w = image.Width, h = image.Height, n = w * h;
+        byte[] copy = System.Buffers.ArrayPool<byte>.Shared.Rent(3 * n);
+        try
+        {
+            image.Pixels.CopyTo(copy);
+            var red = image.Plane(0);
+            var green = image.Plane(1);
+            var blue = image.Plane(2);
+            var kernel = Kernel == ResampleKernel.Bilinear ? ResampleKernel.Bilinear : ResampleKernel.Bicubic;
+            int reach = kernel == ResampleKernel.Bilinear ? 1 : 2, taps = 2 * reach;
+            Span<double> wx = stackalloc double[4], wy = stackalloc double[4];
+            Span<int> cols = stackalloc int[4], rows = stackalloc int[4];
+            double lastFx = double.NaN, lastFy = double.NaN;
+            bool xDelta = false, yDelta = false;
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++)
+                {
+                    double sx = A * (x + 0.5) + B * (y + 0.5) + C - 0.5;
+                    double sy = D * (x + 0.5) + E * (y + 0.5) + F - 0.5;
+                    int o = y * w + x;
+                    if (sx < -0.5 || sy < -0.5 || sx > w - 0.5 || sy > h - 0.5)
+                    {
+                        red[o] = FillR;
+                        green[o] = FillG;
+                        blue[o] = FillB;
+                        continue;
+                    }
+                    int x0 = (int)Math.Floor(sx), y0 = (int)Math.Floor(sy);
+                    double fx = sx - x0, fy = sy - y0;
+                    if (!fx.Equals(lastFx))
+                    {
+                        for (int k = 0; k < taps; k++) wx[k] = kernel == ResampleKernel.Bicubic ? Cubic(k + 1 - reach - fx) : Resampler.Weight(kernel, k + 1 - reach - fx);
+                        lastFx = fx;
+                        xDelta = IsDelta(wx, taps, reach);
+                    }
+                    if (!fy.Equals(lastFy))
+                    {
+                        for (int k = 0; k < taps; k++) wy[k] = kernel == ResampleKernel.Bicubic ? Cubic(k + 1 - reach - fy) : Resampler.Weight(kernel, k + 1 - reach - fy);
+                        lastFy = fy;
+                        yDelta = IsDelta(wy, taps, reach);
+                    }
+                    for (int k = 0; k < taps; k++)
+                    {
+                        cols[k] = Math.Clamp(x0 + k + 1 - reach, 0, w - 1);
+                        rows[k] = Math.Clamp(y0 + k + 1 - reach, 0, h - 1) * w;
+                    }
+                    double r = 0, g = 0, b = 0, total = 0;
+                    if (yDelta)
+                    {
+                        int row = rows[reach - 1];
+                        for (int i = 0; i < taps; i++)
+                        {
+                            double weight = wx[i] * wy[reach - 1];
+                            int at = row + cols[i];
+                            r += weight * copy[at];
+                            g += weight * copy[n + at];
+                            b += weight * copy[2 * n + at];
+                            total += weight;
+                        }
+                    }
+                    else if (xDelta)
+                    {
+                        int column = cols[reach - 1];
+                        for (int j = 0; j < taps; j++)
+                        {
+                            double weight = wx[reach - 1] * wy[j];
+                            int at = rows[j] + column;
+                            r += weight * copy[at];
+                            g += weight * copy[n + at];
+                            b += weight * copy[2 * n + at];
+                            total += weight;
+                        }
+                    }
+                    else
+                    {
+                        for (int j = 0; j < taps; j++)
+                            for (int i = 0; i < taps; i++)
+                            {
+                                double weight = wx[i] * wy[j];
+                                int at = rows[j] + cols[i];
+                                r += weight * copy[at];
+                                g += weight * copy[n + at];
+                                b += weight * copy[2 * n + at];
+                                total += weight;
+                            }
+                    }
+                    red[o] = Clip(r / total);
+                    green[o] = Clip(g / total);
+                    blue[o] = Clip(b / total);
+                }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(copy);
+        }
+    }
+
+    /// <summary><see cref="Resampler.Weight"/>'s bicubic (a = −0.5), the same expression, inlined.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static double Cubic(double x)
+    {
+        x = Math.Abs(x);
+        const double a = -0.5;
+        if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+        if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
+        return 0;
+    }
+
+    /// <summary>Weights that pick one pixel exactly: 1 at the centre tap, exact zeros elsewhere.</summary>
+    private static bool IsDelta(ReadOnlySpan<double> weights, int taps, int reach)
+    {
+        for (int k = 0; k < taps; k++)
+            if (weights[k] != (k == reach - 1 ? 1.0 : 0.0)) return false;
+        return true;
+    }
+
     public override void Apply(RgbImage image)
     {
         int w = image.Width, h = image.Height;
@@ -387,7 +785,7 @@ public sealed record PhotometricShift(double? BrightnessDelta, double? ContrastF
             {
                 var (h, s, v) = RgbToHsvDegrees(pixels[i], pixels[i + 1], pixels[i + 2]);
                 if (SaturationFactor is double factor) s = Math.Clamp(s * factor, 0, 1);
-                if (HueDegrees is double shift) h = ((h + shift) % 360 + 360) % 360;
+                if (HueDegrees is double shift) h = Wrap(Remainder360(h + shift) + 360, 360);
                 (pixels[i], pixels[i + 1], pixels[i + 2]) = HsvDegreesToRgb(h, s, v);
             }
         }
@@ -397,16 +795,123 @@ public sealed record PhotometricShift(double? BrightnessDelta, double? ContrastF
 
     private static byte ClipTruncate(double value) => (byte)Math.Clamp((int)value, 0, 255);
 
+    /// <summary>fmod(x, 360) for x in (−360, 720): x itself below 360 (negatives keep their sign, as in C), else x − 360.</summary>
+    private static double Remainder360(double x) => x >= 360 ? x - 360 : x;
+
+    /// <summary>
+    /// The same steps on planes: the per-value steps as 256-entry tables (the same bytes), the HSV step four pixels
+    /// at a time in double precision with the same operations in the same order, so the same bytes too (tested
+    /// against the interleaved code).
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    public override void Apply(PlanarImage image)
+    {
+        var pixels = image.Pixels;
+        Span<byte> table = stackalloc byte[256];
+        if (BrightnessDelta is double delta)
+        {
+            for (int v = 0; v < 256; v++) table[v] = ClipTruncate(v + delta);
+            Lookup(pixels, table);
+        }
+        if (ContrastFirst && ContrastFactor is double first)
+        {
+            for (int v = 0; v < 256; v++) table[v] = ClipTruncate(v * first);
+            Lookup(pixels, table);
+        }
+        if (SaturationFactor is not null || HueDegrees is not null)
+        {
+            var red = image.Plane(0);
+            var green = image.Plane(1);
+            var blue = image.Plane(2);
+            int i = 0;
+            if (Vector256.IsHardwareAccelerated)
+                for (; i + 4 <= red.Length; i += 4) HsvStep4(red, green, blue, i);
+            for (; i < red.Length; i++)
+            {
+                var (h, s, v) = RgbToHsvDegrees(red[i], green[i], blue[i]);
+                if (SaturationFactor is double factor) s = Math.Clamp(s * factor, 0, 1);
+                if (HueDegrees is double shift) h = Wrap(Remainder360(h + shift) + 360, 360);
+                (red[i], green[i], blue[i]) = HsvDegreesToRgb(h, s, v);
+            }
+        }
+        if (!ContrastFirst && ContrastFactor is double last)
+        {
+            for (int v = 0; v < 256; v++) table[v] = ClipTruncate(v * last);
+            Lookup(pixels, table);
+        }
+    }
+
+    private void HsvStep4(Span<byte> red, Span<byte> green, Span<byte> blue, int i)
+    {
+        var r = Vector256.Create((double)red[i], red[i + 1], red[i + 2], red[i + 3]);
+        var g = Vector256.Create((double)green[i], green[i + 1], green[i + 2], green[i + 3]);
+        var b = Vector256.Create((double)blue[i], blue[i + 1], blue[i + 2], blue[i + 3]);
+        var zero = Vector256<double>.Zero;
+        var full = Vector256.Create(360.0);
+        // RgbToHsvDegrees
+        var max = Vector256.Max(r, Vector256.Max(g, b));
+        var min = Vector256.Min(r, Vector256.Min(g, b));
+        var d = max - min;
+        var sixty = Vector256.Create(60.0);
+        var hr = sixty * ((g - b) / d);
+        var hg = sixty * ((b - r) / d) + Vector256.Create(120.0);
+        var hb = sixty * ((r - g) / d) + Vector256.Create(240.0);
+        var h = Vector256.ConditionalSelect(Vector256.Equals(d, zero), zero,
+            Vector256.ConditionalSelect(Vector256.Equals(max, r), hr, Vector256.ConditionalSelect(Vector256.Equals(max, g), hg, hb)));
+        h += full;
+        h = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(h, full), h - full, h);
+        var s = Vector256.ConditionalSelect(Vector256.Equals(max, zero), zero, d / max);
+        var v = max;
+        if (SaturationFactor is double factor) s = Vector256.Min(Vector256.Max(s * Vector256.Create(factor), zero), Vector256.Create(1.0));
+        if (HueDegrees is double shift)
+        {
+            var x = h + Vector256.Create(shift);
+            x = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(x, full), x - full, x);
+            x += full;
+            h = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(x, full), x - full, x);
+        }
+        // HsvDegreesToRgb
+        var c = v * s;
+        var sixth = h / sixty;
+        var two = Vector256.Create(2.0);
+        var four = Vector256.Create(4.0);
+        var one = Vector256.Create(1.0);
+        var folded = Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(sixth, four), sixth - four,
+            Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(sixth, two), sixth - two, sixth));
+        var x2 = c * (one - Vector256.Abs(folded - one));
+        var m = v - c;
+        var sector = Vector256.Floor(sixth);
+        var s0 = Vector256.Equals(sector, zero);
+        var s1 = Vector256.Equals(sector, one);
+        var s2 = Vector256.Equals(sector, two);
+        var s3 = Vector256.Equals(sector, Vector256.Create(3.0));
+        var s4 = Vector256.Equals(sector, four);
+        // (c, x, 0) (x, c, 0) (0, c, x) (0, x, c) (x, 0, c) (c, 0, x)
+        var rr = Vector256.ConditionalSelect(s0, c, Vector256.ConditionalSelect(s1, x2, Vector256.ConditionalSelect(s2 | s3, zero, Vector256.ConditionalSelect(s4, x2, c))));
+        var gg = Vector256.ConditionalSelect(s0, x2, Vector256.ConditionalSelect(s1 | s2, c, Vector256.ConditionalSelect(s3, x2, zero)));
+        var bb = Vector256.ConditionalSelect(s0 | s1, zero, Vector256.ConditionalSelect(s2, x2, Vector256.ConditionalSelect(s3 | s4, c, x2)));
+        var half = Vector256.Create(0.5);
+        Store4(rr + m + half, red, i);
+        Store4(gg + m + half, green, i);
+        Store4(bb + m + half, blue, i);
+    }
+
+    private static void Store4(Vector256<double> values, Span<byte> plane, int i)
+    {
+        for (int k = 0; k < 4; k++) plane[i + k] = ClipTruncate(values.GetElement(k));
+    }
+
     private static (double H, double S, double V) RgbToHsvDegrees(byte r, byte g, byte b)
     {
         double max = Math.Max(r, Math.Max(g, b)), min = Math.Min(r, Math.Min(g, b)), d = max - min;
         double h = d == 0 ? 0 : max == r ? 60 * ((g - b) / d) : max == g ? 60 * ((b - r) / d) + 120 : 60 * ((r - g) / d) + 240;
-        return ((h + 360) % 360, max == 0 ? 0 : d / max, max);
+        return (Wrap(h + 360, 360), max == 0 ? 0 : d / max, max); // h + 360 is in [300, 720)
     }
 
     private static (byte, byte, byte) HsvDegreesToRgb(double h, double s, double v)
     {
-        double c = v * s, x = c * (1 - Math.Abs(h / 60 % 2 - 1)), m = v - c;
+        double sixth = h / 60; // in [0, 6): fmod(sixth, 2) by exact subtractions
+        double c = v * s, x = c * (1 - Math.Abs((sixth >= 4 ? sixth - 4 : sixth >= 2 ? sixth - 2 : sixth) - 1)), m = v - c;
         var (r, g, b) = (int)(h / 60) switch
         {
             0 => (c, x, 0.0),

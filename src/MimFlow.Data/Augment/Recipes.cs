@@ -23,7 +23,9 @@ public interface IAugmentRecipe
 public sealed record PretrainRecipe(int Size = 224, int? SecondViewSize = 112) : IAugmentRecipe
 {
     public RandomResizedCrop Crop { get; init; } = new();
-    public ColorJitter Jitter { get; init; } = new();
+
+    /// <summary>BEiT's ColorJitter acts on the whole image before the crop: its contrast centre is the whole image's mean grey.</summary>
+    public ColorJitter Jitter { get; init; } = new() { WholeImageContrast = true };
     public double FlipProbability { get; init; } = 0.5;
 
     public string Name => SecondViewSize is null ? "pretrain" : "pretrain-two-view";
@@ -164,8 +166,9 @@ public sealed record RepeatedDraws(IAugmentRecipe Inner, int Draws) : IAugmentRe
 public static class RecipeCatalog
 {
     /// <summary>pretrain: BEiT's single 224 view (the torchvision peer's recipe); pretrain-two-view: plus the dVAE's
-    /// 112 view; multi-crop: iBOT/DINO; finetune: BEiT's fine-tuning recipe; eval: resize and centre crop.</summary>
-    public static IReadOnlyList<string> Names { get; } = ["pretrain", "pretrain-two-view", "multi-crop", "finetune", "eval"];
+    /// 112 view; multi-crop: iBOT/DINO; finetune: BEiT's fine-tuning recipe; eval: resize and centre crop;
+    /// segmentation: BEiT's ADE20K crops (data with label maps).</summary>
+    public static IReadOnlyList<string> Names { get; } = ["pretrain", "pretrain-two-view", "multi-crop", "finetune", "eval", "segmentation"];
 
     public static IAugmentRecipe ByName(string name) => name switch
     {
@@ -174,6 +177,7 @@ public static class RecipeCatalog
         "multi-crop" => new MultiCropRecipe(),
         "finetune" => new FinetuneRecipe(),
         "eval" => new EvalRecipe(),
+        "segmentation" => new SegmentationRecipe(),
         _ => throw new ArgumentException($"unknown recipe '{name}' ({string.Join(", ", Names)})"),
     };
 }

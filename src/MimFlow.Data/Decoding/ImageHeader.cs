@@ -23,6 +23,13 @@ public sealed record ImageHeader(string Loader, int StoredWidth, int StoredHeigh
     public static ImageHeader Read(byte[] encoded, DecodeLimits limits)
     {
         if (encoded.Length == 0) throw new BadImageException("empty file (0 bytes)");
+        // The common JPEG (the ones the managed decoder takes) without libvips: the same facts, a few µs instead of ~0.1 ms.
+        if (encoded.Length > 3 && encoded[0] == 0xFF && encoded[1] == 0xD8 &&
+            JpegRegionDecoder.ForThread.TryReadHeader(encoded, out int storedWidth, out int storedHeight, out int orientation))
+        {
+            var jpeg = new ImageHeader("jpegload_buffer", storedWidth, storedHeight, Math.Clamp(orientation, 1, 8), 3, nameof(Enums.Interpretation.Srgb), nameof(Enums.BandFormat.Uchar));
+            return Check(jpeg, encoded, limits, Enums.BandFormat.Uchar);
+        }
         Image image;
         try
         {
@@ -42,19 +49,25 @@ public sealed record ImageHeader(string Loader, int StoredWidth, int StoredHeigh
                 image.Bands,
                 image.Interpretation.ToString(),
                 image.Format.ToString());
-            long pixels = (long)header.StoredWidth * header.StoredHeight;
-            if (header.StoredWidth < 1 || header.StoredHeight < 1) throw new BadImageException($"an image of {header.StoredWidth}×{header.StoredHeight} pixels");
-            if (pixels > limits.MaxPixels)
-                throw new BadImageException($"decompression bomb refused: {header.StoredWidth}×{header.StoredHeight} = {pixels:N0} pixels exceeds the limit of {limits.MaxPixels:N0}");
-            // Bands and sample size come from the header too: many wide bands make a small-looking image huge once decoded.
-            if (header.Bands is < 1 or > MaxBands) throw new BadImageException($"an image of {header.Bands} bands (at most {MaxBands} are read)");
-            long decoded = pixels * header.Bands * SampleBytes(image.Format);
-            if (decoded > limits.MaxDecodedBytes)
-                throw new BadImageException($"decompression bomb refused: {header.StoredWidth}×{header.StoredHeight}×{header.Bands} {image.Format} decodes to {decoded:N0} bytes, above the limit of {limits.MaxDecodedBytes:N0}");
-            if (header.IsJpeg && !HasEndOfImage(encoded))
-                throw new BadImageException("truncated JPEG (no end-of-image marker)");
-            return header;
+            return Check(header, encoded, limits, image.Format);
         }
+    }
+
+    /// <summary>The refusals made from header facts (pixel and decoded-size limits, bands, truncation).</summary>
+    private static ImageHeader Check(ImageHeader header, byte[] encoded, DecodeLimits limits, Enums.BandFormat format)
+    {
+        long pixels = (long)header.StoredWidth * header.StoredHeight;
+        if (header.StoredWidth < 1 || header.StoredHeight < 1) throw new BadImageException($"an image of {header.StoredWidth}×{header.StoredHeight} pixels");
+        if (pixels > limits.MaxPixels)
+            throw new BadImageException($"decompression bomb refused: {header.StoredWidth}×{header.StoredHeight} = {pixels:N0} pixels exceeds the limit of {limits.MaxPixels:N0}");
+        // Bands and sample size come from the header too: many wide bands make a small-looking image huge once decoded.
+        if (header.Bands is < 1 or > MaxBands) throw new BadImageException($"an image of {header.Bands} bands (at most {MaxBands} are read)");
+        long decoded = pixels * header.Bands * SampleBytes(format);
+        if (decoded > limits.MaxDecodedBytes)
+            throw new BadImageException($"decompression bomb refused: {header.StoredWidth}×{header.StoredHeight}×{header.Bands} {format} decodes to {decoded:N0} bytes, above the limit of {limits.MaxDecodedBytes:N0}");
+        if (header.IsJpeg && !HasEndOfImage(encoded))
+            throw new BadImageException("truncated JPEG (no end-of-image marker)");
+        return header;
     }
 
     /// <summary>More bands than RGB/CMYK with alpha and extra channels ever need; such files are not photographs.</summary>

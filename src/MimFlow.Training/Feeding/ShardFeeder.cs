@@ -406,10 +406,23 @@ public sealed class ShardFeeder
         var crop = view.Crop;
         var replay = AugmentParams.Of(view with { Crop = new CropBox(crop.X * scaleX, crop.Y * scaleY, crop.Width * scaleX, crop.Height * scaleY) });
         var shape = new ViewShape(view.Width, view.Height);
-        byte[] planar = new byte[shape.Bytes];
-        Augmenter.Render(encoded, header, replay, [shape], [planar]);
-        float[] pixels = new float[shape.Bytes];
-        PixelNormalizer.ToFloat(planar, pixels, imageNetStatistics: true);
+        // Pooled: the planar view lives for this call, the floats until Collate has copied them into the batch.
+        byte[] planar = System.Buffers.ArrayPool<byte>.Shared.Rent(shape.Bytes);
+        float[] pixels = System.Buffers.ArrayPool<float>.Shared.Rent(shape.Bytes);
+        try
+        {
+            Augmenter.Render(encoded, header, replay, [shape], [planar.AsMemory(0, shape.Bytes)]);
+            PixelNormalizer.ToFloat(planar.AsSpan(0, shape.Bytes), pixels.AsSpan(0, shape.Bytes), imageNetStatistics: true);
+        }
+        catch
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(pixels);
+            throw;
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(planar);
+        }
         byte[]? mask = null;
         if (options.Masks is { } generator)
         {
@@ -436,7 +449,8 @@ public sealed class ShardFeeder
         for (int r = 0; r < items.Count; r++)
         {
             var item = items[r];
-            item.Pixels.CopyTo(batch.Pixels, r * plane);
+            item.Pixels.AsSpan(0, plane).CopyTo(batch.Pixels.AsSpan(r * plane, plane));
+            System.Buffers.ArrayPool<float>.Shared.Return(item.Pixels);
             item.Mask?.CopyTo(batch.Masks, r * cells);
             if (item.Row.Codes is { } codes)
                 for (int c = 0; c < codes.Length; c++) batch.Codes[r * cells + c] = codes[c];
