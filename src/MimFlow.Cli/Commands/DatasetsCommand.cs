@@ -16,12 +16,13 @@ internal static class DatasetsCommand
 {
     public static Command Create(CliContext context)
     {
-        var datasets = new Command("datasets", "Dataset tools");
-        datasets.Subcommands.Add(CreateSynth(context));
-        datasets.Subcommands.Add(CreateCheck(context));
-        datasets.Subcommands.Add(CreatePreview(context));
-        datasets.Subcommands.Add(CreatePack(context));
-        return datasets;
+        return new Command("datasets", "Dataset tools")
+        {
+            CreateSynth(context),
+            CreateCheck(context),
+            CreatePreview(context),
+            CreatePack(context),
+        };
     }
 
     private static Command CreateCheck(CliContext context)

@@ -11,12 +11,13 @@ internal static class ModelCommand
 {
     public static Command Create(CliContext context)
     {
-        var model = new Command("model", "Model directories (config.json + weights.safetensors with timm names): import, export, forward");
-        model.Subcommands.Add(CreateInit(context));
-        model.Subcommands.Add(CreateImport(context));
-        model.Subcommands.Add(CreateExport(context));
-        model.Subcommands.Add(CreateForward(context));
-        return model;
+        return new Command("model", "Model directories (config.json + weights.safetensors with timm names): import, export, forward")
+        {
+            CreateInit(context),
+            CreateImport(context),
+            CreateExport(context),
+            CreateForward(context),
+        };
     }
 
     private static Command CreateInit(CliContext context)
