@@ -31,4 +31,17 @@ internal static class DataParallelLaunch
             throw;
         }
     }
+
+    /// <summary>
+    /// A training command's ranks: rank 0, which writes the run folder, shows the run's progress and reports it; the
+    /// other ranks run the same request silently.
+    /// </summary>
+    /// <param name="silent">The run without progress, on a rank that does not write.</param>
+    /// <param name="shown">The run with its progress display and closing report, on rank 0.</param>
+    public static Task<int> RunTrainingAsync(ParseResult parsed, torch.Device? device, Func<ICollective, torch.Device?, Task> silent, Func<ICollective, torch.Device?, Task> shown) =>
+        RunAsync(parsed, device, async (collective, rankDevice) =>
+        {
+            await (collective.Writes() ? shown(collective, rankDevice) : silent(collective, rankDevice));
+            return 0;
+        });
 }

@@ -16,12 +16,13 @@ internal static class DatasetsCommand
 {
     public static Command Create(CliContext context)
     {
-        var datasets = new Command("datasets", "Dataset tools");
-        datasets.Subcommands.Add(CreateSynth(context));
-        datasets.Subcommands.Add(CreateCheck(context));
-        datasets.Subcommands.Add(CreatePreview(context));
-        datasets.Subcommands.Add(CreatePack(context));
-        return datasets;
+        return new Command("datasets", "Dataset tools")
+        {
+            CreateSynth(context),
+            CreateCheck(context),
+            CreatePreview(context),
+            CreatePack(context),
+        };
     }
 
     private static Command CreateCheck(CliContext context)
@@ -68,17 +69,12 @@ internal static class DatasetsCommand
 
     private static Command CreatePreview(CliContext context)
     {
-        var data = new DataOptions();
-        var output = new Option<string>("--out") { Description = "PNG to write", Required = true };
-        var batch = new Option<int?>("--batch") { Description = "Samples in the picture (default 16)" };
-        var seed = new Option<ulong?>("--seed") { Description = "Seed of the augmentation and mask draws (default 0)" };
+        var options = new PreviewOptions();
         var command = new Command("preview", "Draw the first batch of the training recipe to a PNG: pretraining views with BEiT blockwise masks; data with label maps (ade20k, or wds/hf-parquet with them): segmentation crops with their label maps");
-        data.AddTo(command);
-        foreach (var option in new Option[] { output, batch, seed }) command.Options.Add(option);
+        options.AddTo(command);
         command.SetAction(async (parsed, cancellationToken) =>
         {
-            var request = new PreviewRequest(data.Open(parsed), parsed.GetRequiredValue(output));
-            request = request with { BatchSize = parsed.GetValue(batch) ?? request.BatchSize, Seed = parsed.GetValue(seed) ?? request.Seed };
+            var request = options.Request(parsed);
             string did = await BatchPreview.WriteAsync(request, cancellationToken);
             context.Console.WriteLine($"{did}: {request.OutputPath}");
             context.Report(did);
@@ -172,6 +168,28 @@ internal sealed class DatasetCheckOptions
             Split = parsed.GetValue(Split) switch { "val" => DatasetSplit.Validation, "train" => DatasetSplit.Train, _ => request.Split },
             MaxLabel = parsed.GetValue(MaxLabel) ?? request.MaxLabel, Workers = parsed.GetValue(Workers) ?? request.Workers,
         };
+    }
+}
+
+/// <summary>The options of <c>mimflow datasets preview</c>; only what the user typed is applied onto <see cref="PreviewRequest"/>'s defaults.</summary>
+internal sealed class PreviewOptions
+{
+    public DataOptions Data { get; } = new();
+    public Option<string> Output { get; } = new("--out") { Description = "PNG to write", Required = true };
+    public Option<int?> Batch { get; } = new("--batch") { Description = "Samples in the picture (default 16)" };
+    public Option<ulong?> Seed { get; } = new("--seed") { Description = "Seed of the augmentation and mask draws (default 0)" };
+
+    public void AddTo(Command command)
+    {
+        Data.AddTo(command);
+        foreach (var option in new Option[] { Output, Batch, Seed }) command.Options.Add(option);
+    }
+
+    /// <summary>Opens the dataset (its listing is part of the request).</summary>
+    public PreviewRequest Request(ParseResult parsed)
+    {
+        var request = new PreviewRequest(Data.Open(parsed), parsed.GetRequiredValue(Output));
+        return request with { BatchSize = parsed.GetValue(Batch) ?? request.BatchSize, Seed = parsed.GetValue(Seed) ?? request.Seed };
     }
 }
 

@@ -163,39 +163,29 @@ internal static class FinetuneCommand
             {
                 var segment = options.Segmentation(parsed);
                 segment.Validate();
-                return await DataParallelLaunch.RunAsync(parsed, options.Device.Resolve(parsed), async (collective, device) =>
-                {
-                    segment = segment with { Device = device };
-                    if (!collective.Writes())
+                return await DataParallelLaunch.RunTrainingAsync(parsed, options.Device.Resolve(parsed),
+                    (collective, device) => Segmenter.RunAsync(segment with { Device = device }, null, cancellationToken, collective),
+                    async (collective, device) =>
                     {
-                        await Segmenter.RunAsync(segment, null, cancellationToken, collective);
-                        return 0;
-                    }
-                    var r = await RunAsync<SegmentationMetrics>(context, Segmenter.Task, progress => Segmenter.RunAsync(segment, progress, cancellationToken, collective), e => [new ProgressFigure("val_miou", e.MeanIou, "0.0000"), new ProgressFigure("val_pixel_accuracy", e.PixelAccuracy, "0.0000", Shown: false)]);
-                    Finish(context, Segmenter.Task, segment.OutputDirectory, r, r.Final is { } final
-                        ? ($"; val mIoU {final.MeanIou.ToString("P2", CultureInfo.InvariantCulture)}, pixel accuracy {final.PixelAccuracy.ToString("P2", CultureInfo.InvariantCulture)} on {final.Images} images",
-                           $", val mIoU {final.MeanIou:P1} on {final.Images} images")
-                        : ("", ""));
-                    return 0;
-                });
+                        var r = await RunAsync<SegmentationMetrics>(context, Segmenter.Task, progress => Segmenter.RunAsync(segment with { Device = device }, progress, cancellationToken, collective), e => [new ProgressFigure("val_miou", e.MeanIou, "0.0000"), new ProgressFigure("val_pixel_accuracy", e.PixelAccuracy, "0.0000", Shown: false)]);
+                        Finish(context, Segmenter.Task, segment.OutputDirectory, r, r.Final is { } final
+                            ? ($"; val mIoU {final.MeanIou.ToString("P2", CultureInfo.InvariantCulture)}, pixel accuracy {final.PixelAccuracy.ToString("P2", CultureInfo.InvariantCulture)} on {final.Images} images",
+                               $", val mIoU {final.MeanIou:P1} on {final.Images} images")
+                            : ("", ""));
+                    });
             }
             var request = options.Classification(parsed);
             request.Validate();
-            return await DataParallelLaunch.RunAsync(parsed, options.Device.Resolve(parsed), async (collective, device) =>
-            {
-                request = request with { Device = device };
-                if (!collective.Writes())
+            return await DataParallelLaunch.RunTrainingAsync(parsed, options.Device.Resolve(parsed),
+                (collective, device) => Finetuner.RunAsync(request with { Device = device }, null, cancellationToken, collective),
+                async (collective, device) =>
                 {
-                    await Finetuner.RunAsync(request, null, cancellationToken, collective);
-                    return 0;
-                }
-                var result = await RunAsync<EvaluationResult>(context, request.Task, progress => Finetuner.RunAsync(request, progress, cancellationToken, collective), e => [new ProgressFigure("val_top1", e.Top1, "0.0000"), new ProgressFigure("val_top5", e.Top5, "0.0000", Shown: false)]);
-                Finish(context, request.Task, request.OutputDirectory, result, result.Final is { } top
-                    ? ($"; val top-1 {top.Top1:P2}, top-5 {top.Top5:P2} on {top.Images} images (best top-1 {result.Evaluations.Max(e => e.Result.Top1):P2})",
-                       $", val top-1 {top.Top1:P1} on {top.Images} images")
-                    : ("", ""));
-                return 0;
-            });
+                    var result = await RunAsync<EvaluationResult>(context, request.Task, progress => Finetuner.RunAsync(request with { Device = device }, progress, cancellationToken, collective), e => [new ProgressFigure("val_top1", e.Top1, "0.0000"), new ProgressFigure("val_top5", e.Top5, "0.0000", Shown: false)]);
+                    Finish(context, request.Task, request.OutputDirectory, result, result.Final is { } top
+                        ? ($"; val top-1 {top.Top1:P2}, top-5 {top.Top5:P2} on {top.Images} images (best top-1 {result.Evaluations.Max(e => e.Result.Top1):P2})",
+                           $", val top-1 {top.Top1:P1} on {top.Images} images")
+                        : ("", ""));
+                });
         });
         return command;
     }

@@ -11,12 +11,13 @@ internal static class ModelCommand
 {
     public static Command Create(CliContext context)
     {
-        var model = new Command("model", "Model directories (config.json + weights.safetensors with timm names): import, export, forward");
-        model.Subcommands.Add(CreateInit(context));
-        model.Subcommands.Add(CreateImport(context));
-        model.Subcommands.Add(CreateExport(context));
-        model.Subcommands.Add(CreateForward(context));
-        return model;
+        return new Command("model", "Model directories (config.json + weights.safetensors with timm names): import, export, forward")
+        {
+            CreateInit(context),
+            CreateImport(context),
+            CreateExport(context),
+            CreateForward(context),
+        };
     }
 
     private static Command CreateInit(CliContext context)
@@ -52,31 +53,13 @@ internal static class ModelCommand
 
     private static Command CreateImport(CliContext context)
     {
-        var from = new Option<string>("--from") { Description = $"Naming scheme of the checkpoint: {string.Join(", ", ModelImportRequest.Schemes)} (see docs/model-interop.md)", Required = true };
-        from.AcceptOnlyFromAmong([.. ModelImportRequest.Schemes]);
-        var config = new Option<string?>("--config") { Description = "timm_config.json (timm with a weights file: timm_class Beit or VisionTransformer and its constructor arguments)" };
-        var weights = new Option<string>("--weights")
-        {
-            Description = "The checkpoint (format detected from its content), or a hub folder for timm and hf-* (config.json + model.safetensors)", Required = true,
-        };
-        var output = new Option<string>("--out") { Description = "Model directory to write", Required = true };
-        var heads = new Option<int?>("--heads") { Description = "Attention heads, where the checkpoint does not tell (non-standard widths without relative position tables or config.json)" }
-            .InRange(1, VitLimits.MaxEmbedDim);
-        var imageSize = new Option<int?>("--img-size") { Description = "Build the ViT for this input size, resampling position embeddings and relative position tables" }
-            .InRange(1, VitLimits.MaxImageSize);
-        var stateDictKey = new Option<string?>("--state-dict-key")
-        {
-            Description = "The entry of a wrapped checkpoint that holds the weights ('a/b' for nested entries); default: model, state_dict, module, teacher, or the only entry with tensors",
-        };
+        var options = new ModelImportOptions();
         var command = new Command("import", "Import a checkpoint (strict: every tensor is used or listed as left out, shapes must match)");
-        foreach (var option in new Option[] { from, config, weights, output, heads, imageSize, stateDictKey }) command.Options.Add(option);
+        options.AddTo(command);
         command.SetAction((parsed, _) =>
         {
             TorchBackend.EnsureLoaded(MimFlowCli.BackendOptions(parsed));
-            var request = new ModelImportRequest(parsed.GetRequiredValue(from), parsed.GetRequiredValue(weights), parsed.GetRequiredValue(output))
-            {
-                Config = parsed.GetValue(config), Heads = parsed.GetValue(heads), ImageSize = parsed.GetValue(imageSize), StateDictKey = parsed.GetValue(stateDictKey),
-            };
+            var request = options.Request(parsed);
             if (ModelImport.OutputProblem(request) is string problem) throw new UsageException($"--out {request.OutputDirectory} {problem} (--weights {request.Weights})");
             var result = ModelImport.Run(request);
             string source = result.SourceArchitecture is string name ? $"{name} ({result.Format})" : result.Format;
@@ -115,22 +98,87 @@ internal static class ModelCommand
 
     private static Command CreateForward(CliContext context)
     {
-        var modelDir = new Option<string>("--model") { Description = "Model directory", Required = true };
-        var input = new Option<string>("--input") { Description = "safetensors with pixel_values [B,3,H,W] (float; normalised for ViTs and VQ-KD, in [0,1] for the dVAE)", Required = true };
-        var output = new Option<string>("--output") { Description = "safetensors to write: ViT: features [B,1+N,D] and, with a head, logits; tokenizers: codes [B,N]", Required = true };
+        var options = new ModelForwardOptions();
         var command = new Command("forward", "Run a model on an input batch: a ViT's forward_features and forward_head (timm semantics), a tokenizer's codes. " +
                                              "A ViT given another image size runs with its positions resampled to that grid.");
-        foreach (var option in new Option[] { modelDir, input, output }) command.Options.Add(option);
-        var device = new DeviceOption();
-        command.Options.Add(device.Option);
+        options.AddTo(command);
         command.SetAction((parsed, _) =>
         {
-            var request = new ModelForwardRequest(parsed.GetRequiredValue(modelDir), parsed.GetRequiredValue(input), parsed.GetRequiredValue(output));
+            var request = options.Request(parsed);
             if (ModelForward.OutputProblem(request) is string problem) throw new UsageException(problem);
-            var result = ModelForward.Run(request with { Device = device.Resolve(parsed) });
+            var result = ModelForward.Run(request with { Device = options.Device.Resolve(parsed) ?? request.Device });
             context.Console.MarkupLineInterpolated($"{result.Written} written to {request.Output}{(result.ResampledGrid is int g ? $" (positions resampled to {g}×{g})" : "")}");
             return Task.FromResult(0);
         });
         return command;
     }
+}
+
+/// <summary>The options of <c>mimflow model import</c>; only what the user typed is applied onto <see cref="ModelImportRequest"/>'s defaults.</summary>
+internal sealed class ModelImportOptions
+{
+    public Option<string> From { get; } = CreateFrom();
+    public Option<string?> Config { get; } = new("--config") { Description = "timm_config.json (timm with a weights file: timm_class Beit or VisionTransformer and its constructor arguments)" };
+
+    public Option<string> Weights { get; } = new("--weights")
+    {
+        Description = "The checkpoint (format detected from its content), or a hub folder for timm and hf-* (config.json + model.safetensors)", Required = true,
+    };
+
+    public Option<string> Output { get; } = new("--out") { Description = "Model directory to write", Required = true };
+
+    public Option<int?> Heads { get; } = new Option<int?>("--heads")
+    {
+        Description = "Attention heads, where the checkpoint does not tell (non-standard widths without relative position tables or config.json)",
+    }.InRange(1, VitLimits.MaxEmbedDim);
+
+    public Option<int?> ImageSize { get; } = new Option<int?>("--img-size")
+    {
+        Description = "Build the ViT for this input size, resampling position embeddings and relative position tables",
+    }.InRange(1, VitLimits.MaxImageSize);
+
+    public Option<string?> StateDictKey { get; } = new("--state-dict-key")
+    {
+        Description = "The entry of a wrapped checkpoint that holds the weights ('a/b' for nested entries); default: model, state_dict, module, teacher, or the only entry with tensors",
+    };
+
+    private static Option<string> CreateFrom()
+    {
+        var from = new Option<string>("--from") { Description = $"Naming scheme of the checkpoint: {string.Join(", ", ModelImportRequest.Schemes)} (see docs/model-interop.md)", Required = true };
+        from.AcceptOnlyFromAmong([.. ModelImportRequest.Schemes]);
+        return from;
+    }
+
+    public void AddTo(Command command)
+    {
+        foreach (var option in new Option[] { From, Config, Weights, Output, Heads, ImageSize, StateDictKey }) command.Options.Add(option);
+    }
+
+    public ModelImportRequest Request(ParseResult parsed)
+    {
+        var request = new ModelImportRequest(parsed.GetRequiredValue(From), parsed.GetRequiredValue(Weights), parsed.GetRequiredValue(Output));
+        return request with
+        {
+            Config = parsed.GetValue(Config) ?? request.Config, Heads = parsed.GetValue(Heads) ?? request.Heads, ImageSize = parsed.GetValue(ImageSize) ?? request.ImageSize,
+            StateDictKey = parsed.GetValue(StateDictKey) ?? request.StateDictKey,
+        };
+    }
+}
+
+/// <summary>The options of <c>mimflow model forward</c>; only what the user typed is applied onto <see cref="ModelForwardRequest"/>'s defaults.</summary>
+internal sealed class ModelForwardOptions
+{
+    public Option<string> Model { get; } = new("--model") { Description = "Model directory", Required = true };
+    public Option<string> Input { get; } = new("--input") { Description = "safetensors with pixel_values [B,3,H,W] (float; normalised for ViTs and VQ-KD, in [0,1] for the dVAE)", Required = true };
+    public Option<string> Output { get; } = new("--output") { Description = "safetensors to write: ViT: features [B,1+N,D] and, with a head, logits; tokenizers: codes [B,N]", Required = true };
+    public DeviceOption Device { get; } = new();
+
+    public void AddTo(Command command)
+    {
+        foreach (var option in new Option[] { Model, Input, Output, Device.Option }) command.Options.Add(option);
+    }
+
+    /// <summary>The request without its device, which <see cref="DeviceOption.Resolve"/> gives once the torch backend may load.</summary>
+    public ModelForwardRequest Request(ParseResult parsed) =>
+        new(parsed.GetRequiredValue(Model), parsed.GetRequiredValue(Input), parsed.GetRequiredValue(Output));
 }

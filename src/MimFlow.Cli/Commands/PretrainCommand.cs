@@ -75,21 +75,16 @@ internal static class PretrainCommand
         {
             var request = options.Request(parsed);
             request.Validate();
-            return await DataParallelLaunch.RunAsync(parsed, options.Device.Resolve(parsed), async (collective, device) =>
-            {
-                request = request with { Device = device };
-                if (!collective.Writes())
+            return await DataParallelLaunch.RunTrainingAsync(parsed, options.Device.Resolve(parsed),
+                (collective, device) => Pretrainer.RunAsync(request with { Device = device }, null, cancellationToken, collective),
+                async (collective, device) =>
                 {
-                    await Pretrainer.RunAsync(request, null, cancellationToken, collective);
-                    return 0;
-                }
-                var r = await CliProgress.RunAsync(context, "pretrain", "steps", report => Pretrainer.RunAsync(request,
-                    new ImmediateProgress<PretrainProgress>(p => report(ProgressReport.FromStep(p.Step, p.TotalSteps, p.Figures))), cancellationToken, collective));
-                string ranks = collective.WorldSize > 1 ? $", {collective.WorldSize} ranks ({collective.Backend})" : "";
-                context.Report($"steps {r.FirstStep}–{r.LastStep}: loss {r.FirstLoss:F3} → {r.LastLoss:F3}, {r.ImagesPerSecond:F0} img/s, input-bound {r.InputBoundShare:P0}{ranks}");
-                context.Console.MarkupLineInterpolated($"steps {r.FirstStep}–{r.LastStep}: loss {r.FirstLoss:F4} → {r.LastLoss:F4}, {r.ImagesPerSecond:F1} img/s, input-bound {r.InputBoundShare:P1}, {r.SkippedSteps} skipped{ranks}; checkpoint {r.Checkpoint}");
-                return 0;
-            });
+                    var r = await CliProgress.RunAsync(context, "pretrain", "steps", report => Pretrainer.RunAsync(request with { Device = device },
+                        new ImmediateProgress<PretrainProgress>(p => report(ProgressReport.FromStep(p.Step, p.TotalSteps, p.Figures))), cancellationToken, collective));
+                    string ranks = collective.WorldSize > 1 ? $", {collective.WorldSize} ranks ({collective.Backend})" : "";
+                    context.Report($"steps {r.FirstStep}–{r.LastStep}: loss {r.FirstLoss:F3} → {r.LastLoss:F3}, {r.ImagesPerSecond:F0} img/s, input-bound {r.InputBoundShare:P0}{ranks}");
+                    context.Console.MarkupLineInterpolated($"steps {r.FirstStep}–{r.LastStep}: loss {r.FirstLoss:F4} → {r.LastLoss:F4}, {r.ImagesPerSecond:F1} img/s, input-bound {r.InputBoundShare:P1}, {r.SkippedSteps} skipped{ranks}; checkpoint {r.Checkpoint}");
+                });
         });
         return command;
     }
@@ -163,19 +158,15 @@ internal static class TrainTokenizerCommand
         {
             var request = options.Request(parsed);
             request.Validate();
-            return await DataParallelLaunch.RunAsync(parsed, options.Device.Resolve(parsed), async (collective, device) =>
-            {
-                if (!collective.Writes())
+            return await DataParallelLaunch.RunTrainingAsync(parsed, options.Device.Resolve(parsed),
+                (collective, device) => VqKdTrainer.RunAsync(request with { Device = device }, cancellationToken: cancellationToken, collective: collective),
+                async (collective, device) =>
                 {
-                    await VqKdTrainer.RunAsync(request with { Device = device }, cancellationToken: cancellationToken, collective: collective);
-                    return 0;
-                }
-                var result = await CliProgress.RunAsync(context, "train-tokenizer", "steps", report => VqKdTrainer.RunAsync(request with { Device = device },
-                    new ImmediateProgress<TrainStepProgress>(p => report(ProgressReport.FromStep(p.Step, p.TotalSteps, p.Figures))), cancellationToken, collective));
-                context.Report($"{result.Steps} steps: loss {result.FirstLoss:F3} → {result.LastLoss:F3}, codebook in use {result.CodebookUsage:P1}");
-                context.Console.MarkupLineInterpolated($"{result.Steps} steps: loss {result.FirstLoss:F4} → {result.LastLoss:F4}, codebook in use {result.CodebookUsage:P1} ({result.CodesRestarted} dead codes restarted), {result.ImagesPerSecond:F1} img/s; tokenizer in {result.Tokenizer}");
-                return 0;
-            });
+                    var result = await CliProgress.RunAsync(context, "train-tokenizer", "steps", report => VqKdTrainer.RunAsync(request with { Device = device },
+                        new ImmediateProgress<TrainStepProgress>(p => report(ProgressReport.FromStep(p.Step, p.TotalSteps, p.Figures))), cancellationToken, collective));
+                    context.Report($"{result.Steps} steps: loss {result.FirstLoss:F3} → {result.LastLoss:F3}, codebook in use {result.CodebookUsage:P1}");
+                    context.Console.MarkupLineInterpolated($"{result.Steps} steps: loss {result.FirstLoss:F4} → {result.LastLoss:F4}, codebook in use {result.CodebookUsage:P1} ({result.CodesRestarted} dead codes restarted), {result.ImagesPerSecond:F1} img/s; tokenizer in {result.Tokenizer}");
+                });
         });
         return command;
     }

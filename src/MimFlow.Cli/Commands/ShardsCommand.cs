@@ -9,11 +9,12 @@ internal static class ShardsCommand
 {
     public static Command Create(CliContext context)
     {
-        var shards = new Command("shards", "Pre-tokenized Parquet shard sets: verify, inspect, merge");
-        shards.Subcommands.Add(CreateVerify(context));
-        shards.Subcommands.Add(CreateInspect(context));
-        shards.Subcommands.Add(CreateMerge(context));
-        return shards;
+        return new Command("shards", "Pre-tokenized Parquet shard sets: verify, inspect, merge")
+        {
+            CreateVerify(context),
+            CreateInspect(context),
+            CreateMerge(context),
+        };
     }
 
     private static Command CreateInspect(CliContext context)

@@ -179,7 +179,7 @@ public static class DatasetPacker
         // The final name is known only at the end for hf-parquet (…-of-N); the temporary file only needs the folder.
         string placeholder = Path.Combine(folder, ShardName(request, split, number, 0));
         return request.Format == PackFormat.Wds
-            ? new TarShardWriter(placeholder)
+            ? TarShardWriter.Create(placeholder)
             : await HfParquetShardWriter.CreateAsync(placeholder, index.HasAnnotations, index.Classes, request.RowGroupRows, cancellationToken);
     }
 

@@ -22,6 +22,46 @@ internal interface IShardWriter : IAsyncDisposable
     ValueTask CompleteAsync(CancellationToken cancellationToken);
 }
 
+/// <summary>
+/// The temporary file under a format's writer. Completing finishes the format, then flushes the file to disk before
+/// the packer may rename it; disposing an unfinished shard closes the format's writer and the file, which the packer
+/// then deletes.
+/// </summary>
+internal abstract class ShardFileWriter(string temporaryPath, FileStream stream) : IShardWriter
+{
+    private bool finished;
+
+    protected FileStream Stream { get; } = stream;
+
+    public string TemporaryPath { get; } = temporaryPath;
+
+    public virtual long Bytes => Stream.Position;
+
+    public abstract ValueTask AddAsync(PackSample sample, CancellationToken cancellationToken);
+
+    /// <summary>Writes what the format still holds and closes its writer; the file stays open.</summary>
+    protected abstract ValueTask FinishFormatAsync(CancellationToken cancellationToken);
+
+    /// <summary>Closes the format's writer of a shard that will not be completed.</summary>
+    protected abstract ValueTask AbandonFormatAsync();
+
+    public async ValueTask CompleteAsync(CancellationToken cancellationToken)
+    {
+        await FinishFormatAsync(cancellationToken);
+        await Stream.FlushAsync(cancellationToken);
+        Stream.Flush(flushToDisk: true);
+        finished = true;
+        await Stream.DisposeAsync();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (finished) return;
+        await AbandonFormatAsync();
+        await Stream.DisposeAsync();
+    }
+}
+
 /// <summary>One sample to store: its WebDataset key, the image's extension (lower case, no dot), bytes, label, label map.</summary>
 internal sealed record PackSample(string Key, string SourcePath, string ImageExtension, byte[] Image, int Label, byte[]? Annotation);
 
@@ -30,24 +70,16 @@ internal sealed record PackSample(string Key, string SourcePath, string ImageExt
 /// when labelled) and <c>key.seg.png</c> (the label map). ustar headers (GNU long names past 100 bytes), mode 0644,
 /// owner 0, time 0, so the same input gives the same bytes.
 /// </summary>
-internal sealed class TarShardWriter : IShardWriter
+internal sealed class TarShardWriter : ShardFileWriter
 {
-    private readonly FileStream stream;
     private readonly TarWriter writer;
-    private bool finished;
 
-    public TarShardWriter(string finalPath)
-    {
-        TemporaryPath = AtomicFile.TemporaryNameFor(finalPath);
-        stream = new FileStream(TemporaryPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
-        writer = new TarWriter(stream, TarEntryFormat.Ustar, leaveOpen: true);
-    }
+    private TarShardWriter(string temporaryPath) : base(temporaryPath, new FileStream(temporaryPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20)) =>
+        writer = new TarWriter(Stream, TarEntryFormat.Ustar, leaveOpen: true);
 
-    public string TemporaryPath { get; }
+    public static TarShardWriter Create(string finalPath) => new(AtomicFile.TemporaryNameFor(finalPath));
 
-    public long Bytes => stream.Position;
-
-    public async ValueTask AddAsync(PackSample sample, CancellationToken cancellationToken)
+    public override async ValueTask AddAsync(PackSample sample, CancellationToken cancellationToken)
     {
         await WriteAsync($"{sample.Key}.{sample.ImageExtension}", sample.Image, cancellationToken);
         if (sample.Label >= 0) await WriteAsync($"{sample.Key}.cls", Encoding.ASCII.GetBytes(sample.Label.ToString(System.Globalization.CultureInfo.InvariantCulture)), cancellationToken);
@@ -66,21 +98,9 @@ internal sealed class TarShardWriter : IShardWriter
         await writer.WriteEntryAsync(entry, cancellationToken);
     }
 
-    public async ValueTask CompleteAsync(CancellationToken cancellationToken)
-    {
-        await writer.DisposeAsync();
-        await stream.FlushAsync(cancellationToken);
-        stream.Flush(flushToDisk: true);
-        finished = true;
-        await stream.DisposeAsync();
-    }
+    protected override ValueTask FinishFormatAsync(CancellationToken cancellationToken) => writer.DisposeAsync();
 
-    public async ValueTask DisposeAsync()
-    {
-        if (finished) return;
-        await writer.DisposeAsync();
-        await stream.DisposeAsync();
-    }
+    protected override ValueTask AbandonFormatAsync() => writer.DisposeAsync();
 }
 
 /// <summary>
@@ -89,24 +109,21 @@ internal sealed class TarShardWriter : IShardWriter
 /// segmentation; the <c>huggingface</c> key-value metadata declares the features (the ClassLabel names included), so
 /// <c>datasets.load_dataset("parquet", …)</c> sees Image and ClassLabel features. Snappy, as pyarrow writes by default.
 /// </summary>
-internal sealed class HfParquetShardWriter : IShardWriter
+internal sealed class HfParquetShardWriter : ShardFileWriter
 {
     /// <summary>A row group is also closed once its buffered cells reach this many bytes (bounds the writer's memory).</summary>
     public const long MaxRowGroupBytes = 64L << 20;
 
-    private readonly FileStream stream;
     private readonly ParquetWriter writer;
     private readonly bool segmentation;
     private readonly int rowGroupRows;
     private readonly DataField imageBytes, imagePath, label, annotationBytes, annotationPath;
     private readonly List<PackSample> buffered = [];
     private long bufferedBytes;
-    private bool finished;
 
     private HfParquetShardWriter(string temporaryPath, FileStream stream, ParquetWriter writer, bool segmentation, int rowGroupRows, Fields fields)
+        : base(temporaryPath, stream)
     {
-        TemporaryPath = temporaryPath;
-        this.stream = stream;
         this.writer = writer;
         this.segmentation = segmentation;
         this.rowGroupRows = rowGroupRows;
@@ -135,11 +152,9 @@ internal sealed class HfParquetShardWriter : IShardWriter
         }
     }
 
-    public string TemporaryPath { get; }
+    public override long Bytes => Stream.Position + bufferedBytes;
 
-    public long Bytes => stream.Position + bufferedBytes;
-
-    public async ValueTask AddAsync(PackSample sample, CancellationToken cancellationToken)
+    public override async ValueTask AddAsync(PackSample sample, CancellationToken cancellationToken)
     {
         buffered.Add(sample);
         bufferedBytes += sample.Image.Length + (sample.Annotation?.Length ?? 0);
@@ -174,22 +189,17 @@ internal sealed class HfParquetShardWriter : IShardWriter
         bufferedBytes = 0;
     }
 
-    public async ValueTask CompleteAsync(CancellationToken cancellationToken)
+    protected override async ValueTask FinishFormatAsync(CancellationToken cancellationToken)
     {
         await FlushRowGroupAsync(cancellationToken);
         await writer.DisposeAsync();
-        await stream.FlushAsync(cancellationToken);
-        stream.Flush(flushToDisk: true);
-        finished = true;
-        await stream.DisposeAsync();
     }
 
-    public async ValueTask DisposeAsync()
+    protected override async ValueTask AbandonFormatAsync()
     {
-        if (finished) return;
+        // An unfinished shard is deleted anyway: a footer that cannot be written must not hide why the pack failed.
         try { await writer.DisposeAsync(); }
         catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException) { }
-        await stream.DisposeAsync();
     }
 
     /// <summary>The columns in Hugging Face's shape: optional structs of optional members, optional int64 label.</summary>

@@ -67,7 +67,47 @@ public static class DataParallel
         return hex;
     }
 
-    /// <summary>Rank 0 keeps the run folder's lock; the other ranks only read from the folder (a resume) and write nothing.</summary>
-    public static IDisposable? AcquireOutput(ICollective collective, string directory, string command) =>
-        collective.Writes() ? OutputLock.Acquire(directory, command) : null;
+}
+
+/// <summary>
+/// One rank's part in a run that writes a folder, as every trainer starts it: its rows of each global batch and, for
+/// rank 0, the folder (created) and its lock until disposed. The other ranks only read from the folder (a resume) and
+/// write nothing, so they take no lock.
+/// </summary>
+public sealed class RankRun : IDisposable
+{
+    private readonly string command;
+    private readonly OutputLock? outputLock;
+
+    private RankRun(ICollective collective, string command, BatchSlice rows, OutputLock? outputLock)
+    {
+        this.command = command;
+        Collective = collective;
+        Rows = rows;
+        this.outputLock = outputLock;
+    }
+
+    public ICollective Collective { get; }
+
+    /// <summary>This rank's rows of each global batch.</summary>
+    public BatchSlice Rows { get; }
+
+    /// <param name="collective">The ranks of a data-parallel run; null: one process.</param>
+    /// <param name="batchSize">The global batch, which every rank must have at least one row of.</param>
+    public static RankRun Start(ICollective? collective, string outputDirectory, string command, int batchSize)
+    {
+        collective ??= SingleProcess.Instance;
+        var rows = BatchSlice.Of(batchSize, collective.Rank, collective.WorldSize);
+        if (!collective.Writes()) return new RankRun(collective, command, rows, null);
+        Directory.CreateDirectory(outputDirectory);
+        return new RankRun(collective, command, rows, OutputLock.Acquire(outputDirectory, command));
+    }
+
+    /// <summary>Fails every rank at start, naming those that resolved other options than rank 0 (<see cref="DataParallel.VerifySameOptions"/>).</summary>
+    /// <param name="options">The request less what may differ between ranks: the device index and decode workers (local rank, node size).</param>
+    /// <param name="resume">For a run that resumes: the checkpoint folder's name, or "-" for none.</param>
+    public void VerifySameOptions(object options, Device device, string? resume = null) =>
+        DataParallel.VerifySameOptions(Collective, command, resume is null ? $"{options} device {device.type}" : $"{options} device {device.type} resume {resume}");
+
+    public void Dispose() => outputLock?.Dispose();
 }

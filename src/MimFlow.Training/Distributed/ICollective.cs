@@ -90,5 +90,17 @@ public readonly record struct BatchSlice(int Offset, int Count, int Global)
 
     public bool IsWhole => Offset == 0 && Count == Global;
 
+    /// <summary>
+    /// This rank's rows of each full global batch of an epoch's sample order (a last partial batch is dropped), to be
+    /// read in batches of <see cref="Count"/>: the ranks together read the very batches one process would.
+    /// </summary>
+    public int[] TakeFrom(int[] order)
+    {
+        long batches = order.Length / Global;
+        var mine = new int[batches * Count];
+        for (long b = 0; b < batches; b++) Array.Copy(order, b * Global + Offset, mine, b * Count, Count);
+        return mine;
+    }
+
     public bool Contains(long indexInBatch) => indexInBatch >= Offset && indexInBatch < Offset + Count;
 }

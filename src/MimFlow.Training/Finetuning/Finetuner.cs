@@ -135,15 +135,10 @@ public static class Finetuner
         ICollective? collective = null)
     {
         request.Validate();
-        collective ??= SingleProcess.Instance;
-        var rows = BatchSlice.Of(request.BatchSize, collective.Rank, collective.WorldSize);
         bool probe = request.IsLinearProbe;
-        var device = request.Device ?? CPU;
-        if (collective.Writes()) Directory.CreateDirectory(request.OutputDirectory);
-        using var writer = DataParallel.AcquireOutput(collective, request.OutputDirectory, request.Task);
-        var run = SupervisedCheckpoints<EpochEvaluation<EvaluationResult>>.Open(request.OutputDirectory, request.Task, request.Seed, request.BatchSize, request.Epochs, request.Resume);
-        if (run.Complete)
-            return new SupervisedResult<EvaluationResult>(run.StepsTaken, run.Tally.FirstLoss, run.Tally.LastLoss, run.Tally.Skipped, 0, run.Evaluations, run.Checkpoint!) { WasComplete = true };
+        using var supervised = SupervisedRun<FinetuneRequest, EvaluationResult>.Open(request, request.Task, request.BatchSize, request.Epochs, collective);
+        if (supervised.Finished is { } finished) return finished;
+        (collective, var rows, var device, var run) = (supervised.Collective, supervised.Rows, supervised.Device, supervised.Checkpoints);
 
         var train = DatasetSource.Open(request.Data, request.Layout, DatasetSplit.Train);
         int classes = train.Classes.Count;
@@ -152,15 +147,11 @@ public static class Finetuner
             throw new ArgumentException($"{request.Data}: {classes} class(es) and {train.CountLabelled()} labelled image(s) in the training split; classification needs at least 2 classes");
         var validation = request.EvaluateEachEpoch ? DatasetSource.Open(request.Data, request.Layout, DatasetSplit.Validation, request.GroundTruth) : null;
         if (validation is { Count: 0 }) throw new ArgumentException($"{request.Data}: val/ holds no images (or turn evaluation off)");
-        long perEpoch = train.Count / request.BatchSize;
-        if (perEpoch == 0) throw new ArgumentException($"{request.Data}: {train.Count} training images make no full batch of {request.BatchSize}");
+        long perEpoch = supervised.StepsPerEpoch(train.Count);
         long totalSteps = request.Epochs * perEpoch;
-        DataParallel.VerifySameOptions(collective, request.Task,
-            $"{request with { Device = null, DecodeWorkers = 0 }} device {device.type} resume {Path.GetFileName(run.Checkpoint) ?? "-"}");
 
         var (spec, model) = BuildClassifier(request, classes);
         using var ownedModel = model;
-        if (collective.Writes()) Directory.CreateDirectory(request.OutputDirectory);
         model.to(device);
         if (probe)
             foreach (var (name, parameter) in model.named_parameters())
@@ -192,17 +183,9 @@ public static class Finetuner
             BatchSize = request.EvalBatchSize ?? Math.Max(1, (int)(1.5 * request.BatchSize)), DecodeWorkers = request.DecodeWorkers,
         };
 
-        using var metrics = run.OpenMetrics(collective);
-        if (collective.Writes())
-            RunRecord.Append(request.OutputDirectory, request.Task, request, device, "float32", collective.WorldSize, totalSteps,
-                [RunInput.Model("model", request.Model), RunInput.Dataset(request.Data, DatasetLayouts.Name(request.Layout))]);
         if (probe) model.eval();
         else model.train();
-        var tracker = run.Tracker(metrics, request.MaxConsecutiveNonFinite);
-        var evaluations = run.Evaluations;
-        var clock = Stopwatch.StartNew();
-        long step = await SupervisedEpochs.RunAsync(
-            new SupervisedData(train, recipe, request.BatchSize, request.Seed, request.DecodeWorkers, rows), request.Epochs, totalSteps, start, schedule.ValueAt, tracker,
+        return await supervised.TrainAsync(new SupervisedLoop<EvaluationResult>(train, recipe, request.Layout, totalSteps, start, schedule.ValueAt, optimizer,
             (batch, at, rate) =>
             {
                 var outcome = probe
@@ -214,28 +197,9 @@ public static class Finetuner
                 };
                 return new SupervisedStep(outcome.Loss, outcome.Images, terms);
             },
-            (at, epoch, outcome, seconds) => progress?.Report(new SupervisedProgress<EvaluationResult>(at, totalSteps, epoch, outcome.Loss, outcome.Images / seconds, null, tracker.LastFigures)),
-            async (epoch, at) =>
-            {
-                EvaluationResult? result = null;
-                if (collective.WorldSize > 1) DataParallel.VerifyReplicas(collective, optimizer.FlatParameters, at, request.OutputDirectory);
-                // Rank 0 alone evaluates and saves; the others go on to the next epoch and wait for it in the first step's collective.
-                if (!collective.Writes()) return;
-                if (validation is not null)
-                {
-                    result = await Evaluator.EvaluateAsync(model, validation, evalOptions, cancellationToken);
-                    evaluations.Add(new EpochEvaluation<EvaluationResult>(epoch, at, result));
-                    WriteEvaluations(request.OutputDirectory, evaluations);
-                    metrics.Scalars(at, new Dictionary<string, double> { ["eval/top1"] = result.Top1, ["eval/top5"] = result.Top5, ["eval/loss"] = result.Loss });
-                }
-                // Saved before the progress report, so a run stopped from it (Ctrl-C) still resumes after this epoch.
-                run.Save(at, epoch + 1, tracker, spec with { Config = model.Config }, model, model, optimizer);
-                if (result is not null) progress?.Report(new SupervisedProgress<EvaluationResult>(at - 1, totalSteps, epoch, tracker.LastLoss, 0, result, tracker.LastFigures));
-            },
-            cancellationToken);
-        clock.Stop();
-        return new SupervisedResult<EvaluationResult>(step, tracker.FirstLoss, tracker.LastLoss, tracker.Skipped, tracker.Images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), evaluations,
-            run.Checkpoint!);
+            validation is null ? null : cancel => Evaluator.EvaluateAsync(model, validation, evalOptions, cancel),
+            result => new Dictionary<string, double> { ["eval/top1"] = result.Top1, ["eval/top5"] = result.Top5, ["eval/loss"] = result.Loss },
+            evaluations => WriteEvaluations(request.OutputDirectory, evaluations), spec with { Config = model.Config }, model, model), progress, cancellationToken);
     }
 
     private readonly record struct ClassifyOutcome(double Loss, int Images, MixDraw Mix);

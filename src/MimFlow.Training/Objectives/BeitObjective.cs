@@ -53,11 +53,9 @@ public sealed class BeitObjective : nn.Module, IShardObjective
     public ObjectiveLoss Loss(Tensor pixels, Tensor mask, Tensor codes)
     {
         using var scope = NewDisposeScope();
-        var masked = ObjectiveInputs.Masked(pixels, mask, backbone.Config);
-        var labels = MimHeads.MaskedCodes(codes, masked, backbone.Config);
+        var (masked, labels) = MimHeads.MaskedCodes(pixels, mask, codes, backbone.Config);
         var logits = head.forward(MaskedPrediction.Gather(backbone.ForwardFeatures(pixels, masked), masked));
-        // Losses in float32 whatever the compute type (as autocast does): bf16 softmax over 8192 codes loses the gradient.
-        var mim = nn.functional.cross_entropy(logits.to(ScalarType.Float32), labels);
+        var mim = MimHeads.CodeLoss(logits, labels);
         return new ObjectiveLoss(mim.alias(), [new("mim", mim)], [new("mim_acc", ObjectiveInputs.Accuracy(logits, labels))]) { Items = labels.shape[0] }
             .MoveToOuterDisposeScope();
     }
@@ -75,14 +73,18 @@ internal static class MimHeads
         return head;
     }
 
-    /// <summary>codes[mask] as int64 [M], in the row-major order <see cref="MaskedPrediction.Gather"/> uses.</summary>
-    public static Tensor MaskedCodes(Tensor codes, Tensor masked, VitConfig config)
+    /// <summary>The mask as the backbone takes it, and codes[mask] as int64 [M] in the row-major order <see cref="MaskedPrediction.Gather"/> uses.</summary>
+    public static (Tensor Masked, Tensor Labels) MaskedCodes(Tensor pixels, Tensor mask, Tensor codes, VitConfig config)
     {
+        var masked = ObjectiveInputs.Masked(pixels, mask, config);
         if (!codes.shape.SequenceEqual(masked.shape))
             throw new ArgumentException($"codes are [{string.Join(", ", codes.shape)}], expected [{masked.shape[0]}, {config.NumPatches}] like the mask");
         if (codes.is_floating_point()) throw new ArgumentException("codes must be integer tokenizer indices");
         var labels = codes[masked].to(ScalarType.Int64);
         ObjectiveInputs.CheckSomeMasked(labels);
-        return labels;
+        return (masked, labels);
     }
+
+    /// <summary>Cross-entropy of predicted codes, in float32 whatever the compute type (as autocast does): a bf16 softmax over 8192 codes loses the gradient.</summary>
+    public static Tensor CodeLoss(Tensor logits, Tensor labels) => nn.functional.cross_entropy(logits.to(ScalarType.Float32), labels);
 }

@@ -129,8 +129,7 @@ public sealed class BeitV2Objective : nn.Module, IShardObjective
     public ObjectiveLoss Loss(Tensor pixels, Tensor mask, Tensor codes)
     {
         using var scope = NewDisposeScope();
-        var masked = ObjectiveInputs.Masked(pixels, mask, backbone.Config);
-        var labels = MimHeads.MaskedCodes(codes, masked, backbone.Config);
+        var (masked, labels) = MimHeads.MaskedCodes(pixels, mask, codes, backbone.Config);
         int last = backbone.Config.Depth - 1, early = EarlyLayer - 1;
         var (features, hidden) = backbone.ForwardLayers(pixels, masked, early == last ? [last] : [early, last]);
 
@@ -138,8 +137,8 @@ public sealed class BeitV2Objective : nn.Module, IShardObjective
         var aggregated = backbone.FinalNorm(aggregation.forward(hidden[last], hidden[early], backbone.SharedBias()));
         var aggregationLogits = head.forward(MaskedPrediction.Gather(aggregated, masked));
 
-        var mim = nn.functional.cross_entropy(mimLogits.to(ScalarType.Float32), labels);
-        var aggregationLoss = nn.functional.cross_entropy(aggregationLogits.to(ScalarType.Float32), labels);
+        var mim = MimHeads.CodeLoss(mimLogits, labels);
+        var aggregationLoss = MimHeads.CodeLoss(aggregationLogits, labels);
         return new ObjectiveLoss(mim + aggregationLoss,
             [new("mim", mim), new("aggregation", aggregationLoss)],
             [new("mim_acc", ObjectiveInputs.Accuracy(mimLogits, labels)), new("aggregation_acc", ObjectiveInputs.Accuracy(aggregationLogits, labels))])

@@ -107,18 +107,14 @@ public static class Pretrainer
         ICollective? collective = null)
     {
         request.Validate();
-        collective ??= SingleProcess.Instance;
-        var rows = BatchSlice.Of(request.BatchSize, collective.Rank, collective.WorldSize);
+        using var rank = RankRun.Start(collective, request.OutputDirectory, "pretrain", request.BatchSize);
+        collective = rank.Collective;
         var device = request.Device ?? CPU;
-        if (collective.Writes()) Directory.CreateDirectory(request.OutputDirectory);
-        using var writer = DataParallel.AcquireOutput(collective, request.OutputDirectory, "pretrain");
         var store = new CheckpointStore(request.OutputDirectory);
         string? resumeFrom = request.Resume ? store.Latest() : null;
         if (!request.Resume && store.Latest() is not null)
             throw new InvalidOperationException($"{request.OutputDirectory}: holds a run already; pass --resume to continue it or choose a new folder");
-        // The device index and decode workers may differ between ranks (local rank, node size); nothing else may.
-        DataParallel.VerifySameOptions(collective, "pretrain",
-            $"{request with { Device = null, DecodeWorkers = 0 }} device {(request.Device ?? CPU).type} resume {Path.GetFileName(resumeFrom) ?? "-"}");
+        rank.VerifySameOptions(request with { Device = null, DecodeWorkers = 0 }, device, Path.GetFileName(resumeFrom) ?? "-");
 
         var source = BackboneSource.Resolve(request.Model, "pretraining backbone");
         var spec = source.Spec with { Config = source.Config with { UseMaskToken = true, NumClasses = 0 } };
@@ -208,7 +204,7 @@ public static class Pretrainer
                 {
                     loss = batch.Loss(runner);
                     return new LocalLoss(loss.Total, loss.Items ?? batch.Count, loss.ToMetrics());
-                }, hooks, rows);
+                }, hooks, rank.Rows);
                 using var ownedLoss = loss;
                 var values = outcome.Metrics!;
                 double total = outcome.Loss;
@@ -216,8 +212,8 @@ public static class Pretrainer
                 double seconds = stepClock.Elapsed.TotalSeconds;
                 var terms = values.Where(p => p.Key != "loss").ToDictionary(p => p.Key, p => (object)p.Value);
                 terms["grad_norm"] = gradientNorm;
-                stop = tracker.Record(step, batch.Epoch, total, lr, rows.Global, seconds, waited, terms);
-                progress?.Report(new PretrainProgress(step, totalSteps, total, rows.Global / seconds, waited / seconds, tracker.LastFigures));
+                stop = tracker.Record(step, batch.Epoch, total, lr, rank.Rows.Global, seconds, waited, terms);
+                progress?.Report(new PretrainProgress(step, totalSteps, total, rank.Rows.Global / seconds, waited / seconds, tracker.LastFigures));
             }
             step++;
             if (stop)

@@ -97,7 +97,7 @@ internal sealed class MultiCropInput : IPretrainingInput
             // (A refused image shifts this rank's later rows by one, where the single-process run would shift the batch.)
             var loader = rows.IsWhole
                 ? new DataflowLoader(index, recipe, epochOptions with { Samples = remaining })
-                : new DataflowLoader(index, recipe, epochOptions with { Samples = RowsOf(remaining), BatchSize = rows.Count });
+                : new DataflowLoader(index, recipe, epochOptions with { Samples = rows.TakeFrom(remaining), BatchSize = rows.Count });
             long number = skip / options.BatchSize;
             long produced = 0;
             await foreach (var batch in loader.ReadEpochAsync(cancellationToken))
@@ -116,14 +116,6 @@ internal sealed class MultiCropInput : IPretrainingInput
             if (produced == 0 && (epoch != firstEpoch || skip == 0))
                 throw new InvalidDataException($"{index.Root}: epoch {epoch} gave no batch of {options.BatchSize}: every image was refused (see the quarantine) or too few remain");
         }
-    }
-
-    private int[] RowsOf(int[] order)
-    {
-        long batches = order.Length / options.BatchSize;
-        var mine = new int[batches * rows.Count];
-        for (long b = 0; b < batches; b++) Array.Copy(order, b * options.BatchSize + rows.Offset, mine, b * rows.Count, rows.Count);
-        return mine;
     }
 
     private sealed record Views(Tensor[] Globals, Tensor[] Masks, Tensor[] Locals) : IDisposable

@@ -47,10 +47,7 @@ public static class SupervisedEpochs
             {
                 // This rank's rows of each global batch of the epoch's order, read in batches of its row count.
                 int[] order = new DataflowLoader(data.Train, data.Recipe, options).EpochOrder();
-                long batches = order.Length / data.BatchSize;
-                var mine = new int[batches * rows.Count];
-                for (long b = 0; b < batches; b++) Array.Copy(order, b * data.BatchSize + rows.Offset, mine, b * rows.Count, rows.Count);
-                options = options with { Samples = mine, BatchSize = rows.Count };
+                options = options with { Samples = rows.TakeFrom(order), BatchSize = rows.Count };
             }
             var loader = new DataflowLoader(data.Train, data.Recipe, options);
             var stepClock = Stopwatch.StartNew();

@@ -134,29 +134,20 @@ public static class Segmenter
         ICollective? collective = null)
     {
         request.Validate();
-        collective ??= SingleProcess.Instance;
-        var rows = BatchSlice.Of(request.BatchSize, collective.Rank, collective.WorldSize);
-        var device = request.Device ?? CPU;
-        if (collective.Writes()) Directory.CreateDirectory(request.OutputDirectory);
-        using var writer = DataParallel.AcquireOutput(collective, request.OutputDirectory, Task);
-        var run = SupervisedCheckpoints<EpochEvaluation<SegmentationMetrics>>.Open(request.OutputDirectory, Task, request.Seed, request.BatchSize, request.Epochs, request.Resume);
-        if (run.Complete)
-            return new SupervisedResult<SegmentationMetrics>(run.StepsTaken, run.Tally.FirstLoss, run.Tally.LastLoss, run.Tally.Skipped, 0, run.Evaluations, run.Checkpoint!) { WasComplete = true };
+        using var supervised = SupervisedRun<SegmentRequest, SegmentationMetrics>.Open(request, Task, request.BatchSize, request.Epochs, collective);
+        if (supervised.Finished is { } finished) return finished;
+        (collective, var rows, var device, var run) = (supervised.Collective, supervised.Rows, supervised.Device, supervised.Checkpoints);
 
         var train = DatasetSource.Open(request.Data, request.Layout, DatasetSplit.Train);
         RequireLabelMaps(train);
         int classes = train.Classes.Count;
         var validation = request.EvaluateEachEpoch ? DatasetSource.Open(request.Data, request.Layout, DatasetSplit.Validation) : null;
         if (validation is { Count: 0 }) throw new ArgumentException($"{request.Data}: the validation split holds no images (or turn evaluation off)");
-        long perEpoch = train.Count / request.BatchSize;
-        if (perEpoch == 0) throw new ArgumentException($"{request.Data}: {train.Count} training images make no full batch of {request.BatchSize}");
+        long perEpoch = supervised.StepsPerEpoch(train.Count);
         long totalSteps = request.Epochs * perEpoch;
-        DataParallel.VerifySameOptions(collective, Task,
-            $"{request with { Device = null, DecodeWorkers = 0 }} device {device.type} resume {Path.GetFileName(run.Checkpoint) ?? "-"}");
 
         var (spec, model) = Build(request, classes);
         using var ownedModel = model;
-        if (collective.Writes()) Directory.CreateDirectory(request.OutputDirectory);
         model.to(device);
 
         using var optimizer = new FlatAdamW(
@@ -177,41 +168,12 @@ public static class Segmenter
         var evalOptions = new SegmentEvaluateOptions { BatchSize = request.EvalBatchSize ?? request.BatchSize, DecodeWorkers = request.DecodeWorkers, Mode = request.EvalMode };
 
         var segmenterFile = new Dictionary<string, string> { [SegmenterFileName] = JsonSerializer.Serialize(FileOf(request, classes), Json) };
-        using var metrics = run.OpenMetrics(collective);
-        if (collective.Writes())
-            RunRecord.Append(request.OutputDirectory, Task, request, device, "float32", collective.WorldSize, totalSteps,
-                [RunInput.Model("model", request.Model), RunInput.Dataset(request.Data, DatasetLayouts.Name(request.Layout))]);
         model.train();
-        var tracker = run.Tracker(metrics, request.MaxConsecutiveNonFinite);
-        var evaluations = run.Evaluations;
-        var clock = Stopwatch.StartNew();
-        long step = await SupervisedEpochs.RunAsync(
-            new SupervisedData(train, recipe, request.BatchSize, request.Seed, request.DecodeWorkers, rows), request.Epochs, totalSteps, start, schedule.ValueAt, tracker,
+        return await supervised.TrainAsync(new SupervisedLoop<SegmentationMetrics>(train, recipe, request.Layout, totalSteps, start, schedule.ValueAt, optimizer,
             (batch, at, rate) => new SupervisedStep(TrainStep(kernel, model, batch, device, rate, request, at, rows), batch.Count),
-            (at, epoch, outcome, seconds) => progress?.Report(new SupervisedProgress<SegmentationMetrics>(at, totalSteps, epoch, outcome.Loss, outcome.Images / seconds, null, tracker.LastFigures)),
-            async (epoch, at) =>
-            {
-                SegmentationMetrics? result = null;
-                if (collective.WorldSize > 1) DataParallel.VerifyReplicas(collective, optimizer.FlatParameters, at, request.OutputDirectory);
-                if (!collective.Writes()) return;
-                if (validation is not null)
-                {
-                    result = await EvaluateAsync(model, validation, evalOptions, cancellationToken);
-                    evaluations.Add(new EpochEvaluation<SegmentationMetrics>(epoch, at, result));
-                    WriteEvaluations(request.OutputDirectory, evaluations);
-                    metrics.Scalars(at, new Dictionary<string, double>
-                    {
-                        ["eval/miou"] = result.MeanIou, ["eval/pixel_accuracy"] = result.PixelAccuracy, ["eval/loss"] = result.Loss,
-                    });
-                }
-                // Saved before the progress report, so a run stopped from it (Ctrl-C) still resumes after this epoch.
-                run.Save(at, epoch + 1, tracker, spec, model.Backbone, model, optimizer, segmenterFile);
-                if (result is not null) progress?.Report(new SupervisedProgress<SegmentationMetrics>(at - 1, totalSteps, epoch, tracker.LastLoss, 0, result, tracker.LastFigures));
-            },
-            cancellationToken);
-        clock.Stop();
-        return new SupervisedResult<SegmentationMetrics>(step, tracker.FirstLoss, tracker.LastLoss, tracker.Skipped, tracker.Images / Math.Max(clock.Elapsed.TotalSeconds, 1e-9), evaluations,
-            run.Checkpoint!);
+            validation is null ? null : cancel => EvaluateAsync(model, validation, evalOptions, cancel),
+            result => new Dictionary<string, double> { ["eval/miou"] = result.MeanIou, ["eval/pixel_accuracy"] = result.PixelAccuracy, ["eval/loss"] = result.Loss },
+            evaluations => WriteEvaluations(request.OutputDirectory, evaluations), spec, model.Backbone, model, segmenterFile), progress, cancellationToken);
     }
 
     /// <summary>One step; synchronous, so its dispose scope and grad mode stay on one thread.</summary>

@@ -80,15 +80,14 @@ public static class VqKdTrainer
         ICollective? collective = null)
     {
         request.Validate();
-        collective ??= SingleProcess.Instance;
-        var rows = BatchSlice.Of(request.BatchSize, collective.Rank, collective.WorldSize);
+        using var rank = RankRun.Start(collective, request.OutputDirectory, "train-tokenizer", request.BatchSize);
+        collective = rank.Collective;
+        var rows = rank.Rows;
         var device = request.Device ?? CPU;
-        if (collective.Writes()) Directory.CreateDirectory(request.OutputDirectory);
-        using var writer = DataParallel.AcquireOutput(collective, request.OutputDirectory, "train-tokenizer");
         string tokenizerDirectory = Path.Combine(request.OutputDirectory, "tokenizer");
         if (File.Exists(Path.Combine(tokenizerDirectory, ModelDirectory.ConfigFileName)))
             throw new InvalidOperationException($"{request.OutputDirectory}: holds a trained tokenizer already; choose a new folder");
-        DataParallel.VerifySameOptions(collective, "train-tokenizer", $"{request with { Device = null, DecodeWorkers = 0 }} device {device.type}");
+        rank.VerifySameOptions(request with { Device = null, DecodeWorkers = 0 }, device);
 
         var (spec, module) = Directory.Exists(request.Model) ? ModelDirectory.Load(request.Model) : (ModelCatalog.Spec(request.Model), null);
         if (spec.Kind != ModelKind.Vqkd) throw new ArgumentException($"{request.Model}: a {spec.Kind} model; train-tokenizer --objective vqkd needs a VQ-KD (vqkd-tiny, vqkd-base or a directory)");
@@ -134,9 +133,7 @@ public static class VqKdTrainer
                 if (!rows.IsWhole)
                 {
                     int[] order = new DataflowLoader(index, new PretrainRecipe(size, SecondViewSize: null), epochOptions).EpochOrder();
-                    var mine = new int[order.Length / request.BatchSize * rows.Count];
-                    for (int b = 0; b < order.Length / request.BatchSize; b++) Array.Copy(order, b * request.BatchSize + rows.Offset, mine, b * rows.Count, rows.Count);
-                    epochOptions = epochOptions with { Samples = mine, BatchSize = rows.Count };
+                    epochOptions = epochOptions with { Samples = rows.TakeFrom(order), BatchSize = rows.Count };
                 }
                 var loader = new DataflowLoader(index, new PretrainRecipe(size, SecondViewSize: null), epochOptions);
                 var wait = Stopwatch.StartNew();

@@ -124,4 +124,58 @@ public sealed class CommandDefaultsTests
         foreach (string file in new[] { "config.json", "weights.safetensors" })
             Assert.Equal(File.ReadAllBytes(Path.Combine(dir.Combine("library-model"), file)), File.ReadAllBytes(Path.Combine(dir.Combine("cli-model"), file)));
     }
+
+    [Fact]
+    public void Bare_scan_takes_the_loader_records_defaults()
+    {
+        var (parsed, options) = Parse(new ScanOptions(), (o, c) => o.AddTo(c), "--data", "d", "--layout", "imagenet", "--out", "o");
+        Assert.Equal(new MimFlow.Data.Pipeline.LoaderOptions(), options.Loader(parsed));
+        Assert.Equal(DatasetSplit.Train, options.Data.SplitOf(parsed));
+        var (typed, same) = Parse(new ScanOptions(), (o, c) => o.AddTo(c), "--data", "d", "--layout", "imagenet", "--out", "o", "--workers", "3", "--max-pixels", "1000");
+        Assert.Equal((3, 1000L), (same.Loader(typed).DecodeWorkers, same.Loader(typed).Limits.MaxPixels));
+    }
+
+    [Fact]
+    public void Bare_datasets_preview_takes_the_preview_records_defaults()
+    {
+        using var dir = new TemporaryDirectory();
+        MimFlow.Tests.Data.TestImages.Write(dir.Combine("a.jpg"), MimFlow.Tests.Data.TestImages.Jpeg(40, 30));
+        var (parsed, options) = Parse(new PreviewOptions(), (o, c) => o.AddTo(c), "--data", dir.Path, "--layout", "folder", "--out", "o.png");
+        var request = options.Request(parsed);
+        Assert.Equal(new MimFlow.Data.Previews.PreviewRequest(request.Data, "o.png"), request);
+        Assert.Equal(1, request.Data.Count);
+    }
+
+    [Fact]
+    public void Bare_model_import_and_forward_take_their_records_defaults()
+    {
+        var (import, importOptions) = Parse(new ModelImportOptions(), (o, c) => o.AddTo(c), "--from", "timm", "--weights", "w", "--out", "o");
+        Assert.Equal(new MimFlow.Models.Interop.ModelImportRequest("timm", "w", "o"), importOptions.Request(import));
+        var (forward, forwardOptions) = Parse(new ModelForwardOptions(), (o, c) => o.AddTo(c), "--model", "m", "--input", "i", "--output", "o");
+        Assert.Equal(new MimFlow.Models.Interop.ModelForwardRequest("m", "i", "o"), forwardOptions.Request(forward));
+        Assert.Null(forwardOptions.Device.Resolve(forward));
+    }
+
+    [Fact]
+    public async Task Bare_plot_and_status_do_what_the_library_does_by_default()
+    {
+        using var dir = new TemporaryDirectory();
+        foreach (string run in new[] { "cli", "library" })
+        {
+            Directory.CreateDirectory(dir.Combine(run));
+            using var log = MimFlow.Training.Runs.MetricsLog.Open(dir.Combine(run), keepThroughStep: null);
+            for (long step = 0; step < 4; step++) log.Write(new Dictionary<string, object> { ["step"] = step, ["loss"] = 4.0 - step, ["lr"] = 1e-3, ["images_per_second"] = 5.0 });
+        }
+        // plot: no --out draws into the run folder, as RunPlots.Draw does without a folder.
+        var plot = await CliHarness.RunAsync("plot", dir.Combine("cli"));
+        Assert.True(plot.ExitCode == 0, plot.Error);
+        var library = MimFlow.Training.Runs.RunPlots.Draw(dir.Combine("library"));
+        Assert.All(library, p => Assert.True(File.Exists(Path.Combine(dir.Combine("cli"), Path.GetFileName(p))), p));
+        // status: no --json renders the table, not the JSON object.
+        var status = await CliHarness.RunAsync("status", dir.Combine("cli"));
+        Assert.True(status.ExitCode == 0, status.Error);
+        Assert.DoesNotContain("\"kind\"", status.Output);
+        var json = await CliHarness.RunAsync("status", dir.Combine("cli"), "--json");
+        Assert.Contains("\"kind\"", json.Output);
+    }
 }
