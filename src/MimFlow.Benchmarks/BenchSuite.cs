@@ -237,7 +237,8 @@ public sealed class BenchSuite(SuiteOptions options, Action<string> say)
 
         await MeasureTogether(["tokenizer-forward", "tokenize"], "img/s", ComputeReference, async () =>
         {
-            var r = await TokenizeBenchmark.RunAsync(tokenizeRequest with { OutputDirectory = Path.Combine(root, "tokenize-bench") }, options.Short ? 32 : 256, cancellationToken);
+            var benchmark = new TokenizeBenchmarkRequest(tokenizeRequest with { OutputDirectory = Path.Combine(root, "tokenize-bench") });
+            var r = await TokenizeBenchmark.RunAsync(options.Short ? benchmark with { Images = 32 } : benchmark, cancellationToken);
             return [(r.ForwardOnlyImagesPerSecond, $"vqkd-tiny at 224, batch {tokenizeRequest.BatchSize}, {r.Arithmetic}"),
                 (r.PipelineImagesPerSecond, $"decode + augment + vqkd-tiny + shard write; model waited for input {r.InputWaitShare:P0}")];
         });

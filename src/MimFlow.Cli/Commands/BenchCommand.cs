@@ -45,6 +45,126 @@ internal sealed class SuiteCommandOptions
     };
 }
 
+/// <summary>The options of <c>mimflow bench data</c>; only what the user typed is applied onto <see cref="DataBenchRequest"/>'s defaults.</summary>
+internal sealed class DataBenchOptions
+{
+    /// <summary>Only its defaults are read: it has no dataset.</summary>
+    private static readonly DataBenchRequest Defaults = new(Data: null!);
+
+    public DataOptions Data { get; } = new();
+    public Option<string?> Workers { get; } = new("--workers") { Description = "Worker counts to measure, e.g. 1,2 (default: 1 and the processor count)" };
+    public Option<int?> Images { get; } = new("--images") { Description = $"Images per measurement (default {Defaults.Images})" };
+    public Option<int?> Batch { get; } = new("--batch") { Description = $"Batch size (default {Defaults.BatchSize})" };
+    public Option<string?> Recipe { get; } = FinetuneOptions.NullableChoice("--recipe",
+        $"pretrain (the peer's recipe), pretrain-two-view, multi-crop, finetune, eval or segmentation (--layout ade20k); default {Defaults.Recipe}", [.. RecipeCatalog.Names]);
+    public Option<string?> Json { get; } = new("--json") { Description = "Write the results as JSON to this file" };
+    public Option<string?> Peer { get; } = new("--peer") { Description = "torchvision+PIL peer script (../shared/peers/peer_data.py), run on the same folder first" };
+    public Option<string?> PeerRecipes { get; } = new("--peer-recipes") { Description = $"The peer for the other recipes and PIL's decode-only rate (default {DataBenchRequest.DefaultPeerRecipes} when present)" };
+    public Option<string?> Python { get; } = new("--python") { Description = $"Python with torch, torchvision and PIL for the peer (default {Defaults.Python})" };
+    public Option<string?> Pin { get; } = new("--pin") { Description = "CPU list (taskset -c), e.g. 1: the peers first, then this process, all pinned to these cores" };
+    public Option<bool> Stages { get; } = new("--stages") { Description = "Also measure each stage's CPU per image on one thread (header, decode, resample, jitter, normalise, collate, loader overhead)" };
+
+    public void AddTo(Command command)
+    {
+        Data.AddTo(command);
+        foreach (var option in new Option[] { Workers, Images, Batch, Recipe, Json, Peer, PeerRecipes, Python, Pin, Stages }) command.Options.Add(option);
+    }
+
+    /// <summary>Opens the dataset (its listing is part of the request).</summary>
+    public DataBenchRequest Request(ParseResult parsed)
+    {
+        var request = new DataBenchRequest(Data.Open(parsed));
+        return request with
+        {
+            Workers = parsed.GetValue(Workers) is { } counts ? WorkerCounts(counts) : request.Workers, Images = parsed.GetValue(Images) ?? request.Images,
+            BatchSize = parsed.GetValue(Batch) ?? request.BatchSize, Recipe = parsed.GetValue(Recipe) ?? request.Recipe, Peer = parsed.GetValue(Peer) ?? request.Peer,
+            PeerRecipes = parsed.GetValue(PeerRecipes) ?? request.PeerRecipes, Python = parsed.GetValue(Python) ?? request.Python,
+            Pin = parsed.GetValue(Pin) ?? request.Pin, Stages = parsed.GetValue(Stages) || request.Stages,
+        };
+    }
+
+    private static int[] WorkerCounts(string text) => text.Split(',', StringSplitOptions.RemoveEmptyEntries)
+        .Select(w => int.TryParse(w, CultureInfo.InvariantCulture, out int n) && n > 0 ? n : throw new UsageException($"--workers takes positive counts like 1,2 (got '{w}')"))
+        .ToArray();
+}
+
+/// <summary>
+/// The options of <c>mimflow bench tokenize</c>: the dataset and models as <c>mimflow tokenize</c> takes them
+/// (<see cref="TokenizeOptions"/>), and the images; only what the user typed is applied onto <see cref="TokenizeBenchmarkRequest"/>'s defaults.
+/// </summary>
+internal sealed class TokenizeBenchOptions
+{
+    private static readonly TokenizeBenchmarkRequest Defaults = TokenizeBenchmarkRequest.For("");
+
+    public TokenizeOptions Tokenize { get; } = new();
+    public Option<int?> Images { get; } = new("--images") { Description = $"Images to pre-tokenize, and the forward-only equivalent (default {Defaults.Images})" };
+    public Option<string?> Json { get; } = new("--json") { Description = "Write the results as JSON to this file" };
+
+    public void AddTo(Command command)
+    {
+        Tokenize.Data.AddTo(command);
+        foreach (var option in Tokenize.Shared.Append(Images).Append(Json)) command.Options.Add(option);
+    }
+
+    /// <summary>The request without its device (<see cref="TokenizeOptions.Device"/>, resolved by the command: it loads the backend).</summary>
+    public TokenizeBenchmarkRequest Request(ParseResult parsed)
+    {
+        var request = TokenizeBenchmarkRequest.For(parsed.GetRequiredValue(Tokenize.Data.Data));
+        return request with { Tokenize = Tokenize.ApplyShared(parsed, request.Tokenize), Images = parsed.GetValue(Images) ?? request.Images };
+    }
+}
+
+/// <summary>
+/// The options of <c>mimflow bench train</c>; only what the user typed is applied onto <see cref="TrainBenchRequest"/>'s
+/// defaults (the step's: <see cref="TrainStepRequest"/>).
+/// </summary>
+internal sealed class TrainBenchOptions
+{
+    private static readonly TrainBenchRequest Defaults = new();
+
+    /// <summary>--dtype's names of the compute types.</summary>
+    private static readonly Dictionary<string, TorchSharp.torch.ScalarType> ComputeTypes = new(StringComparer.Ordinal)
+    {
+        ["bf16"] = TorchSharp.torch.ScalarType.BFloat16, ["fp32"] = TorchSharp.torch.ScalarType.Float32,
+    };
+
+    public Option<string?> Model { get; } = new("--model") { Description = $"Architecture (default {Defaults.Step.Model})" };
+    public Option<string?> Objective { get; } = FinetuneOptions.NullableChoice("--objective", "beit (the peer's step; the only one)", "beit");
+    public Option<int?> Batch { get; } = new("--batch") { Description = $"Images per step (default {Defaults.Step.BatchSize})" };
+    public Option<string?> Dtype { get; } = FinetuneOptions.NullableChoice("--dtype",
+        $"Compute type: bf16 (fp32 masters) or fp32 (default {ComputeTypes.First(t => t.Value == Defaults.Step.ComputeType).Key})", [.. ComputeTypes.Keys]);
+    public Option<int?> Steps { get; } = new("--steps") { Description = $"Timed steps, after {Defaults.Step.WarmupSteps} warmup steps (default {Defaults.Step.Steps})" };
+    public DeviceOption Device { get; } = new();
+    public Option<double?> PeakTflops { get; } = new("--peak-tflops") { Description = $"Dense peak of the device for MFU (default: the known peak, {DevicePeaks.HopperDenseBf16} bf16 on H100/H200)" };
+    public Option<string?> Peer { get; } = new("--peer") { Description = "../shared/peers/peer_beit_step.py, run in the same invocation" };
+    public Option<string?> Python { get; } = new("--python") { Description = $"Python with torch and timm for the peer (default {Defaults.Python})" };
+    public Option<string?> Json { get; } = new("--json") { Description = "Write the results as JSON to this file" };
+    public Option<int?> World { get; } = new Option<int?>("--world")
+    {
+        Description = "Data-parallel scaling: the step at 1 and N ranks (mpirun -np 1 and -np N, each rank --batch/N images), step time, scaling efficiency and all-reduce time",
+    }.InRange(1, 4096);
+
+    public void AddTo(Command command)
+    {
+        foreach (var option in new Option[] { Model, Objective, Batch, Dtype, Steps, Device.Option, PeakTflops, Peer, Python, Json, World }) command.Options.Add(option);
+    }
+
+    /// <summary>The request without its device (<see cref="Device"/>, resolved by the command: it loads the backend).</summary>
+    public TrainBenchRequest Request(ParseResult parsed)
+    {
+        var step = Defaults.Step;
+        return Defaults with
+        {
+            Step = step with
+            {
+                Model = parsed.GetValue(Model) ?? step.Model, BatchSize = parsed.GetValue(Batch) ?? step.BatchSize, Steps = parsed.GetValue(Steps) ?? step.Steps,
+                ComputeType = parsed.GetValue(Dtype) is { } dtype ? ComputeTypes[dtype] : step.ComputeType, PeakTflops = parsed.GetValue(PeakTflops) ?? step.PeakTflops,
+            },
+            Peer = parsed.GetValue(Peer) ?? Defaults.Peer, Python = parsed.GetValue(Python) ?? Defaults.Python,
+        };
+    }
+}
+
 /// <summary><c>mimflow bench …</c>: throughput with the peer measured in the same run.</summary>
 internal static class BenchCommand
 {
@@ -114,46 +234,28 @@ internal static class BenchCommand
 
     private static Command CreateTrain(CliContext context)
     {
-        var defaults = new TrainStepRequest();
-        var model = new Option<string?>("--model") { Description = $"Architecture (default {defaults.Model})" };
-        var objective = FinetuneOptions.NullableChoice("--objective", "beit (the peer's step; the only one)", "beit");
-        var batch = new Option<int?>("--batch") { Description = $"Images per step (default {defaults.BatchSize})" };
-        var dtype = FinetuneOptions.NullableChoice("--dtype", "Compute type: bf16 (fp32 masters; the default) or fp32", "bf16", "fp32");
-        var steps = new Option<int?>("--steps") { Description = $"Timed steps, after {defaults.WarmupSteps} warmup steps (default {defaults.Steps})" };
-        var device = new DeviceOption();
-        var peak = new Option<double?>("--peak-tflops") { Description = "Dense peak of the device for MFU (default: the known peak, 989 bf16 on H100/H200)" };
-        var peer = new Option<string?>("--peer") { Description = "../shared/peers/peer_beit_step.py, run in the same invocation" };
-        var python = new Option<string?>("--python") { Description = "Python with torch and timm for the peer (default python3)" };
-        var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file" };
-        var world = new Option<int?>("--world") { Description = "Data-parallel scaling: the step at 1 and N ranks (mpirun -np 1 and -np N, each rank --batch/N images), step time, scaling efficiency and all-reduce time" };
-        OptionChecks.InRange(world, 1, 4096);
+        var options = new TrainBenchOptions();
         var command = new Command("train", "A BEiT training step on synthetic batches (img/s, step time, MFU), its bf16 gradients checked against fp32, next to the PyTorch peer");
-        foreach (var option in new Option[] { model, objective, batch, dtype, steps, device.Option, peak, peer, python, json, world }) command.Options.Add(option);
+        options.AddTo(command);
         command.SetAction(async (parsed, cancellationToken) =>
         {
-            if (parsed.GetValue(world) is int ranks && ranks > 1 && !LaunchEnvironment.FromProcess().IsDistributed)
-                return await BenchScaling.RunAsync(context, parsed, ranks, parsed.GetValue(batch) ?? defaults.BatchSize, parsed.GetValue(json), cancellationToken);
-            var request = defaults with
-            {
-                Model = parsed.GetValue(model) ?? defaults.Model, BatchSize = parsed.GetValue(batch) ?? defaults.BatchSize, Steps = parsed.GetValue(steps) ?? defaults.Steps,
-                ComputeType = parsed.GetValue(dtype) switch { "fp32" => TorchSharp.torch.ScalarType.Float32, "bf16" => TorchSharp.torch.ScalarType.BFloat16, _ => defaults.ComputeType },
-                PeakTflops = parsed.GetValue(peak) ?? defaults.PeakTflops, Device = device.Resolve(parsed),
-            };
+            var request = options.Request(parsed);
+            if (parsed.GetValue(options.World) is int ranks && ranks > 1 && !LaunchEnvironment.FromProcess().IsDistributed)
+                return await BenchScaling.RunAsync(context, parsed, ranks, request.Step.BatchSize, parsed.GetValue(options.Json), cancellationToken);
+            var step = request.Step with { Device = options.Device.Resolve(parsed) };
+            request = request with { Step = step };
             // Set only for the ranks bench train --world starts (the backend is loaded by now, through --device).
             if (Environment.GetEnvironmentVariable(TrainScaling.ThreadsVariable) is { } threads && int.TryParse(threads, out int perRank) && perRank > 0)
                 TorchSharp.torch.set_num_threads(perRank);
-            context.Console.MarkupLineInterpolated($"mimflow: {request.Model} batch {request.BatchSize} {request.ComputeType} on {request.Device ?? TorchSharp.torch.CPU} …");
+            context.Console.MarkupLineInterpolated($"mimflow: {step.Model} batch {step.BatchSize} {step.ComputeType} on {step.Device ?? TorchSharp.torch.CPU} …");
             if (LaunchEnvironment.FromProcess().IsDistributed || !string.IsNullOrEmpty(Environment.GetEnvironmentVariable(Collectives.Variable)))
-                return await DataParallelLaunch.RunAsync(parsed, request.Device, (collective, rankDevice) =>
+                return await DataParallelLaunch.RunAsync(parsed, step.Device, (collective, rankDevice) =>
                 {
-                    var ranked = TrainStepBenchmark.Run(request with { Device = rankDevice }, cancellationToken, collective);
-                    if (collective.Writes() && parsed.GetValue(json) is { } rankedJson) AtomicFile.WriteAllText(rankedJson, TrainScaling.RankJson(ranked));
+                    var ranked = TrainStepBenchmark.Run(step with { Device = rankDevice }, cancellationToken, collective);
+                    if (collective.Writes() && parsed.GetValue(options.Json) is { } rankedJson) AtomicFile.WriteAllText(rankedJson, TrainScaling.RankJson(ranked));
                     return Task.FromResult(0);
                 });
-            var result = TrainStepBenchmark.Run(request, cancellationToken);
-            var peerLines = parsed.GetValue(peer) is { } script
-                ? await Peers.TrainStepAsync(parsed.GetValue(python) ?? "python3", script, request.BatchSize, cancellationToken)
-                : [];
+            var (result, peerLines) = await TrainBench.RunAsync(request, cancellationToken);
             var table = new Table().Title($"bench train: {result.Model}, batch {result.BatchSize}, {result.Device}").AddColumns("run", "img/s", "step ms", "MFU", "note");
             table.AddRow(new Text($"mimflow {result.ComputeType}"), new Text($"{result.ImagesPerSecond:F1}"), new Text($"{result.StepMilliseconds:F1}"),
                 new Text(result.Mfu is double m ? $"{m:P1}" : "-"),
@@ -165,7 +267,7 @@ internal static class BenchCommand
             context.Console.Write(table);
             // A rank of bench train --world writes the scaling run's record; a plain run the report with its peer.
             bool scalingRank = Environment.GetEnvironmentVariable(TrainScaling.ThreadsVariable) is not null;
-            if (parsed.GetValue(json) is { } jsonPath) AtomicFile.WriteAllText(jsonPath, scalingRank ? TrainScaling.RankJson(result) : BenchReports.Train(result, peerLines));
+            if (parsed.GetValue(options.Json) is { } jsonPath) AtomicFile.WriteAllText(jsonPath, scalingRank ? TrainScaling.RankJson(result) : BenchReports.Train(result, peerLines));
             return 0;
         });
         return command;
@@ -173,29 +275,19 @@ internal static class BenchCommand
 
     private static Command CreateTokenize(CliContext context)
     {
-        var options = new TokenizeOptions();
-        var images = new Option<int?>("--images") { Description = $"Images to pre-tokenize, and the forward-only equivalent (default {TokenizeBenchmark.DefaultImages})" };
-        var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file" };
+        var options = new TokenizeBenchOptions();
         var command = new Command("tokenize", "Pre-tokenization img/s and the share of time the model waited for input, next to the models' forward-only img/s on the same device");
-        options.Data.AddTo(command);
-        foreach (var option in new Option[] { options.Tokenizer, options.Teacher, options.Batch, options.Workers, options.Device.Option, images, json }) command.Options.Add(option);
+        options.AddTo(command);
         command.SetAction(async (parsed, cancellationToken) =>
         {
-            var request = new TokenizeRequest { DataRoot = parsed.GetRequiredValue(options.Data.Data), OutputDirectory = "unused" };
-            request = request with
-            {
-                Layout = options.Data.LayoutOf(parsed), Split = options.Data.SplitOrDefault(parsed) ?? request.Split, GroundTruth = options.Data.GroundTruthOf(parsed),
-                TokenizerDirectory = parsed.GetValue(options.Tokenizer), TeacherDirectory = parsed.GetValue(options.Teacher),
-                BatchSize = parsed.GetValue(options.Batch) ?? request.BatchSize, DecodeWorkers = parsed.GetValue(options.Workers) ?? request.DecodeWorkers,
-                Device = options.Device.Resolve(parsed),
-            };
-            int count = parsed.GetValue(images) ?? TokenizeBenchmark.DefaultImages;
-            context.Console.MarkupLineInterpolated($"mimflow: forward-only, then pre-tokenization of {count} images …");
-            var result = await TokenizeBenchmark.RunAsync(request, count, cancellationToken);
+            var request = options.Request(parsed);
+            request = request with { Tokenize = request.Tokenize with { Device = options.Tokenize.Device.Resolve(parsed) } };
+            context.Console.MarkupLineInterpolated($"mimflow: forward-only, then pre-tokenization of {request.Images} images …");
+            var result = await TokenizeBenchmark.RunAsync(request, cancellationToken);
             var table = new Table().Title($"bench tokenize ({result.Arithmetic})").AddColumns("forward-only img/s", "pre-tokenization img/s", "ratio", "model waited for input");
             table.AddRow($"{result.ForwardOnlyImagesPerSecond:F1}", $"{result.PipelineImagesPerSecond:F1}", $"{result.Ratio:F2}", $"{result.InputWaitShare:P1}");
             context.Console.Write(table);
-            if (parsed.GetValue(json) is { } jsonPath) AtomicFile.WriteAllText(jsonPath, BenchReports.Tokenize(request, result));
+            if (parsed.GetValue(options.Json) is { } jsonPath) AtomicFile.WriteAllText(jsonPath, BenchReports.Tokenize(request.Tokenize, result));
             return 0;
         });
         return command;
@@ -203,30 +295,12 @@ internal static class BenchCommand
 
     private static Command CreateData(CliContext context)
     {
-        var data = new DataOptions();
-        var workers = new Option<string?>("--workers") { Description = "Worker counts to measure, e.g. 1,2 (default: 1 and the processor count)" };
-        var images = new Option<int?>("--images") { Description = "Images per measurement (default 1000)" };
-        var batch = new Option<int?>("--batch") { Description = "Batch size (default 64)" };
-        var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file" };
-        var peer = new Option<string?>("--peer") { Description = "torchvision+PIL peer script (../shared/peers/peer_data.py), run on the same folder first" };
-        var peerRecipes = new Option<string?>("--peer-recipes") { Description = $"The peer for the other recipes and PIL's decode-only rate (default {DataBenchRequest.DefaultPeerRecipes} when present)" };
-        var recipe = FinetuneOptions.NullableChoice("--recipe", "pretrain (the peer's recipe; the default), pretrain-two-view, multi-crop, finetune, eval or segmentation (--layout ade20k)", [.. RecipeCatalog.Names]);
-        var python = new Option<string?>("--python") { Description = "Python with torch, torchvision and PIL for the peer (default /usr/bin/python3)" };
-        var pin = new Option<string?>("--pin") { Description = "CPU list (taskset -c), e.g. 1: the peers first, then this process, all pinned to these cores" };
-        var stages = new Option<bool>("--stages") { Description = "Also measure each stage's CPU per image on one thread (header, decode, resample, jitter, normalise, collate, loader overhead)" };
+        var options = new DataBenchOptions();
         var command = new Command("data", "Decode + augment + collate of a recipe (images/s, per core) next to torchvision+PIL on the same files and the decode-only rate of both, optionally pinned and stage by stage");
-        data.AddTo(command);
-        foreach (var option in new Option[] { workers, images, batch, recipe, json, peer, peerRecipes, python, pin, stages }) command.Options.Add(option);
+        options.AddTo(command);
         command.SetAction(async (parsed, cancellationToken) =>
         {
-            var request = new DataBenchRequest(data.Open(parsed));
-            request = request with
-            {
-                Workers = parsed.GetValue(workers) is { } counts ? WorkerCounts(counts) : request.Workers, Images = parsed.GetValue(images) ?? request.Images,
-                BatchSize = parsed.GetValue(batch) ?? request.BatchSize, Recipe = parsed.GetValue(recipe) ?? request.Recipe, Peer = parsed.GetValue(peer),
-                PeerRecipes = parsed.GetValue(peerRecipes) ?? request.PeerRecipes, Python = parsed.GetValue(python) ?? request.Python,
-                Pin = parsed.GetValue(pin) ?? request.Pin, Stages = parsed.GetValue(stages),
-            };
+            var request = options.Request(parsed);
             try { request.Validate(); }
             catch (ArgumentException e) { throw new UsageException(e.Message); }
             if (request.Pin is { } cores && Environment.GetEnvironmentVariable(PinnedVariable) != cores)
@@ -248,7 +322,7 @@ internal static class BenchCommand
                 foreach (var cost in costs) stageTable.AddRow(new Text(cost.Stage), new Text(cost.MicrosecondsPerImage.ToString("F1", CultureInfo.InvariantCulture)), new Text(cost.What));
                 context.Console.Write(stageTable);
             }
-            if (parsed.GetValue(json) is { } jsonPath)
+            if (parsed.GetValue(options.Json) is { } jsonPath)
             {
                 AtomicFile.WriteAllText(jsonPath, result.ToJson());
                 context.Console.MarkupLineInterpolated($"results in {jsonPath}");
@@ -290,8 +364,4 @@ internal static class BenchCommand
         }
         return child.ExitCode;
     }
-
-    private static int[] WorkerCounts(string text) => text.Split(',', StringSplitOptions.RemoveEmptyEntries)
-        .Select(w => int.TryParse(w, CultureInfo.InvariantCulture, out int n) && n > 0 ? n : throw new UsageException($"--workers takes positive counts like 1,2 (got '{w}')"))
-        .ToArray();
 }

@@ -40,18 +40,15 @@ internal sealed class TokenizeOptions
 
     public TokenizeRequest Request(ParseResult parsed)
     {
-        var request = new TokenizeRequest { DataRoot = parsed.GetRequiredValue(Data.Data), OutputDirectory = parsed.GetRequiredValue(Output) };
+        var request = ApplyShared(parsed, new TokenizeRequest { DataRoot = parsed.GetRequiredValue(Data.Data), OutputDirectory = parsed.GetRequiredValue(Output) });
         request = request with
         {
-            Layout = Data.LayoutOf(parsed), Split = Data.SplitOrDefault(parsed) ?? request.Split, GroundTruth = Data.GroundTruthOf(parsed) ?? request.GroundTruth,
-            TokenizerDirectory = parsed.GetValue(Tokenizer) ?? request.TokenizerDirectory, TeacherDirectory = parsed.GetValue(Teacher) ?? request.TeacherDirectory,
             Teacher = request.Teacher with
             {
                 LastLayers = parsed.GetValue(TeacherLayers) ?? request.Teacher.LastLayers, Project = parsed.GetValue(TeacherProject) || request.Teacher.Project,
             },
             FeatureEncoding = parsed.GetValue(Features) switch { "int8" => FeatureEncoding.Int8, "fp16" => FeatureEncoding.Fp16, _ => request.FeatureEncoding },
             Views = parsed.GetValue(Views) ?? request.Views, Seed = parsed.GetValue(Seed) ?? request.Seed,
-            BatchSize = parsed.GetValue(Batch) ?? request.BatchSize, DecodeWorkers = parsed.GetValue(Workers) ?? request.DecodeWorkers,
             TargetShardBytes = parsed.GetValue(ShardSize) is double megabytes ? ShardBytes(megabytes) : request.TargetShardBytes,
             RowGroupRows = parsed.GetValue(RowGroup) ?? request.RowGroupRows,
         };
@@ -67,6 +64,17 @@ internal sealed class TokenizeOptions
         }
         return request;
     }
+
+    /// <summary>The options <c>bench tokenize</c> takes too (besides <see cref="Data"/>): the models, the batch, the workers and the device.</summary>
+    public IEnumerable<Option> Shared => [Tokenizer, Teacher, Batch, Workers, Device.Option];
+
+    /// <summary>The typed values of <see cref="Data"/> (but --data) and of <see cref="Shared"/> (but --device), applied onto <paramref name="request"/>.</summary>
+    public TokenizeRequest ApplyShared(ParseResult parsed, TokenizeRequest request) => request with
+    {
+        Layout = Data.LayoutOf(parsed), Split = Data.SplitOrDefault(parsed) ?? request.Split, GroundTruth = Data.GroundTruthOf(parsed) ?? request.GroundTruth,
+        TokenizerDirectory = parsed.GetValue(Tokenizer) ?? request.TokenizerDirectory, TeacherDirectory = parsed.GetValue(Teacher) ?? request.TeacherDirectory,
+        BatchSize = parsed.GetValue(Batch) ?? request.BatchSize, DecodeWorkers = parsed.GetValue(Workers) ?? request.DecodeWorkers,
+    };
 
     private static long ShardBytes(double megabytes) =>
         megabytes > 0 ? Math.Max(1, (long)(megabytes * 1024 * 1024)) : throw new MimFlow.Cli.UsageException($"--shard-mb must be positive (got {megabytes})");

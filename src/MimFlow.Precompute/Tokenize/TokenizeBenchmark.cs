@@ -11,18 +11,27 @@ public sealed record TokenizeBenchmarkResult(int Images, double ForwardOnlyImage
     public double Ratio => PipelineImagesPerSecond / ForwardOnlyImagesPerSecond;
 }
 
+/// <summary>What <c>mimflow bench tokenize</c> measures: the pre-tokenization <see cref="Tokenize"/> of the first <see cref="Images"/> images.</summary>
+/// <param name="Tokenize">The pre-tokenization; its output folder is not used (the run writes into a scratch folder it removes).</param>
+public sealed record TokenizeBenchmarkRequest(TokenizeRequest Tokenize)
+{
+    /// <summary>Images pre-tokenized, and the forward-only equivalent.</summary>
+    public int Images { get; init; } = 256;
+
+    /// <summary>The benchmark of pre-tokenizing <paramref name="dataRoot"/> with <see cref="TokenizeRequest"/>'s defaults.</summary>
+    public static TokenizeBenchmarkRequest For(string dataRoot) => new(new TokenizeRequest { DataRoot = dataRoot, OutputDirectory = "" });
+}
+
 public static class TokenizeBenchmark
 {
     /// <summary>
     /// Measures, in one run on one device, (1) forward-only: the tokenizer and teacher on random uint8 batches already
     /// in memory (upload, normalisation and encoding of the outputs included, as the pipeline does them), and (2) the
-    /// whole pre-tokenization of the first <paramref name="images"/> images into a scratch folder.
+    /// whole pre-tokenization of the first <see cref="TokenizeBenchmarkRequest.Images"/> images into a scratch folder.
     /// </summary>
-    /// <summary>Images pre-tokenized (and forwarded) unless asked otherwise.</summary>
-    public const int DefaultImages = 256;
-
-    public static async Task<TokenizeBenchmarkResult> RunAsync(TokenizeRequest request, int images = DefaultImages, CancellationToken cancellationToken = default)
+    public static async Task<TokenizeBenchmarkResult> RunAsync(TokenizeBenchmarkRequest benchmark, CancellationToken cancellationToken = default)
     {
+        var (request, images) = (benchmark.Tokenize, benchmark.Images);
         string scratch = Path.Combine(Path.GetTempPath(), "mimflow-bench-tokenize", Guid.NewGuid().ToString("N"));
         try
         {

@@ -203,11 +203,14 @@ public static class TrainStepBenchmark
 /// <summary>Dense peak throughput of the accelerators MimFlow is measured on, for MFU; null where unknown.</summary>
 public static class DevicePeaks
 {
-    /// <summary>NVIDIA's dense (no sparsity) bf16/fp16 tensor-core figure: 989 TFLOP/s for the H100 SXM and the H200.</summary>
+    /// <summary>NVIDIA's dense (no sparsity) bf16/fp16 tensor-core figure for the H100 SXM and the H200, in TFLOP/s.</summary>
+    public const double HopperDenseBf16 = 989;
+
+    /// <summary><see cref="HopperDenseBf16"/> on an H100 or H200 in bf16 or fp16; null elsewhere.</summary>
     public static double? DenseTflops(Device device, ScalarType computeType)
     {
         if (device.type != DeviceType.CUDA || computeType is not (ScalarType.BFloat16 or ScalarType.Float16)) return null;
         string gpu = MimFlow.Torch.Diagnostics.GpuInventory.Read().FirstOrDefault()?.Name ?? "";
-        return gpu.Contains("H100", StringComparison.Ordinal) || gpu.Contains("H200", StringComparison.Ordinal) ? 989 : null;
+        return gpu.Contains("H100", StringComparison.Ordinal) || gpu.Contains("H200", StringComparison.Ordinal) ? HopperDenseBf16 : null;
     }
 }

@@ -109,6 +109,52 @@ public sealed class CommandDefaultsTests
     }
 
     [Fact]
+    public void Bare_bench_data_takes_the_data_bench_records_defaults_and_typed_values_apply()
+    {
+        using var dir = new TemporaryDirectory();
+        MimFlow.Tests.Data.TestImages.Write(dir.Combine("a.jpg"), MimFlow.Tests.Data.TestImages.Jpeg(40, 30));
+        var (parsed, options) = Parse(new DataBenchOptions(), (o, c) => o.AddTo(c), "--data", dir.Path, "--layout", "folder");
+        var request = options.Request(parsed);
+        var defaults = new MimFlow.Benchmarks.DataBenchRequest(request.Data);
+        // Workers is a list: records compare it by reference, so it is compared apart.
+        Assert.Equal(defaults.Workers, request.Workers);
+        Assert.Equal(defaults, request with { Workers = defaults.Workers });
+        Assert.Equal(1, request.Data.Count);
+        var (typed, same) = Parse(new DataBenchOptions(), (o, c) => o.AddTo(c), "--data", dir.Path, "--layout", "folder",
+            "--workers", "1,3", "--images", "10", "--batch", "5", "--recipe", "finetune", "--python", "py", "--pin", "0", "--stages");
+        var applied = same.Request(typed);
+        Assert.Equal([1, 3], applied.Workers);
+        Assert.Equal((10, 5, "finetune", "py", "0", true), (applied.Images, applied.BatchSize, applied.Recipe, applied.Python, applied.Pin, applied.Stages));
+    }
+
+    [Fact]
+    public void Bare_bench_tokenize_takes_the_tokenize_benchmarks_records_defaults_and_typed_values_apply()
+    {
+        var (parsed, options) = Parse(new TokenizeBenchOptions(), (o, c) => o.AddTo(c), "--data", "d", "--layout", "imagenet");
+        Assert.Equal(MimFlow.Precompute.Tokenize.TokenizeBenchmarkRequest.For("d"), options.Request(parsed));
+        var (typed, same) = Parse(new TokenizeBenchOptions(), (o, c) => o.AddTo(c), "--data", "d", "--layout", "wds", "--split", "val",
+            "--tokenizer", "t", "--images", "8", "--batch", "4", "--workers", "2");
+        var request = same.Request(typed);
+        Assert.Equal((8, "t", 4, 2), (request.Images, request.Tokenize.TokenizerDirectory, request.Tokenize.BatchSize, request.Tokenize.DecodeWorkers));
+        Assert.Equal((DatasetLayout.Wds, DatasetSplit.Validation), (request.Tokenize.Layout, request.Tokenize.Split));
+    }
+
+    [Fact]
+    public void Bare_bench_train_takes_the_train_benchmarks_records_defaults_and_typed_values_apply()
+    {
+        var (parsed, options) = Parse(new TrainBenchOptions(), (o, c) => o.AddTo(c));
+        Assert.Equal(new MimFlow.Benchmarks.TrainBenchRequest(), options.Request(parsed));
+        var (typed, same) = Parse(new TrainBenchOptions(), (o, c) => o.AddTo(c),
+            "--model", "beit-tiny", "--batch", "8", "--dtype", "fp32", "--steps", "2", "--peak-tflops", "100", "--peer", "p.py", "--python", "py");
+        var request = same.Request(typed);
+        Assert.Equal(new MimFlow.Training.Benchmarks.TrainStepRequest
+        {
+            Model = "beit-tiny", BatchSize = 8, ComputeType = TorchSharp.torch.ScalarType.Float32, Steps = 2, PeakTflops = 100,
+        }, request.Step);
+        Assert.Equal(("p.py", "py"), (request.Peer, request.Python));
+    }
+
+    [Fact]
     public async Task Bare_masks_and_model_init_write_what_their_records_defaults_write()
     {
         using var dir = new TemporaryDirectory();
