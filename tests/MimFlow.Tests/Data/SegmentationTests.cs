@@ -85,4 +85,36 @@ public sealed class SegmentationTests
         }
         Assert.Equal(6, rows);
     }
+
+    [Fact]
+    public void The_vectorised_hsv_step_gives_the_interleaved_codes_bytes_on_every_kind_of_pixel()
+    {
+        // A 32-level cube of colours (greys, ties of the maximum, black, white), then random pixels; odd length so
+        // the scalar tail runs too.
+        var pixels = new List<byte>();
+        for (int r = 0; r < 256; r += 17)
+            for (int g = 0; g < 256; g += 17)
+                for (int b = 0; b < 256; b += 17) pixels.AddRange([(byte)r, (byte)g, (byte)b]);
+        var random = new Random(5);
+        for (int i = 0; i < 60_001; i++) pixels.AddRange([(byte)random.Next(256), (byte)random.Next(256), (byte)random.Next(256)]);
+        byte[] rgb = pixels.ToArray();
+        int w = rgb.Length / 3;
+        PhotometricShift[] shifts =
+        [
+            new(null, null, false, 0.5, null), new(null, null, false, 1.5, null), new(null, null, false, 1.0, null),
+            new(null, null, false, null, -36), new(null, null, false, null, 34), new(null, null, false, null, 0),
+            new(null, null, false, 0.73, -18), new(null, null, false, 1.31, 2), new(-7.5, 1.2, true, 1.1, 36),
+        ];
+        foreach (var shift in shifts)
+        {
+            byte[] interleaved = (byte[])rgb.Clone();
+            shift.Apply(new RgbImage(interleaved, w, 1));
+            var image = new PlanarImage(new byte[rgb.Length], w, 1);
+            image.FromInterleaved(rgb);
+            shift.Apply(image);
+            byte[] back = new byte[rgb.Length];
+            image.ToInterleaved(back);
+            Assert.True(interleaved.AsSpan().SequenceEqual(back), $"{shift}: planar differs");
+        }
+    }
 }
