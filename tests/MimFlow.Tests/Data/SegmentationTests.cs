@@ -117,4 +117,40 @@ public sealed class SegmentationTests
             Assert.True(interleaved.AsSpan().SequenceEqual(back), $"{shift}: planar differs");
         }
     }
+
+    [Fact]
+    public void Label_maps_render_as_the_per_pixel_nearest_neighbour_code_did()
+    {
+        var random = new Random(3);
+        var labels = new LabelMap(Enumerable.Range(0, 413 * 297).Select(_ => (byte)random.Next(0, 151)).ToArray(), 413, 297);
+        var header = ImageHeader.Read(TestImages.Jpeg(413, 297), DecodeLimits.Default);
+        foreach (var recipe in new[] { new SegmentationRecipe(CropSize: 256, LongScale: 1024, ShortScale: 256), new SegmentationRecipe(CropSize: 256, LongScale: 1024, ShortScale: 256, ReduceZeroLabel: false) })
+            for (int i = 0; i < 60; i++)
+            {
+                var state = StableRandom.For(8, (ulong)i);
+                var parameters = recipe.Draw(header, labels, ref state);
+                byte[] rendered = new byte[256 * 256];
+                recipe.RenderLabels(labels, parameters, rendered);
+                Assert.Equal(ReferenceLabels(recipe, labels, parameters.Views[0]), rendered);
+            }
+    }
+
+    /// <summary>The label rendering as first written: every output pixel's source computed on its own.</summary>
+    private static byte[] ReferenceLabels(SegmentationRecipe recipe, LabelMap labels, ViewParams view)
+    {
+        byte[] target = new byte[recipe.CropSize * recipe.CropSize];
+        Array.Fill(target, SegmentationRecipe.Ignore);
+        for (int y = 0; y < view.Height; y++)
+        {
+            int sourceY = Math.Clamp((int)Math.Floor(view.Crop.Y + (y + 0.5) * view.Crop.Height / view.Height), 0, labels.Height - 1);
+            for (int x = 0; x < view.Width; x++)
+            {
+                int outX = view.Flip ? view.Width - 1 - x : x;
+                int sourceX = Math.Clamp((int)Math.Floor(view.Crop.X + (x + 0.5) * view.Crop.Width / view.Width), 0, labels.Width - 1);
+                byte label = labels.Labels[sourceY * labels.Width + sourceX];
+                target[y * recipe.CropSize + outX] = recipe.ReduceZeroLabel ? (label == 0 ? SegmentationRecipe.Ignore : (byte)(label - 1)) : label;
+            }
+        }
+        return target;
+    }
 }
