@@ -76,6 +76,19 @@ public abstract record PixelOp
         for (; i < values.Length; i++) values[i] = table[values[i]];
     }
 
+    /// <summary>Eight bytes of a plane as doubles (AVX2 + AVX-512F).</summary>
+    internal static Vector512<double> Load8(Span<byte> plane, int i) =>
+        Avx512F.ConvertToVector512Double(Avx2.ConvertToVector256Int32(Vector128.CreateScalar(BinaryPrimitives.ReadUInt64LittleEndian(plane.Slice(i, 8))).AsByte()));
+
+    /// <summary><c>(byte)Math.Clamp((int)value, 0, 255)</c> on eight values (finite, within the int range): truncation towards zero, then 0..255.</summary>
+    internal static void Store8(Vector512<double> values, Span<byte> plane, int i)
+    {
+        var truncated = Vector256.Min(Vector256.Max(Avx512F.ConvertToVector256Int32WithTruncation(values), Vector256<int>.Zero), Vector256.Create(255));
+        var words = Vector128.Narrow(truncated.GetLower(), truncated.GetUpper());
+        var bytes = Vector128.Narrow(words, words).AsByte();
+        BinaryPrimitives.WriteUInt64LittleEndian(plane.Slice(i, 8), bytes.AsUInt64().ToScalar());
+    }
+
     /// <summary>
     /// C's fmod(x, m) for 0 ≤ x &lt; 2m: x − m is exact there (Sterbenz), so this is the same double without the
     /// library call. Only for arguments known to be in range.
@@ -233,6 +246,8 @@ public sealed record Hue(double Shift) : PixelOp
         var blue = image.Plane(2);
         int delta = (int)Math.Round(Shift * 255);
         int i = 0;
+        if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported && Avx2.IsSupported)
+            for (; i + 8 <= red.Length; i += 8) Step8(red, green, blue, i, delta);
         if (Vector256.IsHardwareAccelerated)
             for (; i + 4 <= red.Length; i += 4) Step4(red, green, blue, i, delta);
         for (; i < red.Length; i++)
@@ -240,6 +255,63 @@ public sealed record Hue(double Shift) : PixelOp
             var (h, s, v) = ToHsv(red[i], green[i], blue[i]);
             (red[i], green[i], blue[i]) = FromHsv((byte)(h + delta), s, v);
         }
+    }
+
+    /// <summary><see cref="Step4"/> eight pixels at a time, bytes widened and narrowed in registers (AVX-512).</summary>
+    private static void Step8(Span<byte> red, Span<byte> green, Span<byte> blue, int i, int delta)
+    {
+        var r = Load8(red, i);
+        var g = Load8(green, i);
+        var b = Load8(blue, i);
+        var zero = Vector512<double>.Zero;
+        var one = Vector512.Create(1.0);
+        var byteMax = Vector512.Create(255.0);
+        // ToHsv
+        var max = Vector512.Max(r, Vector512.Max(g, b));
+        var min = Vector512.Min(r, Vector512.Min(g, b));
+        var grey = Vector512.Equals(max, min);
+        var cr = max - min;
+        var sat = cr / max;
+        var rc = (max - r) / cr;
+        var gc = (max - g) / cr;
+        var bc = (max - b) / cr;
+        var h = Vector512.ConditionalSelect(Vector512.Equals(r, max), bc - gc,
+            Vector512.ConditionalSelect(Vector512.Equals(g, max), Vector512.Create(2.0) + rc - bc, Vector512.Create(4.0) + gc - rc));
+        h = h / Vector512.Create(6.0) + one;
+        h = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(h, one), h - one, h);
+        var hueByte = Vector512.ConditionalSelect(grey, zero, Vector512.Min(Vector512.Max(Vector512.Floor(h * byteMax), zero), byteMax));
+        var satByte = Vector512.ConditionalSelect(grey, zero, Vector512.Min(Vector512.Max(Vector512.Floor(sat * byteMax), zero), byteMax));
+        // (byte)(h + delta): modulo 256 on integers, exact in doubles
+        var shifted = hueByte + Vector512.Create((double)delta);
+        var wrap = Vector512.Create(256.0);
+        shifted -= wrap * Vector512.Floor(shifted * Vector512.Create(1.0 / 256)); // x / 256 exactly: a power of two
+        // FromHsv → HsvToRgb(hue / 255, sat / 255, value)
+        var hue = shifted / byteMax;
+        var s = satByte / byteMax;
+        var v = max;
+        hue = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(hue, one), hue - one, hue) + one;
+        hue = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(hue, one), hue - one, hue) * Vector512.Create(6.0);
+        var sector = Vector512.Floor(hue);
+        var f = hue - sector;
+        var p = v * (one - s);
+        var q = v * (one - s * f);
+        var t = v * (one - s * (one - f));
+        var k0 = Vector512.Equals(sector, zero);
+        var k1 = Vector512.Equals(sector, one);
+        var k2 = Vector512.Equals(sector, Vector512.Create(2.0));
+        var k3 = Vector512.Equals(sector, Vector512.Create(3.0));
+        var k4 = Vector512.Equals(sector, Vector512.Create(4.0));
+        // 0 (v, t, p) 1 (q, v, p) 2 (p, v, t) 3 (p, q, v) 4 (t, p, v) 5 (v, p, q)
+        var rr = Vector512.ConditionalSelect(k0, v, Vector512.ConditionalSelect(k1, q, Vector512.ConditionalSelect(k2 | k3, p, Vector512.ConditionalSelect(k4, t, v))));
+        var gg = Vector512.ConditionalSelect(k0, t, Vector512.ConditionalSelect(k1 | k2, v, Vector512.ConditionalSelect(k3, q, p)));
+        var bb = Vector512.ConditionalSelect(k0 | k1, p, Vector512.ConditionalSelect(k2, t, Vector512.ConditionalSelect(k3 | k4, v, q)));
+        var plain = Vector512.Equals(satByte, zero);
+        rr = Vector512.ConditionalSelect(plain, v, Vector512.Round(rr));
+        gg = Vector512.ConditionalSelect(plain, v, Vector512.Round(gg));
+        bb = Vector512.ConditionalSelect(plain, v, Vector512.Round(bb));
+        Store8(rr, red, i);
+        Store8(gg, green, i);
+        Store8(bb, blue, i);
     }
 
     private static void Step4(Span<byte> red, Span<byte> green, Span<byte> blue, int i, int delta)
@@ -958,18 +1030,6 @@ public sealed record PhotometricShift(double? BrightnessDelta, double? ContrastF
         Store8(rr + m + half, red, i);
         Store8(gg + m + half, green, i);
         Store8(bb + m + half, blue, i);
-    }
-
-    private static Vector512<double> Load8(Span<byte> plane, int i) =>
-        Avx512F.ConvertToVector512Double(Avx2.ConvertToVector256Int32(Vector128.CreateScalar(BinaryPrimitives.ReadUInt64LittleEndian(plane.Slice(i, 8))).AsByte()));
-
-    /// <summary><see cref="ClipTruncate"/> on eight values: truncation towards zero, then 0..255.</summary>
-    private static void Store8(Vector512<double> values, Span<byte> plane, int i)
-    {
-        var truncated = Vector256.Min(Vector256.Max(Avx512F.ConvertToVector256Int32WithTruncation(values), Vector256<int>.Zero), Vector256.Create(255));
-        var words = Vector128.Narrow(truncated.GetLower(), truncated.GetUpper());
-        var bytes = Vector128.Narrow(words, words).AsByte();
-        BinaryPrimitives.WriteUInt64LittleEndian(plane.Slice(i, 8), bytes.AsUInt64().ToScalar());
     }
 
     private static void Store4(Vector256<double> values, Span<byte> plane, int i)

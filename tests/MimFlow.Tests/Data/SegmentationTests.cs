@@ -87,9 +87,9 @@ public sealed class SegmentationTests
     }
 
     [Fact]
-    public void The_vectorised_hsv_step_gives_the_interleaved_codes_bytes_on_every_kind_of_pixel()
+    public void The_vectorised_hsv_steps_give_the_interleaved_codes_bytes_on_every_kind_of_pixel()
     {
-        // A 32-level cube of colours (greys, ties of the maximum, black, white), then random pixels; odd length so
+        // PhotometricShift's HSV step and ColorJitter's hue (PIL's HSV). A 16-level cube of colours (greys, ties of the maximum, black, white), then random pixels; odd length so
         // the scalar tail runs too.
         var pixels = new List<byte>();
         for (int r = 0; r < 256; r += 17)
@@ -105,7 +105,7 @@ public sealed class SegmentationTests
             new(null, null, false, null, -36), new(null, null, false, null, 34), new(null, null, false, null, 0),
             new(null, null, false, 0.73, -18), new(null, null, false, 1.31, 2), new(-7.5, 1.2, true, 1.1, 36),
         ];
-        foreach (var shift in shifts)
+        foreach (PixelOp shift in shifts.Concat<PixelOp>([new Hue(0.1), new Hue(-0.1), new Hue(0.5), new Hue(-0.5), new Hue(0.0371), new Hue(0)]))
         {
             byte[] interleaved = (byte[])rgb.Clone();
             shift.Apply(new RgbImage(interleaved, w, 1));
