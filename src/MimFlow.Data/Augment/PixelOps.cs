@@ -78,10 +78,12 @@ public abstract record PixelOp
     }
 
     /// <summary>Eight bytes of a plane as doubles (AVX2 + AVX-512F).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     internal static Vector512<double> Load8(Span<byte> plane, int i) =>
         Avx512F.ConvertToVector512Double(Avx2.ConvertToVector256Int32(Vector128.CreateScalar(BinaryPrimitives.ReadUInt64LittleEndian(plane.Slice(i, 8))).AsByte()));
 
     /// <summary><c>(byte)Math.Clamp((int)value, 0, 255)</c> on eight values (finite, within the int range): truncation towards zero, then 0..255.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     internal static void Store8(Vector512<double> values, Span<byte> plane, int i)
     {
         var truncated = Vector256.Min(Vector256.Max(Avx512F.ConvertToVector256Int32WithTruncation(values), Vector256<int>.Zero), Vector256.Create(255));
@@ -259,6 +261,7 @@ public sealed record Hue(double Shift) : PixelOp
     }
 
     /// <summary><see cref="Step4"/> eight pixels at a time, bytes widened and narrowed in registers (AVX-512).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static void Step8(Span<byte> red, Span<byte> green, Span<byte> blue, int i, int delta)
     {
         var r = Load8(red, i);
@@ -315,6 +318,7 @@ public sealed record Hue(double Shift) : PixelOp
         Store8(bb, blue, i);
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static void Step4(Span<byte> red, Span<byte> green, Span<byte> blue, int i, int delta)
     {
         var r = Vector256.Create((double)red[i], red[i + 1], red[i + 2], red[i + 3]);
@@ -946,6 +950,7 @@ public sealed record PhotometricShift(double? BrightnessDelta, double? ContrastF
         }
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private void HsvStep4(Span<byte> red, Span<byte> green, Span<byte> blue, int i)
     {
         var r = Vector256.Create((double)red[i], red[i + 1], red[i + 2], red[i + 3]);
@@ -1006,6 +1011,7 @@ public sealed record PhotometricShift(double? BrightnessDelta, double? ContrastF
     /// for the hue (the numerator and offset of the channel that holds the maximum are picked first, which is the
     /// division the scalar code does), otherwise the same operations in the same order.
     /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private void HsvStep8(Span<byte> red, Span<byte> green, Span<byte> blue, int i)
     {
         var r = Load8(red, i);
@@ -1061,6 +1067,7 @@ public sealed record PhotometricShift(double? BrightnessDelta, double? ContrastF
         Store8(bb + m + half, blue, i);
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     private static void Store4(Vector256<double> values, Span<byte> plane, int i)
     {
         for (int k = 0; k < 4; k++) plane[i + k] = ClipTruncate(values.GetElement(k));

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
 using MimFlow.Core.Randomness;
 using MimFlow.Data.Decoding;
 
@@ -60,6 +61,7 @@ public sealed record SegmentationRecipe(int CropSize = 512, int LongScale = 2048
     }
 
     /// <summary>mmseg's cat_max_ratio test on the crop's labels, ignoring label 0 ("other", reduced to 255).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private bool Balanced(LabelMap labels, CropBox box)
     {
         Span<int> counts = stackalloc int[256];
@@ -89,6 +91,7 @@ public sealed record SegmentationRecipe(int CropSize = 512, int LongScale = 2048
         return new PhotometricShift(brightness, contrast, contrastFirst, saturation, hue);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void RenderLabels(LabelMap labels, AugmentParams parameters, Span<byte> target)
     {
         var view = parameters.Views[0];
