@@ -1,4 +1,7 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using System.Text.Json.Serialization;
 
 namespace MimFlow.Data.Augment;
@@ -72,6 +75,21 @@ public abstract record PixelOp
             }
         }
         for (; i < values.Length; i++) values[i] = table[values[i]];
+    }
+
+    /// <summary>Eight bytes of a plane as doubles (AVX2 + AVX-512F).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<double> Load8(Span<byte> plane, int i) =>
+        Avx512F.ConvertToVector512Double(Avx2.ConvertToVector256Int32(Vector128.CreateScalar(BinaryPrimitives.ReadUInt64LittleEndian(plane.Slice(i, 8))).AsByte()));
+
+    /// <summary><c>(byte)Math.Clamp((int)value, 0, 255)</c> on eight values (finite, within the int range): truncation towards zero, then 0..255.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    internal static void Store8(Vector512<double> values, Span<byte> plane, int i)
+    {
+        var truncated = Vector256.Min(Vector256.Max(Avx512F.ConvertToVector256Int32WithTruncation(values), Vector256<int>.Zero), Vector256.Create(255));
+        var words = Vector128.Narrow(truncated.GetLower(), truncated.GetUpper());
+        var bytes = Vector128.Narrow(words, words).AsByte();
+        BinaryPrimitives.WriteUInt64LittleEndian(plane.Slice(i, 8), bytes.AsUInt64().ToScalar());
     }
 
     /// <summary>
@@ -231,6 +249,8 @@ public sealed record Hue(double Shift) : PixelOp
         var blue = image.Plane(2);
         int delta = (int)Math.Round(Shift * 255);
         int i = 0;
+        if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported && Avx2.IsSupported)
+            for (; i + 8 <= red.Length; i += 8) Step8(red, green, blue, i, delta);
         if (Vector256.IsHardwareAccelerated)
             for (; i + 4 <= red.Length; i += 4) Step4(red, green, blue, i, delta);
         for (; i < red.Length; i++)
@@ -240,6 +260,65 @@ public sealed record Hue(double Shift) : PixelOp
         }
     }
 
+    /// <summary><see cref="Step4"/> eight pixels at a time, bytes widened and narrowed in registers (AVX-512).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private static void Step8(Span<byte> red, Span<byte> green, Span<byte> blue, int i, int delta)
+    {
+        var r = Load8(red, i);
+        var g = Load8(green, i);
+        var b = Load8(blue, i);
+        var zero = Vector512<double>.Zero;
+        var one = Vector512.Create(1.0);
+        var byteMax = Vector512.Create(255.0);
+        // ToHsv
+        var max = Vector512.Max(r, Vector512.Max(g, b));
+        var min = Vector512.Min(r, Vector512.Min(g, b));
+        var grey = Vector512.Equals(max, min);
+        var cr = max - min;
+        var sat = cr / max;
+        var rc = (max - r) / cr;
+        var gc = (max - g) / cr;
+        var bc = (max - b) / cr;
+        var h = Vector512.ConditionalSelect(Vector512.Equals(r, max), bc - gc,
+            Vector512.ConditionalSelect(Vector512.Equals(g, max), Vector512.Create(2.0) + rc - bc, Vector512.Create(4.0) + gc - rc));
+        h = h / Vector512.Create(6.0) + one;
+        h = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(h, one), h - one, h);
+        var hueByte = Vector512.ConditionalSelect(grey, zero, Vector512.Min(Vector512.Max(Vector512.Floor(h * byteMax), zero), byteMax));
+        var satByte = Vector512.ConditionalSelect(grey, zero, Vector512.Min(Vector512.Max(Vector512.Floor(sat * byteMax), zero), byteMax));
+        // (byte)(h + delta): modulo 256 on integers, exact in doubles
+        var shifted = hueByte + Vector512.Create((double)delta);
+        var wrap = Vector512.Create(256.0);
+        shifted -= wrap * Vector512.Floor(shifted * Vector512.Create(1.0 / 256)); // x / 256 exactly: a power of two
+        // FromHsv → HsvToRgb(hue / 255, sat / 255, value)
+        var hue = shifted / byteMax;
+        var s = satByte / byteMax;
+        var v = max;
+        hue = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(hue, one), hue - one, hue) + one;
+        hue = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(hue, one), hue - one, hue) * Vector512.Create(6.0);
+        var sector = Vector512.Floor(hue);
+        var f = hue - sector;
+        var p = v * (one - s);
+        var q = v * (one - s * f);
+        var t = v * (one - s * (one - f));
+        var k0 = Vector512.Equals(sector, zero);
+        var k1 = Vector512.Equals(sector, one);
+        var k2 = Vector512.Equals(sector, Vector512.Create(2.0));
+        var k3 = Vector512.Equals(sector, Vector512.Create(3.0));
+        var k4 = Vector512.Equals(sector, Vector512.Create(4.0));
+        // 0 (v, t, p) 1 (q, v, p) 2 (p, v, t) 3 (p, q, v) 4 (t, p, v) 5 (v, p, q)
+        var rr = Vector512.ConditionalSelect(k0, v, Vector512.ConditionalSelect(k1, q, Vector512.ConditionalSelect(k2 | k3, p, Vector512.ConditionalSelect(k4, t, v))));
+        var gg = Vector512.ConditionalSelect(k0, t, Vector512.ConditionalSelect(k1 | k2, v, Vector512.ConditionalSelect(k3, q, p)));
+        var bb = Vector512.ConditionalSelect(k0 | k1, p, Vector512.ConditionalSelect(k2, t, Vector512.ConditionalSelect(k3 | k4, v, q)));
+        var plain = Vector512.Equals(satByte, zero);
+        rr = Vector512.ConditionalSelect(plain, v, Vector512.Round(rr));
+        gg = Vector512.ConditionalSelect(plain, v, Vector512.Round(gg));
+        bb = Vector512.ConditionalSelect(plain, v, Vector512.Round(bb));
+        Store8(rr, red, i);
+        Store8(gg, green, i);
+        Store8(bb, blue, i);
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static void Step4(Span<byte> red, Span<byte> green, Span<byte> blue, int i, int delta)
     {
         var r = Vector256.Create((double)red[i], red[i + 1], red[i + 2], red[i + 3]);
@@ -344,6 +423,17 @@ public sealed record GaussianBlur(double Radius) : PixelOp
                     for (int x = -reach; x < w + reach; x++) padded[x + reach] = row[Math.Clamp(x, 0, w - 1)];
                     var output = rows.AsSpan(y * w, w);
                     int i = 0;
+                    if (Vector512.IsHardwareAccelerated)
+                    {
+                        ref float source = ref padded[0];
+                        ref float destination = ref MemoryMarshal.GetReference(output);
+                        for (; i + 16 <= w; i += 16)
+                        {
+                            var sum = Vector512<float>.Zero;
+                            for (int k = 0; k < kernel.Length; k++) sum += Vector512.Create(kernel[k]) * Vector512.LoadUnsafe(ref source, (nuint)(i + k));
+                            sum.StoreUnsafe(ref destination, (nuint)i);
+                        }
+                    }
                     for (; i + 8 <= w; i += 8)
                     {
                         var sum = Vector256<float>.Zero;
@@ -366,12 +456,29 @@ public sealed record GaussianBlur(double Radius) : PixelOp
                         float weight = kernel[k + reach];
                         var source = rows.AsSpan(Math.Clamp(y + k, 0, h - 1) * w, w);
                         int i = 0;
+                        if (Vector512.IsHardwareAccelerated)
+                        {
+                            ref float into = ref MemoryMarshal.GetReference(sums);
+                            ref float from = ref MemoryMarshal.GetReference(source);
+                            var scaled = Vector512.Create(weight);
+                            for (; i + 16 <= w; i += 16)
+                                (Vector512.LoadUnsafe(ref into, (nuint)i) + scaled * Vector512.LoadUnsafe(ref from, (nuint)i)).StoreUnsafe(ref into, (nuint)i);
+                        }
                         for (; i + 8 <= w; i += 8)
                             (Vector256.Create<float>(sums.Slice(i, 8)) + Vector256.Create(weight) * Vector256.Create<float>(source.Slice(i, 8))).CopyTo(sums.Slice(i, 8));
                         for (; i < w; i++) sums[i] += weight * source[i];
                     }
                     var target = plane.Slice(y * w, w);
-                    for (int i = 0; i < w; i++) target[i] = (byte)Math.Clamp((int)(sums[i] + 0.5f), 0, 255);
+                    int x = 0;
+                    if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported)
+                        for (; x + 16 <= w; x += 16)
+                        {
+                            // (int) truncates towards zero as the scalar cast does; the sums are far inside the int range.
+                            var rounded = Avx512F.ConvertToVector512Int32WithTruncation(Vector512.Create<float>(sums.Slice(x, 16)) + Vector512.Create(0.5f));
+                            var clamped = Vector512.Min(Vector512.Max(rounded, Vector512<int>.Zero), Vector512.Create(255));
+                            Avx512F.ConvertToVector128Byte(clamped).CopyTo(target.Slice(x, 16));
+                        }
+                    for (; x < w; x++) target[x] = (byte)Math.Clamp((int)(sums[x] + 0.5f), 0, 255);
                 }
             }
         }
@@ -824,6 +931,8 @@ public sealed record PhotometricShift(double? BrightnessDelta, double? ContrastF
             var green = image.Plane(1);
             var blue = image.Plane(2);
             int i = 0;
+            if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported && Avx2.IsSupported)
+                for (; i + 8 <= red.Length; i += 8) HsvStep8(red, green, blue, i);
             if (Vector256.IsHardwareAccelerated)
                 for (; i + 4 <= red.Length; i += 4) HsvStep4(red, green, blue, i);
             for (; i < red.Length; i++)
@@ -841,6 +950,7 @@ public sealed record PhotometricShift(double? BrightnessDelta, double? ContrastF
         }
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private void HsvStep4(Span<byte> red, Span<byte> green, Span<byte> blue, int i)
     {
         var r = Vector256.Create((double)red[i], red[i + 1], red[i + 2], red[i + 3]);
@@ -896,6 +1006,68 @@ public sealed record PhotometricShift(double? BrightnessDelta, double? ContrastF
         Store4(bb + m + half, blue, i);
     }
 
+    /// <summary>
+    /// <see cref="HsvStep4"/> eight pixels at a time: bytes widened to doubles and back in registers, one division
+    /// for the hue (the numerator and offset of the channel that holds the maximum are picked first, which is the
+    /// division the scalar code does), otherwise the same operations in the same order.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private void HsvStep8(Span<byte> red, Span<byte> green, Span<byte> blue, int i)
+    {
+        var r = Load8(red, i);
+        var g = Load8(green, i);
+        var b = Load8(blue, i);
+        var zero = Vector512<double>.Zero;
+        var full = Vector512.Create(360.0);
+        var sixty = Vector512.Create(60.0);
+        // RgbToHsvDegrees
+        var max = Vector512.Max(r, Vector512.Max(g, b));
+        var min = Vector512.Min(r, Vector512.Min(g, b));
+        var d = max - min;
+        var isRed = Vector512.Equals(max, r);
+        var isGreen = Vector512.Equals(max, g);
+        var numerator = Vector512.ConditionalSelect(isRed, g - b, Vector512.ConditionalSelect(isGreen, b - r, r - g));
+        var angle = sixty * (numerator / d);
+        var h = Vector512.ConditionalSelect(Vector512.Equals(d, zero), zero,
+            Vector512.ConditionalSelect(isRed, angle, Vector512.ConditionalSelect(isGreen, angle + Vector512.Create(120.0), angle + Vector512.Create(240.0))));
+        h += full;
+        h = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(h, full), h - full, h);
+        var s = Vector512.ConditionalSelect(Vector512.Equals(max, zero), zero, d / max);
+        var v = max;
+        if (SaturationFactor is double factor) s = Vector512.Min(Vector512.Max(s * Vector512.Create(factor), zero), Vector512.Create(1.0));
+        if (HueDegrees is double shift)
+        {
+            var x = h + Vector512.Create(shift);
+            x = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(x, full), x - full, x);
+            x += full;
+            h = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(x, full), x - full, x);
+        }
+        // HsvDegreesToRgb
+        var c = v * s;
+        var sixth = h / sixty;
+        var two = Vector512.Create(2.0);
+        var four = Vector512.Create(4.0);
+        var one = Vector512.Create(1.0);
+        var folded = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(sixth, four), sixth - four,
+            Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(sixth, two), sixth - two, sixth));
+        var x2 = c * (one - Vector512.Abs(folded - one));
+        var m = v - c;
+        var sector = Vector512.Floor(sixth);
+        var s0 = Vector512.Equals(sector, zero);
+        var s1 = Vector512.Equals(sector, one);
+        var s2 = Vector512.Equals(sector, two);
+        var s3 = Vector512.Equals(sector, Vector512.Create(3.0));
+        var s4 = Vector512.Equals(sector, four);
+        var rr = Vector512.ConditionalSelect(s0, c, Vector512.ConditionalSelect(s1, x2, Vector512.ConditionalSelect(s2 | s3, zero, Vector512.ConditionalSelect(s4, x2, c))));
+        var gg = Vector512.ConditionalSelect(s0, x2, Vector512.ConditionalSelect(s1 | s2, c, Vector512.ConditionalSelect(s3, x2, zero)));
+        var bb = Vector512.ConditionalSelect(s0 | s1, zero, Vector512.ConditionalSelect(s2, x2, Vector512.ConditionalSelect(s3 | s4, c, x2)));
+        var half = Vector512.Create(0.5);
+        Store8(rr + m + half, red, i);
+        Store8(gg + m + half, green, i);
+        Store8(bb + m + half, blue, i);
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     private static void Store4(Vector256<double> values, Span<byte> plane, int i)
     {
         for (int k = 0; k < 4; k++) plane[i + k] = ClipTruncate(values.GetElement(k));

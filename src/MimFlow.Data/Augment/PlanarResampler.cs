@@ -40,6 +40,7 @@ public static class PlanarResampler
         internal int[] VerticalStart = [], HorizontalStart = [];
         internal float[] VerticalWeights = [], HorizontalWeights = [];
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public static Plan For(int sourceWidth, int sourceHeight, CropBox box, int targetWidth, int targetHeight, ResampleKernel kernel)
         {
             if (sourceWidth < 1 || sourceHeight < 1 || targetWidth < 1 || targetHeight < 1) throw new ArgumentOutOfRangeException(nameof(targetWidth));
@@ -67,6 +68,7 @@ public static class PlanarResampler
         /// (zero weights add nothing, so the sums are those of the exact windows). Outputs past <paramref name="outSize"/>
         /// (vector padding) repeat the last one.
         /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private static (int[] Start, float[] Weights, int Taps) Taps(int inSize, double in0, double in1, int outSize, int paddedSize, ResampleKernel kernel)
         {
             double scale = (in1 - in0) / outSize;

@@ -1,3 +1,5 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
 using MimFlow.Core.Randomness;
 using MimFlow.Data.Decoding;
 
@@ -59,6 +61,7 @@ public sealed record SegmentationRecipe(int CropSize = 512, int LongScale = 2048
     }
 
     /// <summary>mmseg's cat_max_ratio test on the crop's labels, ignoring label 0 ("other", reduced to 255).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private bool Balanced(LabelMap labels, CropBox box)
     {
         Span<int> counts = stackalloc int[256];
@@ -88,20 +91,42 @@ public sealed record SegmentationRecipe(int CropSize = 512, int LongScale = 2048
         return new PhotometricShift(brightness, contrast, contrastFirst, saturation, hue);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void RenderLabels(LabelMap labels, AugmentParams parameters, Span<byte> target)
     {
         var view = parameters.Views[0];
         target.Fill(Ignore);
-        for (int y = 0; y < view.Height; y++)
+        // Nearest neighbour: the source column of each output column (mirrored when flipped) once, the source row of
+        // each output row once; an output row whose source row is the previous one's is a copy of it.
+        Span<byte> reduce = stackalloc byte[256];
+        for (int label = 0; label < 256; label++) reduce[label] = ReduceZeroLabel ? (label == 0 ? Ignore : (byte)(label - 1)) : (byte)label;
+        int[]? rented = view.Width > 1024 ? ArrayPool<int>.Shared.Rent(view.Width) : null;
+        Span<int> columns = rented is null ? stackalloc int[view.Width] : rented.AsSpan(0, view.Width);
+        try
         {
-            int sourceY = Math.Clamp((int)Math.Floor(view.Crop.Y + (y + 0.5) * view.Crop.Height / view.Height), 0, labels.Height - 1);
             for (int x = 0; x < view.Width; x++)
             {
                 int outX = view.Flip ? view.Width - 1 - x : x;
-                int sourceX = Math.Clamp((int)Math.Floor(view.Crop.X + (x + 0.5) * view.Crop.Width / view.Width), 0, labels.Width - 1);
-                byte label = labels.Labels[sourceY * labels.Width + sourceX];
-                target[y * CropSize + outX] = ReduceZeroLabel ? (label == 0 ? Ignore : (byte)(label - 1)) : label;
+                columns[outX] = Math.Clamp((int)Math.Floor(view.Crop.X + (x + 0.5) * view.Crop.Width / view.Width), 0, labels.Width - 1);
             }
+            int previousY = -1;
+            for (int y = 0; y < view.Height; y++)
+            {
+                int sourceY = Math.Clamp((int)Math.Floor(view.Crop.Y + (y + 0.5) * view.Crop.Height / view.Height), 0, labels.Height - 1);
+                var row = target.Slice(y * CropSize, view.Width);
+                if (sourceY == previousY)
+                {
+                    target.Slice((y - 1) * CropSize, view.Width).CopyTo(row);
+                    continue;
+                }
+                previousY = sourceY;
+                var source = labels.Labels.AsSpan(sourceY * labels.Width, labels.Width);
+                for (int x = 0; x < row.Length; x++) row[x] = reduce[source[columns[x]]];
+            }
+        }
+        finally
+        {
+            if (rented is not null) ArrayPool<int>.Shared.Return(rented);
         }
     }
 }

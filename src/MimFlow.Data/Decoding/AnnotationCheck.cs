@@ -16,9 +16,9 @@ public static class AnnotationCheck
             if (labels.Width != imageHeader.Width || labels.Height != imageHeader.Height)
                 throw new BadImageException($"annotation is {labels.Width}×{labels.Height} but the image is {imageHeader.Width}×{imageHeader.Height}");
             byte[] values = labels.WriteToMemory<byte>();
-            int max = 0;
-            foreach (byte value in values) max = Math.Max(max, value);
-            if (max > maxLabel) throw new BadImageException($"annotation holds label {max} (largest class is {maxLabel})");
+            // Vectorised search for any label above the largest class; the maximum only for the message.
+            if (maxLabel < byte.MaxValue && (maxLabel < 0 || values.AsSpan().IndexOfAnyInRange((byte)(maxLabel + 1), byte.MaxValue) >= 0))
+                throw new BadImageException($"annotation holds label {(values.Length == 0 ? 0 : values.Max())} (largest class is {maxLabel})");
             return new Augment.LabelMap(values, labels.Width, labels.Height);
         }
         catch (VipsException e)

@@ -87,6 +87,7 @@ public sealed record ImageHeader(string Loader, int StoredWidth, int StoredHeigh
     /// entropy-coded data FF is always followed by 00 or a restart marker, so FF D9 near the end can only be EOI.
     /// Checking it catches truncation even when a crop never decodes the missing rows.
     /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static bool HasEndOfImage(byte[] encoded)
     {
         int start = Math.Max(0, encoded.Length - 8192);

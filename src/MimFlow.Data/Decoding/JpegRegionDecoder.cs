@@ -405,6 +405,7 @@ public sealed class JpegRegionDecoder
     /// bits or fewer matches: a longer code, or none in an incomplete set, which <c>DecodeLong</c> refuses), and
     /// <see cref="HuffmanTable.Values"/> has all 256 entries, so an index from a bad code stays inside it.
     /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static string? Build(HuffmanTable table, ReadOnlySpan<byte> bits, ReadOnlySpan<byte> values, bool dc)
     {
         Span<int> sizes = stackalloc int[257];
@@ -654,6 +655,7 @@ public sealed class JpegRegionDecoder
         return true;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void FillDc(int dequantized, Span<byte> target, int stride)
     {
         // libjpeg-turbo's SIMD IDCT shifts a DC-only block's dequantised DC left by 2 in a 16-bit lane: beyond
@@ -709,7 +711,7 @@ public sealed class JpegRegionDecoder
 
     /// <summary>The byte-by-byte refill. Takes and returns the state by value: the caller's locals never have their
     /// address taken, so the JIT keeps them in registers.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static (ulong Buffer, int Bits, int Position, int Padding, bool Ended) RefillBytes(ReadOnlySpan<byte> data, ulong buffer, int bits, int position, int padding, bool ended)
     {
         while (bits <= 56)
@@ -742,7 +744,7 @@ public sealed class JpegRegionDecoder
 
     /// <summary>A Huffman code longer than the lookahead (libjpeg's jpeg_huff_decode).</summary>
     /// <returns>(length << 8) | symbol.</returns>
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static int DecodeLong(HuffmanTable table, ulong buffer)
     {
         int l = LookBits + 1;

@@ -180,4 +180,27 @@ public sealed class AugmentTests
         }
         Assert.InRange(hits / 4000.0, 0.22, 0.28);
     }
+
+    [Fact]
+    public void Gaussian_blur_gives_the_interleaved_codes_bytes_on_planes_at_every_radius_and_width()
+    {
+        var random = new Random(11);
+        foreach (var (w, h) in new[] { (224, 224), (96, 96), (61, 23), (17, 9) })
+        {
+            byte[] rgb = new byte[3 * w * h];
+            random.NextBytes(rgb);
+            foreach (double radius in new[] { 0.1, 0.45, 1.0, 1.3, 1.77, 2.0 })
+            {
+                var blur = new GaussianBlur(radius);
+                byte[] interleaved = (byte[])rgb.Clone();
+                blur.Apply(new RgbImage(interleaved, w, h));
+                var image = new PlanarImage(new byte[rgb.Length], w, h);
+                image.FromInterleaved(rgb);
+                blur.Apply(image);
+                byte[] back = new byte[rgb.Length];
+                image.ToInterleaved(back);
+                Assert.True(interleaved.AsSpan().SequenceEqual(back), $"{blur} on {w}×{h}: planar differs");
+            }
+        }
+    }
 }

@@ -85,4 +85,72 @@ public sealed class SegmentationTests
         }
         Assert.Equal(6, rows);
     }
+
+    [Fact]
+    public void The_vectorised_hsv_steps_give_the_interleaved_codes_bytes_on_every_kind_of_pixel()
+    {
+        // PhotometricShift's HSV step and ColorJitter's hue (PIL's HSV). A 16-level cube of colours (greys, ties of the maximum, black, white), then random pixels; odd length so
+        // the scalar tail runs too.
+        var pixels = new List<byte>();
+        for (int r = 0; r < 256; r += 17)
+            for (int g = 0; g < 256; g += 17)
+                for (int b = 0; b < 256; b += 17) pixels.AddRange([(byte)r, (byte)g, (byte)b]);
+        var random = new Random(5);
+        for (int i = 0; i < 60_001; i++) pixels.AddRange([(byte)random.Next(256), (byte)random.Next(256), (byte)random.Next(256)]);
+        byte[] rgb = pixels.ToArray();
+        int w = rgb.Length / 3;
+        PhotometricShift[] shifts =
+        [
+            new(null, null, false, 0.5, null), new(null, null, false, 1.5, null), new(null, null, false, 1.0, null),
+            new(null, null, false, null, -36), new(null, null, false, null, 34), new(null, null, false, null, 0),
+            new(null, null, false, 0.73, -18), new(null, null, false, 1.31, 2), new(-7.5, 1.2, true, 1.1, 36),
+        ];
+        foreach (PixelOp shift in shifts.Concat<PixelOp>([new Hue(0.1), new Hue(-0.1), new Hue(0.5), new Hue(-0.5), new Hue(0.0371), new Hue(0)]))
+        {
+            byte[] interleaved = (byte[])rgb.Clone();
+            shift.Apply(new RgbImage(interleaved, w, 1));
+            var image = new PlanarImage(new byte[rgb.Length], w, 1);
+            image.FromInterleaved(rgb);
+            shift.Apply(image);
+            byte[] back = new byte[rgb.Length];
+            image.ToInterleaved(back);
+            Assert.True(interleaved.AsSpan().SequenceEqual(back), $"{shift}: planar differs");
+        }
+    }
+
+    [Fact]
+    public void Label_maps_render_as_the_per_pixel_nearest_neighbour_code_did()
+    {
+        var random = new Random(3);
+        var labels = new LabelMap(Enumerable.Range(0, 413 * 297).Select(_ => (byte)random.Next(0, 151)).ToArray(), 413, 297);
+        var header = ImageHeader.Read(TestImages.Jpeg(413, 297), DecodeLimits.Default);
+        foreach (var recipe in new[] { new SegmentationRecipe(CropSize: 256, LongScale: 1024, ShortScale: 256), new SegmentationRecipe(CropSize: 256, LongScale: 1024, ShortScale: 256, ReduceZeroLabel: false) })
+            for (int i = 0; i < 60; i++)
+            {
+                var state = StableRandom.For(8, (ulong)i);
+                var parameters = recipe.Draw(header, labels, ref state);
+                byte[] rendered = new byte[256 * 256];
+                recipe.RenderLabels(labels, parameters, rendered);
+                Assert.Equal(ReferenceLabels(recipe, labels, parameters.Views[0]), rendered);
+            }
+    }
+
+    /// <summary>The label rendering as first written: every output pixel's source computed on its own.</summary>
+    private static byte[] ReferenceLabels(SegmentationRecipe recipe, LabelMap labels, ViewParams view)
+    {
+        byte[] target = new byte[recipe.CropSize * recipe.CropSize];
+        Array.Fill(target, SegmentationRecipe.Ignore);
+        for (int y = 0; y < view.Height; y++)
+        {
+            int sourceY = Math.Clamp((int)Math.Floor(view.Crop.Y + (y + 0.5) * view.Crop.Height / view.Height), 0, labels.Height - 1);
+            for (int x = 0; x < view.Width; x++)
+            {
+                int outX = view.Flip ? view.Width - 1 - x : x;
+                int sourceX = Math.Clamp((int)Math.Floor(view.Crop.X + (x + 0.5) * view.Crop.Width / view.Width), 0, labels.Width - 1);
+                byte label = labels.Labels[sourceY * labels.Width + sourceX];
+                target[y * recipe.CropSize + outX] = recipe.ReduceZeroLabel ? (label == 0 ? SegmentationRecipe.Ignore : (byte)(label - 1)) : label;
+            }
+        }
+        return target;
+    }
 }
