@@ -114,6 +114,7 @@ public static class Augmenter
 
     private static unsafe (byte[] Region, int Width, int Height, RegionPlacement Placement, double Mean) DecodeRegion(byte[] encoded, ImageHeader header, CropBox union, int shrink, bool wantMean)
     {
+        string? managedRefusal = null;
         if (header.IsJpeg && shrink == 1 && header.Orientation == 1)
         {
             // The box RegionDecoder.LoadRegion cuts at scale 1.
@@ -126,6 +127,7 @@ public static class Augmenter
             // The whole image's mean comes from the same entropy pass, continued to the last MCU row.
             if (JpegRegionDecoder.ForThread.TryDecode(encoded, left, top, w, h, planar, wantMean, out double lumaMean))
                 return (planar, w, h, new RegionPlacement(left, top, 1, 1), lumaMean);
+            managedRefusal = JpegRegionDecoder.ForThread.LastRefusal;
             ArrayPool<byte>.Shared.Return(planar);
         }
         IntPtr pixels = IntPtr.Zero;
@@ -146,7 +148,7 @@ public static class Augmenter
         }
         catch (VipsException e)
         {
-            throw new BadImageException($"decode failed: {ImageHeader.VipsReason(e)}", e);
+            throw new BadImageException($"decode failed: {ImageHeader.VipsReason(e)}{ImageHeader.Also(managedRefusal)}", e);
         }
         finally
         {

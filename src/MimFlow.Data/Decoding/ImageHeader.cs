@@ -24,11 +24,16 @@ public sealed record ImageHeader(string Loader, int StoredWidth, int StoredHeigh
     {
         if (encoded.Length == 0) throw new BadImageException("empty file (0 bytes)");
         // The common JPEG (the ones the managed decoder takes) without libvips: the same facts, a few µs instead of ~0.1 ms.
-        if (encoded.Length > 3 && encoded[0] == 0xFF && encoded[1] == 0xD8 &&
-            JpegRegionDecoder.ForThread.TryReadHeader(encoded, out int storedWidth, out int storedHeight, out int orientation))
+        string? managedRefusal = null;
+        if (encoded.Length > 3 && encoded[0] == 0xFF && encoded[1] == 0xD8)
         {
-            var jpeg = new ImageHeader("jpegload_buffer", storedWidth, storedHeight, Math.Clamp(orientation, 1, 8), 3, nameof(Enums.Interpretation.Srgb), nameof(Enums.BandFormat.Uchar));
-            return Check(jpeg, encoded, limits, Enums.BandFormat.Uchar);
+            if (!JpegRegionDecoder.ForThread.TryReadHeader(encoded, out int storedWidth, out int storedHeight, out int orientation))
+                managedRefusal = JpegRegionDecoder.ForThread.LastRefusal;
+            else
+            {
+                var jpeg = new ImageHeader("jpegload_buffer", storedWidth, storedHeight, Math.Clamp(orientation, 1, 8), 3, nameof(Enums.Interpretation.Srgb), nameof(Enums.BandFormat.Uchar));
+                return Check(jpeg, encoded, limits, Enums.BandFormat.Uchar);
+            }
         }
         Image image;
         try
@@ -37,7 +42,7 @@ public sealed record ImageHeader(string Loader, int StoredWidth, int StoredHeigh
         }
         catch (VipsException e)
         {
-            throw new BadImageException($"not a readable image: {VipsReason(e)}", e);
+            throw new BadImageException($"not a readable image: {VipsReason(e)}{Also(managedRefusal)}", e);
         }
         using (image)
         {
@@ -95,6 +100,12 @@ public sealed record ImageHeader(string Loader, int StoredWidth, int StoredHeigh
             if (encoded[i] == 0xFF && encoded[i + 1] == 0xD9) return true;
         return false;
     }
+
+    /// <summary>
+    /// The managed decoder's own finding beside libvips' reason. libvips keeps one error buffer for the whole process,
+    /// so with several decode workers its text can be another thread's; the managed reason is this file's alone.
+    /// </summary>
+    internal static string Also(string? managedRefusal) => managedRefusal is null ? "" : $" ({managedRefusal})";
 
     internal static string VipsReason(VipsException e)
     {
