@@ -103,16 +103,22 @@ public sealed class DataParallelPretrainTests(DataParallelFixture data, ITestOut
 
         DateTime killedAt = default;
         Task? killer = null;
-        var broken = await MpiRun.RunAsync(2, Args("beit", killed, steps: 24, checkpointEvery: 4), started: mpirun => killer = Task.Run(async () =>
+        var broken = await MpiRun.RunAsync(2, Args("beit", killed, steps: 24, checkpointEvery: 4), started: mpirun =>
         {
-            // After the first checkpoint, rank 1 dies as a node or an OOM kill would end it: SIGKILL, no chance to say goodbye.
-            var clock = Stopwatch.StartNew();
-            while (!Directory.Exists(Path.Combine(killed, "checkpoints", "step-00000004")) && clock.Elapsed < TimeSpan.FromMinutes(2)) await Task.Delay(20);
-            var ranks = MpiRun.RankProcesses(mpirun.Id);
-            Assert.True(ranks.ContainsKey(1), $"rank 1 of mpirun {mpirun.Id} not found among its children");
-            killedAt = DateTime.UtcNow;
-            Process.GetProcessById(ranks[1]).Kill();
-        }));
+            int pid = mpirun.Id;
+            // Its own thread: on a busy pool a queued task could start after the run had already finished.
+            killer = Task.Factory.StartNew(() =>
+            {
+                // After the first checkpoint, rank 1 dies as a node or an OOM kill would end it: SIGKILL, no chance to say goodbye.
+                var clock = Stopwatch.StartNew();
+                string latest = Path.Combine(killed, MimFlow.Training.Runs.CheckpointStore.LatestFileName);
+                while (!File.Exists(latest) && clock.Elapsed < TimeSpan.FromMinutes(2)) Thread.Sleep(10);
+                var ranks = MpiRun.RankProcesses(pid);
+                Assert.True(ranks.ContainsKey(1), $"rank 1 of mpirun {pid} not found among its children");
+                killedAt = DateTime.UtcNow;
+                Process.GetProcessById(ranks[1]).Kill();
+            }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        });
         await killer!;
         var ended = DateTime.UtcNow - killedAt;
         output.WriteLine($"rank 1 killed; mpirun ended {ended.TotalSeconds:F1} s later with exit code {broken.ExitCode}");
