@@ -222,22 +222,8 @@ public sealed record Hue(double Shift) : PixelOp
 
     /// <summary>MimFlow.Core's HsvToRgb with its two <c>% 1</c> done as exact subtractions (the same doubles, no fmod
     /// call): hue is in [0, 1] here.</summary>
-    private static (double R, double G, double B) HsvToRgb(double hue, double saturation, double value)
-    {
-        hue = Wrap(Wrap(hue, 1) + 1, 1) * 6;
-        int sector = (int)Math.Floor(hue) % 6;
-        double f = hue - Math.Floor(hue);
-        double p = value * (1 - saturation), q = value * (1 - saturation * f), t = value * (1 - saturation * (1 - f));
-        return sector switch
-        {
-            0 => (value, t, p),
-            1 => (q, value, p),
-            2 => (p, value, t),
-            3 => (p, q, value),
-            4 => (t, p, value),
-            _ => (value, p, q),
-        };
-    }
+    private static (double R, double G, double B) HsvToRgb(double hue, double saturation, double value) =>
+        MimFlow.Core.Imaging.ColorSpace.HsvSixthsToRgb(Wrap(Wrap(hue, 1) + 1, 1) * 6, saturation, value);
 
     /// <summary>The same conversion four pixels at a time in double precision (the same operations and roundings,
     /// so the same bytes; tested against the interleaved code).</summary>

@@ -71,41 +71,12 @@ public static class PlanarResampler
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private static (int[] Start, float[] Weights, int Taps) Taps(int inSize, double in0, double in1, int outSize, int paddedSize, ResampleKernel kernel)
         {
-            double scale = (in1 - in0) / outSize;
-            double filterScale = Math.Max(scale, 1.0);
-            double support = Resampler.Support(kernel) * filterScale;
-            int width = (int)Math.Ceiling(support) * 2 + 1;
-            var starts = new int[outSize];
-            var counts = new int[outSize];
-            var raw = new float[outSize * width];
-            var w = new double[width];
+            var exact = Resampler.Compute(inSize, in0, in1, outSize, kernel);
+            int[] starts = exact.Start, counts = exact.Count;
+            float[] raw = exact.Weights;
+            int width = exact.Width;
             int taps = 1;
-            for (int i = 0; i < outSize; i++)
-            {
-                double center = in0 + (i + 0.5) * scale;
-                int min = Math.Max((int)(center - support + 0.5), 0);
-                int max = Math.Min((int)(center + support + 0.5), inSize);
-                int n = Math.Min(max - min, width);
-                double total = 0;
-                for (int k = 0; k < n; k++)
-                {
-                    w[k] = Resampler.Weight(kernel, (k + min - center + 0.5) / filterScale);
-                    total += w[k];
-                }
-                if (n <= 0 || total == 0)
-                {
-                    min = Math.Clamp((int)center, 0, inSize - 1);
-                    n = 1;
-                    raw[i * width] = 1;
-                }
-                else
-                {
-                    for (int k = 0; k < n; k++) raw[i * width + k] = (float)(w[k] / total);
-                }
-                starts[i] = min;
-                counts[i] = n;
-                taps = Math.Max(taps, n);
-            }
+            foreach (int n in counts) taps = Math.Max(taps, n);
             taps = Math.Min(taps, inSize);
             var start = new int[paddedSize];
             var weights = new float[paddedSize * taps];

@@ -12,7 +12,7 @@ namespace MimFlow.Data.Augment;
 /// </summary>
 public static class Resampler
 {
-    private sealed record Taps(int[] Start, int[] Count, float[] Weights, int Width);
+    internal sealed record Taps(int[] Start, int[] Count, float[] Weights, int Width);
 
     public static double Support(ResampleKernel kernel) => kernel switch
     {
@@ -50,7 +50,7 @@ public static class Resampler
 
     /// <summary>PIL's <c>precompute_coeffs</c>: the input window and normalised weights of each output pixel, for
     /// the source interval [<paramref name="in0"/>, <paramref name="in1"/>) of an axis of <paramref name="inSize"/> pixels.</summary>
-    private static Taps Compute(int inSize, double in0, double in1, int outSize, ResampleKernel kernel)
+    internal static Taps Compute(int inSize, double in0, double in1, int outSize, ResampleKernel kernel)
     {
         double scale = (in1 - in0) / outSize;
         double filterScale = Math.Max(scale, 1.0);
