@@ -182,6 +182,46 @@ public sealed class AugmentTests
     }
 
     [Fact]
+    public void Affine_interior_fast_path_gives_the_interleaved_codes_bytes_for_rotations_shears_and_translations()
+    {
+        var random = new Random(23);
+        foreach (var (w, h) in new[] { (224, 224), (61, 23), (5, 7), (3, 3) })
+        {
+            byte[] rgb = new byte[3 * w * h];
+            random.NextBytes(rgb);
+            var ops = new List<Affine>();
+            foreach (var kernel in new[] { ResampleKernel.Bicubic, ResampleKernel.Bilinear })
+            {
+                foreach (double degrees in new[] { 0.0, 90, -180, 13.5, -27.3, 30 }) ops.Add(Affine.Rotate(degrees, w, h, kernel, 124, 116, 104));
+                foreach (double shear in new[] { 0.3, -0.27, 0.125 })
+                {
+                    ops.Add(new Affine(1, shear, 0, 0, 1, 0, kernel, 124, 116, 104));
+                    ops.Add(new Affine(1, 0, 0, shear, 1, 0, kernel, 124, 116, 104));
+                }
+                foreach (double shift in new[] { 0.45, -0.3825, 2.0, -0.5 })
+                {
+                    ops.Add(new Affine(1, 0, shift * w, 0, 1, 0, kernel, 124, 116, 104));
+                    ops.Add(new Affine(1, 0, 0, 0, 1, shift * h, kernel, 124, 116, 104));
+                }
+                for (int k = 0; k < 6; k++)
+                    ops.Add(new Affine(1 + 0.2 * (random.NextDouble() - 0.5), random.NextDouble() - 0.5, 3 * (random.NextDouble() - 0.5),
+                        random.NextDouble() - 0.5, 1 + 0.2 * (random.NextDouble() - 0.5), 3 * (random.NextDouble() - 0.5), kernel, 1, 2, 3));
+            }
+            foreach (var op in ops)
+            {
+                byte[] interleaved = (byte[])rgb.Clone();
+                op.Apply(new RgbImage(interleaved, w, h));
+                var image = new PlanarImage(new byte[rgb.Length], w, h);
+                image.FromInterleaved(rgb);
+                op.Apply(image);
+                byte[] back = new byte[rgb.Length];
+                image.ToInterleaved(back);
+                Assert.True(interleaved.AsSpan().SequenceEqual(back), $"{op} on {w}×{h}: planar differs");
+            }
+        }
+    }
+
+    [Fact]
     public void Gaussian_blur_gives_the_interleaved_codes_bytes_on_planes_at_every_radius_and_width()
     {
         var random = new Random(11);
