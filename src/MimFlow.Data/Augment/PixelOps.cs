@@ -701,9 +701,9 @@ public sealed record Affine(double A, double B, double C, double D, double E, do
             Span<int> cols = stackalloc int[4], rows = stackalloc int[4];
             double lastFx = double.NaN, lastFy = double.NaN;
             bool xDelta = false, yDelta = false;
-            // Rotations (both cross terms non-zero) take the four-pixel vector path where it applies; shears and
-            // translations hit one row or column of taps and stay scalar.
-            bool vector = kernel == ResampleKernel.Bicubic && B != 0 && D != 0 && Avx2.IsSupported;
+            // Rotations and vertical shears (D non-zero: fy varies along a row) take the four-pixel vector path where it
+            // applies; horizontal shears and translations hit one row of taps and stay scalar (no faster in vectors).
+            bool vector = kernel == ResampleKernel.Bicubic && D != 0 && Avx2.IsSupported;
             for (int y = 0; y < h; y++)
             {
                 int scalarUntil = 0;
