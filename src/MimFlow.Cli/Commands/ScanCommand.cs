@@ -1,3 +1,4 @@
+using MimFlow.Core.Status;
 using MimFlow.Cli.Reporting;
 using System.CommandLine;
 using MimFlow.Data.Pipeline;

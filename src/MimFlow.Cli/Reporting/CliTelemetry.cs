@@ -23,7 +23,8 @@ internal sealed class CliTelemetry : IDisposable
     private readonly Meter meter;
     private readonly MeterProvider provider;
     private readonly ConcurrentDictionary<string, ConcurrentDictionary<(string Task, string Unit), double>> values = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<(string Task, string Unit), (double Done, long Ticks)> rateFrom = new();
+    // Both written only under the gate (Observe); the gauges' values are read by the exporter's thread, hence concurrent.
+    private readonly Dictionary<(string Task, string Unit), (double Done, long Ticks)> rateFrom = [];
     private readonly Dictionary<(string Task, string Unit), ProgressReport> latest = [];
     private readonly Lock gate = new();
 
@@ -85,7 +86,7 @@ internal sealed class CliTelemetry : IDisposable
         var (task, unit) = key;
         Set("mimflow_progress_done", key, report.Done, "Units of work done by the task", unit);
         if (report.Total > 0) Set("mimflow_progress_planned", key, report.Total, "Units of work the task has in all", unit);
-        var from = rateFrom.GetOrAdd(key, (report.Done, now));
+        if (!rateFrom.TryGetValue(key, out var from)) rateFrom[key] = from = (report.Done, now);
         double seconds = Stopwatch.GetElapsedTime(from.Ticks, now).TotalSeconds;
         // Over at least a few seconds, so the gauge reads a rate and not one step's jitter.
         if (seconds >= 5 && report.Done > from.Done)

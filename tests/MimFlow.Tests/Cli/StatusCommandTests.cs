@@ -95,7 +95,7 @@ public sealed class StatusCommandTests
         string output = fixture.Combine("shards");
         using (var stop = new CancellationTokenSource())
         {
-            var progress = new SynchronousProgress<TokenizeProgress>(p => { if (p.Shards >= 1) stop.Cancel(); });
+            var progress = new MimFlow.Core.Status.ImmediateProgress<TokenizeProgress>(p => { if (p.Shards >= 1) stop.Cancel(); });
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => TokenizeJob.RunAsync(fixture.Request(output), progress, stop.Token));
         }
         var journal = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, TokenizeJob.ProgressFileName))).RootElement;

@@ -184,7 +184,7 @@ public sealed class TokenizeTests
         string output = fixture.Combine("resumed");
         using (var stop = new CancellationTokenSource())
         {
-            var progress = new SynchronousProgress<TokenizeProgress>(p => { if (p.Shards >= 2) stop.Cancel(); });
+            var progress = new MimFlow.Core.Status.ImmediateProgress<TokenizeProgress>(p => { if (p.Shards >= 2) stop.Cancel(); });
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => TokenizeJob.RunAsync(fixture.Request(output), progress, stop.Token));
         }
         Assert.False(File.Exists(Path.Combine(output, ShardManifest.FileName)));

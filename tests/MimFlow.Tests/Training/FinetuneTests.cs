@@ -380,7 +380,7 @@ public sealed class FinetuneTests(FinetuneFixture fixture, ITestOutputHelper out
         var interrupted = request with { OutputDirectory = fixture.Combine(stopped) };
         using (var stop = new CancellationTokenSource())
         {
-            var progress = new SynchronousProgress<SupervisedProgress<EvaluationResult>>(p => { if (stopAt(p)) stop.Cancel(); });
+            var progress = new MimFlow.Core.Status.ImmediateProgress<SupervisedProgress<EvaluationResult>>(p => { if (stopAt(p)) stop.Cancel(); });
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Finetuner.RunAsync(interrupted, progress, stop.Token));
         }
         Assert.EndsWith($"step-{expectedCheckpointStep:D8}", new CheckpointStore(interrupted.OutputDirectory).Latest());
@@ -435,7 +435,7 @@ public sealed class FinetuneTests(FinetuneFixture fixture, ITestOutputHelper out
         string unfinished = fixture.Combine("probe-unfinished");
         using (var stop = new CancellationTokenSource())
         {
-            var progress = new SynchronousProgress<SupervisedProgress<EvaluationResult>>(p => { if (p.Evaluation is not null) stop.Cancel(); });
+            var progress = new MimFlow.Core.Status.ImmediateProgress<SupervisedProgress<EvaluationResult>>(p => { if (p.Evaluation is not null) stop.Cancel(); });
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Finetuner.RunAsync(request with { OutputDirectory = unfinished }, progress, stop.Token));
         }
         var refused = await Assert.ThrowsAsync<ArgumentException>(() => Finetuner.RunAsync(request with { OutputDirectory = unfinished }));
@@ -461,7 +461,7 @@ public sealed class FinetuneTests(FinetuneFixture fixture, ITestOutputHelper out
         string run = fixture.Combine("cli-resume");
         using (var stop = new CancellationTokenSource())
         {
-            var progress = new SynchronousProgress<SupervisedProgress<EvaluationResult>>(p => { if (p.Evaluation is not null) stop.Cancel(); });
+            var progress = new MimFlow.Core.Status.ImmediateProgress<SupervisedProgress<EvaluationResult>>(p => { if (p.Evaluation is not null) stop.Cancel(); });
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Finetuner.RunAsync(CliRequest("cli-resume"), progress, stop.Token));
         }
         string[] arguments = ["finetune", "--task", "classify", "--model", fixture.Backbone, "--data", fixture.SixClasses, "--layout", "imagenet", "--out", run,

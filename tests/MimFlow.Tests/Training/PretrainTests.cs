@@ -51,7 +51,7 @@ public sealed class PretrainTests
         string resumed = fixture.Combine("resumed");
         using (var stop = new CancellationTokenSource())
         {
-            var progress = new SynchronousProgress<PretrainProgress>(p => { if (p.Step == 8) stop.Cancel(); });
+            var progress = new MimFlow.Core.Status.ImmediateProgress<PretrainProgress>(p => { if (p.Step == 8) stop.Cancel(); });
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Pretrainer.RunAsync(Request(fixture, shards, student, resumed), progress, stop.Token));
         }
         Assert.EndsWith("step-00000008", new CheckpointStore(resumed).Latest());
@@ -101,7 +101,7 @@ public sealed class PretrainTests
         string resumed = fixture.Combine("resumed");
         using (var stop = new CancellationTokenSource())
         {
-            var progress = new SynchronousProgress<PretrainProgress>(p => { if (p.Step == 6) stop.Cancel(); });
+            var progress = new MimFlow.Core.Status.ImmediateProgress<PretrainProgress>(p => { if (p.Step == 6) stop.Cancel(); });
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Pretrainer.RunAsync(FromOriginals(resumed), progress, stop.Token));
         }
         await Pretrainer.RunAsync(FromOriginals(resumed) with { Resume = true });
@@ -184,7 +184,7 @@ public sealed class PretrainTests
         string resumed = fixture.Combine("resumed");
         using (var stop = new CancellationTokenSource())
         {
-            var progress = new SynchronousProgress<PretrainProgress>(p => { if (p.Step == 3) stop.Cancel(); });
+            var progress = new MimFlow.Core.Status.ImmediateProgress<PretrainProgress>(p => { if (p.Step == 3) stop.Cancel(); });
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Pretrainer.RunAsync(Ibot(resumed), progress, stop.Token));
         }
         await Pretrainer.RunAsync(Ibot(resumed) with { Resume = true });

@@ -285,7 +285,7 @@ public sealed class SegmentationTests(SegmentationFixture fixture, ITestOutputHe
         string run = fixture.Combine("resume-stopped");
         using (var stop = new CancellationTokenSource())
         {
-            var progress = new SynchronousProgress<SupervisedProgress<SegmentationMetrics>>(p => { if (p.Evaluation is not null) stop.Cancel(); });
+            var progress = new MimFlow.Core.Status.ImmediateProgress<SupervisedProgress<SegmentationMetrics>>(p => { if (p.Evaluation is not null) stop.Cancel(); });
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Segmenter.RunAsync(Resumable("resume-stopped"), progress, stop.Token));
         }
         string checkpoint = new CheckpointStore(run).Latest()!;
