@@ -71,9 +71,6 @@ public sealed class TrainerKernel(FlatAdamW optimizer, ulong seed, Device device
         if (Reduces && rows is null)
             throw new InvalidOperationException($"a data-parallel step ({collective.WorldSize} ranks) needs this rank's rows of the global batch");
         using var generator = new Generator(StableRandom.For(seed, "drop-path", (ulong)step).NextUInt64(), device);
-        // Modules without a generator of their own (UperNet's dropout) draw from torch's global one: seeded from
-        // (seed, step) too, so such a run repeats itself and resumes exactly.
-        torch.manual_seed((long)(StableRandom.For(seed, "global", (ulong)step).NextUInt64() >> 1));
         Block.UseGenerator(model, generator, rows is null ? null : new DropPathRows(slice.Offset, slice.Count, slice.Global));
         try
         {
