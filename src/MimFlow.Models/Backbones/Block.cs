@@ -8,10 +8,11 @@ namespace MimFlow.Models.Backbones;
 
 /// <summary>
 /// A pre-norm Transformer block: x + γ₁·attn(norm1(x)), then x + γ₂·mlp(norm2(x)), with stochastic depth on both
-/// residual branches while training. LayerScale parameters are <c>gamma_1</c>/<c>gamma_2</c> in BEiT models (timm's
-/// <c>Beit</c>) and <c>ls1.gamma</c>/<c>ls2.gamma</c> in plain ViTs (timm's <c>VisionTransformer</c>).
+/// residual branches while training, drawn from the step's generator (<see cref="IStepRandomness"/>). LayerScale
+/// parameters are <c>gamma_1</c>/<c>gamma_2</c> in BEiT models (timm's <c>Beit</c>) and <c>ls1.gamma</c>/<c>ls2.gamma</c>
+/// in plain ViTs (timm's <c>VisionTransformer</c>).
 /// </summary>
-public sealed class Block : Module<Tensor, Tensor?, Tensor>
+public sealed class Block : Module<Tensor, Tensor?, Tensor>, IStepRandomness
 {
     [ComponentName(Name = "norm1")] private readonly LayerNorm norm1;
     [ComponentName(Name = "attn")] private readonly Attention attention;
@@ -58,21 +59,10 @@ public sealed class Block : Module<Tensor, Tensor?, Tensor>
         return (x + DropPath(fed)).MoveToOuterDisposeScope();
     }
 
-    /// <summary>
-    /// Draws stochastic depth from <paramref name="generator"/> in every block under <paramref name="root"/> (null: the
-    /// global generator). A trainer passes a generator seeded by (seed, step), so a resumed run drops the same paths.
-    /// </summary>
-    /// <param name="rows">Data-parallel training: this process computes only some rows of the global batch; the draws
-    /// are then made for the whole global batch and this process keeps its rows, so every image is dropped exactly as
-    /// in the single-process run. Null: the batch is the whole batch.</param>
-    public static void UseGenerator(nn.Module root, Generator? generator, DropPathRows? rows = null)
+    void IStepRandomness.UseGenerator(Generator? generator, DropPathRows? rows)
     {
-        foreach (var (_, module) in root.named_modules())
-            if (module is Block block)
-            {
-                block.dropPathGenerator = generator;
-                block.dropPathRows = rows is { IsWhole: false } ? rows : null;
-            }
+        dropPathGenerator = generator;
+        dropPathRows = rows;
     }
 
     /// <summary>Stochastic depth: drop the whole branch per sample with probability p, scaling survivors by 1/(1 − p).</summary>
@@ -83,25 +73,7 @@ public sealed class Block : Module<Tensor, Tensor?, Tensor>
         var shape = new long[branch.dim()];
         Array.Fill(shape, 1L);
         shape[0] = branch.shape[0];
-        if (dropPathRows is { } rows)
-        {
-            // The forward may stack k views of the same images (view-major, as multi-crop objectives do): k draws per
-            // global image, of which this process keeps its rows in each view.
-            if (branch.shape[0] % rows.Count != 0)
-                throw new InvalidOperationException($"a batch of {branch.shape[0]} rows is not a stack of this process's {rows.Count} images of the global batch");
-            long views = branch.shape[0] / rows.Count;
-            using var scope = NewDisposeScope();
-            var drawn = empty([views, rows.Global], dtype: branch.dtype, device: branch.device).bernoulli_(keep, generator: dropPathGenerator);
-            var kept = drawn.narrow(1, rows.Offset, rows.Count).reshape(shape);
-            return (branch * kept / keep).MoveToOuterDisposeScope();
-        }
-        var survivors = empty(shape, dtype: branch.dtype, device: branch.device).bernoulli_(keep, generator: dropPathGenerator);
+        using var survivors = StepRandomness.Survivors(shape, keep, branch.dtype, branch.device, dropPathGenerator, dropPathRows);
         return branch * survivors / keep;
     }
-}
-
-/// <summary>Rows [Offset, Offset + Count) of a global batch of <see cref="Global"/> images: what one data-parallel process computes.</summary>
-public sealed record DropPathRows(int Offset, int Count, int Global)
-{
-    public bool IsWhole => Offset == 0 && Count == Global;
 }

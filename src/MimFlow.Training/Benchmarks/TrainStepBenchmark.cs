@@ -86,7 +86,7 @@ public static class TrainStepBenchmark
         using (var scope = NewDisposeScope())
         {
             optimizer.ZeroGrad();
-            Block.UseGenerator(master, masterPaths);
+            StepRandomness.UseGenerator(master, masterPaths);
             using var fp32 = master.Loss(pixels, mask, codes);
             fp32.Total.backward();
             lossFp32 = fp32.Total.item<float>();
@@ -100,7 +100,7 @@ public static class TrainStepBenchmark
             else
             {
                 shadow.PullWeights();
-                Block.UseGenerator(shadowObjective, shadowPaths);
+                StepRandomness.UseGenerator(shadowObjective, shadowPaths);
                 using var low = shadowObjective.Loss(pixels.to(request.ComputeType), mask, codes);
                 low.Total.backward();
                 lossCompute = low.Total.to(ScalarType.Float32).item<float>();

@@ -59,7 +59,7 @@ public sealed class TrainerKernel(FlatAdamW optimizer, ulong seed, Device device
     /// <summary>Time spent in the gradient all-reduce so far (zero for one process).</summary>
     public TimeSpan ReduceTime { get; private set; }
 
-    /// <param name="model">The module whose drop-path blocks draw from the step's generator (the one <paramref name="forward"/> runs).</param>
+    /// <param name="model">The module whose stochastic depth and dropout draw from the step's generator (the one <paramref name="forward"/> runs).</param>
     /// <param name="forward">The step's loss (a scalar, the mean over this process's rows); it runs under the caller's dispose scope.</param>
     /// <param name="rows">This process's rows of the global batch (null: all of it); a batch-mean loss counts them as its items.</param>
     public StepOutcome Step(long step, double learningRate, nn.Module model, Func<Tensor> forward, StepHooks? hooks = null, BatchSlice? rows = null) =>
@@ -71,7 +71,7 @@ public sealed class TrainerKernel(FlatAdamW optimizer, ulong seed, Device device
         if (Reduces && rows is null)
             throw new InvalidOperationException($"a data-parallel step ({collective.WorldSize} ranks) needs this rank's rows of the global batch");
         using var generator = new Generator(StableRandom.For(seed, "drop-path", (ulong)step).NextUInt64(), device);
-        Block.UseGenerator(model, generator, rows is null ? null : new DropPathRows(slice.Offset, slice.Count, slice.Global));
+        StepRandomness.UseGenerator(model, generator, rows is null ? null : new DropPathRows(slice.Offset, slice.Count, slice.Global));
         try
         {
             hooks?.BeforeForward?.Invoke();
@@ -106,7 +106,7 @@ public sealed class TrainerKernel(FlatAdamW optimizer, ulong seed, Device device
         }
         finally
         {
-            Block.UseGenerator(model, null);
+            StepRandomness.UseGenerator(model, null);
         }
     }
 

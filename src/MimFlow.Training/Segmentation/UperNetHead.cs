@@ -1,3 +1,4 @@
+using MimFlow.Models.Backbones;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -45,6 +46,7 @@ public sealed record UperNetConfig(int Channels = 768, int[]? PoolScales = null,
 /// top-down path, 3×3 FPN convolutions, all levels resized to stride 4 and concatenated, a 3×3 bottleneck, dropout
 /// and a 1×1 classifier. Every ConvModule is conv (no bias) → BatchNorm → ReLU, as mmseg's with SyncBN on one device.
 /// The auxiliary FCN head (3×3 ConvModule, dropout, 1×1 classifier on the third level) only adds a training loss.
+/// Both dropouts draw from the trainer's step generator, so a seeded run repeats itself.
 /// <para>
 /// Initialisation as mmcv's: ConvModule convolutions Kaiming-normal (fan_out, ReLU), norms 1/0, classifiers
 /// normal(0, 0.01) with zero bias, deconvolutions PyTorch's default uniform(±1/√fan_in); drawn from a seeded generator.
@@ -55,7 +57,7 @@ public sealed class UperNetHead : DecodeHead
     private readonly Sequential fpn1, fpn2, fpn3, fpn4;
     private readonly ModuleList<Sequential> lateral_convs, fpn_convs, psp_modules;
     private readonly Sequential bottleneck, fpn_bottleneck;
-    private readonly Dropout dropout;
+    private readonly SeededDropout dropout;
     private readonly Conv2d conv_seg;
     private readonly Sequential? auxiliary;
     private readonly Conv2d? auxiliary_seg;
@@ -78,11 +80,11 @@ public sealed class UperNetHead : DecodeHead
         bottleneck = ConvModule(embedDim + config.Scales.Count * c, c, 3);
         fpn_convs = new ModuleList<Sequential>(Enumerable.Range(0, 3).Select(_ => ConvModule(c, c, 3)).ToArray());
         fpn_bottleneck = ConvModule(4 * c, c, 3);
-        dropout = Dropout(config.Dropout);
+        dropout = new SeededDropout(config.Dropout);
         conv_seg = Conv2d(c, classes, 1);
         if (config.AuxiliaryChannels > 0)
         {
-            auxiliary = Sequential(ConvModule(embedDim, config.AuxiliaryChannels, 3), Dropout(config.Dropout));
+            auxiliary = Sequential(ConvModule(embedDim, config.AuxiliaryChannels, 3), new SeededDropout(config.Dropout));
             auxiliary_seg = Conv2d(config.AuxiliaryChannels, classes, 1);
         }
         RegisterComponents();

@@ -101,6 +101,18 @@ public sealed class SegmentationTests(SegmentationFixture fixture, ITestOutputHe
     }
 
     [Fact]
+    public async Task UperNet_with_its_dropout_repeats_every_loss_from_the_same_seed()
+    {
+        // The head's dropouts draw from the trainer's (seed, step) generator, never torch's process-wide one, which the
+        // tests running beside this one draw from too.
+        await Segmenter.RunAsync(UperNetRequest("upernet-again-1", epochs: 1) with { EvaluateEachEpoch = false });
+        await Segmenter.RunAsync(UperNetRequest("upernet-again-2", epochs: 1) with { EvaluateEachEpoch = false });
+        double[] Losses(string run) => MetricsLog.Read(fixture.Combine(run)).Select(m => m["loss"]!.GetValue<double>()).ToArray();
+        Assert.NotEmpty(Losses("upernet-again-1"));
+        Assert.Equal(Losses("upernet-again-1"), Losses("upernet-again-2"));
+    }
+
+    [Fact]
     public async Task UperNet_trains_with_its_auxiliary_loss_and_the_sliding_window_scores_every_pixel_of_each_image()
     {
         var request = UperNetRequest("upernet", epochs: 4);

@@ -66,6 +66,35 @@ public sealed class TrainerKernelTests
     }
 
     [Fact]
+    public void Dropout_draws_from_the_step_generator_and_a_rank_keeps_its_rows_of_the_global_draw()
+    {
+        using var scope = NewDisposeScope();
+        var x = rand(4, 8, 6, generator: new Generator(2)) + 1;
+        using var dropout = new SeededDropout(0.5);
+        dropout.train();
+        Tensor Drop(Tensor input, ulong seed, DropPathRows? rows = null)
+        {
+            using var generator = new Generator(seed);
+            StepRandomness.UseGenerator(dropout, generator, rows);
+            manual_seed((long)seed * 17 + 3); // the global generator is disturbed: the draws must not depend on it
+            try { return dropout.forward(input); }
+            finally { StepRandomness.UseGenerator(dropout, null); }
+        }
+        var whole = Drop(x, 9);
+        Assert.Equal(whole.data<float>().ToArray(), Drop(x, 9).data<float>().ToArray());
+        Assert.NotEqual(whole.data<float>().ToArray(), Drop(x, 10).data<float>().ToArray());
+        // Zeros where dropped, 1/(1 − p) times the input where kept, about half of each.
+        var kept = whole.ne(0);
+        Assert.InRange(kept.to(ScalarType.Float32).mean().item<float>(), 0.35f, 0.65f);
+        Assert.True(whole.masked_select(kept).allclose(x.masked_select(kept) * 2));
+        // Rank 1 of 2 computes rows 2–3 and drops them exactly as the single process does.
+        var rank1 = Drop(x.narrow(0, 2, 2), 9, new DropPathRows(2, 2, 4));
+        Assert.Equal(whole.narrow(0, 2, 2).data<float>().ToArray(), rank1.data<float>().ToArray());
+        dropout.eval();
+        Assert.Equal(x.data<float>().ToArray(), dropout.forward(x).data<float>().ToArray());
+    }
+
+    [Fact]
     public void Every_objective_is_found_by_name_and_says_what_the_loop_needs()
     {
         Assert.Equal(["beit", "beitv2", "maskdistill", "ibot"], PretrainingObjectives.Names);
