@@ -231,7 +231,8 @@ public sealed class BenchSuite(SuiteOptions options, Action<string> say)
             var feeder = new ShardFeeder(shards, new FeederOptions { BatchSize = 16, DecodeWorkers = options.Workers, Masks = new BlockwiseMaskGenerator(14, 14, 75), ShuffleBuffer = 256 });
             var watch = Stopwatch.StartNew();
             long images = 0;
-            await foreach (var batch in feeder.ReadEpochAsync(0, cancellationToken: cancellationToken)) images += batch.Count;
+            await foreach (var batch in feeder.ReadEpochAsync(0, cancellationToken: cancellationToken))
+                using (batch) images += batch.Count;
             return (images / watch.Elapsed.TotalSeconds, "stored JPEG decoded, augmentation replayed, blockwise masks, batches of 16");
         });
 

@@ -67,11 +67,6 @@ public static class Augmenter
     }
 
     /// <summary>
-    /// The region <paramref name="union"/> of the image as planar RGB in a pooled buffer, with where it sits. JPEGs
-    /// the managed decoder handles (baseline, YCbCr, common samplings, no rotation, full scale) decode with it, the
-    /// same pixels libvips gives (tested); the rest, and shrink-on-load, go through libvips.
-    /// </summary>
-    /// <summary>
     /// The view's operations in order. A whole-image contrast blends with the source image's mean grey as the
     /// operations before it would have left it: brightness factors scale it (per-channel clipping ignored),
     /// saturation and grey conversion keep it (they blend towards each pixel's own grey).
@@ -112,6 +107,11 @@ public static class Augmenter
         return (double)sum / Math.Max(1, rgb.Length / 3);
     }
 
+    /// <summary>
+    /// The region <paramref name="union"/> of the image as planar RGB in a pooled buffer, with where it sits. JPEGs
+    /// the managed decoder handles (baseline, YCbCr, common samplings, no rotation, full scale) decode with it, the
+    /// same pixels libvips gives (tested); the rest, and shrink-on-load, go through libvips.
+    /// </summary>
     private static unsafe (byte[] Region, int Width, int Height, RegionPlacement Placement, double Mean) DecodeRegion(byte[] encoded, ImageHeader header, CropBox union, int shrink, bool wantMean)
     {
         string? managedRefusal = null;

@@ -3,6 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using MimFlow.Data.Decoding;
 
 namespace MimFlow.Data.Augment;
 
@@ -46,7 +47,9 @@ public static class PlanarResampler
             if (sourceWidth < 1 || sourceHeight < 1 || targetWidth < 1 || targetHeight < 1) throw new ArgumentOutOfRangeException(nameof(targetWidth));
             var plan = new Plan { SourceWidth = sourceWidth, SourceHeight = sourceHeight, TargetWidth = targetWidth, TargetHeight = targetHeight };
             plan.PaddedWidth = (targetWidth + Lanes - 1) / Lanes * Lanes;
-            plan.PaddedHeight = (targetHeight + Lanes - 1) / Lanes * Lanes;
+            // Sixteen rows when the horizontal pass can take them at once (AVX-512).
+            int rowBlock = Vector512.IsHardwareAccelerated ? 2 * Lanes : Lanes;
+            plan.PaddedHeight = (targetHeight + rowBlock - 1) / rowBlock * rowBlock;
             (plan.VerticalStart, plan.VerticalWeights, plan.VerticalTaps) = Taps(sourceHeight, box.Y, box.Bottom, targetHeight, plan.PaddedHeight, kernel);
             (plan.HorizontalStart, plan.HorizontalWeights, plan.HorizontalTaps) = Taps(sourceWidth, box.X, box.Right, targetWidth, plan.PaddedWidth, kernel);
             int first = int.MaxValue, last = 0;
@@ -180,18 +183,16 @@ public static class PlanarResampler
         }
     }
 
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void HorizontalPass(Plan plan, float[] columns, int columnStride, Span<byte> target, int targetStride)
     {
         int taps = plan.HorizontalTaps;
         ref float input = ref MemoryMarshal.GetArrayDataReference(columns);
         ref float weights = ref MemoryMarshal.GetArrayDataReference(plan.HorizontalWeights);
         Span<Vector256<float>> tile = stackalloc Vector256<float>[Lanes];
-        Span<byte> row = stackalloc byte[Lanes];
-        var half = Vector256.Create(0.5f);
-        var zero = Vector256<float>.Zero;
-        var max = Vector256.Create(255f);
-        for (int oy = 0; oy < plan.PaddedHeight; oy += Lanes)
+        Span<Vector256<float>> lower = stackalloc Vector256<float>[Lanes];
+        bool wide = Vector512.IsHardwareAccelerated && plan.PaddedHeight % (2 * Lanes) == 0;
+        for (int oy = 0; oy < plan.PaddedHeight; oy += wide ? 2 * Lanes : Lanes)
         {
             for (int ox = 0; ox < plan.PaddedWidth; ox += Lanes)
             {
@@ -199,30 +200,76 @@ public static class PlanarResampler
                 {
                     int x = ox + i;
                     int start = plan.HorizontalStart[x];
-                    var sum = Vector256<float>.Zero;
+                    if (wide)
+                    {
+                        // Sixteen output rows at once: the same products and sums as two passes of eight.
+                        var sum = Vector512<float>.Zero;
+                        for (int k = 0; k < taps; k++)
+                            sum += Vector512.LoadUnsafe(ref input, (nuint)((start + k) * columnStride + oy)) * Vector512.Create(Unsafe.Add(ref weights, x * taps + k));
+                        lower[i] = sum.GetLower();
+                        tile[i] = sum.GetUpper();
+                        continue;
+                    }
+                    var eight = Vector256<float>.Zero;
                     for (int k = 0; k < taps; k++)
-                    {
-                        var w = Vector256.Create(Unsafe.Add(ref weights, x * taps + k));
-                        sum += Vector256.LoadUnsafe(ref input, (nuint)((start + k) * columnStride + oy)) * w;
-                    }
-                    tile[i] = sum;
+                        eight += Vector256.LoadUnsafe(ref input, (nuint)((start + k) * columnStride + oy)) * Vector256.Create(Unsafe.Add(ref weights, x * taps + k));
+                    tile[i] = eight;
                 }
-                Transpose(tile);
-                int rows = Math.Min(Lanes, plan.TargetHeight - oy), count = Math.Min(Lanes, plan.TargetWidth - ox);
-                for (int j = 0; j < rows; j++)
+                if (wide)
                 {
-                    var v = Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(tile[j] + half, zero), max));
-                    var bytes = Vector256.Narrow(Vector256.Narrow(v, v), Vector256.Narrow(v, v)).AsByte();
-                    var destination = target.Slice((oy + j) * targetStride + ox);
-                    if (count == Lanes && destination.Length >= Lanes) Unsafe.WriteUnaligned(ref MemoryMarshal.GetReference(destination), bytes.AsUInt64().GetElement(0));
-                    else
-                    {
-                        Unsafe.WriteUnaligned(ref MemoryMarshal.GetReference(row), bytes.AsUInt64().GetElement(0));
-                        row[..count].CopyTo(destination);
-                    }
+                    StoreTile(plan, lower, oy, ox, target, targetStride);
+                    StoreTile(plan, tile, oy + Lanes, ox, target, targetStride);
                 }
+                else StoreTile(plan, tile, oy, ox, target, targetStride);
             }
         }
+    }
+
+    /// <summary>An 8×8 tile of sums (tile[i]: output column ox + i, rows oy..oy + 7) rounded, clipped and stored as rows of bytes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreTile(Plan plan, Span<Vector256<float>> tile, int oy, int ox, Span<byte> target, int targetStride)
+    {
+        int rows = Math.Min(Lanes, plan.TargetHeight - oy), count = Math.Min(Lanes, plan.TargetWidth - ox);
+        if (rows <= 0) return;
+        if (!Avx2.IsSupported || count < Lanes || target.Length < (oy + rows - 1) * targetStride + ox + Lanes)
+        {
+            StoreEdgeTile(tile, rows, count, target.Slice(oy * targetStride + ox), targetStride);
+            return;
+        }
+        _ = tile[Lanes - 1];
+        var r0 = tile[0].AsInt32();
+        var r1 = tile[1].AsInt32();
+        var r2 = tile[2].AsInt32();
+        var r3 = tile[3].AsInt32();
+        var r4 = tile[4].AsInt32();
+        var r5 = tile[5].AsInt32();
+        var r6 = tile[6].AsInt32();
+        var r7 = tile[7].AsInt32();
+        Tiles.Transpose(ref r0, ref r1, ref r2, ref r3, ref r4, ref r5, ref r6, ref r7);
+        // Clipped to 0..255 first, so the saturating packs only narrow; the packs interleave 4-pixel groups of rows
+        // within 128-bit lanes, and one permute puts each row's eight bytes together.
+        var order = Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7);
+        var first = Avx2.PermuteVar8x32(Avx2.PackUnsignedSaturate(
+            Avx2.PackSignedSaturate(Quantize(r0), Quantize(r1)), Avx2.PackSignedSaturate(Quantize(r2), Quantize(r3))).AsInt32(), order).AsUInt64();
+        var second = Avx2.PermuteVar8x32(Avx2.PackUnsignedSaturate(
+            Avx2.PackSignedSaturate(Quantize(r4), Quantize(r5)), Avx2.PackSignedSaturate(Quantize(r6), Quantize(r7))).AsInt32(), order).AsUInt64();
+        ref byte origin = ref Unsafe.Add(ref MemoryMarshal.GetReference(target), oy * targetStride + ox);
+        for (int j = 0; j < rows; j++)
+            Unsafe.WriteUnaligned(ref Unsafe.Add(ref origin, j * targetStride), j < 4 ? first.GetElement(j) : second.GetElement(j - 4));
+    }
+
+    /// <summary>A sum as its byte: + 0.5, clipped to 0..255, truncated.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Quantize(Vector256<int> sums) =>
+        Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(sums.AsSingle() + Vector256.Create(0.5f), Vector256<float>.Zero), Vector256.Create(255f)));
+
+    /// <summary>The image's right edge (fewer than eight columns) or a machine without AVX2: the same bytes, one at a time.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void StoreEdgeTile(Span<Vector256<float>> tile, int rows, int count, Span<byte> target, int targetStride)
+    {
+        for (int j = 0; j < rows; j++)
+            for (int i = 0; i < count; i++)
+                target[j * targetStride + i] = (byte)(int)Math.Min(Math.Max(tile[i].GetElement(j) + 0.5f, 0f), 255f);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -237,34 +284,34 @@ public static class PlanarResampler
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Transpose(Span<Vector256<float>> m)
     {
-        if (Avx.IsSupported)
+        if (!Avx2.IsSupported)
         {
-            var t0 = Avx.UnpackLow(m[0], m[1]);
-            var t1 = Avx.UnpackHigh(m[0], m[1]);
-            var t2 = Avx.UnpackLow(m[2], m[3]);
-            var t3 = Avx.UnpackHigh(m[2], m[3]);
-            var t4 = Avx.UnpackLow(m[4], m[5]);
-            var t5 = Avx.UnpackHigh(m[4], m[5]);
-            var t6 = Avx.UnpackLow(m[6], m[7]);
-            var t7 = Avx.UnpackHigh(m[6], m[7]);
-            var u0 = Avx.Shuffle(t0, t2, 0x44);
-            var u1 = Avx.Shuffle(t0, t2, 0xEE);
-            var u2 = Avx.Shuffle(t1, t3, 0x44);
-            var u3 = Avx.Shuffle(t1, t3, 0xEE);
-            var u4 = Avx.Shuffle(t4, t6, 0x44);
-            var u5 = Avx.Shuffle(t4, t6, 0xEE);
-            var u6 = Avx.Shuffle(t5, t7, 0x44);
-            var u7 = Avx.Shuffle(t5, t7, 0xEE);
-            m[0] = Avx.Permute2x128(u0, u4, 0x20);
-            m[1] = Avx.Permute2x128(u1, u5, 0x20);
-            m[2] = Avx.Permute2x128(u2, u6, 0x20);
-            m[3] = Avx.Permute2x128(u3, u7, 0x20);
-            m[4] = Avx.Permute2x128(u0, u4, 0x31);
-            m[5] = Avx.Permute2x128(u1, u5, 0x31);
-            m[6] = Avx.Permute2x128(u2, u6, 0x31);
-            m[7] = Avx.Permute2x128(u3, u7, 0x31);
+            TransposeOneByOne(m);
             return;
         }
+        _ = m[Lanes - 1];
+        var r0 = m[0].AsInt32();
+        var r1 = m[1].AsInt32();
+        var r2 = m[2].AsInt32();
+        var r3 = m[3].AsInt32();
+        var r4 = m[4].AsInt32();
+        var r5 = m[5].AsInt32();
+        var r6 = m[6].AsInt32();
+        var r7 = m[7].AsInt32();
+        Tiles.Transpose(ref r0, ref r1, ref r2, ref r3, ref r4, ref r5, ref r6, ref r7);
+        m[0] = r0.AsSingle();
+        m[1] = r1.AsSingle();
+        m[2] = r2.AsSingle();
+        m[3] = r3.AsSingle();
+        m[4] = r4.AsSingle();
+        m[5] = r5.AsSingle();
+        m[6] = r6.AsSingle();
+        m[7] = r7.AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void TransposeOneByOne(Span<Vector256<float>> m)
+    {
         Span<float> values = stackalloc float[Lanes * Lanes];
         Span<float> column = stackalloc float[Lanes];
         for (int i = 0; i < Lanes; i++) m[i].CopyTo(values.Slice(i * Lanes, Lanes));

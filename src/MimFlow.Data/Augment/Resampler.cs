@@ -22,6 +22,9 @@ public static class Resampler
         _ => 0.5,
     };
 
+    // Per image, from the first: optimised at once rather than after the runtime's call counting, which a loader's
+    // stream of new async and generic code keeps restarting.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization | System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     public static double Weight(ResampleKernel kernel, double x)
     {
         x = Math.Abs(x);
@@ -50,6 +53,7 @@ public static class Resampler
 
     /// <summary>PIL's <c>precompute_coeffs</c>: the input window and normalised weights of each output pixel, for
     /// the source interval [<paramref name="in0"/>, <paramref name="in1"/>) of an axis of <paramref name="inSize"/> pixels.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     internal static Taps Compute(int inSize, double in0, double in1, int outSize, ResampleKernel kernel)
     {
         double scale = (in1 - in0) / outSize;

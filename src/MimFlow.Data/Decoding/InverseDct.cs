@@ -114,10 +114,10 @@ internal static class InverseDct
             out var w0, out var w1, out var w2, out var w3, out var w4, out var w5, out var w6, out var w7, ConstBits - Pass1Bits);
         range |= ((w0 + bias) | (w1 + bias)) | ((w2 + bias) | (w3 + bias)) | ((w4 + bias) | (w5 + bias)) | ((w6 + bias) | (w7 + bias));
         // Pass 2: rows (transpose so that lane = row, vector = column).
-        Transpose(ref w0, ref w1, ref w2, ref w3, ref w4, ref w5, ref w6, ref w7);
+        Tiles.Transpose(ref w0, ref w1, ref w2, ref w3, ref w4, ref w5, ref w6, ref w7);
         Butterfly(w0, w1, w2, w3, w4, w5, w6, w7,
             out var c0, out var c1, out var c2, out var c3, out var c4, out var c5, out var c6, out var c7, ConstBits + Pass1Bits + 3);
-        Transpose(ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7);
+        Tiles.Transpose(ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7);
         var low = Vector256.Create(-128);
         var high = Vector256.Create(127);
         var center = Vector256.Create(128);
@@ -141,36 +141,6 @@ internal static class InverseDct
         Unsafe.WriteUnaligned(ref Unsafe.Add(ref target, 6 * stride), rows4567.GetElement(2));
         Unsafe.WriteUnaligned(ref Unsafe.Add(ref target, 7 * stride), rows4567.GetElement(3));
         return (range & Vector256.Create(-2 * Half16)) == Vector256<int>.Zero;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose(ref Vector256<int> r0, ref Vector256<int> r1, ref Vector256<int> r2, ref Vector256<int> r3,
-        ref Vector256<int> r4, ref Vector256<int> r5, ref Vector256<int> r6, ref Vector256<int> r7)
-    {
-        var t0 = Avx2.UnpackLow(r0, r1);
-        var t1 = Avx2.UnpackHigh(r0, r1);
-        var t2 = Avx2.UnpackLow(r2, r3);
-        var t3 = Avx2.UnpackHigh(r2, r3);
-        var t4 = Avx2.UnpackLow(r4, r5);
-        var t5 = Avx2.UnpackHigh(r4, r5);
-        var t6 = Avx2.UnpackLow(r6, r7);
-        var t7 = Avx2.UnpackHigh(r6, r7);
-        var u0 = Avx2.UnpackLow(t0.AsInt64(), t2.AsInt64()).AsInt32();
-        var u1 = Avx2.UnpackHigh(t0.AsInt64(), t2.AsInt64()).AsInt32();
-        var u2 = Avx2.UnpackLow(t1.AsInt64(), t3.AsInt64()).AsInt32();
-        var u3 = Avx2.UnpackHigh(t1.AsInt64(), t3.AsInt64()).AsInt32();
-        var u4 = Avx2.UnpackLow(t4.AsInt64(), t6.AsInt64()).AsInt32();
-        var u5 = Avx2.UnpackHigh(t4.AsInt64(), t6.AsInt64()).AsInt32();
-        var u6 = Avx2.UnpackLow(t5.AsInt64(), t7.AsInt64()).AsInt32();
-        var u7 = Avx2.UnpackHigh(t5.AsInt64(), t7.AsInt64()).AsInt32();
-        r0 = Avx2.Permute2x128(u0, u4, 0x20);
-        r1 = Avx2.Permute2x128(u1, u5, 0x20);
-        r2 = Avx2.Permute2x128(u2, u6, 0x20);
-        r3 = Avx2.Permute2x128(u3, u7, 0x20);
-        r4 = Avx2.Permute2x128(u0, u4, 0x31);
-        r5 = Avx2.Permute2x128(u1, u5, 0x31);
-        r6 = Avx2.Permute2x128(u2, u6, 0x31);
-        r7 = Avx2.Permute2x128(u3, u7, 0x31);
     }
 
     /// <summary>The same transform one value at a time (machines without AVX2; the tests hold the two equal).</summary>

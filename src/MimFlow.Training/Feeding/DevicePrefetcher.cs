@@ -43,7 +43,8 @@ public static class DevicePrefetcher
         {
             await foreach (var batch in batches.WithCancellation(cancellationToken))
             {
-                queue.Enqueue(Upload(batch, device));
+                // The tensors hold copies: the host arrays go back to the feeder for a later batch.
+                using (batch) queue.Enqueue(Upload(batch, device));
                 if (queue.Count > Ahead) yield return queue.Dequeue();
             }
             while (queue.Count > 0) yield return queue.Dequeue();

@@ -59,26 +59,50 @@ public sealed record FeederOptions
 
 /// <summary>
 /// A training batch on the host: normalised pixels [B, 3, S, S], masks [B, N] (1 = masked), codes [B, N], teacher
-/// features [B, N, D] and labels, with the position it had in its epoch.
+/// features [B, N, D] and labels, with the position it had in its epoch. Disposing it hands its arrays back to the
+/// feeder that made it, which fills them again for a later batch (a 224² batch of 64 is 38 MB of pixels: allocating
+/// one per step costs page faults, zeroing and collections); a batch that is not disposed is simply collected.
+/// Nothing may read a batch after disposing it.
 /// </summary>
-public sealed class TrainingBatch(int count, int side, int cells, int featureTokens, int featureDim)
+public sealed class TrainingBatch(int count, int side, int cells, int featureTokens, int featureDim) : IDisposable
 {
+    private Action<TrainingBatch>? recycle;
+    private int disposed;
+
     public int Count { get; } = count;
     public int Side { get; } = side;
     public int Cells { get; } = cells;
     public int FeatureTokens { get; } = featureTokens;
     public int FeatureDim { get; } = featureDim;
     public int FeatureValues => FeatureTokens * FeatureDim;
-    public float[] Pixels { get; } = new float[count * 3 * side * side];
+    public float[] Pixels { get; } = GC.AllocateUninitializedArray<float>(count * 3 * side * side);
     public byte[] Masks { get; } = new byte[count * cells];
     public long[] Codes { get; } = new long[count * cells];
-    public float[] Features { get; } = new float[count * featureTokens * featureDim];
+    public float[] Features { get; } = GC.AllocateUninitializedArray<float>(count * featureTokens * featureDim);
     public int[] Labels { get; } = new int[count];
     public string[] SampleIds { get; } = new string[count];
-    public int Epoch { get; init; }
+    public int Epoch { get; private set; }
 
     /// <summary>0-based position of this batch in its epoch.</summary>
-    public long Number { get; init; }
+    public long Number { get; private set; }
+
+    internal bool Fits(int count, int side, int cells, int featureTokens, int featureDim) =>
+        Count == count && Side == side && Cells == cells && FeatureTokens == featureTokens && FeatureDim == featureDim;
+
+    /// <summary>Readies the batch for its (next) use; <paramref name="recycle"/> takes it back when it is disposed.</summary>
+    internal TrainingBatch Issue(int epoch, long number, Action<TrainingBatch>? recycle)
+    {
+        Epoch = epoch;
+        Number = number;
+        this.recycle = recycle;
+        disposed = 0;
+        return this;
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref disposed, 1) == 0) recycle?.Invoke(this);
+    }
 }
 
 /// <summary>
@@ -195,24 +219,28 @@ public sealed class ShardFeeder
         LibvipsSettings.ForGraphParallelism();
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var token = linked.Token;
-        var decode = new TransformBlock<(long Position, ShardRow Row), Decoded>(
-            item => DecodeAsync(item.Row, epoch, token),
+        var rows = options.Rows;
+        // Each worker writes its image straight into its row of the batch; the batches being filled are few (the decode
+        // block holds at most 2·workers + one batch of images), and one is complete when its last row comes out of the
+        // ordered block, since every row before it has then been written.
+        var filling = new OpenBatches(this, epoch);
+        var decode = new TransformBlock<(long Position, ShardRow Row), (long Number, int Slot)>(
+            async item =>
+            {
+                long number = item.Position / options.BatchSize;
+                int slot = (int)(item.Position % options.BatchSize) - rows.Offset;
+                await DecodeAsync(item.Row, epoch, filling, number, slot, token);
+                return (number, slot);
+            },
             new ExecutionDataflowBlockOptions
             {
                 MaxDegreeOfParallelism = options.DecodeWorkers, BoundedCapacity = 2 * options.DecodeWorkers + options.BatchSize,
                 EnsureOrdered = true, CancellationToken = token, SingleProducerConstrained = true,
             });
         var ready = new BufferBlock<TrainingBatch>(new DataflowBlockOptions { BoundedCapacity = options.PrefetchBatches, CancellationToken = token });
-        var rows = options.Rows;
-        var pending = new List<Decoded>(rows.Count);
-        long number = skipBatches;
-        var collate = new ActionBlock<Decoded>(async decoded =>
+        var collate = new ActionBlock<(long Number, int Slot)>(async done =>
         {
-            pending.Add(decoded);
-            if (pending.Count < rows.Count) return;
-            var batch = Collate(pending, epoch, number++);
-            pending.Clear();
-            await ready.SendAsync(batch, token);
+            if (done.Slot == rows.Count - 1) await ready.SendAsync(filling.Complete(done.Number), token);
         }, new ExecutionDataflowBlockOptions { BoundedCapacity = options.BatchSize, CancellationToken = token });
         var link = new DataflowLinkOptions { PropagateCompletion = true };
         decode.LinkTo(collate, link);
@@ -233,7 +261,7 @@ public sealed class ShardFeeder
                     if (position++ < skip) continue;
                     // Every rank streams the same shuffled rows (the shuffle is a function of the stream) and decodes only its own.
                     if (!rows.IsWhole && !rows.Contains((position - 1) % options.BatchSize)) continue;
-                    if (!await decode.SendAsync((position, row), token)) break;
+                    if (!await decode.SendAsync((position - 1, row), token)) break;
                 }
                 decode.Complete();
             }
@@ -378,14 +406,36 @@ public sealed class ShardFeeder
 
     private static ulong SampleKey(string sampleId) => ulong.Parse(sampleId, NumberStyles.HexNumber, CultureInfo.InvariantCulture);
 
-    private sealed record Decoded(ShardRow Row, float[] Pixels, byte[]? Mask, int Side);
+    /// <summary>The batches of one epoch being filled by the decode workers, by number.</summary>
+    private sealed class OpenBatches(ShardFeeder feeder, int epoch)
+    {
+        private readonly Dictionary<long, TrainingBatch> open = [];
 
-    private async Task<Decoded> DecodeAsync(ShardRow row, int epoch, CancellationToken cancellationToken)
+        public TrainingBatch Get(long number, int side)
+        {
+            lock (open)
+            {
+                if (!open.TryGetValue(number, out var batch)) open[number] = batch = feeder.NewBatch(side, epoch, number);
+                return batch;
+            }
+        }
+
+        public TrainingBatch Complete(long number)
+        {
+            lock (open)
+            {
+                open.Remove(number, out var batch);
+                return batch ?? throw new InvalidOperationException($"batch {number} of epoch {epoch} completed without its rows");
+            }
+        }
+    }
+
+    private async Task DecodeAsync(ShardRow row, int epoch, OpenBatches filling, long number, int slot, CancellationToken cancellationToken)
     {
         try
         {
             byte[] encoded = options.Originals is { } originals ? await OriginalAsync(originals, row, cancellationToken) : row.Image!;
-            return Render(row, encoded, epoch);
+            Render(row, encoded, epoch, filling, number, slot);
         }
         catch (BadImageException e)
         {
@@ -393,7 +443,8 @@ public sealed class ShardFeeder
         }
     }
 
-    private Decoded Render(ShardRow row, byte[] encoded, int epoch)
+    /// <summary>Replays the row's view on its image and writes it, its mask and its targets into row <paramref name="slot"/> of batch <paramref name="number"/>.</summary>
+    private void Render(ShardRow row, byte[] encoded, int epoch, OpenBatches filling, long number, int slot)
     {
         var parameters = AugmentParams.FromJson(row.Augment);
         var view = parameters.Views[0];
@@ -406,31 +457,36 @@ public sealed class ShardFeeder
         var crop = view.Crop;
         var replay = AugmentParams.Of(view with { Crop = new CropBox(crop.X * scaleX, crop.Y * scaleY, crop.Width * scaleX, crop.Height * scaleY) });
         var shape = new ViewShape(view.Width, view.Height);
-        // Pooled: the planar view lives for this call, the floats until Collate has copied them into the batch.
+        var batch = filling.Get(number, view.Width);
+        // Pooled: the planar view lives for this call; the floats go straight into the batch.
         byte[] planar = System.Buffers.ArrayPool<byte>.Shared.Rent(shape.Bytes);
-        float[] pixels = System.Buffers.ArrayPool<float>.Shared.Rent(shape.Bytes);
         try
         {
             Augmenter.Render(encoded, header, replay, [shape], [planar.AsMemory(0, shape.Bytes)]);
-            PixelNormalizer.ToFloat(planar.AsSpan(0, shape.Bytes), pixels.AsSpan(0, shape.Bytes), imageNetStatistics: true);
-        }
-        catch
-        {
-            System.Buffers.ArrayPool<float>.Shared.Return(pixels);
-            throw;
+            PixelNormalizer.ToFloat(planar.AsSpan(0, shape.Bytes), batch.Pixels.AsSpan(slot * shape.Bytes, shape.Bytes), imageNetStatistics: true);
         }
         finally
         {
             System.Buffers.ArrayPool<byte>.Shared.Return(planar);
         }
-        byte[]? mask = null;
+        // Every value of the row is written: a reused batch holds the values of an earlier one.
+        int cells = batch.Cells, featureValues = batch.FeatureValues;
+        var masks = batch.Masks.AsSpan(slot * cells, cells);
         if (options.Masks is { } generator)
         {
             var random = StableRandom.For(options.Seed, "feeder-mask", (ulong)epoch, SampleKey(row.SampleId));
-            mask = new byte[generator.Height * generator.Width];
-            generator.Next(ref random).CopyTo(mask);
+            generator.Next(ref random).CopyTo(masks);
         }
-        return new Decoded(row, pixels, mask, view.Width);
+        else masks.Clear();
+        var codeRow = batch.Codes.AsSpan(slot * cells, cells);
+        codeRow.Clear();
+        if (row.Codes is { } codes)
+            for (int c = 0; c < codes.Length; c++) codeRow[c] = codes[c];
+        var featureRow = batch.Features.AsSpan(slot * featureValues, featureValues);
+        if (row.Features is { } features) FeatureCodec.Decode(features, row.FeatureScales, featureRow);
+        else featureRow.Clear();
+        batch.Labels[slot] = row.Label ?? -1;
+        batch.SampleIds[slot] = row.SampleId;
     }
 
     private static async Task<byte[]> OriginalAsync(SampleIndex originals, ShardRow row, CancellationToken cancellationToken)
@@ -440,24 +496,22 @@ public sealed class ShardFeeder
         return await originals.ReadImageAsync(sample, cancellationToken);
     }
 
-    private TrainingBatch Collate(List<Decoded> items, int epoch, long number)
+    /// <summary>Batches their consumers have disposed, for <see cref="NewBatch"/> to fill again (at most <see cref="SpareLimit"/>).</summary>
+    private readonly System.Collections.Concurrent.ConcurrentBag<TrainingBatch> spareBatches = [];
+
+    private const int SpareLimit = 8;
+
+    private void Recycle(TrainingBatch batch)
     {
-        int side = items[0].Side, cells = Cells;
-        var batch = new TrainingBatch(items.Count, side, cells, Manifest.FeatureShape?[0] ?? 0, Manifest.FeatureShape?[1] ?? 0) { Epoch = epoch, Number = number };
-        int featureValues = batch.FeatureValues;
-        int plane = 3 * side * side;
-        for (int r = 0; r < items.Count; r++)
-        {
-            var item = items[r];
-            item.Pixels.AsSpan(0, plane).CopyTo(batch.Pixels.AsSpan(r * plane, plane));
-            System.Buffers.ArrayPool<float>.Shared.Return(item.Pixels);
-            item.Mask?.CopyTo(batch.Masks, r * cells);
-            if (item.Row.Codes is { } codes)
-                for (int c = 0; c < codes.Length; c++) batch.Codes[r * cells + c] = codes[c];
-            if (item.Row.Features is { } features) FeatureCodec.Decode(features, item.Row.FeatureScales, batch.Features.AsSpan(r * featureValues, featureValues));
-            batch.Labels[r] = item.Row.Label ?? -1;
-            batch.SampleIds[r] = item.Row.SampleId;
-        }
-        return batch;
+        if (spareBatches.Count < SpareLimit) spareBatches.Add(batch);
+    }
+
+    /// <summary>A batch of this process's rows, a spare one when there is one.</summary>
+    private TrainingBatch NewBatch(int side, int epoch, long number)
+    {
+        int count = options.Rows.Count, cells = Cells, tokens = Manifest.FeatureShape?[0] ?? 0, dim = Manifest.FeatureShape?[1] ?? 0;
+        if (!spareBatches.TryTake(out var batch) || !batch.Fits(count, side, cells, tokens, dim))
+            batch = new TrainingBatch(count, side, cells, tokens, dim);
+        return batch.Issue(epoch, number, Recycle);
     }
 }

@@ -61,6 +61,53 @@ public sealed class FeederTests
     }
 
     [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Batches_handed_back_are_filled_again_whole_and_the_epoch_reads_the_same(bool masks)
+    {
+        using var fixture = await TokenizeFixture.CreateAsync(images: 12);
+        string shards = fixture.Combine("shards");
+        await TokenizeJob.RunAsync(fixture.Request(shards));
+        var options = masks ? Options() : Options() with { Masks = null };
+        var keeper = new ShardFeeder(shards, options);
+        List<TrainingBatch>[] kept = [await Epoch(keeper, 0), await Epoch(keeper, 1)];
+
+        // Epoch 0 hands every batch back, so epoch 1 is built from them.
+        var feeder = new ShardFeeder(shards, options);
+        var seen = new HashSet<TrainingBatch>(ReferenceEqualityComparer.Instance);
+        int reused = 0;
+        for (int epoch = 0; epoch < 2; epoch++)
+        {
+            int count = 0;
+            await foreach (var batch in feeder.ReadEpochAsync(epoch))
+            {
+                using (batch)
+                {
+                    if (!seen.Add(batch)) reused++;
+                    var reference = kept[epoch][count++];
+                    Assert.Equal(reference.Number, batch.Number);
+                    Assert.Equal(reference.SampleIds, batch.SampleIds);
+                    Assert.Equal(reference.Pixels, batch.Pixels);
+                    Assert.Equal(reference.Masks, batch.Masks);
+                    Assert.Equal(reference.Codes, batch.Codes);
+                    Assert.Equal(reference.Features, batch.Features);
+                    Assert.Equal(reference.Labels, batch.Labels);
+                    // What the consumer leaves in a batch it hands back must never reach a later batch.
+                    batch.Pixels.AsSpan().Fill(float.NaN);
+                    batch.Masks.AsSpan().Fill(7);
+                    batch.Codes.AsSpan().Fill(-1);
+                    batch.Features.AsSpan().Fill(float.NaN);
+                    batch.Labels.AsSpan().Fill(-5);
+                }
+            }
+            Assert.Equal(kept[epoch].Count, count);
+        }
+        Assert.True(reused >= kept[1].Count, $"{reused} batches were filled again");
+        Assert.All(kept[0], b => Assert.Contains(b.Masks, m => m == (masks ? 1 : 0)));
+        Assert.All(kept[0], b => Assert.DoesNotContain(b.Masks, m => m > (masks ? 1 : 0)));
+    }
+
+    [Theory]
     [InlineData("imagenet")]
     [InlineData("wds")]
     [InlineData("hf-parquet")]
