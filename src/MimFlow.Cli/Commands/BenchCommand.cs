@@ -282,7 +282,7 @@ internal static class BenchCommand
         {
             var request = options.Request(parsed);
             request = request with { Tokenize = request.Tokenize with { Device = options.Tokenize.Device.Resolve(parsed) } };
-            context.Console.MarkupLineInterpolated($"mimflow: forward-only, then pre-tokenization of {request.Images} images …");
+            context.Console.MarkupLineInterpolated($"mimflow: forward-only, then pre-tokenization of {request.Images} images (each after a warm-up) …");
             var result = await TokenizeBenchmark.RunAsync(request, cancellationToken);
             var table = new Table().Title($"bench tokenize ({result.Arithmetic})").AddColumns("forward-only img/s", "pre-tokenization img/s", "ratio", "model waited for input");
             table.AddRow($"{result.ForwardOnlyImagesPerSecond:F1}", $"{result.PipelineImagesPerSecond:F1}", $"{result.Ratio:F2}", $"{result.InputWaitShare:P1}");

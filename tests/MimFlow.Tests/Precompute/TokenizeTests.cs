@@ -23,6 +23,18 @@ public sealed class TokenizeTests
     }
 
     [Fact]
+    public async Task The_tokenize_benchmark_warms_the_pipeline_up_before_timing_it_and_writes_nothing_where_the_request_points()
+    {
+        using var fixture = await TokenizeFixture.CreateAsync(images: 10);
+        string output = fixture.Combine("not-written");
+        var result = await TokenizeBenchmark.RunAsync(new TokenizeBenchmarkRequest(fixture.Request(output)) { Images = 8 });
+        Assert.Equal(8, result.Images);
+        Assert.Equal(4, result.WarmUpImages);
+        Assert.True(result.ForwardOnlyImagesPerSecond > 0 && result.PipelineImagesPerSecond > 0, $"{result}");
+        Assert.False(Directory.Exists(output));
+    }
+
+    [Fact]
     public async Task Tokenize_writes_verified_shards_that_arrow_reads_with_one_row_per_view_and_the_broken_image_quarantined()
     {
         using var fixture = await TokenizeFixture.CreateAsync();
