@@ -34,6 +34,23 @@ internal static class PlanarKernels
     public static void Saturate(Span<byte> red, Span<byte> green, Span<byte> blue, int factor)
     {
         int n = red.Length, i = 0;
+        if (Vector512.IsHardwareAccelerated && System.Runtime.Intrinsics.X86.Avx512F.IsSupported)
+        {
+            // Sixteen pixels at a time, the same integer arithmetic as the eight-pixel loop below.
+            var f = Vector512.Create(factor);
+            var round = Vector512.Create(Round);
+            for (; i + 16 <= n; i += 16)
+            {
+                var r = Load16(red, i);
+                var g = Load16(green, i);
+                var b = Load16(blue, i);
+                var grey = (r * R + g * G + b * B + round) >> 16;
+                var greyFixed = (grey << 16) + round;
+                Store16((greyFixed + f * (r - grey)) >> 16, red, i);
+                Store16((greyFixed + f * (g - grey)) >> 16, green, i);
+                Store16((greyFixed + f * (b - grey)) >> 16, blue, i);
+            }
+        }
         if (Vector256.IsHardwareAccelerated)
         {
             var f = Vector256.Create(factor);
@@ -69,6 +86,13 @@ internal static class PlanarKernels
         var shorts = Vector128.WidenLower(bytes);
         return Vector256.Create(Vector128.WidenLower(shorts), Vector128.WidenUpper(shorts)).AsInt32();
     }
+
+    private static Vector512<int> Load16(ReadOnlySpan<byte> plane, int i) =>
+        System.Runtime.Intrinsics.X86.Avx512F.ConvertToVector512Int32(Vector128.Create(plane.Slice(i, 16)));
+
+    private static void Store16(Vector512<int> values, Span<byte> plane, int i) =>
+        System.Runtime.Intrinsics.X86.Avx512F.ConvertToVector128Byte(Vector512.Min(Vector512.Max(values, Vector512<int>.Zero), Vector512.Create(255)))
+            .CopyTo(plane.Slice(i, 16));
 
     private static void Store(Vector256<int> values, Span<byte> plane, int i)
     {

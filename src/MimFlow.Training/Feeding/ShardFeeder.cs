@@ -224,12 +224,12 @@ public sealed class ShardFeeder
         // block holds at most 2·workers + one batch of images), and one is complete when its last row comes out of the
         // ordered block, since every row before it has then been written.
         var filling = new OpenBatches(this, epoch);
-        var decode = new TransformBlock<(long Position, ShardRow Row), (long Number, int Slot)>(
+        var decode = new TransformBlock<(long Position, CheckedRow Row), (long Number, int Slot)>(
             async item =>
             {
                 long number = item.Position / options.BatchSize;
                 int slot = (int)(item.Position % options.BatchSize) - rows.Offset;
-                await DecodeAsync(item.Row, epoch, filling, number, slot, token);
+                await DecodeAsync(item.Row.Row, item.Row.View, epoch, filling, number, slot, token);
                 return (number, slot);
             },
             new ExecutionDataflowBlockOptions
@@ -311,12 +311,12 @@ public sealed class ShardFeeder
     }
 
     /// <summary>One row per image (its view for this epoch), shards in a seeded order, images through a seeded shuffle buffer.</summary>
-    private async IAsyncEnumerable<ShardRow> ShuffledRowsAsync(int epoch, [EnumeratorCancellation] CancellationToken cancellationToken)
+    private async IAsyncEnumerable<CheckedRow> ShuffledRowsAsync(int epoch, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         var shards = Manifest.Shards.ToArray();
         StableRandom.For(options.Seed, "feeder-shards", (ulong)epoch).Shuffle(shards);
         var shuffle = StableRandom.For(options.Seed, "feeder-shuffle", (ulong)epoch);
-        var buffer = new List<ShardRow>(options.ShuffleBuffer);
+        var buffer = new List<CheckedRow>(options.ShuffleBuffer);
         int views = Manifest.Configuration.Views;
         foreach (var shard in shards)
         {
@@ -337,16 +337,16 @@ public sealed class ShardFeeder
                     throw new InvalidDataException($"{path}: unreadable after row {rows} ({e.GetType().Name}: {e.Message})", e);
                 }
                 rows++;
-                CheckRow(path, rows - 1, row);
+                var view = CheckRow(path, rows - 1, row);
                 if (row.View != ChosenView(row.SampleId, epoch, views)) continue;
                 if (buffer.Count < options.ShuffleBuffer)
                 {
-                    buffer.Add(row);
+                    buffer.Add(new CheckedRow(row, view));
                     continue;
                 }
                 int slot = shuffle.NextInt(options.ShuffleBuffer);
                 yield return buffer[slot];
-                buffer[slot] = row;
+                buffer[slot] = new CheckedRow(row, view);
             }
             if (rows != shard.Rows) throw new InvalidDataException($"{path}: {rows:N0} rows, the manifest says {shard.Rows:N0}");
         }
@@ -354,8 +354,11 @@ public sealed class ShardFeeder
         foreach (var row in buffer) yield return row;
     }
 
+    /// <summary>A row and its view's parameters, parsed once when the row was checked.</summary>
+    private readonly record struct CheckedRow(ShardRow Row, ViewParams View);
+
     /// <summary>What training reads of a row, checked as it is read: a view the set has, codes of the grid inside the codebook, features of the manifest's size.</summary>
-    private void CheckRow(string path, long index, ShardRow row)
+    private ViewParams CheckRow(string path, long index, ShardRow row)
     {
         string Where() => $"{path}: row {index} ({row.Path}, view {row.View})";
         if (row.View < 0 || row.View >= Manifest.Configuration.Views) throw new InvalidDataException($"{Where()}: view outside 0..{Manifest.Configuration.Views - 1}");
@@ -393,6 +396,7 @@ public sealed class ShardFeeder
         if (view.Width != view.Height || view.Width < 1 || view.Width > MaxViewSide || (viewSide is int side && side != view.Width))
             throw new InvalidDataException($"{Where()}: a view of {view.Width}×{view.Height}, the set's views are {(viewSide is int s ? $"{s}×{s}" : $"square, at most {MaxViewSide}")}");
         viewSide = view.Width;
+        return view;
     }
 
     /// <summary>Largest view side a row may ask for (a damaged number must not size an allocation).</summary>
@@ -430,12 +434,12 @@ public sealed class ShardFeeder
         }
     }
 
-    private async Task DecodeAsync(ShardRow row, int epoch, OpenBatches filling, long number, int slot, CancellationToken cancellationToken)
+    private async Task DecodeAsync(ShardRow row, ViewParams view, int epoch, OpenBatches filling, long number, int slot, CancellationToken cancellationToken)
     {
         try
         {
             byte[] encoded = options.Originals is { } originals ? await OriginalAsync(originals, row, cancellationToken) : row.Image!;
-            Render(row, encoded, epoch, filling, number, slot);
+            Render(row, view, encoded, epoch, filling, number, slot);
         }
         catch (BadImageException e)
         {
@@ -444,10 +448,8 @@ public sealed class ShardFeeder
     }
 
     /// <summary>Replays the row's view on its image and writes it, its mask and its targets into row <paramref name="slot"/> of batch <paramref name="number"/>.</summary>
-    private void Render(ShardRow row, byte[] encoded, int epoch, OpenBatches filling, long number, int slot)
+    private void Render(ShardRow row, ViewParams view, byte[] encoded, int epoch, OpenBatches filling, long number, int slot)
     {
-        var parameters = AugmentParams.FromJson(row.Augment);
-        var view = parameters.Views[0];
         var header = ImageHeader.Read(encoded, DecodeLimits.Default);
         if (options.Originals is not null && (header.Width != row.SourceWidth || header.Height != row.SourceHeight))
             throw new InvalidDataException($"{options.Originals.Root}: '{row.Path}' is {header.Width}×{header.Height}, but it was tokenized at " +
