@@ -226,6 +226,9 @@ public sealed class BenchSuite(SuiteOptions options, Action<string> say)
             }
             return (bytes / 1e6 / watch.Elapsed.TotalSeconds, $"{count} rows");
         });
+        // The feeder's ceiling is decoding the stored images: they are written out (<work>/stored) and decoded alone
+        // in each repeat, by the managed decoder and, where Python has PIL, by PIL (ops/bench/peer_recipes.py).
+        string stored = Wanted("feeder") ? await WriteStoredImagesAsync(manifest, shards, Path.Combine(root, "stored"), cancellationToken) : "";
         await Measure("feeder", "img/s", CpuReference, async () =>
         {
             var feeder = new ShardFeeder(shards, new FeederOptions { BatchSize = 16, DecodeWorkers = options.Workers, Masks = new BlockwiseMaskGenerator(14, 14, 75), ShuffleBuffer = 256 });
@@ -233,7 +236,22 @@ public sealed class BenchSuite(SuiteOptions options, Action<string> say)
             long images = 0;
             await foreach (var batch in feeder.ReadEpochAsync(0, cancellationToken: cancellationToken))
                 using (batch) images += batch.Count;
-            return (images / watch.Elapsed.TotalSeconds, "stored JPEG decoded, augmentation replayed, blockwise masks, batches of 16");
+            double rate = images / watch.Elapsed.TotalSeconds;
+            var storedIndex = DatasetSource.Open(stored, DatasetLayout.Folder);
+            var decode = await DataStages.DecodeOnlyAsync(storedIndex, storedIndex.Count, cancellationToken);
+            string pil;
+            try
+            {
+                var (pilRate, _) = await Peers.DecodeOnlyAsync(options.Python, DataBenchRequest.DefaultPeerRecipes, stored, storedIndex.Count, cancellationToken);
+                pil = $", {rate / pilRate:F2} of PIL's ({pilRate:F0} img/s)";
+            }
+            catch (Exception e) when (e is IOException or System.ComponentModel.Win32Exception)
+            {
+                pil = $"; PIL's decode-only rate not measured ({e.Message.Split('\n')[0]})";
+            }
+            string against = $"{rate / decode.Ours:F2} of the stored images' decode-only rate with the managed decoder ({decode.Ours:F0} img/s){pil}";
+            say($"  feeder: {rate:F1} img/s, {against}");
+            return (rate, $"stored JPEG decoded, augmentation replayed, blockwise masks, batches of 16; {against}");
         });
 
         await MeasureTogether(["tokenizer-forward", "tokenize"], "img/s", ComputeReference, async () =>
@@ -279,6 +297,18 @@ public sealed class BenchSuite(SuiteOptions options, Action<string> say)
     }
 
     private IEnumerable<double> Repeat(Func<double> measure) => Enumerable.Range(0, options.Repeats).Select(_ => measure()).ToList();
+
+    /// <summary>The shard set's stored images as JPEG files (one folder, first row of each image), for decode-only references.</summary>
+    private static async Task<string> WriteStoredImagesAsync(ShardManifest manifest, string shards, string folder, CancellationToken cancellationToken)
+    {
+        Directory.CreateDirectory(folder);
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var shard in manifest.Shards)
+            await foreach (var row in ShardReader.ReadAsync(Path.Combine(shards, shard.Name), cancellationToken))
+                if (row.Image is { } image && seen.Add(row.SampleId))
+                    await File.WriteAllBytesAsync(Path.Combine(folder, $"{row.SampleId}.jpg"), image, cancellationToken);
+        return folder;
+    }
 
     public static double Median(IEnumerable<double> values)
     {

@@ -66,6 +66,10 @@ public sealed class BenchSuiteTests
             Assert.True(s.PeakMemoryBytes > 0);
         });
         Assert.True(result.References[BenchSuite.ComputeReference] > 0);
+        // The feeder is put next to decoding its stored images alone, in the same repeat (PIL's rate when Python has PIL).
+        var feeder = result.Stages.Single(s => s.Stage == "feeder");
+        Assert.Matches(@"\d+\.\d\d of the stored images' decode-only rate with the managed decoder \(\d+ img/s\)(, \d+\.\d\d of PIL's \(\d+ img/s\)|; PIL's decode-only rate not measured \(.+\))$", feeder.Detail);
+        Assert.NotEmpty(Directory.EnumerateFiles(dir.Combine("work", "stored"), "*.jpg"));
         Assert.False(string.IsNullOrEmpty(result.Versions["libvips"]));
         Assert.Contains("mimflow bench (short form)", outcome.Output);
     }
