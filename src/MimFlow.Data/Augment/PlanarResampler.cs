@@ -236,23 +236,14 @@ public static class PlanarResampler
             StoreEdgeTile(tile, rows, count, target.Slice(oy * targetStride + ox), targetStride);
             return;
         }
-        _ = tile[Lanes - 1];
-        var r0 = tile[0].AsInt32();
-        var r1 = tile[1].AsInt32();
-        var r2 = tile[2].AsInt32();
-        var r3 = tile[3].AsInt32();
-        var r4 = tile[4].AsInt32();
-        var r5 = tile[5].AsInt32();
-        var r6 = tile[6].AsInt32();
-        var r7 = tile[7].AsInt32();
-        Tiles.Transpose(ref r0, ref r1, ref r2, ref r3, ref r4, ref r5, ref r6, ref r7);
+        Transpose(tile);
         // Clipped to 0..255 first, so the saturating packs only narrow; the packs interleave 4-pixel groups of rows
         // within 128-bit lanes, and one permute puts each row's eight bytes together.
         var order = Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7);
         var first = Avx2.PermuteVar8x32(Avx2.PackUnsignedSaturate(
-            Avx2.PackSignedSaturate(Quantize(r0), Quantize(r1)), Avx2.PackSignedSaturate(Quantize(r2), Quantize(r3))).AsInt32(), order).AsUInt64();
+            Avx2.PackSignedSaturate(Quantize(tile[0]), Quantize(tile[1])), Avx2.PackSignedSaturate(Quantize(tile[2]), Quantize(tile[3]))).AsInt32(), order).AsUInt64();
         var second = Avx2.PermuteVar8x32(Avx2.PackUnsignedSaturate(
-            Avx2.PackSignedSaturate(Quantize(r4), Quantize(r5)), Avx2.PackSignedSaturate(Quantize(r6), Quantize(r7))).AsInt32(), order).AsUInt64();
+            Avx2.PackSignedSaturate(Quantize(tile[4]), Quantize(tile[5])), Avx2.PackSignedSaturate(Quantize(tile[6]), Quantize(tile[7]))).AsInt32(), order).AsUInt64();
         ref byte origin = ref Unsafe.Add(ref MemoryMarshal.GetReference(target), oy * targetStride + ox);
         for (int j = 0; j < rows; j++)
             Unsafe.WriteUnaligned(ref Unsafe.Add(ref origin, j * targetStride), j < 4 ? first.GetElement(j) : second.GetElement(j - 4));
@@ -260,8 +251,8 @@ public static class PlanarResampler
 
     /// <summary>A sum as its byte: + 0.5, clipped to 0..255, truncated.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Quantize(Vector256<int> sums) =>
-        Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(sums.AsSingle() + Vector256.Create(0.5f), Vector256<float>.Zero), Vector256.Create(255f)));
+    private static Vector256<int> Quantize(Vector256<float> sums) =>
+        Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(sums + Vector256.Create(0.5f), Vector256<float>.Zero), Vector256.Create(255f)));
 
     /// <summary>The image's right edge (fewer than eight columns) or a machine without AVX2: the same bytes, one at a time.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
