@@ -198,9 +198,9 @@ public sealed class BenchSuite(SuiteOptions options, Action<string> say)
         });
 
         var manifest = ShardManifest.Read(shards);
-        // The rows to write are read beforehand, so shard-write times writing only.
+        // The rows are read beforehand, so shard-write times writing only; the feeder's reference decodes their images.
         var rows = new List<ShardRow>();
-        if (Wanted("shard-write"))
+        if (Wanted("shard-write") || Wanted("feeder"))
             foreach (var shard in manifest.Shards)
                 await foreach (var row in ShardReader.ReadAsync(Path.Combine(shards, shard.Name), cancellationToken)) rows.Add(row);
         await Measure("shard-write", "MB/s", CpuReference, async () =>
@@ -228,7 +228,8 @@ public sealed class BenchSuite(SuiteOptions options, Action<string> say)
         });
         // The feeder's ceiling is decoding the stored images: they are written out (<work>/stored) and decoded alone
         // in each repeat, by the managed decoder and, where Python has PIL, by PIL (ops/bench/peer_recipes.py).
-        string stored = Wanted("feeder") ? await WriteStoredImagesAsync(manifest, shards, Path.Combine(root, "stored"), cancellationToken) : "";
+        string stored = Wanted("feeder") ? await WriteStoredImagesAsync(rows, Path.Combine(root, "stored"), cancellationToken) : "";
+        rows.Clear(); // not held through the feeder's peak-memory figure
         await Measure("feeder", "img/s", CpuReference, async () =>
         {
             var feeder = new ShardFeeder(shards, new FeederOptions { BatchSize = 16, DecodeWorkers = options.Workers, Masks = new BlockwiseMaskGenerator(14, 14, 75), ShuffleBuffer = 256 });
@@ -298,15 +299,14 @@ public sealed class BenchSuite(SuiteOptions options, Action<string> say)
 
     private IEnumerable<double> Repeat(Func<double> measure) => Enumerable.Range(0, options.Repeats).Select(_ => measure()).ToList();
 
-    /// <summary>The shard set's stored images as JPEG files (one folder, first row of each image), for decode-only references.</summary>
-    private static async Task<string> WriteStoredImagesAsync(ShardManifest manifest, string shards, string folder, CancellationToken cancellationToken)
+    /// <summary>The rows' stored images as JPEG files (one per image: the first row of each), for decode-only references.</summary>
+    private static async Task<string> WriteStoredImagesAsync(IEnumerable<ShardRow> rows, string folder, CancellationToken cancellationToken)
     {
         Directory.CreateDirectory(folder);
         var seen = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var shard in manifest.Shards)
-            await foreach (var row in ShardReader.ReadAsync(Path.Combine(shards, shard.Name), cancellationToken))
-                if (row.Image is { } image && seen.Add(row.SampleId))
-                    await File.WriteAllBytesAsync(Path.Combine(folder, $"{row.SampleId}.jpg"), image, cancellationToken);
+        foreach (var row in rows)
+            if (row.Image is { } image && seen.Add(row.SampleId))
+                await File.WriteAllBytesAsync(Path.Combine(folder, $"{seen.Count:D6}.jpg"), image, cancellationToken);
         return folder;
     }
 

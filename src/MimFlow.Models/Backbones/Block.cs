@@ -24,7 +24,7 @@ public sealed class Block : Module<Tensor, Tensor?, Tensor>, IStepRandomness
     [ComponentName(Name = "ls2")] private readonly LayerScale? layerScale2;
     private readonly double dropPath;
     private Generator? dropPathGenerator;
-    private DropPathRows? dropPathRows;
+    private BatchRows? dropPathRows;
 
     public Block(VitConfig config, double dropPath) : base("Block")
     {
@@ -59,7 +59,7 @@ public sealed class Block : Module<Tensor, Tensor?, Tensor>, IStepRandomness
         return (x + DropPath(fed)).MoveToOuterDisposeScope();
     }
 
-    void IStepRandomness.UseGenerator(Generator? generator, DropPathRows? rows)
+    void IStepRandomness.UseGenerator(Generator? generator, BatchRows? rows)
     {
         dropPathGenerator = generator;
         dropPathRows = rows;

@@ -12,11 +12,11 @@ public interface IStepRandomness
 {
     /// <param name="generator">The step's generator (null: torch's global one, as outside a trainer).</param>
     /// <param name="rows">This process's rows of the global batch, or null when it computes the whole batch.</param>
-    void UseGenerator(Generator? generator, DropPathRows? rows);
+    void UseGenerator(Generator? generator, BatchRows? rows);
 }
 
 /// <summary>Rows [Offset, Offset + Count) of a global batch of <see cref="Global"/> images: what one data-parallel process computes.</summary>
-public sealed record DropPathRows(int Offset, int Count, int Global)
+public sealed record BatchRows(int Offset, int Count, int Global)
 {
     public bool IsWhole => Offset == 0 && Count == Global;
 }
@@ -30,7 +30,7 @@ public static class StepRandomness
     /// <param name="rows">Data-parallel training: this process computes only some rows of the global batch; the draws
     /// are then made for the whole global batch and this process keeps its rows, so every image is dropped exactly as
     /// in the single-process run. Null: the batch is the whole batch.</param>
-    public static void UseGenerator(nn.Module root, Generator? generator, DropPathRows? rows = null)
+    public static void UseGenerator(nn.Module root, Generator? generator, BatchRows? rows = null)
     {
         var kept = rows is { IsWhole: false } ? rows : null;
         // TorchSharp's named_modules() leaves out the root itself.
@@ -44,7 +44,7 @@ public static class StepRandomness
     /// this process keeps its rows: a forward may stack k views of the same images (view-major, as multi-crop
     /// objectives do), so there are k draws per global image, of which this process keeps its rows in each view.
     /// </summary>
-    public static Tensor Survivors(long[] shape, double keep, ScalarType dtype, Device device, Generator? generator, DropPathRows? rows)
+    public static Tensor Survivors(long[] shape, double keep, ScalarType dtype, Device device, Generator? generator, BatchRows? rows)
     {
         if (rows is null) return empty(shape, dtype: dtype, device: device).bernoulli_(keep, generator: generator);
         if (shape[0] % rows.Count != 0)
@@ -66,7 +66,7 @@ public sealed class SeededDropout : nn.Module<Tensor, Tensor>, IStepRandomness
 {
     private readonly double probability;
     private Generator? generator;
-    private DropPathRows? rows;
+    private BatchRows? rows;
 
     public SeededDropout(double probability) : base("Dropout")
     {
@@ -74,7 +74,7 @@ public sealed class SeededDropout : nn.Module<Tensor, Tensor>, IStepRandomness
         this.probability = probability;
     }
 
-    public void UseGenerator(Generator? generator, DropPathRows? rows)
+    public void UseGenerator(Generator? generator, BatchRows? rows)
     {
         this.generator = generator;
         this.rows = rows;

@@ -71,7 +71,7 @@ public sealed class TrainerKernel(FlatAdamW optimizer, ulong seed, Device device
         if (Reduces && rows is null)
             throw new InvalidOperationException($"a data-parallel step ({collective.WorldSize} ranks) needs this rank's rows of the global batch");
         using var generator = new Generator(StableRandom.For(seed, "drop-path", (ulong)step).NextUInt64(), device);
-        StepRandomness.UseGenerator(model, generator, rows is null ? null : new DropPathRows(slice.Offset, slice.Count, slice.Global));
+        StepRandomness.UseGenerator(model, generator, rows is null ? null : new BatchRows(slice.Offset, slice.Count, slice.Global));
         try
         {
             hooks?.BeforeForward?.Invoke();

@@ -207,17 +207,7 @@ public sealed class AugmentTests
                     ops.Add(new Affine(1 + 0.2 * (random.NextDouble() - 0.5), random.NextDouble() - 0.5, 3 * (random.NextDouble() - 0.5),
                         random.NextDouble() - 0.5, 1 + 0.2 * (random.NextDouble() - 0.5), 3 * (random.NextDouble() - 0.5), kernel, 1, 2, 3));
             }
-            foreach (var op in ops)
-            {
-                byte[] interleaved = (byte[])rgb.Clone();
-                op.Apply(new RgbImage(interleaved, w, h));
-                var image = new PlanarImage(new byte[rgb.Length], w, h);
-                image.FromInterleaved(rgb);
-                op.Apply(image);
-                byte[] back = new byte[rgb.Length];
-                image.ToInterleaved(back);
-                Assert.True(interleaved.AsSpan().SequenceEqual(back), $"{op} on {w}×{h}: planar differs");
-            }
+            foreach (var op in ops) PlanarParity.AssertSameBytes(op, rgb, w, h);
         }
     }
 
@@ -229,18 +219,7 @@ public sealed class AugmentTests
         {
             byte[] rgb = new byte[3 * w * h];
             random.NextBytes(rgb);
-            foreach (double radius in new[] { 0.1, 0.45, 1.0, 1.3, 1.77, 2.0 })
-            {
-                var blur = new GaussianBlur(radius);
-                byte[] interleaved = (byte[])rgb.Clone();
-                blur.Apply(new RgbImage(interleaved, w, h));
-                var image = new PlanarImage(new byte[rgb.Length], w, h);
-                image.FromInterleaved(rgb);
-                blur.Apply(image);
-                byte[] back = new byte[rgb.Length];
-                image.ToInterleaved(back);
-                Assert.True(interleaved.AsSpan().SequenceEqual(back), $"{blur} on {w}×{h}: planar differs");
-            }
+            foreach (double radius in new[] { 0.1, 0.45, 1.0, 1.3, 1.77, 2.0 }) PlanarParity.AssertSameBytes(new GaussianBlur(radius), rgb, w, h);
         }
     }
 }

@@ -232,9 +232,7 @@ public sealed class JpegDecoderHostileInputTests
 
         var report = await DatasetScan.RunAsync(index, dir.Combine("out"), DatasetSplit.Train, new LoaderOptions { DecodeWorkers = 2, BatchSize = 3, ReadRetries = 1 });
 
-        var lines = File.ReadAllLines(dir.Combine("out", QuarantineLog.FileName))
-            .Select(l => JsonSerializer.Deserialize<JsonElement>(l))
-            .ToDictionary(e => e.GetProperty("path").GetString()!, e => e.GetProperty("reason").GetString()!);
+        var lines = TestImages.QuarantineReasons(dir.Combine("out"));
         Assert.Equal(files.Keys.Where(k => !k.Contains("good")).Order(), lines.Keys.Order());
         Assert.Equal(4, report.Ok);
         Assert.Contains("truncated JPEG", lines["truncated.jpg"]);

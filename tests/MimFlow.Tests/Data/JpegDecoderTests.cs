@@ -301,17 +301,6 @@ public sealed class JpegDecoderTests
             new PhotometricShift(12, 1.2, true, 0.8, 20), new PhotometricShift(-20, 0.7, false, null, -36), new PhotometricShift(null, null, false, 1.45, null),
             new PhotometricShift(31.5, 1.5, false, 0.5, 34), new PhotometricShift(null, 0.5, true, null, -2),
         ];
-        foreach (var op in ops)
-        {
-            byte[] interleaved = (byte[])rgb.Clone();
-            op.Apply(new RgbImage(interleaved, w, h));
-            byte[] planar = new byte[3 * w * h];
-            var image = new PlanarImage(planar, w, h);
-            image.FromInterleaved(rgb);
-            op.Apply(image);
-            byte[] back = new byte[3 * w * h];
-            image.ToInterleaved(back);
-            Assert.True(interleaved.AsSpan().SequenceEqual(back), $"{op}: planar differs");
-        }
+        foreach (var op in ops) PlanarParity.AssertSameBytes(op, rgb, w, h);
     }
 }

@@ -162,9 +162,7 @@ public sealed class LoaderTests
         var report = await DatasetScan.RunAsync(index, dir.Combine("out"), DatasetSplit.Train,
             new LoaderOptions { DecodeWorkers = 2, BatchSize = 4, ReadRetries = 1, Limits = new DecodeLimits(MaxPixels: 100_000) });
 
-        var lines = File.ReadAllLines(dir.Combine("out", QuarantineLog.FileName))
-            .Select(l => JsonSerializer.Deserialize<JsonElement>(l))
-            .ToDictionary(e => e.GetProperty("path").GetString()!, e => e.GetProperty("reason").GetString()!);
+        var lines = TestImages.QuarantineReasons(dir.Combine("out"));
         Assert.Equal(12, report.Listed);
         Assert.Equal(7, report.Ok);
         Assert.Equal(5, report.Quarantined);

@@ -106,16 +106,7 @@ public sealed class SegmentationTests
             new(null, null, false, 0.73, -18), new(null, null, false, 1.31, 2), new(-7.5, 1.2, true, 1.1, 36),
         ];
         foreach (PixelOp shift in shifts.Concat<PixelOp>([new Hue(0.1), new Hue(-0.1), new Hue(0.5), new Hue(-0.5), new Hue(0.0371), new Hue(0)]))
-        {
-            byte[] interleaved = (byte[])rgb.Clone();
-            shift.Apply(new RgbImage(interleaved, w, 1));
-            var image = new PlanarImage(new byte[rgb.Length], w, 1);
-            image.FromInterleaved(rgb);
-            shift.Apply(image);
-            byte[] back = new byte[rgb.Length];
-            image.ToInterleaved(back);
-            Assert.True(interleaved.AsSpan().SequenceEqual(back), $"{shift}: planar differs");
-        }
+            PlanarParity.AssertSameBytes(shift, rgb, w, 1);
     }
 
     [Fact]

@@ -62,4 +62,10 @@ internal static class TestImages
         });
         return DatasetSource.Open(folder, DatasetLayout.ImageNet);
     }
+
+    /// <summary>The quarantine log in <paramref name="folder"/> as path → reason.</summary>
+    public static Dictionary<string, string> QuarantineReasons(string folder) =>
+        File.ReadAllLines(Path.Combine(folder, MimFlow.Data.Quarantine.QuarantineLog.FileName))
+            .Select(l => System.Text.Json.JsonSerializer.Deserialize<System.Text.Json.JsonElement>(l))
+            .ToDictionary(e => e.GetProperty("path").GetString()!, e => e.GetProperty("reason").GetString()!);
 }

@@ -72,7 +72,7 @@ public sealed class TrainerKernelTests
         var x = rand(4, 8, 6, generator: new Generator(2)) + 1;
         using var dropout = new SeededDropout(0.5);
         dropout.train();
-        Tensor Drop(Tensor input, ulong seed, DropPathRows? rows = null)
+        Tensor Drop(Tensor input, ulong seed, BatchRows? rows = null)
         {
             using var generator = new Generator(seed);
             StepRandomness.UseGenerator(dropout, generator, rows);
@@ -88,7 +88,7 @@ public sealed class TrainerKernelTests
         Assert.InRange(kept.to(ScalarType.Float32).mean().item<float>(), 0.35f, 0.65f);
         Assert.True(whole.masked_select(kept).allclose(x.masked_select(kept) * 2));
         // Rank 1 of 2 computes rows 2–3 and drops them exactly as the single process does.
-        var rank1 = Drop(x.narrow(0, 2, 2), 9, new DropPathRows(2, 2, 4));
+        var rank1 = Drop(x.narrow(0, 2, 2), 9, new BatchRows(2, 2, 4));
         Assert.Equal(whole.narrow(0, 2, 2).data<float>().ToArray(), rank1.data<float>().ToArray());
         dropout.eval();
         Assert.Equal(x.data<float>().ToArray(), dropout.forward(x).data<float>().ToArray());
