@@ -23,7 +23,7 @@ public static class BenchReports
         var host = HostFacts.Read();
         return JsonSerializer.Serialize(new
         {
-            benchmark = "tokenize", tokenizer = request.TokenizerDirectory, teacher = request.TeacherDirectory, images = result.Images, warm_up_images = result.WarmUpImages, batch = request.BatchSize,
+            benchmark = "tokenize", tokenizer = request.TokenizerDirectory, teacher = request.TeacherDirectory, images = result.Images, warm_up_images = result.WarmUpImages, warm_up_steps = result.WarmUpSteps, batch = request.BatchSize,
             arithmetic = result.Arithmetic, forward_only_images_per_second = result.ForwardOnlyImagesPerSecond,
             images_per_second = result.PipelineImagesPerSecond, ratio = result.Ratio, input_wait_share = result.InputWaitShare,
             machine = new { host.OperatingSystem, host.LogicalCores, dotnet = host.DotnetVersion },

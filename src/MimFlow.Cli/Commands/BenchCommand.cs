@@ -282,11 +282,12 @@ internal static class BenchCommand
         {
             var request = options.Request(parsed);
             request = request with { Tokenize = request.Tokenize with { Device = options.Tokenize.Device.Resolve(parsed) } };
-            context.Console.MarkupLineInterpolated($"mimflow: forward-only, then pre-tokenization of {request.Images} images (each after a warm-up) …");
+            context.Console.MarkupLineInterpolated($"mimflow: forward-only, then pre-tokenization of {request.Images} images (each warmed up until the JIT is quiet) …");
             var result = await TokenizeBenchmark.RunAsync(request, cancellationToken);
             var table = new Table().Title($"bench tokenize ({result.Arithmetic})").AddColumns("forward-only img/s", "pre-tokenization img/s", "ratio", "model waited for input");
             table.AddRow($"{result.ForwardOnlyImagesPerSecond:F1}", $"{result.PipelineImagesPerSecond:F1}", $"{result.Ratio:F2}", $"{result.InputWaitShare:P1}");
             context.Console.Write(table);
+            context.Console.MarkupLineInterpolated($"{result.Images} images timed on each side, after {result.WarmUpSteps} forward-only warm-up steps and {result.WarmUpImages} warm-up images through the pipeline");
             if (parsed.GetValue(options.Json) is { } jsonPath) AtomicFile.WriteAllText(jsonPath, BenchReports.Tokenize(request.Tokenize, result));
             return 0;
         });

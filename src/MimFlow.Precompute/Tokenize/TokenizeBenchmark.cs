@@ -1,13 +1,17 @@
 using System.Diagnostics;
+using MimFlow.Core.Diagnostics;
 using MimFlow.Core.Randomness;
+using MimFlow.Data.Sources;
 using static TorchSharp.torch;
 
 namespace MimFlow.Precompute.Tokenize;
 
 /// <summary>Pre-tokenization speed against its ceiling: the same models' forward-only rate on resident batches.</summary>
-/// <param name="WarmUpImages">Images the pipeline tokenized, untimed, before the timed run.</param>
+/// <param name="Images">Images timed on each side: the request's, or the data's part when it has fewer.</param>
+/// <param name="WarmUpImages">Images the pipeline tokenized, untimed, before the timed run (its warm-up passes together).</param>
+/// <param name="WarmUpSteps">Untimed forward-only steps before its timed ones.</param>
 public sealed record TokenizeBenchmarkResult(int Images, double ForwardOnlyImagesPerSecond, double PipelineImagesPerSecond, double InputWaitShare, string Arithmetic,
-    int WarmUpImages)
+    int WarmUpImages, int WarmUpSteps)
 {
     /// <summary>Pipeline rate / forward-only rate (the goal is ≥ 0.9: the model is rarely waiting).</summary>
     public double Ratio => PipelineImagesPerSecond / ForwardOnlyImagesPerSecond;
@@ -20,6 +24,9 @@ public sealed record TokenizeBenchmarkRequest(TokenizeRequest Tokenize)
     /// <summary>Images pre-tokenized, and the forward-only equivalent.</summary>
     public int Images { get; init; } = 256;
 
+    /// <summary>How both sides are warmed up before they are timed.</summary>
+    public JitWarmUp WarmUp { get; init; } = new();
+
     /// <summary>The benchmark of pre-tokenizing <paramref name="dataRoot"/> with <see cref="TokenizeRequest"/>'s defaults.</summary>
     public static TokenizeBenchmarkRequest For(string dataRoot) => new(new TokenizeRequest { DataRoot = dataRoot, OutputDirectory = "" });
 }
@@ -30,16 +37,24 @@ public static class TokenizeBenchmark
     /// Measures, in one run on one device, (1) forward-only: the tokenizer and teacher on random uint8 batches already
     /// in memory (upload, normalisation and encoding of the outputs included, as the pipeline does them), and (2) the
     /// whole pre-tokenization of the first <see cref="TokenizeBenchmarkRequest.Images"/> images into a scratch folder.
-    /// Each side is warmed up first (a step; a batch's worth of images), so the figures are steady-state rates.
+    /// Both sides are the same number of images, and each is warmed up until the JIT is quiet (<see cref="JitWarmUp"/>:
+    /// forward-only by steps, the pipeline by pre-tokenizing one batch's worth of images per pass), so the figures are
+    /// the steady-state rates a run over a whole dataset has; the pipeline's timed run still pays what every run pays
+    /// (loading the models, filling the first batch, writing the last shard).
     /// </summary>
     public static async Task<TokenizeBenchmarkResult> RunAsync(TokenizeBenchmarkRequest benchmark, CancellationToken cancellationToken = default)
     {
-        var (request, images) = (benchmark.Tokenize, benchmark.Images);
+        var request = benchmark.Tokenize;
+        var index = DatasetSource.Open(request.DataRoot, request.Layout, request.Split, request.GroundTruth);
+        var (first, end) = TokenizeJob.PartRange(index.Count, request.ShardIndex, request.ShardCount, benchmark.Images);
+        int images = end - first;
+        var warmUp = benchmark.WarmUp;
         string scratch = Path.Combine(Path.GetTempPath(), "mimflow-bench-tokenize", Guid.NewGuid().ToString("N"));
         try
         {
             double forward;
             string arithmetic;
+            int warmUpSteps;
             using (var models = new FrozenModels(request.TokenizerDirectory, request.TeacherDirectory, request.Teacher, request.Device ?? CPU, request.ImageSize))
             {
                 arithmetic = models.Arithmetic;
@@ -55,7 +70,11 @@ public static class TokenizeBenchmark
                         _ = models.SecondViewSize is int s2 ? models.Codes(second, batch, s2) : models.Codes(main, batch, side);
                     if (models.TeacherSpec is not null) _ = models.Features(main, batch, side, request.FeatureEncoding);
                 }
-                Step();
+                warmUpSteps = await warmUp.RunAsync(_ =>
+                {
+                    Step();
+                    return Task.CompletedTask;
+                }, cancellationToken);
                 int batches = Math.Max(1, (images * request.Views + batch - 1) / batch);
                 var clock = Stopwatch.StartNew();
                 for (int b = 0; b < batches; b++)
@@ -65,13 +84,15 @@ public static class TokenizeBenchmark
                 }
                 forward = (double)batches * batch / request.Views / clock.Elapsed.TotalSeconds;
             }
-            // Both sides warm up first: forward-only ran a step above; the pipeline tokenizes one batch's worth of images
-            // (its own scratch set), so the timed run does not pay for JIT-compiling the loader, decoder and shard writer,
-            // which a run over a real dataset pays once in hours.
-            var warmUp = await TokenizeJob.RunAsync(request with { OutputDirectory = Path.Combine(scratch, "warm-up"), Limit = Math.Min(images, request.BatchSize) },
-                cancellationToken: cancellationToken);
-            var run = await TokenizeJob.RunAsync(request with { OutputDirectory = Path.Combine(scratch, "timed"), Limit = images }, cancellationToken: cancellationToken);
-            return new TokenizeBenchmarkResult(images, forward, run.ImagesPerSecond, run.InputWaitShare, arithmetic, warmUp.SamplesProcessed);
+            int warmUpImages = 0, pass = 0;
+            await warmUp.RunAsync(async token =>
+            {
+                var run = await TokenizeJob.RunAsync(request with { OutputDirectory = Path.Combine(scratch, $"warm-up-{pass++}"), Limit = Math.Min(images, request.BatchSize) },
+                    cancellationToken: token);
+                warmUpImages += run.SamplesProcessed;
+            }, cancellationToken);
+            var timed = await TokenizeJob.RunAsync(request with { OutputDirectory = Path.Combine(scratch, "timed"), Limit = images }, cancellationToken: cancellationToken);
+            return new TokenizeBenchmarkResult(images, forward, timed.ImagesPerSecond, timed.InputWaitShare, arithmetic, warmUpImages, warmUpSteps);
         }
         finally
         {

@@ -1,3 +1,4 @@
+using MimFlow.Core.Diagnostics;
 using MimFlow.Data.Augment;
 using MimFlow.Data.Decoding;
 using MimFlow.Data.Pipeline;
@@ -23,15 +24,22 @@ public sealed class TokenizeTests
     }
 
     [Fact]
-    public async Task The_tokenize_benchmark_warms_the_pipeline_up_before_timing_it_and_writes_nothing_where_the_request_points()
+    public async Task The_tokenize_benchmark_warms_both_sides_up_in_whole_passes_times_no_more_images_than_the_data_has_and_writes_nothing_where_the_request_points()
     {
         using var fixture = await TokenizeFixture.CreateAsync(images: 10);
         string output = fixture.Combine("not-written");
-        var result = await TokenizeBenchmark.RunAsync(new TokenizeBenchmarkRequest(fixture.Request(output)) { Images = 8 });
+        var warmUp = new JitWarmUp { MaxPasses = 3, Settle = TimeSpan.FromMilliseconds(50), MaxSettle = TimeSpan.FromMilliseconds(200) };
+        var result = await TokenizeBenchmark.RunAsync(new TokenizeBenchmarkRequest(fixture.Request(output)) { Images = 8, WarmUp = warmUp });
         Assert.Equal(8, result.Images);
-        Assert.Equal(4, result.WarmUpImages);
+        // Passes of one batch (4 images), at least two on each side.
+        Assert.True(result.WarmUpImages is 8 or 12, $"{result}");
+        Assert.InRange(result.WarmUpSteps, 2, 3);
         Assert.True(result.ForwardOnlyImagesPerSecond > 0 && result.PipelineImagesPerSecond > 0, $"{result}");
         Assert.False(Directory.Exists(output));
+
+        // More images than the data has: both sides time the data's 11 samples (10 images and the broken file).
+        var all = await TokenizeBenchmark.RunAsync(new TokenizeBenchmarkRequest(fixture.Request(output)) { Images = 50, WarmUp = warmUp with { MaxPasses = 2 } });
+        Assert.Equal(11, all.Images);
     }
 
     [Fact]
