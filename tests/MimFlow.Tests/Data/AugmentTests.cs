@@ -212,6 +212,27 @@ public sealed class AugmentTests
     }
 
     [Fact]
+    public void Every_rand_augment_draw_gives_the_interleaved_codes_bytes_on_planes()
+    {
+        // All fifteen transforms at drawn magnitudes and signs, on smooth images (one with a flat channel, which
+        // autocontrast and equalize leave alone) at widths that end mid-vector.
+        var policy = new RandAugment(Probability: 1.0);
+        var noise = new Random(5);
+        foreach (var (w, h, draws) in new[] { (224, 224, 40), (61, 23, 150), (7, 5, 150) })
+            foreach (bool flatBlue in new[] { false, true })
+            {
+                byte[] rgb = new byte[3 * w * h];
+                for (int i = 0; i < rgb.Length; i++)
+                    rgb[i] = flatBlue && i % 3 == 2 ? (byte)77 : (byte)Math.Clamp(40 + 150.0 * (i / 3 % w) / w + 60.0 * (i / 3 / w) / h + 20 * (i % 3) + noise.Next(-9, 10), 0, 255);
+                for (int d = 0; d < draws; d++)
+                {
+                    var random = StableRandom.For(5, (ulong)d);
+                    foreach (var op in policy.Draw(w, h, ref random)) PlanarParity.AssertSameBytes(op, rgb, w, h);
+                }
+            }
+    }
+
+    [Fact]
     public void Gaussian_blur_gives_the_interleaved_codes_bytes_on_planes_at_every_radius_and_width()
     {
         var random = new Random(11);
