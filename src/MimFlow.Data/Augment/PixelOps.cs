@@ -634,6 +634,7 @@ public sealed record AutoContrast : PixelOp
         return true;
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static (int Lo, int Hi) Range(ReadOnlySpan<byte> plane)
     {
         int i = 0;
