@@ -97,7 +97,7 @@ public abstract record PixelOp
     internal static void StoreRounded8(Vector512<double> values, Span<byte> plane, int i)
     {
         // t + sign where |v − t| ≥ ½, t = v truncated: v − t is exact, so no sum rounds up a value just below a half.
-        var truncated = Avx512F.RoundScale(values, 0x0B);
+        var truncated = Vector512.Truncate(values);
         var half = Vector512.GreaterThanOrEqual(Vector512.Abs(values - truncated), Vector512.Create(0.5));
         var away = Vector512.ConditionalSelect(Vector512.LessThan(values, Vector512<double>.Zero), Vector512.Create(-1.0), Vector512.Create(1.0));
         Store8(truncated + (away & half), plane, i);
