@@ -15,7 +15,15 @@ public static class AnnotationCheck
         if (PngLabelDecoder.IsGreyscale8(encoded, out int width, out int height))
         {
             CheckSize(width, height, imageHeader);
-            values = PngLabelDecoder.Decode(encoded, width, height);
+            try
+            {
+                values = PngLabelDecoder.Decode(encoded, width, height);
+            }
+            catch (BadImageException e)
+            {
+                // The reason goes into the sample's quarantine line: it must say the label map is what is broken.
+                throw new BadImageException($"annotation does not decode: {e.Reason}", e);
+            }
         }
         values ??= DecodeWithLibvips(encoded, imageHeader);
         // Vectorised search for any label above the largest class; the maximum only for the message.

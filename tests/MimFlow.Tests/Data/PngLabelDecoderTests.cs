@@ -138,7 +138,7 @@ public sealed class PngLabelDecoderTests
     }
 
     [Fact]
-    public void Transparency_and_palette_chunks_leave_the_file_to_libvips()
+    public void Transparency_and_palette_chunks_leave_the_file_to_libvips_and_the_annotation_check_names_the_label_map()
     {
         byte[] labels = Labels(8, 8, 2);
         Assert.Null(Decode(new PngParts(8, 8, labels) { Extra = ("tRNS", [0, 7]) }.Write()));
@@ -151,6 +151,9 @@ public sealed class PngLabelDecoderTests
         var refused = Assert.Throws<BadImageException>(() => AnnotationCheck.Decode(new PngParts(8, 8, labels) { Extra = ("tRNS", [0, 7]) }.Write(), header));
         Assert.Contains("2 band(s)", refused.Reason);
         Assert.Equal(labels, AnnotationCheck.Decode(new PngParts(8, 8, labels).Write(), header).Labels);
+        byte[] damaged = new PngParts(8, 8, labels).Write();
+        damaged[^14] ^= 1; // the IDAT's CRC
+        Assert.StartsWith("annotation does not decode: PNG chunk IDAT at byte 33 fails its CRC", Assert.Throws<BadImageException>(() => AnnotationCheck.Decode(damaged, header)).Reason);
         Assert.Contains("annotation is 8×8 but the image is 9×8",
             Assert.Throws<BadImageException>(() => AnnotationCheck.Decode(new PngParts(8, 8, labels).Write(), ImageHeader.Read(TestImages.Jpeg(9, 8), DecodeLimits.Default))).Reason);
     }
