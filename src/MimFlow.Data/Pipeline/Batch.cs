@@ -11,18 +11,20 @@ namespace MimFlow.Data.Pipeline;
 public sealed class Batch : IDisposable
 {
     private readonly PixelFormat format;
+    private readonly LoaderBuffers buffers;
     private bool disposed;
 
-    internal Batch(int capacity, IReadOnlyList<ViewShape> views, PixelFormat format, int maskCells, int masksPerRow = 1, int labelMapCells = 0)
+    internal Batch(LoaderBuffers buffers, int capacity, IReadOnlyList<ViewShape> views, PixelFormat format, int maskCells, int masksPerRow = 1, int labelMapCells = 0)
     {
+        this.buffers = buffers;
         MasksPerRow = masksPerRow;
         LabelMapCells = labelMapCells;
-        LabelMaps = labelMapCells > 0 ? new byte[capacity * labelMapCells] : [];
+        LabelMaps = labelMapCells > 0 ? buffers.Bytes.Rent(capacity * labelMapCells) : [];
         this.format = format;
         Capacity = capacity;
         Views = views;
-        Bytes = format == PixelFormat.UInt8 ? views.Select(v => ArrayPool<byte>.Shared.Rent(capacity * v.Bytes)).ToArray() : [];
-        Floats = format == PixelFormat.Float32 ? views.Select(v => ArrayPool<float>.Shared.Rent(capacity * v.Bytes)).ToArray() : [];
+        Bytes = format == PixelFormat.UInt8 ? views.Select(v => buffers.Bytes.Rent(capacity * v.Bytes)).ToArray() : [];
+        Floats = format == PixelFormat.Float32 ? views.Select(v => buffers.Floats.Rent(capacity * v.Bytes)).ToArray() : [];
         Labels = new int[capacity];
         MaskCells = maskCells;
         Masks = maskCells > 0 ? new byte[capacity * masksPerRow * maskCells] : [];
@@ -78,7 +80,27 @@ public sealed class Batch : IDisposable
     {
         if (disposed) return;
         disposed = true;
-        foreach (var buffer in Bytes) ArrayPool<byte>.Shared.Return(buffer);
-        foreach (var buffer in Floats) ArrayPool<float>.Shared.Return(buffer);
+        foreach (var buffer in Bytes) buffers.Bytes.Return(buffer);
+        foreach (var buffer in Floats) buffers.Floats.Return(buffer);
+        if (LabelMaps.Length > 0) buffers.Bytes.Return(LabelMaps);
     }
+}
+
+/// <summary>
+/// One loader's pools for its batches and for each sample between render and collate. Not <c>ArrayPool.Shared</c>:
+/// it keeps a returned array in the returning thread's own slot first, out of reach of other threads, and batches are
+/// handed back by the consumer's thread and rented by the collate step's, samples rented by decode workers and
+/// handed back by the collate step; so most of them landed on fresh pages (page faults and zeroing were ~10 % of a
+/// segmentation run's CPU). These pools share every returned array among threads and keep what was returned for the
+/// loader's life, which is bounded by what it had in flight at once.
+/// </summary>
+internal sealed class LoaderBuffers(IReadOnlyList<ViewShape> views, LoaderOptions options)
+{
+    private const int MostArraysOfOneSize = 4096;
+
+    public ArrayPool<byte> Bytes { get; } = ArrayPool<byte>.Create(Largest(views, options), Math.Min(MostArraysOfOneSize, options.MaxSamplesInFlight * (views.Count + 1)));
+    public ArrayPool<float> Floats { get; } = ArrayPool<float>.Create(Largest(views, options), Math.Min(MostArraysOfOneSize, options.MaxSamplesInFlight * views.Count));
+
+    private static int Largest(IReadOnlyList<ViewShape> views, LoaderOptions options) =>
+        (int)Math.Min(Array.MaxLength, Math.Max(16L, (long)options.BatchSize * views.Max(v => v.Bytes)));
 }

@@ -26,6 +26,8 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
 
     private int rendered;
 
+    private readonly LoaderBuffers pools = new(recipe.Views, options);
+
     /// <summary>The sample order of the epoch: a seeded permutation, or listing order.</summary>
     public int[] EpochOrder()
     {
@@ -110,7 +112,7 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
                     Quarantine.Add(item.Failure);
                     return;
                 }
-                filling ??= new Batch(options.BatchSize, views, options.Format, maskCells, options.MaskedViews, recipe is ILabelMapRecipe ? LabelMapBytes(views) : 0) { Number = batchNumber++ };
+                filling ??= new Batch(pools, options.BatchSize, views, options.Format, maskCells, options.MaskedViews, recipe is ILabelMapRecipe ? LabelMapBytes(views) : 0) { Number = batchNumber++ };
                 Collate(filling, item, views);
                 if (filling.Count == options.BatchSize)
                 {
@@ -167,8 +169,8 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
     private RenderedSample Render(Encoded encoded, IReadOnlyList<ViewShape> views)
     {
         if (encoded.Failure is not null) return RenderedSample.Refused(encoded.Sample, encoded.Failure);
-        byte[][] buffers = views.Select(v => ArrayPool<byte>.Shared.Rent(v.Bytes)).ToArray();
-        byte[]? labelBuffer = recipe is ILabelMapRecipe ? ArrayPool<byte>.Shared.Rent(LabelMapBytes(views)) : null;
+        byte[][] buffers = views.Select(v => pools.Bytes.Rent(v.Bytes)).ToArray();
+        byte[]? labelBuffer = recipe is ILabelMapRecipe ? pools.Bytes.Rent(LabelMapBytes(views)) : null;
         try
         {
             var header = ImageHeader.Read(encoded.Bytes!, options.Limits);
@@ -183,12 +185,12 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
                 floats = new float[views.Count][];
                 for (int v = 0; v < views.Count; v++)
                 {
-                    floats[v] = ArrayPool<float>.Shared.Rent(views[v].Bytes);
+                    floats[v] = pools.Floats.Rent(views[v].Bytes);
                     var target = floats[v].AsSpan(0, views[v].Bytes);
                     PixelNormalizer.ToFloat(buffers[v].AsSpan(0, views[v].Bytes), target, imageNetStatistics: v == 0);
                     foreach (var erase in parameters.Erase)
                         if (erase.View == v) Augmenter.Erase(target, views[v], erase);
-                    ArrayPool<byte>.Shared.Return(buffers[v]);
+                    pools.Bytes.Return(buffers[v]);
                 }
             }
             Interlocked.Increment(ref rendered);
@@ -196,13 +198,13 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
         }
         catch (BadImageException e)
         {
-            foreach (var buffer in buffers) ArrayPool<byte>.Shared.Return(buffer);
-            if (labelBuffer is not null) ArrayPool<byte>.Shared.Return(labelBuffer);
+            foreach (var buffer in buffers) pools.Bytes.Return(buffer);
+            if (labelBuffer is not null) pools.Bytes.Return(labelBuffer);
             return RenderedSample.Refused(encoded.Sample, new QuarantineEntry(encoded.Sample.RelativePath, index.Located(encoded.Sample, e.Reason), "decode", encoded.Sample.Index));
         }
     }
 
-    private static void Collate(Batch batch, RenderedSample item, IReadOnlyList<ViewShape> views)
+    private void Collate(Batch batch, RenderedSample item, IReadOnlyList<ViewShape> views)
     {
         int row = batch.Count;
         for (int v = 0; v < views.Count; v++)
@@ -211,18 +213,18 @@ public sealed class DataflowLoader(SampleIndex index, IAugmentRecipe recipe, Loa
             if (item.Floats is { } floats)
             {
                 floats[v].AsSpan(0, length).CopyTo(batch.Floats[v].AsSpan(row * length, length));
-                ArrayPool<float>.Shared.Return(floats[v]);
+                pools.Floats.Return(floats[v]);
             }
             else
             {
                 item.Bytes![v].AsSpan(0, length).CopyTo(batch.Bytes[v].AsSpan(row * length, length));
-                ArrayPool<byte>.Shared.Return(item.Bytes[v]);
+                pools.Bytes.Return(item.Bytes[v]);
             }
         }
         if (item.LabelMap is { } labelMap)
         {
             labelMap.AsSpan(0, batch.LabelMapCells).CopyTo(batch.LabelMaps.AsSpan(row * batch.LabelMapCells, batch.LabelMapCells));
-            ArrayPool<byte>.Shared.Return(labelMap);
+            pools.Bytes.Return(labelMap);
         }
         batch.Labels[row] = item.Sample.Label;
         batch.Samples[row] = item.Sample;

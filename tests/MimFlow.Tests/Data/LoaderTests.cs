@@ -31,6 +31,30 @@ public sealed class LoaderTests
     }
 
     [Fact]
+    public async Task Batch_buffers_come_back_to_the_loader_from_whichever_thread_disposes_them()
+    {
+        using var dir = new TemporaryDirectory();
+        var index = await Dataset(dir, images: 40);
+        var options = Small with { BatchSize = 4, Format = PixelFormat.Float32, Masks = null };
+        var loader = new DataflowLoader(index, new PretrainRecipe(Size: 32, SecondViewSize: null), options);
+        var buffers = new HashSet<float[]>(ReferenceEqualityComparer.Instance);
+        int batches = 0;
+        await foreach (var batch in loader.ReadEpochAsync())
+        {
+            buffers.Add(batch.Floats[0]);
+            batches++;
+            // A consumer may hand batches back from any thread (the device prefetcher does). ArrayPool.Shared keeps a
+            // returned array in the returning thread's own slot, out of the collating thread's reach: the loader
+            // then allocated (and page-faulted) a fresh buffer for most batches.
+            var disposer = new Thread(() => batch.Dispose());
+            disposer.Start();
+            disposer.Join();
+        }
+        Assert.Equal(10, batches);
+        Assert.InRange(buffers.Count, 1, options.PrefetchBatches + 2);
+    }
+
+    [Fact]
     public async Task Batches_are_identical_across_runs_and_change_with_the_epoch()
     {
         using var dir = new TemporaryDirectory();
