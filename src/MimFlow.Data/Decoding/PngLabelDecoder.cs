@@ -15,7 +15,7 @@ public static class PngLabelDecoder
 {
     private static ReadOnlySpan<byte> Signature => [0x89, (byte)'P', (byte)'N', (byte)'G', 0x0D, 0x0A, 0x1A, 0x0A];
 
-    private const uint Ihdr = 0x49484452, Idat = 0x49444154, Iend = 0x49454E44;
+    private const uint Ihdr = 0x49484452, Idat = 0x49444154, Iend = 0x49454E44, Trns = 0x74524E53;
 
     /// <summary>The size of an 8-bit greyscale non-interlaced PNG (its IHDR checked); false for anything else, including
     /// damage before the IHDR ends, which libvips then reports.</summary>
@@ -51,11 +51,10 @@ public static class PngLabelDecoder
             if (png.Length - at < 12) throw new BadImageException($"PNG ends inside a chunk header at byte {at} (truncated)");
             uint length = BinaryPrimitives.ReadUInt32BigEndian(png.AsSpan(at));
             uint type = BinaryPrimitives.ReadUInt32BigEndian(png.AsSpan(at + 4));
-            string name = ChunkName(type);
-            if (length > int.MaxValue || png.Length - at - 12 < length) throw new BadImageException($"PNG chunk {name} at byte {at} runs past the end of the file (truncated)");
+            if (length > int.MaxValue || png.Length - at - 12 < length) throw new BadImageException($"PNG chunk {ChunkName(type)} at byte {at} runs past the end of the file (truncated)");
             int dataLength = (int)length;
             if (Crc32.HashToUInt32(png.AsSpan(at + 4, 4 + dataLength)) != BinaryPrimitives.ReadUInt32BigEndian(png.AsSpan(at + 8 + dataLength)))
-                throw new BadImageException($"PNG chunk {name} at byte {at} fails its CRC");
+                throw new BadImageException($"PNG chunk {ChunkName(type)} at byte {at} fails its CRC");
             switch (type)
             {
                 case Ihdr when at != 8:
@@ -72,7 +71,7 @@ public static class PngLabelDecoder
                 default:
                     // Critical chunks (upper-case first letter) other than these, transparency and a palette change how
                     // the pixels read: libvips decides. Other ancillary chunks (text, resolution, time) do not.
-                    if ((type & 0x20000000) == 0 || name is "tRNS") return null;
+                    if ((type & 0x20000000) == 0 || type == Trns) return null;
                     break;
             }
             if (segments.Count > 0 && type != Idat) afterData = true;

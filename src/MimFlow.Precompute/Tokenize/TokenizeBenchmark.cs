@@ -91,10 +91,10 @@ public static class TokenizeBenchmark
             await warmUp.RunAsync(async token =>
             {
                 var run = await TokenizeJob.RunAsync(request with { OutputDirectory = Path.Combine(scratch, $"warm-up-{pass++}"), Limit = Math.Min(images, request.BatchSize) },
-                    cancellationToken: token);
+                    index, cancellationToken: token);
                 warmUpImages += run.SamplesProcessed;
             }, cancellationToken);
-            var timed = await TokenizeJob.RunAsync(request with { OutputDirectory = Path.Combine(scratch, "timed"), Limit = images }, cancellationToken: cancellationToken);
+            var timed = await TokenizeJob.RunAsync(request with { OutputDirectory = Path.Combine(scratch, "timed"), Limit = images }, index, cancellationToken: cancellationToken);
 
             forwardSeconds += TimeSteps(batches / 2);
             double forward = (double)batches * batch / request.Views / forwardSeconds;

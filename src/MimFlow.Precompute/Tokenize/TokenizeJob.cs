@@ -75,12 +75,19 @@ public static class TokenizeJob
 {
     public const string ProgressFileName = "progress.json";
 
-    public static async Task<TokenizeResult> RunAsync(TokenizeRequest request, IProgress<TokenizeProgress>? progress = null, CancellationToken cancellationToken = default)
+    public static Task<TokenizeResult> RunAsync(TokenizeRequest request, IProgress<TokenizeProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        request.Validate();
+        return RunAsync(request, DatasetSource.Open(request.DataRoot, request.Layout, request.Split, request.GroundTruth), progress, cancellationToken);
+    }
+
+    /// <summary>The run over an index already opened from <paramref name="request"/>'s data (the benchmark's passes share one scan).</summary>
+    internal static async Task<TokenizeResult> RunAsync(TokenizeRequest request, SampleIndex index, IProgress<TokenizeProgress>? progress = null,
+        CancellationToken cancellationToken = default)
     {
         request.Validate();
         Directory.CreateDirectory(request.OutputDirectory);
         using var writer = OutputLock.Acquire(request.OutputDirectory, "tokenize");
-        var index = DatasetSource.Open(request.DataRoot, request.Layout, request.Split, request.GroundTruth);
         var (first, end) = PartRange(index.Count, request.ShardIndex, request.ShardCount, request.Limit);
         using var models = new FrozenModels(request.TokenizerDirectory, request.TeacherDirectory, request.Teacher, request.Device ?? CPU, request.ImageSize);
         var draw = new PretrainRecipe(models.ImageSize, models.SecondViewSize);
